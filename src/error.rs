@@ -1,0 +1,122 @@
+//! Typed errors. Every error that comes from the file system keeps its `io::Error` source and
+//! names the file; every message says what the caller can do about it.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::format::FormatError;
+
+/// The result type of every fallible stratalog operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file-system operation failed.
+    #[error("{op} failed on {path}: {source}")]
+    Io {
+        /// The operation that failed (for example `write`, `fsync`, `rename`).
+        op: &'static str,
+        /// The file or directory it was applied to.
+        path: PathBuf,
+        /// The error the operating system returned.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The disk is full. Nothing of the failed append became visible; free space (retention,
+    /// deleting other data) and append again.
+    #[error("out of disk space writing {path}; free space and retry the append")]
+    NoSpace {
+        /// The file that could not be written.
+        path: PathBuf,
+        /// The error the operating system returned (`ENOSPC`).
+        #[source]
+        source: io::Error,
+    },
+
+    /// Stored bytes failed their checks. The data at this position is never served.
+    #[error("corrupt data in {path} at byte {position}: {source}")]
+    Corrupt {
+        /// The file holding the bad bytes.
+        path: PathBuf,
+        /// Byte position in the file where the bad structure starts.
+        position: u64,
+        /// What check failed.
+        #[source]
+        source: FormatError,
+    },
+
+    /// An earlier write or fsync failed, so the page cache can no longer be trusted. The log
+    /// refuses writes until it is closed and reopened (which runs recovery).
+    #[error("the log failed after an earlier I/O error and refuses writes; close and reopen it: {0}")]
+    Failed(#[source] Arc<Error>),
+
+    /// The offset is below the log start (deleted by retention) or beyond its end.
+    #[error("offset {offset} is out of range: the log holds offsets {start}..{end}")]
+    OffsetOutOfRange {
+        /// The offset that was asked for.
+        offset: u64,
+        /// The first offset the log holds.
+        start: u64,
+        /// One past the last offset the log holds.
+        end: u64,
+    },
+
+    /// An argument does not make sense (for example an empty batch, or a truncation point that
+    /// splits a batch).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// Another process has the log open.
+    #[error("{path} is locked by another process; stop it or use another directory")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+
+    /// The log was closed; open it again to use it.
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Wraps an `io::Error` from operation `op` on `path`, recognising a full disk.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull
+        {
+            Error::NoSpace { path, source }
+        } else {
+            Error::Io { op, path, source }
+        }
+    }
+
+    /// True if the disk was full: the append can be retried once space is freed.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::NoSpace { .. })
+    }
+
+    /// True if the error reports corrupt stored data.
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            Error::Corrupt { .. } => true,
+            Error::Failed(inner) => inner.is_corruption(),
+            _ => false,
+        }
+    }
+}
+
+/// Adds the operation and path to an `io::Result`.
+pub(crate) trait IoContext<T> {
+    /// Converts the error into [`Error::Io`] (or [`Error::NoSpace`]) naming `op` and `path`.
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}

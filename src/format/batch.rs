@@ -1,0 +1,408 @@
+//! The record batch: the unit of append, compression, checksum, index, replication and read.
+//!
+//! ```text
+//! batch  = header (64 bytes) | records section (uncompressed, or one LZ4 block)
+//! header = u32 crc | u32 magic | u16 version | u16 attributes | u32 length
+//!        | u64 base_offset | u64 leader_epoch | i64 first_timestamp | i64 max_timestamp
+//!        | u32 record_count | u32 records_len | u64 reserved
+//! ```
+//!
+//! `crc` is CRC-32 (IEEE, `crc32fast`) over every byte of the batch after the crc field: the rest
+//! of the header and the records section as stored. `length` counts the whole batch, header
+//! included. `records_len` is the length of the records section before compression.
+
+use bytes::Bytes;
+use zerocopy::little_endian::{I64, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use super::record::{MIN_RECORD_LEN, Record, RecordIter, encode_record};
+use super::{FormatError, check_bounds, check_len};
+
+/// Magic number of a batch header (`"STB1"` as bytes on disk).
+pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"STB1");
+/// The batch format version this build writes and reads.
+pub const BATCH_VERSION: u16 = 1;
+/// Length of the fixed batch header.
+pub const BATCH_HEADER_LEN: usize = 64;
+/// The largest batch (header included) that is written or accepted when read.
+pub const MAX_BATCH_BYTES: u32 = 64 << 20;
+/// The largest records section, before compression, that is written or decompressed.
+pub const MAX_RECORDS_BYTES: u32 = 128 << 20;
+
+const COMPRESSION_MASK: u16 = 0x0007;
+
+/// The fixed batch header, read and written in place.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct BatchHeader {
+    /// CRC-32 over bytes 4..length of the batch.
+    pub crc: U32,
+    /// [`BATCH_MAGIC`].
+    pub magic: U32,
+    /// [`BATCH_VERSION`].
+    pub version: U16,
+    /// Bits 0-2: compression (0 none, 1 LZ4); other bits zero.
+    pub attributes: U16,
+    /// Length of the whole batch in bytes, header included.
+    pub length: U32,
+    /// Offset of the first record.
+    pub base_offset: U64,
+    /// Epoch of the leader that appended the batch.
+    pub leader_epoch: U64,
+    /// Timestamp of the first record (milliseconds since the Unix epoch).
+    pub first_timestamp: I64,
+    /// Largest record timestamp in the batch.
+    pub max_timestamp: I64,
+    /// Number of records (at least 1).
+    pub record_count: U32,
+    /// Length of the records section before compression.
+    pub records_len: U32,
+    /// Zero.
+    pub reserved: U64,
+}
+
+const _: () = assert!(size_of::<BatchHeader>() == BATCH_HEADER_LEN);
+
+/// How the records section of a batch is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Stored as encoded.
+    #[default]
+    None,
+    /// One LZ4 block (`lz4_flex` block format, no size prefix).
+    Lz4,
+}
+
+impl Compression {
+    fn from_attributes(attributes: u16) -> Result<Self, FormatError> {
+        if attributes & !COMPRESSION_MASK != 0 {
+            return Err(FormatError::Invalid { what: "batch attributes", value: attributes.into() });
+        }
+        match attributes & COMPRESSION_MASK {
+            0 => Ok(Compression::None),
+            1 => Ok(Compression::Lz4),
+            other => Err(FormatError::Invalid { what: "compression", value: other.into() }),
+        }
+    }
+
+    fn attributes(self) -> u16 {
+        match self {
+            Compression::None => 0,
+            Compression::Lz4 => 1,
+        }
+    }
+
+    /// The name used on the command line and in dumps (`none`, `lz4`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Compression::None),
+            "lz4" => Ok(Compression::Lz4),
+            other => Err(format!("unknown compression {other:?}; use none or lz4")),
+        }
+    }
+}
+
+/// Collects records into a batch. Encoding happens in [`BatchBuilder::encode`], which the log
+/// calls outside its write lock.
+#[derive(Debug, Clone, Default)]
+pub struct BatchBuilder {
+    records: Vec<u8>,
+    count: u32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    compression: Compression,
+}
+
+impl BatchBuilder {
+    /// An empty batch whose records section will be stored with `compression`.
+    pub fn new(compression: Compression) -> Self {
+        BatchBuilder { compression, ..Default::default() }
+    }
+
+    /// Adds a record. Fails if the batch would exceed [`MAX_RECORDS_BYTES`] or a key, value or
+    /// header exceeds its length field.
+    pub fn push(&mut self, record: &Record<'_>) -> Result<&mut Self, FormatError> {
+        let before = self.records.len();
+        encode_record(record, &mut self.records)?;
+        if self.records.len() > MAX_RECORDS_BYTES as usize {
+            self.records.truncate(before);
+            return Err(FormatError::OutOfBounds {
+                what: "records section",
+                value: (before + record.encoded_len()) as u64,
+                min: 0,
+                max: MAX_RECORDS_BYTES.into(),
+            });
+        }
+        if self.count == 0 {
+            self.first_timestamp = record.timestamp;
+            self.max_timestamp = record.timestamp;
+        }
+        self.max_timestamp = self.max_timestamp.max(record.timestamp);
+        self.count += 1;
+        Ok(self)
+    }
+
+    /// Adds a record with only a value.
+    pub fn push_value(&mut self, timestamp: i64, value: &[u8]) -> Result<&mut Self, FormatError> {
+        self.push(&Record { timestamp, key: None, value, headers: &[] })
+    }
+
+    /// Number of records so far.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// True if no record was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Length of the encoded records before compression.
+    pub fn records_len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Removes every record, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.count = 0;
+    }
+
+    /// Encodes the batch with `leader_epoch`, compressing if asked. The base offset is filled in
+    /// by [`EncodedBatch::stamp`] when the log assigns it.
+    pub fn encode(&self, leader_epoch: u64) -> Result<EncodedBatch, FormatError> {
+        if self.count == 0 {
+            return Err(FormatError::Invalid { what: "record_count", value: 0 });
+        }
+        let mut bytes = vec![0u8; BATCH_HEADER_LEN];
+        match self.compression {
+            Compression::None => bytes.extend_from_slice(&self.records),
+            Compression::Lz4 => {
+                let bound = lz4_flex::block::get_maximum_output_size(self.records.len());
+                bytes.resize(BATCH_HEADER_LEN + bound, 0);
+                let n = lz4_flex::block::compress_into(&self.records, &mut bytes[BATCH_HEADER_LEN..])
+                    .map_err(|e| FormatError::Decompress(e.to_string()))?;
+                bytes.truncate(BATCH_HEADER_LEN + n);
+            }
+        }
+        check_bounds("batch length", bytes.len() as u64, 0, MAX_BATCH_BYTES.into())?;
+        let header = BatchHeader {
+            crc: 0.into(),
+            magic: BATCH_MAGIC.into(),
+            version: BATCH_VERSION.into(),
+            attributes: self.compression.attributes().into(),
+            length: (bytes.len() as u32).into(),
+            base_offset: 0.into(),
+            leader_epoch: leader_epoch.into(),
+            first_timestamp: self.first_timestamp.into(),
+            max_timestamp: self.max_timestamp.into(),
+            record_count: self.count.into(),
+            records_len: (self.records.len() as u32).into(),
+            reserved: 0.into(),
+        };
+        bytes[..BATCH_HEADER_LEN].copy_from_slice(header.as_bytes());
+        let mut payload_crc = crc32fast::Hasher::new();
+        payload_crc.update(&bytes[BATCH_HEADER_LEN..]);
+        Ok(EncodedBatch { bytes, payload_crc, count: self.count })
+    }
+}
+
+/// An encoded batch waiting for its base offset.
+#[derive(Debug, Clone)]
+pub struct EncodedBatch {
+    bytes: Vec<u8>,
+    payload_crc: crc32fast::Hasher,
+    count: u32,
+}
+
+impl EncodedBatch {
+    /// Sets the base offset and the CRC. Only the 60 header bytes are hashed here: the CRC of the
+    /// payload was computed in [`BatchBuilder::encode`], outside the log's lock, and is combined.
+    pub fn stamp(&mut self, base_offset: u64) {
+        let header = BatchHeader::mut_from_bytes(&mut self.bytes[..BATCH_HEADER_LEN])
+            .expect("header slice has the header's size");
+        header.base_offset = base_offset.into();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header.as_bytes()[4..]);
+        crc.combine(&self.payload_crc);
+        header.crc = crc.finalize().into();
+    }
+
+    /// The encoded bytes (valid once stamped).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Number of records.
+    pub fn record_count(&self) -> u32 {
+        self.count
+    }
+
+    /// The batch's largest timestamp.
+    pub fn max_timestamp(&self) -> i64 {
+        self.header().max_timestamp.get()
+    }
+
+    fn header(&self) -> &BatchHeader {
+        BatchHeader::ref_from_bytes(&self.bytes[..BATCH_HEADER_LEN]).expect("header size")
+    }
+}
+
+/// CRC-32 of a batch as stored in its header: over every byte after the crc field.
+pub fn crc_of(batch: &[u8]) -> u32 {
+    crc32fast::hash(&batch[4..])
+}
+
+impl BatchHeader {
+    /// Reads and checks a header at the start of `buf` without looking at the payload: magic,
+    /// version, attributes, length and count bounds. The CRC is checked by [`Batch::validate`].
+    pub fn parse(buf: &[u8]) -> Result<&BatchHeader, FormatError> {
+        check_len("batch header", BATCH_HEADER_LEN as u64, buf.len())?;
+        let (header, _) = BatchHeader::ref_from_prefix(buf).map_err(|_| FormatError::Truncated {
+            what: "batch header",
+            needed: BATCH_HEADER_LEN as u64,
+            available: buf.len() as u64,
+        })?;
+        header.check()?;
+        Ok(header)
+    }
+
+    fn check(&self) -> Result<(), FormatError> {
+        if self.magic.get() != BATCH_MAGIC {
+            return Err(FormatError::BadMagic { what: "batch", found: self.magic.get().into() });
+        }
+        if self.version.get() != BATCH_VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                what: "batch",
+                found: self.version.get().into(),
+                supported: BATCH_VERSION.into(),
+            });
+        }
+        let compression = Compression::from_attributes(self.attributes.get())?;
+        let length = self.length.get() as u64;
+        check_bounds("batch length", length, BATCH_HEADER_LEN as u64 + 1, MAX_BATCH_BYTES.into())?;
+        let records_len = self.records_len.get() as u64;
+        check_bounds("records_len", records_len, MIN_RECORD_LEN as u64, MAX_RECORDS_BYTES.into())?;
+        if compression == Compression::None && records_len != length - BATCH_HEADER_LEN as u64 {
+            return Err(FormatError::Invalid { what: "records_len of uncompressed batch", value: records_len });
+        }
+        let count = self.record_count.get() as u64;
+        check_bounds("record_count", count, 1, records_len / MIN_RECORD_LEN as u64)?;
+        check_bounds("base_offset", self.base_offset.get(), 0, u64::MAX - count)?;
+        if self.reserved.get() != 0 {
+            return Err(FormatError::Invalid { what: "reserved header field", value: self.reserved.get() });
+        }
+        Ok(())
+    }
+
+    /// Offset of the last record.
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset.get() + self.record_count.get() as u64 - 1
+    }
+
+    /// How the records section is stored.
+    pub fn compression(&self) -> Compression {
+        Compression::from_attributes(self.attributes.get()).unwrap_or(Compression::None)
+    }
+}
+
+/// A batch whose header and CRC were checked. Cloning is cheap: the bytes are shared (for a
+/// batch read from a segment, they point into the mapped file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    bytes: Bytes,
+}
+
+impl Batch {
+    /// Checks the batch at the start of `bytes` (header, length, CRC) and returns it, sliced to
+    /// its own length.
+    pub fn validate(bytes: Bytes) -> Result<Batch, FormatError> {
+        let header = BatchHeader::parse(&bytes)?;
+        let length = header.length.get() as usize;
+        check_len("batch", length as u64, bytes.len())?;
+        let stored = header.crc.get();
+        let computed = crc_of(&bytes[..length]);
+        if stored != computed {
+            return Err(FormatError::ChecksumMismatch { what: "batch", stored, computed });
+        }
+        Ok(Batch { bytes: bytes.slice(..length) })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &BatchHeader {
+        BatchHeader::ref_from_bytes(&self.bytes[..BATCH_HEADER_LEN]).expect("validated header")
+    }
+
+    /// Offset of the first record.
+    pub fn base_offset(&self) -> u64 {
+        self.header().base_offset.get()
+    }
+
+    /// Offset of the last record.
+    pub fn last_offset(&self) -> u64 {
+        self.header().last_offset()
+    }
+
+    /// Number of records.
+    pub fn record_count(&self) -> u32 {
+        self.header().record_count.get()
+    }
+
+    /// Epoch of the leader that appended the batch.
+    pub fn leader_epoch(&self) -> u64 {
+        self.header().leader_epoch.get()
+    }
+
+    /// Largest record timestamp.
+    pub fn max_timestamp(&self) -> i64 {
+        self.header().max_timestamp.get()
+    }
+
+    /// The batch exactly as stored and replicated.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Stored length in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Always false: a batch holds at least its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Iterates the records, decompressing first if the batch is compressed. Uncompressed
+    /// records are slices of the batch's bytes (no copy).
+    pub fn records(&self) -> Result<RecordIter, FormatError> {
+        let header = self.header();
+        let records_len = header.records_len.get() as usize;
+        let section = self.bytes.slice(BATCH_HEADER_LEN..);
+        let section = match header.compression() {
+            Compression::None => section,
+            Compression::Lz4 => {
+                let mut out = vec![0u8; records_len];
+                let n = lz4_flex::block::decompress_into(&section, &mut out)
+                    .map_err(|e| FormatError::Decompress(e.to_string()))?;
+                if n != records_len {
+                    return Err(FormatError::Decompress(format!(
+                        "{n} bytes decompressed, header says {records_len}"
+                    )));
+                }
+                Bytes::from(out)
+            }
+        };
+        Ok(RecordIter::new(section, self.base_offset(), header.record_count.get()))
+    }
+}

@@ -1,0 +1,207 @@
+//! Records inside a batch's records section.
+//!
+//! ```text
+//! record = u32 len                      bytes of the record after this field
+//!        | i64 timestamp                milliseconds since the Unix epoch
+//!        | u32 key_len                  0xFFFF_FFFF = no key
+//!        | key bytes
+//!        | u32 value_len | value bytes
+//!        | u16 header_count
+//!        | header*                      header = u16 name_len | name | u32 value_len | value
+//! ```
+//!
+//! A record's offset is its batch's base offset plus its position in the batch.
+
+use bytes::Bytes;
+
+use super::{FormatError, check_len};
+
+/// Smallest encoded record: length, timestamp, key length, value length, header count.
+pub(crate) const MIN_RECORD_LEN: usize = 4 + 8 + 4 + 4 + 2;
+const NO_KEY: u32 = u32::MAX;
+
+/// A record to append.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Record<'a> {
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Optional key (partitioners and compaction use it).
+    pub key: Option<&'a [u8]>,
+    /// The payload.
+    pub value: &'a [u8],
+    /// Name/value pairs.
+    pub headers: &'a [(&'a [u8], &'a [u8])],
+}
+
+impl Record<'_> {
+    /// Bytes this record takes in the records section.
+    pub fn encoded_len(&self) -> usize {
+        MIN_RECORD_LEN
+            + self.key.map_or(0, <[u8]>::len)
+            + self.value.len()
+            + self.headers.iter().map(|(n, v)| 6 + n.len() + v.len()).sum::<usize>()
+    }
+}
+
+pub(crate) fn encode_record(record: &Record<'_>, out: &mut Vec<u8>) -> Result<(), FormatError> {
+    let too_long = |what, value: usize, max: u64| FormatError::OutOfBounds { what, value: value as u64, min: 0, max };
+    let body_len = record.encoded_len() - 4;
+    if body_len > u32::MAX as usize {
+        return Err(too_long("record length", body_len, u32::MAX.into()));
+    }
+    if record.headers.len() > u16::MAX as usize {
+        return Err(too_long("header count", record.headers.len(), u16::MAX.into()));
+    }
+    out.reserve(body_len + 4);
+    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+    out.extend_from_slice(&record.timestamp.to_le_bytes());
+    match record.key {
+        Some(key) => {
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+        }
+        None => out.extend_from_slice(&NO_KEY.to_le_bytes()),
+    }
+    out.extend_from_slice(&(record.value.len() as u32).to_le_bytes());
+    out.extend_from_slice(record.value);
+    out.extend_from_slice(&(record.headers.len() as u16).to_le_bytes());
+    for (name, value) in record.headers {
+        if name.len() > u16::MAX as usize {
+            return Err(too_long("header name length", name.len(), u16::MAX.into()));
+        }
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+    Ok(())
+}
+
+/// A record header (name/value pair) read from a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The name.
+    pub name: Bytes,
+    /// The value.
+    pub value: Bytes,
+}
+
+/// A record read from a batch. Key, value and header bytes share the batch's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView {
+    /// The record's offset in the log.
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The key, if the record has one.
+    pub key: Option<Bytes>,
+    /// The payload.
+    pub value: Bytes,
+    /// Name/value pairs.
+    pub headers: Vec<Header>,
+}
+
+/// Iterates the records of a batch, checking every length against the bytes that remain.
+#[derive(Debug)]
+pub struct RecordIter {
+    section: Bytes,
+    pos: usize,
+    next_offset: u64,
+    remaining: u32,
+    failed: bool,
+}
+
+impl RecordIter {
+    pub(crate) fn new(section: Bytes, base_offset: u64, count: u32) -> Self {
+        RecordIter { section, pos: 0, next_offset: base_offset, remaining: count, failed: false }
+    }
+
+    fn next_record(&mut self) -> Result<RecordView, FormatError> {
+        let mut cur = Cursor { bytes: &self.section, pos: self.pos };
+        let len = cur.u32("record length")? as usize;
+        let end = cur.pos.checked_add(len).filter(|&e| e <= self.section.len()).ok_or(
+            FormatError::Truncated {
+                what: "record",
+                needed: len as u64,
+                available: (self.section.len() - cur.pos) as u64,
+            },
+        )?;
+        let mut cur = Cursor { bytes: &self.section[..end], pos: cur.pos };
+        let timestamp = cur.u64("record timestamp")? as i64;
+        let key_len = cur.u32("key length")?;
+        let key = if key_len == NO_KEY { None } else { Some(cur.take(&self.section, key_len as usize, "key")?) };
+        let value_len = cur.u32("value length")? as usize;
+        let value = cur.take(&self.section, value_len, "value")?;
+        let header_count = cur.u16("header count")? as usize;
+        // Each header takes at least 6 bytes: bound the allocation by what is left.
+        check_len("record headers", header_count as u64 * 6, end - cur.pos)?;
+        let mut headers = Vec::with_capacity(header_count);
+        for _ in 0..header_count {
+            let name_len = cur.u16("header name length")? as usize;
+            let name = cur.take(&self.section, name_len, "header name")?;
+            let value_len = cur.u32("header value length")? as usize;
+            let value = cur.take(&self.section, value_len, "header value")?;
+            headers.push(Header { name, value });
+        }
+        if cur.pos != end {
+            return Err(FormatError::Invalid { what: "record length (trailing bytes)", value: len as u64 });
+        }
+        self.pos = end;
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        Ok(RecordView { offset, timestamp, key, value, headers })
+    }
+}
+
+impl Iterator for RecordIter {
+    type Item = Result<RecordView, FormatError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if self.remaining == 0 {
+            if self.pos != self.section.len() {
+                self.failed = true;
+                return Some(Err(FormatError::Invalid {
+                    what: "bytes after the last record",
+                    value: (self.section.len() - self.pos) as u64,
+                }));
+            }
+            return None;
+        }
+        self.remaining -= 1;
+        let item = self.next_record();
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], FormatError> {
+        check_len(what, N as u64, self.bytes.len() - self.pos)?;
+        let out = self.bytes[self.pos..self.pos + N].try_into().expect("length checked");
+        self.pos += N;
+        Ok(out)
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, FormatError> {
+        self.array(what).map(u16::from_le_bytes)
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, FormatError> {
+        self.array(what).map(u32::from_le_bytes)
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, FormatError> {
+        self.array(what).map(u64::from_le_bytes)
+    }
+    fn take(&mut self, whole: &Bytes, len: usize, what: &'static str) -> Result<Bytes, FormatError> {
+        check_len(what, len as u64, self.bytes.len() - self.pos)?;
+        let out = whole.slice(self.pos..self.pos + len);
+        self.pos += len;
+        Ok(out)
+    }
+}

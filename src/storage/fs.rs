@@ -1,0 +1,128 @@
+//! The real Linux storage: `pwrite`, `fdatasync`, `mmap`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{LockGuard, Mapping, OpenMode, Storage, StorageFile};
+
+/// Files on the local file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FsStorage;
+
+impl FsStorage {
+    /// The real file system, shared.
+    pub fn shared() -> Arc<dyn Storage> {
+        Arc::new(FsStorage)
+    }
+}
+
+#[derive(Debug)]
+struct FsFile {
+    file: File,
+}
+
+#[derive(Debug)]
+struct FsLock {
+    _file: File,
+}
+
+impl LockGuard for FsLock {}
+
+impl Storage for FsStorage {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true);
+        match mode {
+            OpenMode::Existing => {}
+            OpenMode::CreateNew => {
+                options.create_new(true);
+            }
+            OpenMode::CreateOrOpen => {
+                options.create(true);
+            }
+        }
+        Ok(Arc::new(FsFile { file: options.open(path)? }))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(FsLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+impl StorageFile for FsFile {
+    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, pos)
+    }
+
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, pos)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn map(&self, len: u64) -> io::Result<Mapping> {
+        if len == 0 {
+            return Ok(Mapping { bytes: Bytes::new(), live: true });
+        }
+        let len = usize::try_from(len).map_err(|_| io::Error::other("mapping too large"))?;
+        // SAFETY: the mapping is read-only and shared. The engine never shrinks a segment or index
+        // file while it may be mapped (truncation writes a new file and renames it over the old
+        // one; the old inode lives on until its last mapping is dropped), and readers only touch
+        // bytes that were written before they were published, so no access reaches past the end
+        // of the file (no SIGBUS). Other processes must not modify the files (the log directory is
+        // locked). See docs/SAFETY.md.
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file)? };
+        Ok(Mapping { bytes: Bytes::from_owner(map), live: true })
+    }
+}

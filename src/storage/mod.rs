@@ -1,0 +1,93 @@
+//! The file and directory operations the engine needs, behind a trait.
+//!
+//! [`FsStorage`] is the real thing (positional writes, `fdatasync`, `mmap` for reads).
+//! [`SimStorage`] keeps files in memory and can lose everything that was not fsynced, tear the
+//! last write, fail an fsync with `EIO` or a write with `ENOSPC`: tests use it to play power
+//! losses and disk faults that a killed process cannot show (a SIGKILL keeps the page cache).
+//!
+//! The storage layer knows nothing about records: it moves bytes.
+
+mod fs;
+
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use fs::FsStorage;
+
+
+/// How [`Storage::open`] treats a missing or existing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Open an existing file for reading and writing; fail if it does not exist.
+    Existing,
+    /// Create the file; fail if it exists.
+    CreateNew,
+    /// Open the file, creating it empty if it does not exist.
+    CreateOrOpen,
+}
+
+/// A file system, real or simulated.
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Opens a file for reading and writing.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Names of the entries of a directory (files only, no `.`/`..`), in no particular order.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Removes a file. Not durable until [`Storage::sync_dir`] of its directory.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing `to`. Not durable until [`Storage::sync_dir`].
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creates, renames, removes) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// True if a file exists at `path`.
+    fn exists(&self, path: &Path) -> bool;
+    /// Takes an exclusive lock on `path` (created if missing) for as long as the returned guard
+    /// lives; fails with `WouldBlock` if another holder has it.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+}
+
+/// Held while a log directory is locked.
+pub trait LockGuard: Send + Sync + fmt::Debug {}
+
+/// An open file.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// Writes all of `buf` at byte `pos`. On error, a prefix of `buf` may have been written.
+    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// Reads exactly `buf.len()` bytes at byte `pos`.
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
+    /// Makes every write so far, and the file's length, durable (`fdatasync`).
+    fn sync(&self) -> io::Result<()>;
+    /// The file's current length.
+    fn len(&self) -> io::Result<u64>;
+    /// Sets the file's length. Callers must never shrink a file that may be mapped.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Bytes `0..len` of the file for reading without a copy. `len` may exceed the file's
+    /// current length (the real storage maps it so that later appends become visible through
+    /// the same mapping); callers read only bytes that were written.
+    fn map(&self, len: u64) -> io::Result<Mapping>;
+}
+
+/// Bytes of a file made readable by [`StorageFile::map`].
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    /// The bytes. For the real storage they point into a shared mapping of the file.
+    pub bytes: Bytes,
+    /// True if later writes to the file show through `bytes` (a real mapping). False if `bytes`
+    /// is a copy taken at the time of the call (the simulated storage).
+    pub live: bool,
+}
+
+/// Reads a whole small file.
+pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
+    let len = file.len()?;
+    let len = usize::try_from(len).map_err(|_| io::Error::other("file too large to read"))?;
+    let mut buf = vec![0u8; len];
+    file.read_at(&mut buf, 0)?;
+    Ok(buf)
+}
