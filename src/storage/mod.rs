@@ -8,7 +8,7 @@
 //! The storage layer knows nothing about records: it moves bytes.
 
 mod fs;
-
+mod sim;
 
 use std::fmt;
 use std::io;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use fs::FsStorage;
-
+pub use sim::{Fault, PowerLoss, SimCounters, SimStorage};
 
 /// How [`Storage::open`] treats a missing or existing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
