@@ -51,7 +51,9 @@ pub enum Error {
 
     /// An earlier write or fsync failed, so the page cache can no longer be trusted. The log
     /// refuses writes until it is closed and reopened (which runs recovery).
-    #[error("the log failed after an earlier I/O error and refuses writes; close and reopen it: {0}")]
+    #[error(
+        "the log failed after an earlier I/O error and refuses writes; close and reopen it: {0}"
+    )]
     Failed(#[source] Arc<Error>),
 
     /// The offset is below the log start (deleted by retention) or beyond its end.
@@ -86,7 +88,8 @@ impl Error {
     /// Wraps an `io::Error` from operation `op` on `path`, recognising a full disk.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.kind() == io::ErrorKind::StorageFull
         {
             Error::NoSpace { path, source }
         } else {

@@ -76,12 +76,18 @@ pub enum Compression {
 impl Compression {
     fn from_attributes(attributes: u16) -> Result<Self, FormatError> {
         if attributes & !COMPRESSION_MASK != 0 {
-            return Err(FormatError::Invalid { what: "batch attributes", value: attributes.into() });
+            return Err(FormatError::Invalid {
+                what: "batch attributes",
+                value: attributes.into(),
+            });
         }
         match attributes & COMPRESSION_MASK {
             0 => Ok(Compression::None),
             1 => Ok(Compression::Lz4),
-            other => Err(FormatError::Invalid { what: "compression", value: other.into() }),
+            other => Err(FormatError::Invalid {
+                what: "compression",
+                value: other.into(),
+            }),
         }
     }
 
@@ -126,7 +132,10 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     /// An empty batch whose records section will be stored with `compression`.
     pub fn new(compression: Compression) -> Self {
-        BatchBuilder { compression, ..Default::default() }
+        BatchBuilder {
+            compression,
+            ..Default::default()
+        }
     }
 
     /// Adds a record. Fails if the batch would exceed [`MAX_RECORDS_BYTES`] or a key, value or
@@ -154,7 +163,12 @@ impl BatchBuilder {
 
     /// Adds a record with only a value.
     pub fn push_value(&mut self, timestamp: i64, value: &[u8]) -> Result<&mut Self, FormatError> {
-        self.push(&Record { timestamp, key: None, value, headers: &[] })
+        self.push(&Record {
+            timestamp,
+            key: None,
+            value,
+            headers: &[],
+        })
     }
 
     /// Number of records so far.
@@ -182,7 +196,10 @@ impl BatchBuilder {
     /// by [`EncodedBatch::stamp`] when the log assigns it.
     pub fn encode(&self, leader_epoch: u64) -> Result<EncodedBatch, FormatError> {
         if self.count == 0 {
-            return Err(FormatError::Invalid { what: "record_count", value: 0 });
+            return Err(FormatError::Invalid {
+                what: "record_count",
+                value: 0,
+            });
         }
         let mut bytes = vec![0u8; BATCH_HEADER_LEN];
         match self.compression {
@@ -190,12 +207,18 @@ impl BatchBuilder {
             Compression::Lz4 => {
                 let bound = lz4_flex::block::get_maximum_output_size(self.records.len());
                 bytes.resize(BATCH_HEADER_LEN + bound, 0);
-                let n = lz4_flex::block::compress_into(&self.records, &mut bytes[BATCH_HEADER_LEN..])
-                    .map_err(|e| FormatError::Decompress(e.to_string()))?;
+                let n =
+                    lz4_flex::block::compress_into(&self.records, &mut bytes[BATCH_HEADER_LEN..])
+                        .map_err(|e| FormatError::Decompress(e.to_string()))?;
                 bytes.truncate(BATCH_HEADER_LEN + n);
             }
         }
-        check_bounds("batch length", bytes.len() as u64, 0, MAX_BATCH_BYTES.into())?;
+        check_bounds(
+            "batch length",
+            bytes.len() as u64,
+            0,
+            MAX_BATCH_BYTES.into(),
+        )?;
         let header = BatchHeader {
             crc: 0.into(),
             magic: BATCH_MAGIC.into(),
@@ -213,7 +236,11 @@ impl BatchBuilder {
         bytes[..BATCH_HEADER_LEN].copy_from_slice(header.as_bytes());
         let mut payload_crc = crc32fast::Hasher::new();
         payload_crc.update(&bytes[BATCH_HEADER_LEN..]);
-        Ok(EncodedBatch { bytes, payload_crc, count: self.count })
+        Ok(EncodedBatch {
+            bytes,
+            payload_crc,
+            count: self.count,
+        })
     }
 }
 
@@ -268,18 +295,22 @@ impl BatchHeader {
     /// version, attributes, length and count bounds. The CRC is checked by [`Batch::validate`].
     pub fn parse(buf: &[u8]) -> Result<&BatchHeader, FormatError> {
         check_len("batch header", BATCH_HEADER_LEN as u64, buf.len())?;
-        let (header, _) = BatchHeader::ref_from_prefix(buf).map_err(|_| FormatError::Truncated {
-            what: "batch header",
-            needed: BATCH_HEADER_LEN as u64,
-            available: buf.len() as u64,
-        })?;
+        let (header, _) =
+            BatchHeader::ref_from_prefix(buf).map_err(|_| FormatError::Truncated {
+                what: "batch header",
+                needed: BATCH_HEADER_LEN as u64,
+                available: buf.len() as u64,
+            })?;
         header.check()?;
         Ok(header)
     }
 
     fn check(&self) -> Result<(), FormatError> {
         if self.magic.get() != BATCH_MAGIC {
-            return Err(FormatError::BadMagic { what: "batch", found: self.magic.get().into() });
+            return Err(FormatError::BadMagic {
+                what: "batch",
+                found: self.magic.get().into(),
+            });
         }
         if self.version.get() != BATCH_VERSION {
             return Err(FormatError::UnsupportedVersion {
@@ -290,17 +321,38 @@ impl BatchHeader {
         }
         let compression = Compression::from_attributes(self.attributes.get())?;
         let length = self.length.get() as u64;
-        check_bounds("batch length", length, BATCH_HEADER_LEN as u64 + 1, MAX_BATCH_BYTES.into())?;
+        check_bounds(
+            "batch length",
+            length,
+            BATCH_HEADER_LEN as u64 + 1,
+            MAX_BATCH_BYTES.into(),
+        )?;
         let records_len = self.records_len.get() as u64;
-        check_bounds("records_len", records_len, MIN_RECORD_LEN as u64, MAX_RECORDS_BYTES.into())?;
+        check_bounds(
+            "records_len",
+            records_len,
+            MIN_RECORD_LEN as u64,
+            MAX_RECORDS_BYTES.into(),
+        )?;
         if compression == Compression::None && records_len != length - BATCH_HEADER_LEN as u64 {
-            return Err(FormatError::Invalid { what: "records_len of uncompressed batch", value: records_len });
+            return Err(FormatError::Invalid {
+                what: "records_len of uncompressed batch",
+                value: records_len,
+            });
         }
         let count = self.record_count.get() as u64;
-        check_bounds("record_count", count, 1, records_len / MIN_RECORD_LEN as u64)?;
+        check_bounds(
+            "record_count",
+            count,
+            1,
+            records_len / MIN_RECORD_LEN as u64,
+        )?;
         check_bounds("base_offset", self.base_offset.get(), 0, u64::MAX - count)?;
         if self.reserved.get() != 0 {
-            return Err(FormatError::Invalid { what: "reserved header field", value: self.reserved.get() });
+            return Err(FormatError::Invalid {
+                what: "reserved header field",
+                value: self.reserved.get(),
+            });
         }
         Ok(())
     }
@@ -333,9 +385,15 @@ impl Batch {
         let stored = header.crc.get();
         let computed = crc_of(&bytes[..length]);
         if stored != computed {
-            return Err(FormatError::ChecksumMismatch { what: "batch", stored, computed });
+            return Err(FormatError::ChecksumMismatch {
+                what: "batch",
+                stored,
+                computed,
+            });
         }
-        Ok(Batch { bytes: bytes.slice(..length) })
+        Ok(Batch {
+            bytes: bytes.slice(..length),
+        })
     }
 
     /// The header.
@@ -403,6 +461,10 @@ impl Batch {
                 Bytes::from(out)
             }
         };
-        Ok(RecordIter::new(section, self.base_offset(), header.record_count.get()))
+        Ok(RecordIter::new(
+            section,
+            self.base_offset(),
+            header.record_count.get(),
+        ))
     }
 }

@@ -102,16 +102,27 @@ impl FileHeader {
 
     /// Reads and checks the header at the start of `buf`: magic, version, crc, zero fields, and
     /// that the base offset is `expected_base`.
-    pub fn parse(buf: &[u8], kind: FileKind, expected_base: u64) -> Result<FileHeader, FormatError> {
+    pub fn parse(
+        buf: &[u8],
+        kind: FileKind,
+        expected_base: u64,
+    ) -> Result<FileHeader, FormatError> {
         let what = kind.name();
         check_len(what, FILE_HEADER_LEN as u64, buf.len())?;
         let header = FileHeader::read_from_bytes(&buf[..FILE_HEADER_LEN]).expect("length checked");
         if header.magic != kind.magic() {
-            return Err(FormatError::BadMagic { what, found: u64::from_le_bytes(header.magic) });
+            return Err(FormatError::BadMagic {
+                what,
+                found: u64::from_le_bytes(header.magic),
+            });
         }
         let computed = crc32fast::hash(&buf[..28]);
         if header.crc.get() != computed {
-            return Err(FormatError::ChecksumMismatch { what, stored: header.crc.get(), computed });
+            return Err(FormatError::ChecksumMismatch {
+                what,
+                stored: header.crc.get(),
+                computed,
+            });
         }
         if header.version.get() != FILE_VERSION {
             return Err(FormatError::UnsupportedVersion {
@@ -121,10 +132,16 @@ impl FileHeader {
             });
         }
         if header.flags.get() != 0 || header.reserved.get() != 0 {
-            return Err(FormatError::Invalid { what: "file header flags", value: header.flags.get().into() });
+            return Err(FormatError::Invalid {
+                what: "file header flags",
+                value: header.flags.get().into(),
+            });
         }
         if header.base_offset.get() != expected_base {
-            return Err(FormatError::Invalid { what: "file header base offset", value: header.base_offset.get() });
+            return Err(FormatError::Invalid {
+                what: "file header base offset",
+                value: header.base_offset.get(),
+            });
         }
         Ok(header)
     }
@@ -132,7 +149,9 @@ impl FileHeader {
 
 /// One entry of the sparse offset index: the batch holding `base + relative_offset` starts at
 /// byte `position` of the segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct OffsetIndexEntry {
     /// Base offset of the batch, minus the segment's base offset.
@@ -145,7 +164,9 @@ const _: () = assert!(size_of::<OffsetIndexEntry>() == 8);
 
 /// One entry of the sparse time index: no batch before the one at `base + relative_offset`
 /// (included) has a timestamp above `timestamp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct TimeIndexEntry {
     /// Largest timestamp in the segment up to and including this batch.
@@ -158,7 +179,9 @@ const _: () = assert!(size_of::<TimeIndexEntry>() == 12);
 
 /// One of the two slots of the recovery checkpoint file. The two slots are written in turn, so
 /// a torn write of one leaves the other intact; the valid slot with the higher sequence wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct CheckpointSlot {
     /// CRC-32 of bytes 4..64 of the slot.
@@ -201,7 +224,9 @@ impl CheckpointSlot {
 
 /// The body of the `log.meta` file, after its file header: the log's settings and its start
 /// offset. It is replaced whole (write to a temporary file, fsync, rename, fsync directory).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct MetaBody {
     /// CRC-32 of bytes 4..64 of the body.
@@ -243,7 +268,11 @@ impl MetaBody {
         let body = MetaBody::read_from_bytes(&buf[..64]).expect("length checked");
         let computed = crc32fast::hash(&buf[4..64]);
         if body.crc.get() != computed {
-            return Err(FormatError::ChecksumMismatch { what: "meta body", stored: body.crc.get(), computed });
+            return Err(FormatError::ChecksumMismatch {
+                what: "meta body",
+                stored: body.crc.get(),
+                computed,
+            });
         }
         Ok(body)
     }

@@ -12,8 +12,7 @@ mod record;
 
 pub use batch::{
     BATCH_HEADER_LEN, BATCH_MAGIC, BATCH_VERSION, Batch, BatchBuilder, BatchHeader, Compression,
-    EncodedBatch,
-    MAX_BATCH_BYTES, MAX_RECORDS_BYTES, crc_of,
+    EncodedBatch, MAX_BATCH_BYTES, MAX_RECORDS_BYTES, crc_of,
 };
 pub use files::{
     CHECKPOINT_MAGIC, CheckpointSlot, FILE_HEADER_LEN, FILE_VERSION, FileHeader, FileKind,
@@ -90,17 +89,35 @@ pub enum FormatError {
 }
 
 /// Checks `value` against `min..=max`.
-pub(crate) fn check_bounds(what: &'static str, value: u64, min: u64, max: u64) -> Result<u64, FormatError> {
+pub(crate) fn check_bounds(
+    what: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, FormatError> {
     if value < min || value > max {
-        return Err(FormatError::OutOfBounds { what, value, min, max });
+        return Err(FormatError::OutOfBounds {
+            what,
+            value,
+            min,
+            max,
+        });
     }
     Ok(value)
 }
 
 /// Checks that `available` bytes hold at least `needed`.
-pub(crate) fn check_len(what: &'static str, needed: u64, available: usize) -> Result<(), FormatError> {
+pub(crate) fn check_len(
+    what: &'static str,
+    needed: u64,
+    available: usize,
+) -> Result<(), FormatError> {
     if (available as u64) < needed {
-        return Err(FormatError::Truncated { what, needed, available: available as u64 });
+        return Err(FormatError::Truncated {
+            what,
+            needed,
+            available: available as u64,
+        });
     }
     Ok(())
 }

@@ -39,18 +39,31 @@ impl Record<'_> {
         MIN_RECORD_LEN
             + self.key.map_or(0, <[u8]>::len)
             + self.value.len()
-            + self.headers.iter().map(|(n, v)| 6 + n.len() + v.len()).sum::<usize>()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| 6 + n.len() + v.len())
+                .sum::<usize>()
     }
 }
 
 pub(crate) fn encode_record(record: &Record<'_>, out: &mut Vec<u8>) -> Result<(), FormatError> {
-    let too_long = |what, value: usize, max: u64| FormatError::OutOfBounds { what, value: value as u64, min: 0, max };
+    let too_long = |what, value: usize, max: u64| FormatError::OutOfBounds {
+        what,
+        value: value as u64,
+        min: 0,
+        max,
+    };
     let body_len = record.encoded_len() - 4;
     if body_len > u32::MAX as usize {
         return Err(too_long("record length", body_len, u32::MAX.into()));
     }
     if record.headers.len() > u16::MAX as usize {
-        return Err(too_long("header count", record.headers.len(), u16::MAX.into()));
+        return Err(too_long(
+            "header count",
+            record.headers.len(),
+            u16::MAX.into(),
+        ));
     }
     out.reserve(body_len + 4);
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
@@ -113,23 +126,41 @@ pub struct RecordIter {
 
 impl RecordIter {
     pub(crate) fn new(section: Bytes, base_offset: u64, count: u32) -> Self {
-        RecordIter { section, pos: 0, next_offset: base_offset, remaining: count, failed: false }
+        RecordIter {
+            section,
+            pos: 0,
+            next_offset: base_offset,
+            remaining: count,
+            failed: false,
+        }
     }
 
     fn next_record(&mut self) -> Result<RecordView, FormatError> {
-        let mut cur = Cursor { bytes: &self.section, pos: self.pos };
+        let mut cur = Cursor {
+            bytes: &self.section,
+            pos: self.pos,
+        };
         let len = cur.u32("record length")? as usize;
-        let end = cur.pos.checked_add(len).filter(|&e| e <= self.section.len()).ok_or(
-            FormatError::Truncated {
+        let end = cur
+            .pos
+            .checked_add(len)
+            .filter(|&e| e <= self.section.len())
+            .ok_or(FormatError::Truncated {
                 what: "record",
                 needed: len as u64,
                 available: (self.section.len() - cur.pos) as u64,
-            },
-        )?;
-        let mut cur = Cursor { bytes: &self.section[..end], pos: cur.pos };
+            })?;
+        let mut cur = Cursor {
+            bytes: &self.section[..end],
+            pos: cur.pos,
+        };
         let timestamp = cur.u64("record timestamp")? as i64;
         let key_len = cur.u32("key length")?;
-        let key = if key_len == NO_KEY { None } else { Some(cur.take(&self.section, key_len as usize, "key")?) };
+        let key = if key_len == NO_KEY {
+            None
+        } else {
+            Some(cur.take(&self.section, key_len as usize, "key")?)
+        };
         let value_len = cur.u32("value length")? as usize;
         let value = cur.take(&self.section, value_len, "value")?;
         let header_count = cur.u16("header count")? as usize;
@@ -144,12 +175,21 @@ impl RecordIter {
             headers.push(Header { name, value });
         }
         if cur.pos != end {
-            return Err(FormatError::Invalid { what: "record length (trailing bytes)", value: len as u64 });
+            return Err(FormatError::Invalid {
+                what: "record length (trailing bytes)",
+                value: len as u64,
+            });
         }
         self.pos = end;
         let offset = self.next_offset;
         self.next_offset += 1;
-        Ok(RecordView { offset, timestamp, key, value, headers })
+        Ok(RecordView {
+            offset,
+            timestamp,
+            key,
+            value,
+            headers,
+        })
     }
 }
 
@@ -185,7 +225,9 @@ struct Cursor<'a> {
 impl Cursor<'_> {
     fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], FormatError> {
         check_len(what, N as u64, self.bytes.len() - self.pos)?;
-        let out = self.bytes[self.pos..self.pos + N].try_into().expect("length checked");
+        let out = self.bytes[self.pos..self.pos + N]
+            .try_into()
+            .expect("length checked");
         self.pos += N;
         Ok(out)
     }
@@ -198,7 +240,12 @@ impl Cursor<'_> {
     fn u64(&mut self, what: &'static str) -> Result<u64, FormatError> {
         self.array(what).map(u64::from_le_bytes)
     }
-    fn take(&mut self, whole: &Bytes, len: usize, what: &'static str) -> Result<Bytes, FormatError> {
+    fn take(
+        &mut self,
+        whole: &Bytes,
+        len: usize,
+        what: &'static str,
+    ) -> Result<Bytes, FormatError> {
         check_len(what, len as u64, self.bytes.len() - self.pos)?;
         let out = whole.slice(self.pos..self.pos + len);
         self.pos += len;

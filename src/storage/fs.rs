@@ -46,7 +46,9 @@ impl Storage for FsStorage {
                 options.create(true);
             }
         }
-        Ok(Arc::new(FsFile { file: options.open(path)? }))
+        Ok(Arc::new(FsFile {
+            file: options.open(path)?,
+        }))
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -81,7 +83,12 @@ impl Storage for FsStorage {
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(FsLock { _file: file })),
             Err(fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
@@ -111,9 +118,13 @@ impl StorageFile for FsFile {
         self.file.set_len(len)
     }
 
+    #[allow(unsafe_code)]
     fn map(&self, len: u64) -> io::Result<Mapping> {
         if len == 0 {
-            return Ok(Mapping { bytes: Bytes::new(), live: true });
+            return Ok(Mapping {
+                bytes: Bytes::new(),
+                live: true,
+            });
         }
         let len = usize::try_from(len).map_err(|_| io::Error::other("mapping too large"))?;
         // SAFETY: the mapping is read-only and shared. The engine never shrinks a segment or index
@@ -123,6 +134,9 @@ impl StorageFile for FsFile {
         // of the file (no SIGBUS). Other processes must not modify the files (the log directory is
         // locked). See docs/SAFETY.md.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file)? };
-        Ok(Mapping { bytes: Bytes::from_owner(map), live: true })
+        Ok(Mapping {
+            bytes: Bytes::from_owner(map),
+            live: true,
+        })
     }
 }

@@ -1,0 +1,292 @@
+//! Group commit: many writers, one fsync.
+//!
+//! Writers record how many bytes they wrote (`written`, a byte count that only grows while the
+//! log is open); the flusher thread fsyncs and raises `durable` to the count it covered, which
+//! releases every receipt at or below it at once, whether it is waited on by blocking
+//! ([`Receipt::wait`]) or polled as a [`Future`]. An fsync error is sticky: it fails every
+//! waiting receipt and every later append until the log is reopened.
+//!
+//! A flusher thread was chosen over "the first waiting writer syncs for the group" because a
+//! receipt that is a `Future` must not block the executor thread that polls it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// When appends are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Every append is durable before its receipt completes. Concurrent writers share fsyncs
+    /// (group commit). Readers see only durable batches.
+    Always,
+    /// fsync every so often; receipts complete when the batch is written (not yet durable).
+    Interval(Duration),
+    /// fsync once this many bytes were written since the last fsync; receipts complete when
+    /// the batch is written.
+    Bytes(u64),
+    /// fsync only when a segment rolls, on [`crate::Log::flush`] and on close.
+    Never,
+}
+
+impl FsyncPolicy {
+    /// True if receipts wait for durability.
+    pub fn acks_durable(self) -> bool {
+        self == FsyncPolicy::Always
+    }
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+
+    /// `always`, `never`, `<N>ms` or `<N>b` (bytes).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parse = |n: &str| {
+            n.parse::<u64>()
+                .map_err(|e| format!("bad fsync policy {s:?}: {e}"))
+        };
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            _ if s.ends_with("ms") => Ok(FsyncPolicy::Interval(Duration::from_millis(parse(
+                &s[..s.len() - 2],
+            )?))),
+            _ if s.ends_with('b') => Ok(FsyncPolicy::Bytes(parse(&s[..s.len() - 1])?)),
+            _ => Err(format!(
+                "bad fsync policy {s:?}; use always, never, <N>ms or <N>b"
+            )),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct CommitState {
+    /// Bytes written since open.
+    pub written: u64,
+    /// Bytes known durable.
+    pub durable: u64,
+    /// A flush was asked for up to here.
+    pub requested: u64,
+    /// Bumped by truncation: results of an fsync that started before it are stale.
+    pub generation: u64,
+    pub failed: Option<Arc<Error>>,
+    pub shutdown: bool,
+    pub last_sync: Instant,
+    wakers: Vec<(u64, Waker)>,
+}
+
+/// Shared between the log, its flusher thread and its receipts.
+#[derive(Debug)]
+pub(crate) struct Commit {
+    state: Mutex<CommitState>,
+    /// Signalled when `durable` rises or the log fails.
+    done: Condvar,
+    /// Signalled when the flusher may have work.
+    work: Condvar,
+    policy: FsyncPolicy,
+}
+
+impl Commit {
+    pub fn new(policy: FsyncPolicy) -> Self {
+        Commit {
+            state: Mutex::new(CommitState {
+                written: 0,
+                durable: 0,
+                requested: 0,
+                generation: 0,
+                failed: None,
+                shutdown: false,
+                last_sync: Instant::now(),
+                wakers: Vec::new(),
+            }),
+            done: Condvar::new(),
+            work: Condvar::new(),
+            policy,
+        }
+    }
+
+    pub fn policy(&self) -> FsyncPolicy {
+        self.policy
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, CommitState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sticky failure, if any, as an error to return.
+    pub fn check_failed(&self) -> Result<()> {
+        match &self.lock().failed {
+            Some(e) => Err(Error::Failed(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records `written` bytes in total and wakes the flusher if the policy wants a sync now.
+    pub fn wrote(&self, st: &mut CommitState, written: u64) {
+        st.written = written;
+        let wake = match self.policy {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Bytes(n) => written - st.durable >= n,
+            FsyncPolicy::Interval(_) | FsyncPolicy::Never => false,
+        };
+        if wake {
+            self.work.notify_one();
+        }
+    }
+
+    /// Marks everything up to `upto` durable (if `generation` is still current) and releases
+    /// the receipts it covers.
+    pub fn made_durable(&self, st: &mut CommitState, generation: u64, upto: u64) -> bool {
+        st.last_sync = Instant::now();
+        if generation != st.generation || upto <= st.durable {
+            return generation == st.generation;
+        }
+        st.durable = upto;
+        let mut i = 0;
+        while i < st.wakers.len() {
+            if st.wakers[i].0 <= upto {
+                st.wakers.swap_remove(i).1.wake();
+            } else {
+                i += 1;
+            }
+        }
+        self.done.notify_all();
+        true
+    }
+
+    /// Puts the log into the failed state and fails every waiter.
+    pub fn fail(&self, error: Error) -> Arc<Error> {
+        let mut st = self.lock();
+        let error = st.failed.get_or_insert_with(|| Arc::new(error)).clone();
+        for (_, waker) in st.wakers.drain(..) {
+            waker.wake();
+        }
+        self.done.notify_all();
+        self.work.notify_all();
+        error
+    }
+
+    /// Asks the flusher to sync everything written so far and waits for it.
+    pub fn flush(&self) -> Result<()> {
+        let mut st = self.lock();
+        let target = st.written;
+        st.requested = st.requested.max(target);
+        self.work.notify_one();
+        self.wait_for(st, target)
+    }
+
+    fn wait_for(&self, mut st: MutexGuard<'_, CommitState>, target: u64) -> Result<()> {
+        loop {
+            if st.durable >= target {
+                return Ok(());
+            }
+            if let Some(e) = &st.failed {
+                return Err(Error::Failed(e.clone()));
+            }
+            if st.shutdown {
+                return Err(Error::Closed);
+            }
+            st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    pub fn shutdown(&self) {
+        let mut st = self.lock();
+        st.shutdown = true;
+        for (_, waker) in st.wakers.drain(..) {
+            waker.wake();
+        }
+        self.work.notify_all();
+        self.done.notify_all();
+    }
+
+    /// Blocks the flusher until a sync is due. Returns false when it should exit.
+    pub fn wait_for_work(&self) -> bool {
+        let mut st = self.lock();
+        loop {
+            if st.failed.is_some() || st.shutdown {
+                return false;
+            }
+            let pending = st.written > st.durable;
+            let asked = st.requested > st.durable;
+            let due = pending
+                && match self.policy {
+                    FsyncPolicy::Always => true,
+                    FsyncPolicy::Bytes(n) => asked || st.written - st.durable >= n,
+                    FsyncPolicy::Interval(every) => asked || st.last_sync.elapsed() >= every,
+                    FsyncPolicy::Never => asked,
+                };
+            if due {
+                return true;
+            }
+            st = match self.policy {
+                FsyncPolicy::Interval(every) if pending => {
+                    let left = every.saturating_sub(st.last_sync.elapsed());
+                    self.work
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                _ => self.work.wait(st).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+}
+
+/// Completes when an append is acknowledged under the log's [`FsyncPolicy`]: durable under
+/// [`FsyncPolicy::Always`], written under the others. Wait by blocking with [`Receipt::wait`] or
+/// `.await` it (it is a [`Future`]; no runtime is needed).
+#[derive(Debug, Clone)]
+#[must_use = "a receipt says when the append is durable; wait for it or drop it explicitly"]
+pub struct Receipt {
+    commit: Arc<Commit>,
+    /// Zero when the receipt is complete from the start.
+    target: u64,
+}
+
+impl Receipt {
+    pub(crate) fn new(commit: Arc<Commit>, target: u64) -> Self {
+        Receipt { commit, target }
+    }
+
+    /// Blocks until the append is acknowledged. Fails if the log failed (fsync error) or was
+    /// closed before the append became durable.
+    pub fn wait(&self) -> Result<()> {
+        if self.target == 0 {
+            return Ok(());
+        }
+        let st = self.commit.lock();
+        self.commit.wait_for(st, self.target)
+    }
+
+    /// True if [`Receipt::wait`] would return at once.
+    pub fn is_complete(&self) -> bool {
+        let st = self.commit.lock();
+        self.target == 0 || st.durable >= self.target || st.failed.is_some() || st.shutdown
+    }
+}
+
+impl Future for Receipt {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.target == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let mut st = self.commit.lock();
+        if st.durable >= self.target {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = &st.failed {
+            return Poll::Ready(Err(Error::Failed(e.clone())));
+        }
+        if st.shutdown {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        st.wakers.push((self.target, cx.waker().clone()));
+        Poll::Pending
+    }
+}

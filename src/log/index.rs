@@ -1,0 +1,217 @@
+//! The sparse offset and time indexes of a segment.
+//!
+//! Both are arrays of fixed-size entries after a file header, read in place with `zerocopy`.
+//! The active segment keeps its entries in memory as well (they are appended to the files as
+//! they are made); a sealed segment's index files are mapped when first needed and checked
+//! before use. One rule decides where entries go, whether the writer or a rebuild makes them,
+//! so a rebuilt index equals the one the writer wrote:
+//!
+//! - an offset entry for a batch that starts at least `index_interval_bytes` after the last
+//!   indexed batch (the first batch of a segment needs none: a lookup with no entry starts at
+//!   the first batch);
+//! - with it, a time entry if the segment's largest timestamp so far grew since the last one;
+//! - when the segment is sealed, a last time entry if the largest timestamp grew since.
+
+use bytes::Bytes;
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::format::{
+    FILE_HEADER_LEN, FileHeader, FileKind, FormatError, OffsetIndexEntry, TimeIndexEntry,
+};
+
+/// Entries being built for a segment, by the writer or by a scan.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexBuilder {
+    pub offsets: Vec<OffsetIndexEntry>,
+    pub times: Vec<TimeIndexEntry>,
+    interval: u64,
+    last_indexed_pos: u64,
+    last_time_ts: i64,
+    /// Largest timestamp in the segment so far.
+    pub max_ts: i64,
+    last_batch_rel: u32,
+}
+
+impl IndexBuilder {
+    pub fn new(interval: u64) -> Self {
+        IndexBuilder {
+            offsets: Vec::new(),
+            times: Vec::new(),
+            interval: interval.max(1),
+            last_indexed_pos: FILE_HEADER_LEN as u64,
+            last_time_ts: i64::MIN,
+            max_ts: i64::MIN,
+            last_batch_rel: 0,
+        }
+    }
+
+    /// Continues from entries that are already known to be right.
+    pub fn resume(
+        interval: u64,
+        offsets: Vec<OffsetIndexEntry>,
+        times: Vec<TimeIndexEntry>,
+        max_ts: i64,
+    ) -> Self {
+        let mut b = IndexBuilder::new(interval);
+        if let Some(last) = offsets.last() {
+            b.last_indexed_pos = last.position.get().into();
+            b.last_batch_rel = last.relative_offset.get();
+        }
+        if let Some(last) = times.last() {
+            b.last_time_ts = last.timestamp.get();
+            b.last_batch_rel = b.last_batch_rel.max(last.relative_offset.get());
+        }
+        b.max_ts = max_ts.max(b.last_time_ts);
+        b.offsets = offsets;
+        b.times = times;
+        b
+    }
+
+    /// Takes note of a batch at byte `pos` with relative offset `rel`; returns the entries it
+    /// adds (to be appended to the files).
+    pub fn observe(
+        &mut self,
+        rel: u32,
+        pos: u64,
+        batch_max_ts: i64,
+    ) -> (Option<OffsetIndexEntry>, Option<TimeIndexEntry>) {
+        self.max_ts = self.max_ts.max(batch_max_ts);
+        self.last_batch_rel = rel;
+        if pos < self.last_indexed_pos + self.interval {
+            return (None, None);
+        }
+        self.last_indexed_pos = pos;
+        let entry = OffsetIndexEntry {
+            relative_offset: rel.into(),
+            position: (pos as u32).into(),
+        };
+        self.offsets.push(entry);
+        (Some(entry), self.time_entry())
+    }
+
+    /// The last time entry of a segment being sealed, if one is needed.
+    pub fn seal(&mut self) -> Option<TimeIndexEntry> {
+        self.time_entry()
+    }
+
+    fn time_entry(&mut self) -> Option<TimeIndexEntry> {
+        if self.max_ts <= self.last_time_ts {
+            return None;
+        }
+        self.last_time_ts = self.max_ts;
+        let entry = TimeIndexEntry {
+            timestamp: self.max_ts.into(),
+            relative_offset: self.last_batch_rel.into(),
+        };
+        self.times.push(entry);
+        Some(entry)
+    }
+}
+
+/// The largest entry at or below `rel`.
+pub(crate) fn lookup_offset(entries: &[OffsetIndexEntry], rel: u32) -> Option<OffsetIndexEntry> {
+    let n = entries.partition_point(|e| e.relative_offset.get() <= rel);
+    n.checked_sub(1).map(|i| entries[i])
+}
+
+/// The largest entry whose timestamp is below `ts`: every batch up to it is older than `ts`.
+pub(crate) fn lookup_time(entries: &[TimeIndexEntry], ts: i64) -> Option<TimeIndexEntry> {
+    let n = entries.partition_point(|e| e.timestamp.get() < ts);
+    n.checked_sub(1).map(|i| entries[i])
+}
+
+/// File bytes for an index: header, then entries.
+pub(crate) fn index_file_bytes(kind: FileKind, base: u64, entries: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FILE_HEADER_LEN + entries.len());
+    out.extend_from_slice(FileHeader::new(kind, base).as_bytes());
+    out.extend_from_slice(entries);
+    out
+}
+
+/// The entries of an offset index file, checked: header, whole entries, offsets and positions
+/// strictly increasing, every position inside `log_len`.
+pub(crate) fn parse_offsets(
+    bytes: &[u8],
+    base: u64,
+    log_len: u64,
+) -> Result<&[OffsetIndexEntry], FormatError> {
+    FileHeader::parse(bytes, FileKind::OffsetIndex, base)?;
+    let entries =
+        <[OffsetIndexEntry]>::ref_from_bytes(&bytes[FILE_HEADER_LEN..]).map_err(|_| {
+            FormatError::Invalid {
+                what: "offset index length",
+                value: bytes.len() as u64,
+            }
+        })?;
+    let mut prev: Option<&OffsetIndexEntry> = None;
+    for e in entries {
+        let pos = u64::from(e.position.get());
+        let ordered = prev.is_none_or(|p| {
+            e.relative_offset.get() > p.relative_offset.get() && e.position.get() > p.position.get()
+        });
+        if !ordered || pos <= FILE_HEADER_LEN as u64 || pos >= log_len {
+            return Err(FormatError::Invalid {
+                what: "offset index entry position",
+                value: pos,
+            });
+        }
+        prev = Some(e);
+    }
+    Ok(entries)
+}
+
+/// The entries of a time index file, checked: header, whole entries, timestamps strictly
+/// increasing and offsets not decreasing.
+pub(crate) fn parse_times(bytes: &[u8], base: u64) -> Result<&[TimeIndexEntry], FormatError> {
+    FileHeader::parse(bytes, FileKind::TimeIndex, base)?;
+    let entries = <[TimeIndexEntry]>::ref_from_bytes(&bytes[FILE_HEADER_LEN..]).map_err(|_| {
+        FormatError::Invalid {
+            what: "time index length",
+            value: bytes.len() as u64,
+        }
+    })?;
+    for pair in entries.windows(2) {
+        if pair[1].timestamp.get() <= pair[0].timestamp.get()
+            || pair[1].relative_offset.get() < pair[0].relative_offset.get()
+        {
+            return Err(FormatError::Invalid {
+                what: "time index order",
+                value: pair[1].timestamp.get() as u64,
+            });
+        }
+    }
+    Ok(entries)
+}
+
+/// The index of a segment as readers see it.
+#[derive(Debug)]
+pub(crate) enum IndexState {
+    /// The active segment: entries in memory (and appended to the files).
+    Active(IndexBuilder),
+    /// A sealed segment whose files were mapped and checked.
+    Sealed { offsets: Bytes, times: Bytes },
+    /// A sealed segment whose files were not looked at yet.
+    Unloaded,
+}
+
+impl IndexState {
+    pub fn offsets(&self) -> &[OffsetIndexEntry] {
+        match self {
+            IndexState::Active(b) => &b.offsets,
+            IndexState::Sealed { offsets, .. } => {
+                <[OffsetIndexEntry]>::ref_from_bytes(&offsets[FILE_HEADER_LEN..]).unwrap_or(&[])
+            }
+            IndexState::Unloaded => &[],
+        }
+    }
+
+    pub fn times(&self) -> &[TimeIndexEntry] {
+        match self {
+            IndexState::Active(b) => &b.times,
+            IndexState::Sealed { times, .. } => {
+                <[TimeIndexEntry]>::ref_from_bytes(&times[FILE_HEADER_LEN..]).unwrap_or(&[])
+            }
+            IndexState::Unloaded => &[],
+        }
+    }
+}

@@ -1,0 +1,821 @@
+//! One append-only log: segments, indexes, group commit, recovery, retention and truncation.
+//!
+//! Locks, always taken in this order: `maintenance` (truncation, retention) → `writer` (appends,
+//! rolls) → `commit` (durability state) → `segments` / a segment's index. Readers take only the
+//! `segments` read lock and a segment's index read lock, briefly; they never wait for a write
+//! or an fsync.
+
+mod checkpoint;
+mod commit;
+mod index;
+mod recovery;
+mod segment;
+mod verify;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use zerocopy::IntoBytes;
+
+use checkpoint::{Checkpoint, CheckpointFile, Meta};
+use commit::Commit;
+pub use commit::{FsyncPolicy, Receipt};
+use index::{IndexBuilder, IndexState};
+pub use recovery::{RecoveryReport, TornTail};
+pub use segment::BatchScan;
+use segment::Segment;
+pub(crate) use segment::SegmentPaths;
+pub use verify::{Problem, VerifyReport, verify_dir};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{
+    Batch, BatchBuilder, Compression, EncodedBatch, FILE_HEADER_LEN, FileHeader, FileKind,
+    MAX_BATCH_BYTES,
+};
+use crate::storage::{FsStorage, LockGuard, OpenMode, Storage, StorageFile};
+
+/// Settings of a log, persisted in its `log.meta` when the log is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll the active segment before it would grow past this many bytes (default 1 GiB).
+    pub segment_bytes: u64,
+    /// Roll the active segment when its first append is older than this many milliseconds.
+    pub segment_ms: Option<u64>,
+    /// Delete the oldest sealed segments while the log is larger than this.
+    pub retention_bytes: Option<u64>,
+    /// Delete sealed segments whose newest record is older than this many milliseconds.
+    pub retention_ms: Option<u64>,
+    /// Bytes of log between two entries of the sparse offset index (default 4 KiB).
+    pub index_interval_bytes: u32,
+    /// Compression of batches appended with [`Log::append_records`].
+    pub compression: Compression,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: None,
+            retention_bytes: None,
+            retention_ms: None,
+            index_interval_bytes: 4096,
+            compression: Compression::None,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Smallest allowed `segment_bytes`.
+    pub const MIN_SEGMENT_BYTES: u64 = 1024;
+    /// Largest allowed `segment_bytes` (index positions are 32-bit and a batch may overshoot).
+    pub const MAX_SEGMENT_BYTES: u64 = (u32::MAX - MAX_BATCH_BYTES) as u64;
+
+    fn check(&self) -> Result<()> {
+        if !(Self::MIN_SEGMENT_BYTES..=Self::MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return Err(Error::InvalidArgument(format!(
+                "segment_bytes {} is outside {}..={}",
+                self.segment_bytes,
+                Self::MIN_SEGMENT_BYTES,
+                Self::MAX_SEGMENT_BYTES
+            )));
+        }
+        if self.index_interval_bytes == 0 {
+            return Err(Error::InvalidArgument(
+                "index_interval_bytes must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How to open a log.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Settings for a log that does not exist yet (an existing log keeps its own).
+    pub config: LogConfig,
+    /// When appends are made durable.
+    pub fsync: FsyncPolicy,
+    /// The file system: [`FsStorage`] or, in tests, [`crate::storage::SimStorage`].
+    pub storage: Arc<dyn Storage>,
+    /// Create the log if it does not exist (default true).
+    pub create: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            config: LogConfig::default(),
+            fsync: FsyncPolicy::Always,
+            storage: FsStorage::shared(),
+            create: true,
+        }
+    }
+}
+
+/// What [`Log::append`] returns.
+#[derive(Debug)]
+pub struct Appended {
+    /// Offset of the first record of the batch.
+    pub base_offset: u64,
+    /// Offset of the last record of the batch.
+    pub last_offset: u64,
+    /// Completes when the batch is acknowledged under the log's fsync policy.
+    pub receipt: Receipt,
+}
+
+/// The writer's state, behind the `writer` lock.
+struct Writer {
+    active: Arc<Segment>,
+    index_file: Arc<dyn StorageFile>,
+    time_file: Arc<dyn StorageFile>,
+    /// Length of the active `.log` file.
+    written: u64,
+    next_offset: u64,
+    /// Bytes written since open (group commit counts in these).
+    seq: u64,
+    /// Bumped by truncation.
+    generation: u64,
+    first_append: Option<Instant>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    config: Mutex<LogConfig>,
+    writer: Mutex<Writer>,
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    start_offset: AtomicU64,
+    /// One past the last offset readers may see.
+    end_offset: AtomicU64,
+    epoch: AtomicU64,
+    commit: Arc<Commit>,
+    checkpoint: Mutex<CheckpointFile>,
+    maintenance: Mutex<()>,
+    closed: AtomicBool,
+    report: RecoveryReport,
+    _lock: Box<dyn LockGuard>,
+}
+
+/// An append-only log of record batches in one directory.
+///
+/// `Log` is `Send + Sync`: share it between threads with an `Arc`. Dropping it closes it
+/// (cleanly, if it can); call [`Log::close`] to see the error if closing fails.
+pub struct Log {
+    inner: Arc<Inner>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.inner.dir)
+            .field("start_offset", &self.start_offset())
+            .field("end_offset", &self.end_offset())
+            .finish()
+    }
+}
+
+/// Milliseconds since the Unix epoch, for record timestamps.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it if asked, and recovers it: after a clean close
+    /// nothing is scanned; after a crash only what was written after the last fsync checkpoint.
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
+        let inner = Arc::new(recovery::open(dir.as_ref(), options)?);
+        let flusher = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("stratalog-flusher".into())
+                .spawn(move || {
+                    while inner.commit.wait_for_work() {
+                        inner.sync_now();
+                    }
+                })
+                .map_err(|e| Error::io("spawn flusher thread", dir.as_ref(), e))?
+        };
+        Ok(Log {
+            inner,
+            flusher: Mutex::new(Some(flusher)),
+        })
+    }
+
+    /// Appends a batch; returns its offsets and a receipt that completes when it is acknowledged
+    /// under the fsync policy. Many threads may append at once.
+    pub fn append(&self, batch: &BatchBuilder) -> Result<Appended> {
+        let encoded = batch
+            .encode(self.leader_epoch())
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.inner.append_encoded(encoded)
+    }
+
+    /// Appends `values` as one batch with the log's default compression and the current time.
+    pub fn append_records<V: AsRef<[u8]>>(&self, values: &[V]) -> Result<Appended> {
+        let mut batch = BatchBuilder::new(lock(&self.inner.config).compression);
+        let ts = now_ms();
+        for v in values {
+            batch
+                .push_value(ts, v.as_ref())
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        }
+        self.append(&batch)
+    }
+
+    /// Reads batches holding offsets from `from` on, up to about `max_bytes` (at least one batch
+    /// if any is there). The batches point into the mapped segment files (no copy) and were
+    /// checked (CRC) before they are returned. Reading at [`Log::end_offset`] returns nothing.
+    pub fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+        let (start, end) = (self.start_offset(), self.end_offset());
+        if from < start || from > end {
+            return Err(Error::OffsetOutOfRange {
+                offset: from,
+                start,
+                end,
+            });
+        }
+        let mut out = Vec::new();
+        let mut taken = 0;
+        for segment in self.inner.segments_from(from) {
+            taken += segment.read_into(from, max_bytes.saturating_sub(taken), &mut out)?;
+            if taken >= max_bytes {
+                break;
+            }
+        }
+        out.retain(|b| b.base_offset() < end);
+        Ok(out)
+    }
+
+    /// Offset of the first record whose timestamp is at or above `ts`, if any.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        for segment in self.inner.segments_from(self.start_offset()) {
+            if let Some(offset) = segment.offset_for_timestamp(ts)? {
+                return Ok(Some(offset));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads from the first record whose timestamp is at or above `ts` (see [`Log::read`]).
+    pub fn read_from_timestamp(&self, ts: i64, max_bytes: usize) -> Result<Vec<Batch>> {
+        match self.offset_for_timestamp(ts)? {
+            Some(offset) => self.read(offset, max_bytes),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// First offset the log holds.
+    pub fn start_offset(&self) -> u64 {
+        self.inner.start_offset.load(Ordering::Acquire)
+    }
+
+    /// One past the last offset readers can see: under [`FsyncPolicy::Always`], the last durable
+    /// offset; under other policies, the last written one.
+    pub fn end_offset(&self) -> u64 {
+        self.inner.end_offset.load(Ordering::Acquire)
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The log's settings.
+    pub fn config(&self) -> LogConfig {
+        *lock(&self.inner.config)
+    }
+
+    /// Changes the log's settings (persisted). `segment_bytes` applies from the next roll.
+    pub fn set_config(&self, config: LogConfig) -> Result<()> {
+        config.check()?;
+        let _m = lock(&self.inner.maintenance);
+        let mut current = lock(&self.inner.config);
+        Meta {
+            start_offset: self.start_offset(),
+            config,
+        }
+        .write(self.inner.storage.as_ref(), &self.inner.dir)?;
+        *current = config;
+        Ok(())
+    }
+
+    /// What recovery found and did when the log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// The leader epoch stamped into batches appended from now on.
+    pub fn leader_epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::Acquire)
+    }
+
+    /// Sets the leader epoch stamped into new batches (the replication layer calls this).
+    pub fn set_leader_epoch(&self, epoch: u64) {
+        self.inner.epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Makes everything appended so far durable, whatever the fsync policy.
+    pub fn flush(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.inner.commit.flush()
+    }
+
+    /// Removes every record at or above `offset`. `offset` must be a batch boundary at or above
+    /// the log start. Everything that remains is durable when this returns.
+    pub fn truncate(&self, offset: u64) -> Result<()> {
+        self.inner.truncate(offset)
+    }
+
+    /// Deletes the oldest sealed segments beyond the retention limits of the log's config.
+    /// Returns how many segments were deleted.
+    pub fn apply_retention(&self) -> Result<usize> {
+        self.inner.apply_retention(now_ms())
+    }
+
+    /// Syncs everything and marks the log cleanly closed, so the next open scans nothing.
+    pub fn close(self) -> Result<()> {
+        self.close_inner()
+    }
+
+    fn close_inner(&self) -> Result<()> {
+        let result = self.inner.close();
+        self.inner.commit.shutdown();
+        if let Some(handle) = lock(&self.flusher).take() {
+            let _ = handle.join();
+        }
+        result
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if let Err(e) = self.close_inner() {
+            tracing::warn!(dir = %self.inner.dir.display(), error = %e, "closing the log failed; the next open will recover");
+        }
+    }
+}
+
+impl Inner {
+    fn segments_from(&self, offset: u64) -> Vec<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let first = segments.range(..=offset).next_back().map_or(0, |(b, _)| *b);
+        segments.range(first..).map(|(_, s)| s.clone()).collect()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.commit.check_failed()
+    }
+
+    /// Fails the log (sticky) with `error` unless it is a full disk, which leaves the log usable.
+    fn fail(&self, error: Error) -> Error {
+        if error.is_no_space() {
+            return error;
+        }
+        Error::Failed(self.commit.fail(error))
+    }
+
+    fn append_encoded(&self, mut batch: EncodedBatch) -> Result<Appended> {
+        let mut w = lock(&self.writer);
+        self.check_writable()?;
+        let len = batch.as_bytes().len() as u64;
+        if self.should_roll(&w, len) {
+            self.roll(&mut w)?;
+        }
+        let base = w.next_offset;
+        batch.stamp(base);
+        let pos = w.written;
+        let active = w.active.clone();
+        active
+            .file
+            .write_at(batch.as_bytes(), pos)
+            .map_err(|e| self.fail(Error::io("write", &active.paths.log, e)))?;
+        let max_ts = batch.max_timestamp();
+        self.index_batch(&w, (base - active.base) as u32, pos, max_ts)
+            .map_err(|e| self.fail(e))?;
+        w.written += len;
+        w.next_offset = base + u64::from(batch.record_count());
+        w.seq += len;
+        w.first_append.get_or_insert_with(Instant::now);
+        let mut st = self.commit.lock();
+        self.commit.wrote(&mut st, w.seq);
+        let target = if self.commit.policy().acks_durable() {
+            w.seq
+        } else {
+            active.publish(w.written, w.next_offset, max_ts);
+            self.end_offset.fetch_max(w.next_offset, Ordering::AcqRel);
+            0
+        };
+        drop(st);
+        Ok(Appended {
+            base_offset: base,
+            last_offset: w.next_offset - 1,
+            receipt: Receipt::new(self.commit.clone(), target),
+        })
+    }
+
+    fn index_batch(&self, w: &Writer, rel: u32, pos: u64, max_ts: i64) -> Result<()> {
+        let mut state = w.active.index.write().unwrap_or_else(|e| e.into_inner());
+        let IndexState::Active(builder) = &mut *state else {
+            return Ok(());
+        };
+        let (offset_entry, time_entry) = builder.observe(rel, pos, max_ts);
+        if let Some(e) = offset_entry {
+            let at = (FILE_HEADER_LEN + (builder.offsets.len() - 1) * 8) as u64;
+            w.index_file
+                .write_at(e.as_bytes(), at)
+                .ctx("write", &w.active.paths.index)?;
+        }
+        if let Some(e) = time_entry {
+            let at = (FILE_HEADER_LEN + (builder.times.len() - 1) * 12) as u64;
+            w.time_file
+                .write_at(e.as_bytes(), at)
+                .ctx("write", &w.active.paths.time)?;
+        }
+        Ok(())
+    }
+
+    fn should_roll(&self, w: &Writer, len: u64) -> bool {
+        if w.written <= FILE_HEADER_LEN as u64 {
+            return false;
+        }
+        let config = lock(&self.config);
+        let too_big = w.written + len > config.segment_bytes;
+        let too_old = config.segment_ms.is_some_and(|ms| {
+            w.first_append
+                .is_some_and(|t| t.elapsed().as_millis() as u64 >= ms)
+        });
+        too_big || too_old
+    }
+
+    fn active_max_ts(w: &Writer) -> i64 {
+        match &*w.active.index.read().unwrap_or_else(|e| e.into_inner()) {
+            IndexState::Active(b) => b.max_ts,
+            _ => i64::MIN,
+        }
+    }
+
+    /// Writes the active segment's last time entry and syncs its three files; everything
+    /// written so far becomes durable and visible.
+    fn seal_active(&self, w: &Writer) -> Result<()> {
+        let entry = match &mut *w.active.index.write().unwrap_or_else(|e| e.into_inner()) {
+            IndexState::Active(b) => b.seal().map(|e| (e, b.times.len())),
+            _ => None,
+        };
+        let paths = &w.active.paths;
+        let io = || -> Result<()> {
+            if let Some((e, n)) = entry {
+                w.time_file
+                    .write_at(e.as_bytes(), (FILE_HEADER_LEN + (n - 1) * 12) as u64)
+                    .ctx("write", &paths.time)?;
+            }
+            w.active.file.sync().ctx("fsync", &paths.log)?;
+            w.index_file.sync().ctx("fsync", &paths.index)?;
+            w.time_file.sync().ctx("fsync", &paths.time)
+        };
+        io().map_err(|e| Error::Failed(self.commit.fail(e)))?;
+        let max_ts = Self::active_max_ts(w);
+        let mut st = self.commit.lock();
+        self.commit.made_durable(&mut st, w.generation, w.seq);
+        w.active.publish(w.written, w.next_offset, max_ts);
+        self.end_offset.fetch_max(w.next_offset, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        self.seal_active(w)?;
+        let (segment, index_file, time_file) = self.create_segment(w.next_offset)?;
+        *w.active.index.write().unwrap_or_else(|e| e.into_inner()) = IndexState::Unloaded;
+        self.segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(segment.base, segment.clone());
+        *w = Writer {
+            active: segment,
+            index_file,
+            time_file,
+            written: FILE_HEADER_LEN as u64,
+            next_offset: w.next_offset,
+            seq: w.seq,
+            generation: w.generation,
+            first_append: None,
+        };
+        self.write_checkpoint(w, false, false);
+        Ok(())
+    }
+
+    /// Creates the three files of a new empty segment, durable (files and directory entries).
+    fn create_segment(
+        &self,
+        base: u64,
+    ) -> Result<(Arc<Segment>, Arc<dyn StorageFile>, Arc<dyn StorageFile>)> {
+        let paths = SegmentPaths::new(&self.dir, base);
+        let create = |path: &Path, kind| -> Result<Arc<dyn StorageFile>> {
+            let file = self
+                .storage
+                .open(path, OpenMode::CreateOrOpen)
+                .ctx("create", path)?;
+            // A leftover from a failed roll is not in the segment map, so nothing maps it.
+            file.set_len(0).ctx("truncate", path)?;
+            file.write_at(FileHeader::new(kind, base).as_bytes(), 0)
+                .ctx("write", path)?;
+            file.sync().ctx("fsync", path)?;
+            Ok(file)
+        };
+        let log = create(&paths.log, FileKind::Segment)?;
+        let index = create(&paths.index, FileKind::OffsetIndex)?;
+        let time = create(&paths.time, FileKind::TimeIndex)?;
+        self.storage
+            .sync_dir(&self.dir)
+            .ctx("fsync directory", &self.dir)?;
+        let config = *lock(&self.config);
+        let interval = u64::from(config.index_interval_bytes);
+        let segment = Segment::new(
+            self.storage.clone(),
+            &self.dir,
+            base,
+            log,
+            FILE_HEADER_LEN as u64,
+            base,
+            config.segment_bytes + u64::from(MAX_BATCH_BYTES),
+            interval,
+            IndexState::Active(IndexBuilder::new(interval)),
+        );
+        Ok((Arc::new(segment), index, time))
+    }
+
+    fn write_checkpoint(&self, w: &Writer, clean: bool, sync: bool) {
+        let c = Checkpoint {
+            clean,
+            segment_base: w.active.base,
+            position: w.written,
+            next_offset: w.next_offset,
+            max_ts: Self::active_max_ts(w),
+        };
+        if let Err(e) = lock(&self.checkpoint).write(c, w.generation, clean || sync, sync) {
+            tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
+        }
+    }
+
+    /// One group-commit fsync, run by the flusher thread.
+    fn sync_now(&self) {
+        let (generation, seq, segment, written, next, max_ts) = {
+            let w = lock(&self.writer);
+            (
+                w.generation,
+                w.seq,
+                w.active.clone(),
+                w.written,
+                w.next_offset,
+                Self::active_max_ts(&w),
+            )
+        };
+        if let Err(e) = segment.file.sync() {
+            self.commit.fail(Error::io("fsync", &segment.paths.log, e));
+            return;
+        }
+        let mut st = self.commit.lock();
+        if !self.commit.made_durable(&mut st, generation, seq) {
+            return;
+        }
+        if self.commit.policy().acks_durable() {
+            segment.publish(written, next, max_ts);
+            self.end_offset.fetch_max(next, Ordering::AcqRel);
+        }
+        drop(st);
+        let c = Checkpoint {
+            clean: false,
+            segment_base: segment.base,
+            position: written,
+            next_offset: next,
+            max_ts,
+        };
+        if let Err(e) = lock(&self.checkpoint).write(c, generation, false, false) {
+            tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
+        }
+    }
+
+    fn close(&self) -> Result<()> {
+        let w = lock(&self.writer);
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.commit.check_failed()?;
+        self.seal_active(&w)?;
+        let c = Checkpoint {
+            clean: true,
+            segment_base: w.active.base,
+            position: w.written,
+            next_offset: w.next_offset,
+            max_ts: Self::active_max_ts(&w),
+        };
+        lock(&self.checkpoint).write(c, w.generation, true, true)
+    }
+
+    fn truncate(&self, offset: u64) -> Result<()> {
+        let _m = lock(&self.maintenance);
+        let mut w = lock(&self.writer);
+        self.check_writable()?;
+        if offset >= w.next_offset {
+            return Ok(());
+        }
+        let start = self.start_offset.load(Ordering::Acquire);
+        if offset < start {
+            return Err(Error::InvalidArgument(format!(
+                "cannot truncate to {offset}, below the log start {start}"
+            )));
+        }
+        // Everything that stays must be durable, and visible, before files change.
+        self.seal_active(&w)?;
+        let segments: Vec<Arc<Segment>> = self.segments_from(offset);
+        let target = segments[0].clone();
+        let cut = if offset == target.base {
+            None
+        } else {
+            Some(self.batch_boundary(&target, offset)?)
+        };
+        self.truncate_files(&mut w, &segments, cut, offset)
+            .map_err(|e| Error::Failed(self.commit.fail(e)))
+    }
+
+    /// Byte position of the batch starting at `offset`; an error if `offset` is inside a batch.
+    fn batch_boundary(&self, segment: &Segment, offset: u64) -> Result<u64> {
+        let end = segment.visible_len();
+        let bytes = segment.bytes(end)?;
+        for (pos, batch) in BatchScan::new(bytes, FILE_HEADER_LEN as u64, end) {
+            let batch = batch.map_err(|source| Error::Corrupt {
+                path: segment.paths.log.clone(),
+                position: pos,
+                source,
+            })?;
+            if batch.base_offset() == offset {
+                return Ok(pos);
+            }
+            if batch.last_offset() >= offset {
+                return Err(Error::InvalidArgument(format!(
+                    "offset {offset} is inside the batch {}..={}; truncate at a batch boundary",
+                    batch.base_offset(),
+                    batch.last_offset()
+                )));
+            }
+        }
+        Err(Error::InvalidArgument(format!(
+            "offset {offset} not found in {}",
+            segment.paths.log.display()
+        )))
+    }
+
+    fn truncate_files(
+        &self,
+        w: &mut Writer,
+        segments: &[Arc<Segment>],
+        cut: Option<u64>,
+        offset: u64,
+    ) -> Result<()> {
+        let target = &segments[0];
+        // Newest first, so that a crash in between leaves a prefix of the log.
+        for segment in segments
+            .iter()
+            .rev()
+            .filter(|s| s.base != target.base || cut.is_none())
+        {
+            for path in [
+                &segment.paths.log,
+                &segment.paths.index,
+                &segment.paths.time,
+            ] {
+                self.storage.remove(path).ctx("remove", path)?;
+            }
+        }
+        self.storage
+            .sync_dir(&self.dir)
+            .ctx("fsync directory", &self.dir)?;
+        let mut segment_map = self
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        segment_map.retain(|base, _| *base < target.base);
+        if let Some(pos) = cut {
+            // Never shrink a file that may be mapped: write the kept prefix to a new file.
+            let prefix = target.bytes(pos)?;
+            segment::replace_file(
+                self.storage.as_ref(),
+                &target.paths.log,
+                &prefix[..pos as usize],
+            )?;
+            let file = self
+                .storage
+                .open(&target.paths.log, OpenMode::Existing)
+                .ctx("open", &target.paths.log)?;
+            let interval = u64::from(lock(&self.config).index_interval_bytes);
+            let kept = Arc::new(Segment::new(
+                self.storage.clone(),
+                &self.dir,
+                target.base,
+                file,
+                pos,
+                offset,
+                0,
+                interval,
+                IndexState::Unloaded,
+            ));
+            kept.rebuild_index()?;
+            segment_map.insert(kept.base, kept);
+        }
+        let (segment, index_file, time_file) = self.create_segment(offset)?;
+        segment_map.insert(offset, segment.clone());
+        *self.segments.write().unwrap_or_else(|e| e.into_inner()) = segment_map;
+        w.generation += 1;
+        *w = Writer {
+            active: segment,
+            index_file,
+            time_file,
+            written: FILE_HEADER_LEN as u64,
+            next_offset: offset,
+            seq: w.seq,
+            generation: w.generation,
+            first_append: None,
+        };
+        let mut st = self.commit.lock();
+        st.generation = w.generation;
+        st.durable = st.written;
+        self.end_offset.store(offset, Ordering::Release);
+        drop(st);
+        let c = Checkpoint {
+            clean: false,
+            segment_base: offset,
+            position: w.written,
+            next_offset: offset,
+            max_ts: i64::MIN,
+        };
+        lock(&self.checkpoint).write(c, w.generation, true, true)
+    }
+
+    fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let _m = lock(&self.maintenance);
+        let config = *lock(&self.config);
+        let segments = self.segments_from(0);
+        let Some((_active, sealed)) = segments.split_last() else {
+            return Ok(0);
+        };
+        let mut total: u64 = segments.iter().map(|s| s.visible_len()).sum();
+        let mut doomed = 0;
+        for segment in sealed {
+            let by_size = config.retention_bytes.is_some_and(|max| total > max);
+            let by_age = match config.retention_ms {
+                Some(ms) => segment.max_timestamp()? < now_ms.saturating_sub(ms as i64),
+                None => false,
+            };
+            if !by_size && !by_age {
+                break;
+            }
+            total -= segment.visible_len();
+            doomed += 1;
+        }
+        if doomed == 0 {
+            return Ok(0);
+        }
+        // Persist the new start first: a crash after it finishes the deletion at the next open.
+        let new_start = segments[doomed].base;
+        Meta {
+            start_offset: new_start,
+            config,
+        }
+        .write(self.storage.as_ref(), &self.dir)?;
+        self.start_offset.store(new_start, Ordering::Release);
+        self.segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|base, _| *base >= new_start);
+        for segment in &segments[..doomed] {
+            for path in [
+                &segment.paths.log,
+                &segment.paths.index,
+                &segment.paths.time,
+            ] {
+                self.storage.remove(path).ctx("remove", path)?;
+            }
+        }
+        self.storage
+            .sync_dir(&self.dir)
+            .ctx("fsync directory", &self.dir)?;
+        tracing::info!(dir = %self.dir.display(), segments = doomed, new_start, "retention deleted segments");
+        Ok(doomed)
+    }
+}

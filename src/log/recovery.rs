@@ -1,0 +1,640 @@
+//! Opening a log: lock, settings, segments, and recovery of the tail.
+//!
+//! After a clean close (a checkpoint slot with `clean = 1` whose position is the active
+//! segment's length) nothing is scanned. After a crash, recovery starts at the last fsync
+//! checkpoint and scans only what follows it: every batch there is checked (header, CRC,
+//! offsets follow on); in the active segment the first bad batch and everything after it is a
+//! torn tail and is cut; in a sealed segment a bad batch is corruption and opening fails with
+//! an error naming the file and position. The active segment's index keeps its entries below
+//! the checkpoint and gets new ones from the scan; an index whose header is bad is rebuilt.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::checkpoint::{Checkpoint, CheckpointFile, Meta};
+use super::commit::Commit;
+use super::index::{IndexBuilder, IndexState, index_file_bytes};
+use super::segment::{BatchScan, Segment, SegmentPaths, parse_segment_name};
+use super::{Inner, LogOptions, Writer};
+use crate::error::{Error, IoContext, Result};
+use crate::format::{
+    FILE_HEADER_LEN, FileHeader, FileKind, FormatError, OffsetIndexEntry, TimeIndexEntry,
+};
+use crate::storage::{OpenMode, Storage, StorageFile, read_all};
+
+/// A torn tail cut from the active segment by recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Byte position of the cut.
+    pub position: u64,
+    /// Bytes removed.
+    pub bytes: u64,
+    /// The first offset that was not recovered (the log's end after recovery).
+    pub offset: u64,
+    /// Why the bytes at `position` were not a valid batch.
+    pub reason: String,
+}
+
+/// What recovery found and did when a log was opened.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// The log had been closed cleanly: nothing was scanned.
+    pub clean: bool,
+    /// Bytes of batches read and checked.
+    pub scanned_bytes: u64,
+    /// Torn tails that were cut.
+    pub torn: Vec<TornTail>,
+    /// Index files that failed their checks and were rebuilt.
+    pub rebuilt_indexes: usize,
+    /// Time taken to open.
+    pub duration: Duration,
+}
+
+/// Where the scan of the tail starts.
+struct ScanStart {
+    segment: u64,
+    position: u64,
+    next_offset: u64,
+    max_ts: i64,
+}
+
+pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
+    let started = Instant::now();
+    let storage = options.storage.clone();
+    if options.create {
+        storage.create_dir_all(dir).ctx("create directory", dir)?;
+    }
+    let lock_path = dir.join(".lock");
+    let lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => Error::Locked {
+            path: lock_path.clone(),
+        },
+        _ => Error::io("lock", &lock_path, e),
+    })?;
+    let meta = match Meta::read(storage.as_ref(), dir)? {
+        Some(meta) => meta,
+        None if options.create => {
+            options.config.check()?;
+            let meta = Meta {
+                start_offset: 0,
+                config: options.config,
+            };
+            meta.write(storage.as_ref(), dir)?;
+            meta
+        }
+        None => {
+            return Err(Error::InvalidArgument(format!(
+                "no log in {}",
+                dir.display()
+            )));
+        }
+    };
+    let bases = list_segments(storage.as_ref(), dir, meta.start_offset)?;
+    let (checkpoint_file, checkpoint) = CheckpointFile::open(storage.as_ref(), dir)?;
+    let mut report = RecoveryReport::default();
+    let mut recovery = Recovery {
+        storage: storage.clone(),
+        dir,
+        interval: u64::from(meta.config.index_interval_bytes),
+        report: &mut report,
+    };
+    let (segments, writer) = recovery.segments(&bases, checkpoint, &meta)?;
+    let inner = Inner {
+        dir: dir.to_path_buf(),
+        storage,
+        config: Mutex::new(meta.config),
+        start_offset: AtomicU64::new(meta.start_offset),
+        end_offset: AtomicU64::new(writer.next_offset),
+        epoch: AtomicU64::new(0),
+        commit: Arc::new(Commit::new(options.fsync)),
+        checkpoint: Mutex::new(checkpoint_file),
+        maintenance: Mutex::new(()),
+        closed: AtomicBool::new(false),
+        segments: RwLock::new(segments.into_iter().map(|s| (s.base, s)).collect()),
+        writer: Mutex::new(writer),
+        report: RecoveryReport::default(),
+        _lock: lock,
+    };
+    // From here on a crash must not be taken for a clean close.
+    {
+        let w = super::lock(&inner.writer);
+        let c = Checkpoint {
+            clean: false,
+            segment_base: w.active.base,
+            position: w.written,
+            next_offset: w.next_offset,
+            max_ts: Inner::active_max_ts(&w),
+        };
+        super::lock(&inner.checkpoint).write(c, 0, true, true)?;
+    }
+    report.duration = started.elapsed();
+    if !report.torn.is_empty() || report.rebuilt_indexes > 0 {
+        tracing::warn!(dir = %dir.display(), ?report, "recovered the log after a crash");
+    }
+    Ok(Inner { report, ..inner })
+}
+
+/// Base offsets of the segments, oldest first. Removes temporary files and finishes a
+/// retention that a crash interrupted (segments that end at or below the start offset).
+fn list_segments(storage: &dyn Storage, dir: &Path, start_offset: u64) -> Result<Vec<u64>> {
+    let names = storage.list(dir).ctx("list", dir)?;
+    let mut changed = false;
+    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+        storage
+            .remove(&dir.join(name))
+            .ctx("remove", &dir.join(name))?;
+        changed = true;
+    }
+    let mut bases: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+    bases.sort_unstable();
+    while bases.len() >= 2 && bases[1] <= start_offset {
+        let paths = SegmentPaths::new(dir, bases.remove(0));
+        for path in [paths.log, paths.index, paths.time] {
+            if storage.exists(&path) {
+                storage.remove(&path).ctx("remove", &path)?;
+            }
+        }
+        changed = true;
+    }
+    if changed {
+        storage.sync_dir(dir).ctx("fsync directory", dir)?;
+    }
+    Ok(bases)
+}
+
+struct Recovery<'a> {
+    storage: Arc<dyn Storage>,
+    dir: &'a Path,
+    interval: u64,
+    report: &'a mut RecoveryReport,
+}
+
+impl Recovery<'_> {
+    fn segments(
+        &mut self,
+        bases: &[u64],
+        checkpoint: Option<Checkpoint>,
+        meta: &Meta,
+    ) -> Result<(Vec<Arc<Segment>>, Writer)> {
+        let map_hint = meta.config.segment_bytes + u64::from(crate::format::MAX_BATCH_BYTES);
+        if bases.is_empty() {
+            return self.fresh(meta.start_offset, map_hint);
+        }
+        let (sealed_bases, last) = (&bases[..bases.len() - 1], bases[bases.len() - 1]);
+        let mut lens = Vec::with_capacity(bases.len());
+        let mut files = Vec::with_capacity(bases.len());
+        for &base in bases {
+            let path = SegmentPaths::new(self.dir, base).log;
+            let file = self
+                .storage
+                .open(&path, OpenMode::Existing)
+                .ctx("open", &path)?;
+            lens.push(file.len().ctx("stat", &path)?);
+            files.push(file);
+        }
+        let start = self.scan_start(bases, &lens, checkpoint);
+        let clean = checkpoint.is_some_and(|c| {
+            c.clean && c.segment_base == last && c.position == lens[bases.len() - 1]
+        });
+        self.report.clean = clean;
+        let mut segments = Vec::with_capacity(bases.len());
+        for (i, &base) in sealed_bases.iter().enumerate() {
+            let next = bases[i + 1];
+            let segment = Arc::new(Segment::new(
+                self.storage.clone(),
+                self.dir,
+                base,
+                files[i].clone(),
+                lens[i],
+                next,
+                0,
+                self.interval,
+                IndexState::Unloaded,
+            ));
+            if !clean && base >= start.segment {
+                let from = if base == start.segment {
+                    start.position
+                } else {
+                    FILE_HEADER_LEN as u64
+                };
+                let expected = if base == start.segment {
+                    start.next_offset
+                } else {
+                    base
+                };
+                self.check_sealed(&segment, from, expected, next)?;
+            }
+            segments.push(segment);
+        }
+        let file = files.pop().expect("at least one segment");
+        let len = lens.pop().expect("at least one segment");
+        let (active, writer) = self.active(last, file, len, &start, clean, map_hint)?;
+        segments.push(active);
+        Ok((segments, writer))
+    }
+
+    fn fresh(&mut self, base: u64, map_hint: u64) -> Result<(Vec<Arc<Segment>>, Writer)> {
+        let paths = SegmentPaths::new(self.dir, base);
+        let mut files = Vec::new();
+        for (path, kind) in [
+            (&paths.log, FileKind::Segment),
+            (&paths.index, FileKind::OffsetIndex),
+            (&paths.time, FileKind::TimeIndex),
+        ] {
+            let file = self
+                .storage
+                .open(path, OpenMode::CreateOrOpen)
+                .ctx("create", path)?;
+            file.set_len(0).ctx("truncate", path)?;
+            file.write_at(FileHeader::new(kind, base).as_bytes(), 0)
+                .ctx("write", path)?;
+            file.sync().ctx("fsync", path)?;
+            files.push(file);
+        }
+        self.storage
+            .sync_dir(self.dir)
+            .ctx("fsync directory", self.dir)?;
+        self.report.clean = true;
+        let builder = IndexBuilder::new(self.interval);
+        let segment = Arc::new(Segment::new(
+            self.storage.clone(),
+            self.dir,
+            base,
+            files[0].clone(),
+            FILE_HEADER_LEN as u64,
+            base,
+            map_hint,
+            self.interval,
+            IndexState::Active(builder),
+        ));
+        let writer = new_writer(
+            segment.clone(),
+            files[1].clone(),
+            files[2].clone(),
+            FILE_HEADER_LEN as u64,
+            base,
+        );
+        Ok((vec![segment], writer))
+    }
+
+    /// The checkpoint if it names a segment that exists and a position inside it; otherwise
+    /// the start of the last segment (sealed segments were fsynced when they were sealed).
+    fn scan_start(&self, bases: &[u64], lens: &[u64], checkpoint: Option<Checkpoint>) -> ScanStart {
+        let last = bases[bases.len() - 1];
+        let fallback = ScanStart {
+            segment: last,
+            position: FILE_HEADER_LEN as u64,
+            next_offset: last,
+            max_ts: i64::MIN,
+        };
+        let Some(c) = checkpoint else { return fallback };
+        let Ok(i) = bases.binary_search(&c.segment_base) else {
+            return fallback;
+        };
+        if c.position < FILE_HEADER_LEN as u64
+            || c.position > lens[i]
+            || c.next_offset < c.segment_base
+        {
+            return fallback;
+        }
+        ScanStart {
+            segment: c.segment_base,
+            position: c.position,
+            next_offset: c.next_offset,
+            max_ts: c.max_ts,
+        }
+    }
+
+    /// Checks the part of a sealed segment that came after the checkpoint. It was fsynced before
+    /// the next segment was created, so any bad byte here is corruption, not a torn write.
+    fn check_sealed(
+        &mut self,
+        segment: &Segment,
+        from: u64,
+        expected: u64,
+        next_base: u64,
+    ) -> Result<()> {
+        let len = segment.visible_len();
+        let bytes = segment.bytes(len)?;
+        check_header(&bytes, FileKind::Segment, segment)?;
+        let mut expected = expected;
+        for (pos, batch) in BatchScan::new(bytes, from, len) {
+            let corrupt = |source| Error::Corrupt {
+                path: segment.paths.log.clone(),
+                position: pos,
+                source,
+            };
+            let batch = batch.map_err(corrupt)?;
+            if batch.base_offset() != expected {
+                return Err(corrupt(FormatError::Invalid {
+                    what: "batch base offset",
+                    value: batch.base_offset(),
+                }));
+            }
+            self.report.scanned_bytes += batch.len() as u64;
+            expected = batch.last_offset() + 1;
+        }
+        if expected != next_base {
+            let source = FormatError::Invalid {
+                what: "segment end offset (next segment starts elsewhere)",
+                value: expected,
+            };
+            return Err(Error::Corrupt {
+                path: segment.paths.log.clone(),
+                position: len,
+                source,
+            });
+        }
+        segment.file.sync().ctx("fsync", &segment.paths.log)
+    }
+
+    fn active(
+        &mut self,
+        base: u64,
+        file: Arc<dyn StorageFile>,
+        len: u64,
+        start: &ScanStart,
+        clean: bool,
+        map_hint: u64,
+    ) -> Result<(Arc<Segment>, Writer)> {
+        let paths = SegmentPaths::new(self.dir, base);
+        // A segment object used only to read the file during recovery; dropped before any cut.
+        let probe_of = |visible| {
+            Arc::new(Segment::new(
+                self.storage.clone(),
+                self.dir,
+                base,
+                file.clone(),
+                visible,
+                base,
+                0,
+                self.interval,
+                IndexState::Unloaded,
+            ))
+        };
+        // A last segment too short for its header was created by a roll that did not finish.
+        if len < FILE_HEADER_LEN as u64
+            || FileHeader::parse(
+                &read_prefix(file.as_ref(), &paths.log)?,
+                FileKind::Segment,
+                base,
+            )
+            .is_err()
+        {
+            if len > FILE_HEADER_LEN as u64 {
+                let probe = probe_of(len);
+                check_header(&probe.bytes(len)?, FileKind::Segment, &probe)?;
+            }
+            file.set_len(0).ctx("truncate", &paths.log)?;
+            file.write_at(FileHeader::new(FileKind::Segment, base).as_bytes(), 0)
+                .ctx("write", &paths.log)?;
+            file.sync().ctx("fsync", &paths.log)?;
+            return self.finish_active(
+                base,
+                file,
+                FILE_HEADER_LEN as u64,
+                base,
+                IndexBuilder::new(self.interval),
+                true,
+                map_hint,
+            );
+        }
+        let (from, next, max_ts) = if start.segment == base {
+            (start.position, start.next_offset, start.max_ts)
+        } else {
+            (FILE_HEADER_LEN as u64, base, i64::MIN)
+        };
+        let kept = self.kept_index(&paths, base, from, next, max_ts)?;
+        let (builder, from, next) = match kept {
+            Some(builder) => (builder, from, next),
+            None => {
+                self.report.rebuilt_indexes += 1;
+                (
+                    IndexBuilder::new(self.interval),
+                    FILE_HEADER_LEN as u64,
+                    base,
+                )
+            }
+        };
+        if clean && from == len {
+            return self.finish_active(base, file, len, next, builder, false, map_hint);
+        }
+        // Scan the tail: before any mapping of this file exists, so cutting it is safe.
+        let probe = probe_of(len);
+        let bytes = probe.bytes(len)?;
+        let mut builder = builder;
+        let mut expected = next;
+        let mut end = from;
+        let mut torn = None;
+        for (pos, batch) in BatchScan::new(bytes.clone(), from, len) {
+            let batch = match batch {
+                Ok(b) if b.base_offset() == expected => b,
+                Ok(b) => {
+                    torn = Some(format!(
+                        "batch base offset {} where {expected} was expected",
+                        b.base_offset()
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    torn = Some(e.to_string());
+                    break;
+                }
+            };
+            builder.observe((expected - base) as u32, pos, batch.max_timestamp());
+            self.report.scanned_bytes += batch.len() as u64;
+            expected = batch.last_offset() + 1;
+            end = pos + batch.len() as u64;
+        }
+        drop(bytes);
+        drop(probe);
+        if end < len {
+            let reason = torn.unwrap_or_else(|| "incomplete batch".into());
+            tracing::warn!(segment = %paths.log.display(), position = end, bytes = len - end, %reason, "cutting a torn tail");
+            self.report.torn.push(TornTail {
+                path: paths.log.clone(),
+                position: end,
+                bytes: len - end,
+                offset: expected,
+                reason,
+            });
+            file.set_len(end).ctx("truncate", &paths.log)?;
+        }
+        file.sync().ctx("fsync", &paths.log)?;
+        self.finish_active(base, file, end, expected, builder, true, map_hint)
+    }
+
+    /// Writes the active segment's index files from `builder` (if `rewrite`) and makes the
+    /// active segment and the writer.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_active(
+        &mut self,
+        base: u64,
+        file: Arc<dyn StorageFile>,
+        len: u64,
+        next: u64,
+        builder: IndexBuilder,
+        rewrite: bool,
+        map_hint: u64,
+    ) -> Result<(Arc<Segment>, Writer)> {
+        let paths = SegmentPaths::new(self.dir, base);
+        let index_file = self
+            .storage
+            .open(&paths.index, OpenMode::CreateOrOpen)
+            .ctx("open", &paths.index)?;
+        let time_file = self
+            .storage
+            .open(&paths.time, OpenMode::CreateOrOpen)
+            .ctx("open", &paths.time)?;
+        if rewrite {
+            for (file, path, kind, entries) in [
+                (
+                    &index_file,
+                    &paths.index,
+                    FileKind::OffsetIndex,
+                    builder.offsets.as_bytes(),
+                ),
+                (
+                    &time_file,
+                    &paths.time,
+                    FileKind::TimeIndex,
+                    builder.times.as_bytes(),
+                ),
+            ] {
+                // The active segment's index files are never mapped, so rewriting them is safe.
+                file.set_len(0).ctx("truncate", path)?;
+                file.write_at(&index_file_bytes(kind, base, entries), 0)
+                    .ctx("write", path)?;
+                file.sync().ctx("fsync", path)?;
+            }
+        }
+        let segment = Arc::new(Segment::new(
+            self.storage.clone(),
+            self.dir,
+            base,
+            file,
+            len,
+            next,
+            map_hint,
+            self.interval,
+            IndexState::Active(builder),
+        ));
+        let writer = new_writer(segment.clone(), index_file, time_file, len, next);
+        Ok((segment, writer))
+    }
+
+    /// The active segment's index entries that can be trusted: those below the scan start.
+    /// `None` if a header is bad (the index is rebuilt from a scan of the whole segment).
+    fn kept_index(
+        &self,
+        paths: &SegmentPaths,
+        base: u64,
+        below_pos: u64,
+        next: u64,
+        max_ts: i64,
+    ) -> Result<Option<IndexBuilder>> {
+        let read = |path: &Path| -> Result<Option<Vec<u8>>> {
+            if !self.storage.exists(path) {
+                return Ok(None);
+            }
+            let file = self
+                .storage
+                .open(path, OpenMode::Existing)
+                .ctx("open", path)?;
+            Ok(Some(read_all(file.as_ref()).ctx("read", path)?))
+        };
+        let (Some(offsets), Some(times)) = (read(&paths.index)?, read(&paths.time)?) else {
+            return Ok(None);
+        };
+        if FileHeader::parse(&offsets, FileKind::OffsetIndex, base).is_err()
+            || FileHeader::parse(&times, FileKind::TimeIndex, base).is_err()
+        {
+            return Ok(None);
+        }
+        let whole =
+            |b: &[u8], size: usize| (b.len() - FILE_HEADER_LEN) / size * size + FILE_HEADER_LEN;
+        let offsets =
+            <[OffsetIndexEntry]>::ref_from_bytes(&offsets[FILE_HEADER_LEN..whole(&offsets, 8)])
+                .unwrap_or(&[]);
+        let times = <[TimeIndexEntry]>::ref_from_bytes(&times[FILE_HEADER_LEN..whole(&times, 12)])
+            .unwrap_or(&[]);
+        let rel_limit = next - base;
+        let mut kept_offsets: Vec<OffsetIndexEntry> = Vec::new();
+        for e in offsets {
+            let pos = u64::from(e.position.get());
+            let ordered = kept_offsets.last().is_none_or(|p| {
+                e.relative_offset.get() > p.relative_offset.get()
+                    && e.position.get() > p.position.get()
+            });
+            if !ordered
+                || pos <= FILE_HEADER_LEN as u64
+                || pos >= below_pos
+                || u64::from(e.relative_offset.get()) >= rel_limit
+            {
+                break;
+            }
+            kept_offsets.push(*e);
+        }
+        let mut kept_times: Vec<TimeIndexEntry> = Vec::new();
+        for e in times {
+            let ordered = kept_times.last().is_none_or(|p| {
+                e.timestamp.get() > p.timestamp.get()
+                    && e.relative_offset.get() >= p.relative_offset.get()
+            });
+            if !ordered
+                || u64::from(e.relative_offset.get()) >= rel_limit
+                || e.timestamp.get() > max_ts
+            {
+                break;
+            }
+            kept_times.push(*e);
+        }
+        Ok(Some(IndexBuilder::resume(
+            self.interval,
+            kept_offsets,
+            kept_times,
+            max_ts,
+        )))
+    }
+}
+
+fn new_writer(
+    active: Arc<Segment>,
+    index_file: Arc<dyn StorageFile>,
+    time_file: Arc<dyn StorageFile>,
+    written: u64,
+    next_offset: u64,
+) -> Writer {
+    Writer {
+        active,
+        index_file,
+        time_file,
+        written,
+        next_offset,
+        seq: 0,
+        generation: 0,
+        first_append: None,
+    }
+}
+
+fn read_prefix(file: &dyn StorageFile, path: &Path) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; FILE_HEADER_LEN];
+    file.read_at(&mut buf, 0).ctx("read", path)?;
+    Ok(buf)
+}
+
+fn check_header(bytes: &[u8], kind: FileKind, segment: &Segment) -> Result<()> {
+    FileHeader::parse(bytes, kind, segment.base)
+        .map(|_| ())
+        .map_err(|source| Error::Corrupt {
+            path: segment.paths.log.clone(),
+            position: 0,
+            source,
+        })
+}

@@ -1,0 +1,383 @@
+//! One segment: a `.log` file of batches after a file header, with its offset and time index.
+//!
+//! Invariants:
+//! - bytes below `visible` are whole, checked-at-write batches; readers never look past it;
+//! - the `.log` file is never shrunk while a mapping of it may exist (truncation writes a new
+//!   file and renames it over this one), so a mapping never reaches past the end of its file;
+//! - `next_offset` is one past the last visible record.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use bytes::Bytes;
+use zerocopy::IntoBytes;
+
+use super::index::{
+    IndexBuilder, IndexState, index_file_bytes, lookup_offset, lookup_time, parse_offsets,
+    parse_times,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::format::{Batch, BatchHeader, FILE_HEADER_LEN, FileKind, FormatError};
+use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// The three files of a segment.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentPaths {
+    pub log: PathBuf,
+    pub index: PathBuf,
+    pub time: PathBuf,
+}
+
+impl SegmentPaths {
+    pub fn new(dir: &Path, base: u64) -> Self {
+        SegmentPaths {
+            log: dir.join(format!("{base:020}.log")),
+            index: dir.join(format!("{base:020}.index")),
+            time: dir.join(format!("{base:020}.timeindex")),
+        }
+    }
+}
+
+/// The base offset in a segment file name (`00000000000000000042.log`).
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".log")?;
+    (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok())?
+}
+
+/// Iterates the batches of a segment's bytes from a position, checking each one (header,
+/// length, CRC). Stops after the first bad batch.
+pub struct BatchScan {
+    bytes: Bytes,
+    pos: u64,
+    end: u64,
+    done: bool,
+}
+
+impl BatchScan {
+    /// Scans `bytes[pos..end]`.
+    pub fn new(bytes: Bytes, pos: u64, end: u64) -> Self {
+        let end = end.min(bytes.len() as u64);
+        BatchScan {
+            bytes,
+            pos,
+            end,
+            done: false,
+        }
+    }
+
+    /// The position of the next batch (after a failure: of the bad one).
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+}
+
+impl Iterator for BatchScan {
+    /// The batch's position and the batch, or what is wrong at that position.
+    type Item = (u64, Result<Batch, FormatError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.pos >= self.end {
+            return None;
+        }
+        let pos = self.pos;
+        match Batch::validate(self.bytes.slice(pos as usize..self.end as usize)) {
+            Ok(batch) => {
+                self.pos += batch.len() as u64;
+                Some((pos, Ok(batch)))
+            }
+            Err(e) => {
+                self.done = true;
+                Some((pos, Err(e)))
+            }
+        }
+    }
+}
+
+/// A segment shared by the writer and readers.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base: u64,
+    pub paths: SegmentPaths,
+    pub file: Arc<dyn StorageFile>,
+    storage: Arc<dyn Storage>,
+    visible: AtomicU64,
+    next_offset: AtomicU64,
+    max_ts: AtomicI64,
+    mapping: Mutex<Option<Bytes>>,
+    /// How much to map at once (the active segment maps its whole roll size).
+    map_hint: u64,
+    interval: u64,
+    pub index: RwLock<IndexState>,
+}
+
+impl Segment {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        base: u64,
+        file: Arc<dyn StorageFile>,
+        visible: u64,
+        next_offset: u64,
+        map_hint: u64,
+        interval: u64,
+        index: IndexState,
+    ) -> Self {
+        let max_ts = match &index {
+            IndexState::Active(b) => b.max_ts,
+            _ => i64::MIN,
+        };
+        Segment {
+            base,
+            paths: SegmentPaths::new(dir, base),
+            file,
+            storage,
+            visible: AtomicU64::new(visible),
+            next_offset: AtomicU64::new(next_offset),
+            max_ts: AtomicI64::new(max_ts),
+            mapping: Mutex::new(None),
+            map_hint,
+            interval,
+            index: RwLock::new(index),
+        }
+    }
+
+    pub fn visible_len(&self) -> u64 {
+        self.visible.load(Ordering::Acquire)
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Makes bytes up to `len` visible (never lowers what readers already see).
+    pub fn publish(&self, len: u64, next_offset: u64, max_ts: i64) {
+        self.max_ts.fetch_max(max_ts, Ordering::AcqRel);
+        self.next_offset.fetch_max(next_offset, Ordering::AcqRel);
+        self.visible.fetch_max(len, Ordering::AcqRel);
+    }
+
+    fn corrupt(&self, position: u64, source: FormatError) -> Error {
+        Error::Corrupt {
+            path: self.paths.log.clone(),
+            position,
+            source,
+        }
+    }
+
+    /// The segment's bytes, covering at least `0..need`.
+    pub fn bytes(&self, need: u64) -> Result<Bytes> {
+        let mut cached = self.mapping.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = cached.as_ref().filter(|b| b.len() as u64 >= need) {
+            return Ok(b.clone());
+        }
+        let len = need.max(self.map_hint);
+        let mapping = self.file.map(len).ctx("mmap", &self.paths.log)?;
+        if (mapping.bytes.len() as u64) < need {
+            let e = FormatError::Truncated {
+                what: "segment",
+                needed: need,
+                available: mapping.bytes.len() as u64,
+            };
+            return Err(self.corrupt(mapping.bytes.len() as u64, e));
+        }
+        if mapping.live {
+            *cached = Some(mapping.bytes.clone());
+        }
+        Ok(mapping.bytes)
+    }
+
+    /// Index entries, loading (and if needed rebuilding) a sealed segment's index first.
+    fn index(&self) -> Result<RwLockReadGuard<'_, IndexState>> {
+        {
+            let state = self.index.read().unwrap_or_else(|e| e.into_inner());
+            if !matches!(*state, IndexState::Unloaded) {
+                return Ok(state);
+            }
+        }
+        self.load_sealed_index()?;
+        Ok(self.index.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn load_sealed_index(&self) -> Result<()> {
+        let mut state = self.index.write().unwrap_or_else(|e| e.into_inner());
+        if !matches!(*state, IndexState::Unloaded) {
+            return Ok(());
+        }
+        let log_len = self.visible_len();
+        let loaded = self.map_index(&self.paths.index).and_then(|offsets| {
+            let times = self.map_index(&self.paths.time)?;
+            let ok = parse_offsets(&offsets, self.base, log_len).is_ok()
+                && parse_times(&times, self.base).is_ok();
+            Ok(ok.then_some((offsets, times)))
+        });
+        let (offsets, times) = match loaded {
+            Ok(Some(pair)) => pair,
+            Ok(None) | Err(_) => {
+                tracing::warn!(segment = %self.paths.log.display(), "index failed its checks; rebuilding it");
+                self.rebuild_index()?
+            }
+        };
+        let max_ts = IndexState::Sealed {
+            offsets: offsets.clone(),
+            times: times.clone(),
+        }
+        .times()
+        .last()
+        .map_or(i64::MIN, |e| e.timestamp.get());
+        self.max_ts.fetch_max(max_ts, Ordering::AcqRel);
+        *state = IndexState::Sealed { offsets, times };
+        Ok(())
+    }
+
+    fn map_index(&self, path: &Path) -> Result<Bytes> {
+        let file = self
+            .storage
+            .open(path, OpenMode::Existing)
+            .ctx("open", path)?;
+        let len = file.len().ctx("stat", path)?;
+        Ok(file.map(len).ctx("mmap", path)?.bytes)
+    }
+
+    /// Scans the whole segment and writes fresh index files (to a temporary file, fsynced and
+    /// renamed over the old one, so that a mapping of the old file stays valid).
+    pub fn rebuild_index(&self) -> Result<(Bytes, Bytes)> {
+        let builder = self.scan_index(self.visible_len())?;
+        let offsets =
+            index_file_bytes(FileKind::OffsetIndex, self.base, builder.offsets.as_bytes());
+        let mut builder = builder;
+        builder.seal();
+        let times = index_file_bytes(FileKind::TimeIndex, self.base, builder.times.as_bytes());
+        for (path, bytes) in [(&self.paths.index, &offsets), (&self.paths.time, &times)] {
+            replace_file(self.storage.as_ref(), path, bytes)?;
+        }
+        Ok((Bytes::from(offsets), Bytes::from(times)))
+    }
+
+    /// The index entries of `[header, end)`, from a full checked scan.
+    pub fn scan_index(&self, end: u64) -> Result<IndexBuilder> {
+        let bytes = self.bytes(end)?;
+        let mut builder = IndexBuilder::new(self.interval);
+        let mut expected = self.base;
+        for (pos, batch) in BatchScan::new(bytes, FILE_HEADER_LEN as u64, end) {
+            let batch = batch.map_err(|e| self.corrupt(pos, e))?;
+            if batch.base_offset() != expected {
+                return Err(self.corrupt(
+                    pos,
+                    FormatError::Invalid {
+                        what: "batch base offset",
+                        value: batch.base_offset(),
+                    },
+                ));
+            }
+            builder.observe((expected - self.base) as u32, pos, batch.max_timestamp());
+            expected = batch.last_offset() + 1;
+        }
+        Ok(builder)
+    }
+
+    /// Byte position from which to scan for `offset`: the indexed batch at or before it.
+    fn position_for(&self, offset: u64, bytes: &[u8]) -> Result<u64> {
+        let rel = u32::try_from(offset - self.base).unwrap_or(u32::MAX);
+        let entry = lookup_offset(self.index()?.offsets(), rel);
+        let Some(entry) = entry else {
+            return Ok(FILE_HEADER_LEN as u64);
+        };
+        let pos = u64::from(entry.position.get());
+        // An entry that does not point at the batch it names means a bad index, not a bad log:
+        // fall back to a scan from the start rather than blame the segment.
+        let sound = BatchHeader::parse(bytes.get(pos as usize..).unwrap_or(&[])).is_ok_and(|h| {
+            h.base_offset.get() == self.base + u64::from(entry.relative_offset.get())
+        });
+        if sound {
+            return Ok(pos);
+        }
+        tracing::warn!(segment = %self.paths.log.display(), "offset index entry is wrong; scanning");
+        Ok(FILE_HEADER_LEN as u64)
+    }
+
+    /// Appends to `out` the visible batches that hold offsets at or above `from`, until `budget`
+    /// bytes were taken (at least one batch when `out` is empty). Returns the bytes taken.
+    pub fn read_into(&self, from: u64, budget: usize, out: &mut Vec<Batch>) -> Result<usize> {
+        let visible = self.visible_len();
+        if visible <= FILE_HEADER_LEN as u64 || from >= self.next_offset() {
+            return Ok(0);
+        }
+        let bytes = self.bytes(visible)?;
+        let mut pos = self.position_for(from.max(self.base), &bytes)?;
+        let mut taken = 0;
+        while pos < visible {
+            let slice = &bytes[pos as usize..visible as usize];
+            let header = BatchHeader::parse(slice).map_err(|e| self.corrupt(pos, e))?;
+            let len = header.length.get() as u64;
+            if header.last_offset() >= from {
+                if !out.is_empty() && taken + len as usize > budget {
+                    break;
+                }
+                let batch = Batch::validate(bytes.slice(pos as usize..visible as usize))
+                    .map_err(|e| self.corrupt(pos, e))?;
+                taken += batch.len();
+                out.push(batch);
+                if taken >= budget {
+                    break;
+                }
+            }
+            pos += len;
+        }
+        Ok(taken)
+    }
+
+    /// Largest timestamp of the visible batches.
+    pub fn max_timestamp(&self) -> Result<i64> {
+        drop(self.index()?);
+        Ok(self.max_ts.load(Ordering::Acquire))
+    }
+
+    /// Offset of the first record with a timestamp at or above `ts`, if this segment has one.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        if self.max_timestamp()? < ts {
+            return Ok(None);
+        }
+        let start = lookup_time(self.index()?.times(), ts).map_or(self.base, |e| {
+            self.base + u64::from(e.relative_offset.get())
+        });
+        let mut batches = Vec::new();
+        let mut from = start;
+        loop {
+            batches.clear();
+            if self.read_into(from, 1 << 20, &mut batches)? == 0 {
+                return Ok(None);
+            }
+            for batch in &batches {
+                if batch.max_timestamp() < ts {
+                    continue;
+                }
+                for record in batch.records().map_err(|e| self.corrupt(0, e))? {
+                    let record = record.map_err(|e| self.corrupt(0, e))?;
+                    if record.timestamp >= ts {
+                        return Ok(Some(record.offset));
+                    }
+                }
+            }
+            from = batches.last().map_or(from, |b| b.last_offset() + 1);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, fsync of the directory.
+pub(crate) fn replace_file(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let file = storage
+        .open(&tmp, OpenMode::CreateOrOpen)
+        .ctx("create", &tmp)?;
+    file.set_len(0).ctx("truncate", &tmp)?;
+    file.write_at(bytes, 0).ctx("write", &tmp)?;
+    file.sync().ctx("fsync", &tmp)?;
+    storage.rename(&tmp, path).ctx("rename", path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    storage.sync_dir(dir).ctx("fsync directory", dir)
+}
