@@ -162,8 +162,8 @@ pub struct OffsetIndexEntry {
 
 const _: () = assert!(size_of::<OffsetIndexEntry>() == 8);
 
-/// One entry of the sparse time index: no batch before the one at `base + relative_offset`
-/// (included) has a timestamp above `timestamp`.
+/// One entry of the sparse time index: no record at or below `base + relative_offset` has a
+/// timestamp above `timestamp`, and some record at or below it has exactly `timestamp`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]
@@ -171,7 +171,7 @@ const _: () = assert!(size_of::<OffsetIndexEntry>() == 8);
 pub struct TimeIndexEntry {
     /// Largest timestamp in the segment up to and including this batch.
     pub timestamp: I64,
-    /// Base offset of the batch, minus the segment's base offset.
+    /// Last offset of the batch, minus the segment's base offset.
     pub relative_offset: U32,
 }
 

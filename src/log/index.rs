@@ -9,8 +9,10 @@
 //! - an offset entry for a batch that starts at least `index_interval_bytes` after the last
 //!   indexed batch (the first batch of a segment needs none: a lookup with no entry starts at
 //!   the first batch);
-//! - with it, a time entry if the segment's largest timestamp so far grew since the last one;
-//! - when the segment is sealed, a last time entry if the largest timestamp grew since.
+//! - with it, a time entry if the segment's largest timestamp so far grew since the last one,
+//!   naming the batch's last offset: no record up to it has a larger timestamp;
+//! - when the segment is sealed, a last time entry (for the segment's last offset) if the
+//!   largest timestamp grew since.
 
 use bytes::Bytes;
 use zerocopy::{FromBytes, IntoBytes};
@@ -29,7 +31,8 @@ pub(crate) struct IndexBuilder {
     last_time_ts: i64,
     /// Largest timestamp in the segment so far.
     pub max_ts: i64,
-    last_batch_rel: u32,
+    /// Relative offset of the last record seen.
+    last_rel: u32,
 }
 
 impl IndexBuilder {
@@ -41,25 +44,26 @@ impl IndexBuilder {
             last_indexed_pos: FILE_HEADER_LEN as u64,
             last_time_ts: i64::MIN,
             max_ts: i64::MIN,
-            last_batch_rel: 0,
+            last_rel: 0,
         }
     }
 
-    /// Continues from entries that are already known to be right.
+    /// Continues from entries that are already known to be right, for a segment whose next
+    /// record gets relative offset `next_rel`.
     pub fn resume(
         interval: u64,
         offsets: Vec<OffsetIndexEntry>,
         times: Vec<TimeIndexEntry>,
         max_ts: i64,
+        next_rel: u32,
     ) -> Self {
         let mut b = IndexBuilder::new(interval);
+        b.last_rel = next_rel.saturating_sub(1);
         if let Some(last) = offsets.last() {
             b.last_indexed_pos = last.position.get().into();
-            b.last_batch_rel = last.relative_offset.get();
         }
         if let Some(last) = times.last() {
             b.last_time_ts = last.timestamp.get();
-            b.last_batch_rel = b.last_batch_rel.max(last.relative_offset.get());
         }
         b.max_ts = max_ts.max(b.last_time_ts);
         b.offsets = offsets;
@@ -67,16 +71,17 @@ impl IndexBuilder {
         b
     }
 
-    /// Takes note of a batch at byte `pos` with relative offset `rel`; returns the entries it
-    /// adds (to be appended to the files).
+    /// Takes note of a batch at byte `pos` whose records have relative offsets
+    /// `rel..=last_rel`; returns the entries it adds (to be appended to the files).
     pub fn observe(
         &mut self,
         rel: u32,
+        last_rel: u32,
         pos: u64,
         batch_max_ts: i64,
     ) -> (Option<OffsetIndexEntry>, Option<TimeIndexEntry>) {
         self.max_ts = self.max_ts.max(batch_max_ts);
-        self.last_batch_rel = rel;
+        self.last_rel = last_rel;
         if pos < self.last_indexed_pos + self.interval {
             return (None, None);
         }
@@ -101,7 +106,7 @@ impl IndexBuilder {
         self.last_time_ts = self.max_ts;
         let entry = TimeIndexEntry {
             timestamp: self.max_ts.into(),
-            relative_offset: self.last_batch_rel.into(),
+            relative_offset: self.last_rel.into(),
         };
         self.times.push(entry);
         Some(entry)

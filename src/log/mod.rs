@@ -127,6 +127,9 @@ pub struct Appended {
     pub receipt: Receipt,
 }
 
+/// A segment just created, with its index files open for appending.
+type NewSegment = (Arc<Segment>, Arc<dyn StorageFile>, Arc<dyn StorageFile>);
+
 /// The writer's state, behind the `writer` lock.
 struct Writer {
     active: Arc<Segment>,
@@ -406,8 +409,14 @@ impl Inner {
             .write_at(batch.as_bytes(), pos)
             .map_err(|e| self.fail(Error::io("write", &active.paths.log, e)))?;
         let max_ts = batch.max_timestamp();
-        self.index_batch(&w, (base - active.base) as u32, pos, max_ts)
-            .map_err(|e| self.fail(e))?;
+        self.index_batch(
+            &w,
+            (base - active.base) as u32,
+            (base - active.base) as u32 + batch.record_count() - 1,
+            pos,
+            max_ts,
+        )
+        .map_err(|e| self.fail(e))?;
         w.written += len;
         w.next_offset = base + u64::from(batch.record_count());
         w.seq += len;
@@ -429,12 +438,19 @@ impl Inner {
         })
     }
 
-    fn index_batch(&self, w: &Writer, rel: u32, pos: u64, max_ts: i64) -> Result<()> {
+    fn index_batch(
+        &self,
+        w: &Writer,
+        rel: u32,
+        last_rel: u32,
+        pos: u64,
+        max_ts: i64,
+    ) -> Result<()> {
         let mut state = w.active.index.write().unwrap_or_else(|e| e.into_inner());
         let IndexState::Active(builder) = &mut *state else {
             return Ok(());
         };
-        let (offset_entry, time_entry) = builder.observe(rel, pos, max_ts);
+        let (offset_entry, time_entry) = builder.observe(rel, last_rel, pos, max_ts);
         if let Some(e) = offset_entry {
             let at = (FILE_HEADER_LEN + (builder.offsets.len() - 1) * 8) as u64;
             w.index_file
@@ -520,10 +536,7 @@ impl Inner {
     }
 
     /// Creates the three files of a new empty segment, durable (files and directory entries).
-    fn create_segment(
-        &self,
-        base: u64,
-    ) -> Result<(Arc<Segment>, Arc<dyn StorageFile>, Arc<dyn StorageFile>)> {
+    fn create_segment(&self, base: u64) -> Result<NewSegment> {
         let paths = SegmentPaths::new(&self.dir, base);
         let create = |path: &Path, kind| -> Result<Arc<dyn StorageFile>> {
             let file = self

@@ -447,7 +447,12 @@ impl Recovery<'_> {
                     break;
                 }
             };
-            builder.observe((expected - base) as u32, pos, batch.max_timestamp());
+            builder.observe(
+                (expected - base) as u32,
+                (batch.last_offset() - base) as u32,
+                pos,
+                batch.max_timestamp(),
+            );
             self.report.scanned_bytes += batch.len() as u64;
             expected = batch.last_offset() + 1;
             end = pos + batch.len() as u64;
@@ -600,6 +605,7 @@ impl Recovery<'_> {
             kept_offsets,
             kept_times,
             max_ts,
+            rel_limit as u32,
         )))
     }
 }

@@ -18,7 +18,7 @@ use super::index::{
     parse_times,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::format::{Batch, BatchHeader, FILE_HEADER_LEN, FileKind, FormatError};
+use crate::format::{Batch, BatchHeader, FILE_HEADER_LEN, FileHeader, FileKind, FormatError};
 use crate::storage::{OpenMode, Storage, StorageFile};
 
 /// The three files of a segment.
@@ -182,6 +182,9 @@ impl Segment {
             };
             return Err(self.corrupt(mapping.bytes.len() as u64, e));
         }
+        // A damaged file header means the file is not what its name says: serve nothing from it.
+        FileHeader::parse(&mapping.bytes, FileKind::Segment, self.base)
+            .map_err(|e| self.corrupt(0, e))?;
         if mapping.live {
             *cached = Some(mapping.bytes.clone());
         }
@@ -271,7 +274,12 @@ impl Segment {
                     },
                 ));
             }
-            builder.observe((expected - self.base) as u32, pos, batch.max_timestamp());
+            builder.observe(
+                (expected - self.base) as u32,
+                (batch.last_offset() - self.base) as u32,
+                pos,
+                batch.max_timestamp(),
+            );
             expected = batch.last_offset() + 1;
         }
         Ok(builder)

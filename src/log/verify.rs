@@ -189,7 +189,7 @@ fn verify_segment(
     }
     let len = bytes.len() as u64;
     let mut expected = base;
-    let mut batches = Vec::new(); // (position, base offset, running max timestamp)
+    let mut batches = Vec::new(); // (position, base offset, last offset, running max timestamp)
     let mut max_ts = i64::MIN;
     let mut scan = BatchScan::new(bytes.clone(), FILE_HEADER_LEN as u64, len);
     let mut valid_end = FILE_HEADER_LEN as u64;
@@ -203,7 +203,7 @@ fn verify_segment(
                     Some(format!("records of batch {}: {e}", b.base_offset()))
                 } else {
                     max_ts = max_ts.max(b.max_timestamp());
-                    batches.push((pos, b.base_offset(), max_ts));
+                    batches.push((pos, b.base_offset(), b.last_offset(), max_ts));
                     report.batches += 1;
                     report.records += u64::from(b.record_count());
                     expected = b.last_offset() + 1;
@@ -251,7 +251,7 @@ fn verify_indexes(
     paths: &SegmentPaths,
     base: u64,
     log_len: u64,
-    batches: &[(u64, u64, i64)],
+    batches: &[(u64, u64, u64, i64)],
     max_ts: i64,
     is_last: bool,
     unclean_active: bool,
@@ -279,7 +279,7 @@ fn verify_indexes(
                 for e in entries {
                     let pos = u64::from(e.position.get());
                     let offset = base + u64::from(e.relative_offset.get());
-                    if !batches.iter().any(|&(p, b, _)| p == pos && b == offset) {
+                    if !batches.iter().any(|&(p, b, _, _)| p == pos && b == offset) {
                         complain(
                             &paths.index,
                             format!(
@@ -301,7 +301,7 @@ fn verify_indexes(
                     let offset = base + u64::from(e.relative_offset.get());
                     let sound = batches
                         .iter()
-                        .any(|&(_, b, ts)| b == offset && ts == e.timestamp.get());
+                        .any(|&(_, _, last, ts)| last == offset && ts == e.timestamp.get());
                     if !sound {
                         complain(
                             &paths.time,

@@ -56,6 +56,8 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 pub trait LockGuard: Send + Sync + fmt::Debug {}
 
 /// An open file.
+// A file's emptiness is never asked on its own: `len` is compared with positions.
+#[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Writes all of `buf` at byte `pos`. On error, a prefix of `buf` may have been written.
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
