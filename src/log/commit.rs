@@ -172,6 +172,9 @@ impl Commit {
     /// Asks the flusher to sync everything written so far and waits for it.
     pub fn flush(&self) -> Result<()> {
         let mut st = self.lock();
+        if let Some(e) = &st.failed {
+            return Err(Error::Failed(e.clone()));
+        }
         let target = st.written;
         st.requested = st.requested.max(target);
         self.work.notify_one();

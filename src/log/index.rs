@@ -71,27 +71,46 @@ impl IndexBuilder {
         b
     }
 
-    /// Takes note of a batch at byte `pos` whose records have relative offsets
-    /// `rel..=last_rel`; returns the entries it adds (to be appended to the files).
-    pub fn observe(
-        &mut self,
-        rel: u32,
-        last_rel: u32,
-        pos: u64,
-        batch_max_ts: i64,
-    ) -> (Option<OffsetIndexEntry>, Option<TimeIndexEntry>) {
-        self.max_ts = self.max_ts.max(batch_max_ts);
-        self.last_rel = last_rel;
-        if pos < self.last_indexed_pos + self.interval {
-            return (None, None);
-        }
-        self.last_indexed_pos = pos;
-        let entry = OffsetIndexEntry {
+    /// The entries a batch at byte `pos` whose records have relative offsets `rel..=last_rel`
+    /// would add, without adding them: the writer writes them to the files first and calls
+    /// [`IndexBuilder::apply`] once the batch itself is written.
+    pub fn plan(&self, rel: u32, last_rel: u32, pos: u64, batch_max_ts: i64) -> Planned {
+        let max_ts = self.max_ts.max(batch_max_ts);
+        let indexed = pos >= self.last_indexed_pos + self.interval;
+        let offset = indexed.then(|| OffsetIndexEntry {
             relative_offset: rel.into(),
             position: (pos as u32).into(),
-        };
-        self.offsets.push(entry);
-        (Some(entry), self.time_entry())
+        });
+        let time = (indexed && max_ts > self.last_time_ts).then(|| TimeIndexEntry {
+            timestamp: max_ts.into(),
+            relative_offset: last_rel.into(),
+        });
+        Planned {
+            offset,
+            time,
+            max_ts,
+            last_rel,
+        }
+    }
+
+    /// Adds what [`IndexBuilder::plan`] planned.
+    pub fn apply(&mut self, planned: &Planned) {
+        self.max_ts = planned.max_ts;
+        self.last_rel = planned.last_rel;
+        if let Some(e) = planned.offset {
+            self.last_indexed_pos = e.position.get().into();
+            self.offsets.push(e);
+        }
+        if let Some(e) = planned.time {
+            self.last_time_ts = e.timestamp.get();
+            self.times.push(e);
+        }
+    }
+
+    /// Plans and applies at once (scans, where nothing can fail in between).
+    pub fn observe(&mut self, rel: u32, last_rel: u32, pos: u64, batch_max_ts: i64) {
+        let planned = self.plan(rel, last_rel, pos, batch_max_ts);
+        self.apply(&planned);
     }
 
     /// The last time entry of a segment being sealed, if one is needed.
@@ -219,4 +238,13 @@ impl IndexState {
             IndexState::Unloaded => &[],
         }
     }
+}
+
+/// Index entries planned for one batch (see [`IndexBuilder::plan`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Planned {
+    pub offset: Option<OffsetIndexEntry>,
+    pub time: Option<TimeIndexEntry>,
+    max_ts: i64,
+    last_rel: u32,
 }

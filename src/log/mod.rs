@@ -24,7 +24,7 @@ use zerocopy::IntoBytes;
 use checkpoint::{Checkpoint, CheckpointFile, Meta};
 use commit::Commit;
 pub use commit::{FsyncPolicy, Receipt};
-use index::{IndexBuilder, IndexState};
+use index::{IndexBuilder, IndexState, Planned};
 pub use recovery::{RecoveryReport, TornTail};
 pub use segment::BatchScan;
 use segment::Segment;
@@ -387,10 +387,10 @@ impl Inner {
 
     /// Fails the log (sticky) with `error` unless it is a full disk, which leaves the log usable.
     fn fail(&self, error: Error) -> Error {
-        if error.is_no_space() {
-            return error;
+        match error {
+            Error::NoSpace { .. } | Error::Failed(_) => error,
+            other => Error::Failed(self.commit.fail(other)),
         }
-        Error::Failed(self.commit.fail(error))
     }
 
     fn append_encoded(&self, mut batch: EncodedBatch) -> Result<Appended> {
@@ -398,25 +398,29 @@ impl Inner {
         self.check_writable()?;
         let len = batch.as_bytes().len() as u64;
         if self.should_roll(&w, len) {
-            self.roll(&mut w)?;
+            self.roll(&mut w).map_err(|e| self.fail(e))?;
         }
         let base = w.next_offset;
         batch.stamp(base);
         let pos = w.written;
         let active = w.active.clone();
+        let max_ts = batch.max_timestamp();
+        let rel = (base - active.base) as u32;
+        // Index entries go to their files before the batch, and into memory after it: a failed
+        // write (a full disk) leaves at most a stray entry past the end, which the next entry
+        // overwrites and which sealing trims.
+        let planned = self
+            .write_index_entries(&w, rel, rel + batch.record_count() - 1, pos, max_ts)
+            .map_err(|e| self.fail(e))?;
         active
             .file
             .write_at(batch.as_bytes(), pos)
             .map_err(|e| self.fail(Error::io("write", &active.paths.log, e)))?;
-        let max_ts = batch.max_timestamp();
-        self.index_batch(
-            &w,
-            (base - active.base) as u32,
-            (base - active.base) as u32 + batch.record_count() - 1,
-            pos,
-            max_ts,
-        )
-        .map_err(|e| self.fail(e))?;
+        if let IndexState::Active(builder) =
+            &mut *active.index.write().unwrap_or_else(|e| e.into_inner())
+        {
+            builder.apply(&planned);
+        }
         w.written += len;
         w.next_offset = base + u64::from(batch.record_count());
         w.seq += len;
@@ -438,32 +442,32 @@ impl Inner {
         })
     }
 
-    fn index_batch(
+    fn write_index_entries(
         &self,
         w: &Writer,
         rel: u32,
         last_rel: u32,
         pos: u64,
         max_ts: i64,
-    ) -> Result<()> {
-        let mut state = w.active.index.write().unwrap_or_else(|e| e.into_inner());
-        let IndexState::Active(builder) = &mut *state else {
-            return Ok(());
+    ) -> Result<Planned> {
+        let state = w.active.index.read().unwrap_or_else(|e| e.into_inner());
+        let IndexState::Active(builder) = &*state else {
+            unreachable!("the active segment's index is always the in-memory one");
         };
-        let (offset_entry, time_entry) = builder.observe(rel, last_rel, pos, max_ts);
-        if let Some(e) = offset_entry {
-            let at = (FILE_HEADER_LEN + (builder.offsets.len() - 1) * 8) as u64;
+        let planned = builder.plan(rel, last_rel, pos, max_ts);
+        if let Some(e) = planned.offset {
+            let at = (FILE_HEADER_LEN + builder.offsets.len() * 8) as u64;
             w.index_file
                 .write_at(e.as_bytes(), at)
                 .ctx("write", &w.active.paths.index)?;
         }
-        if let Some(e) = time_entry {
-            let at = (FILE_HEADER_LEN + (builder.times.len() - 1) * 12) as u64;
+        if let Some(e) = planned.time {
+            let at = (FILE_HEADER_LEN + builder.times.len() * 12) as u64;
             w.time_file
                 .write_at(e.as_bytes(), at)
                 .ctx("write", &w.active.paths.time)?;
         }
-        Ok(())
+        Ok(planned)
     }
 
     fn should_roll(&self, w: &Writer, len: u64) -> bool {
@@ -489,17 +493,27 @@ impl Inner {
     /// Writes the active segment's last time entry and syncs its three files; everything
     /// written so far becomes durable and visible.
     fn seal_active(&self, w: &Writer) -> Result<()> {
-        let entry = match &mut *w.active.index.write().unwrap_or_else(|e| e.into_inner()) {
-            IndexState::Active(b) => b.seal().map(|e| (e, b.times.len())),
-            _ => None,
-        };
+        let (entry, offsets, times) =
+            match &mut *w.active.index.write().unwrap_or_else(|e| e.into_inner()) {
+                IndexState::Active(b) => (b.seal(), b.offsets.len(), b.times.len()),
+                _ => (None, 0, 0),
+            };
         let paths = &w.active.paths;
         let io = || -> Result<()> {
-            if let Some((e, n)) = entry {
+            if let Some(e) = entry {
                 w.time_file
-                    .write_at(e.as_bytes(), (FILE_HEADER_LEN + (n - 1) * 12) as u64)
+                    .write_at(e.as_bytes(), (FILE_HEADER_LEN + (times - 1) * 12) as u64)
                     .ctx("write", &paths.time)?;
             }
+            // Trim stray entries a failed append may have left (the active index files are
+            // never mapped, so shrinking them is safe).
+            let index_len = (FILE_HEADER_LEN + offsets * 8) as u64;
+            w.index_file
+                .set_len(index_len)
+                .ctx("truncate", &paths.index)?;
+            w.time_file
+                .set_len((FILE_HEADER_LEN + times * 12) as u64)
+                .ctx("truncate", &paths.time)?;
             w.active.file.sync().ctx("fsync", &paths.log)?;
             w.index_file.sync().ctx("fsync", &paths.index)?;
             w.time_file.sync().ctx("fsync", &paths.time)
