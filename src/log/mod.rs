@@ -251,8 +251,7 @@ impl Log {
         let mut out = Vec::new();
         let mut taken = 0;
         for segment in self.inner.segments_from(from) {
-            taken += segment.read_into(from, max_bytes.saturating_sub(taken), &mut out)?;
-            if taken >= max_bytes {
+            if segment.read_into(from, max_bytes, &mut taken, &mut out)? {
                 break;
             }
         }

@@ -305,35 +305,42 @@ impl Segment {
         Ok(FILE_HEADER_LEN as u64)
     }
 
-    /// Appends to `out` the visible batches that hold offsets at or above `from`, until `budget`
-    /// bytes were taken (at least one batch when `out` is empty). Returns the bytes taken.
-    pub fn read_into(&self, from: u64, budget: usize, out: &mut Vec<Batch>) -> Result<usize> {
+    /// Appends to `out` the visible batches that hold offsets at or above `from`, while `taken`
+    /// stays within `max_bytes` (at least one batch when `out` is empty). Returns true if it
+    /// stopped because the budget ran out: the caller must then not read later segments, or
+    /// the result would have a gap.
+    pub fn read_into(
+        &self,
+        from: u64,
+        max_bytes: usize,
+        taken: &mut usize,
+        out: &mut Vec<Batch>,
+    ) -> Result<bool> {
         let visible = self.visible_len();
         if visible <= FILE_HEADER_LEN as u64 || from >= self.next_offset() {
-            return Ok(0);
+            return Ok(false);
         }
         let bytes = self.bytes(visible)?;
         let mut pos = self.position_for(from.max(self.base), &bytes)?;
-        let mut taken = 0;
         while pos < visible {
             let slice = &bytes[pos as usize..visible as usize];
             let header = BatchHeader::parse(slice).map_err(|e| self.corrupt(pos, e))?;
-            let len = header.length.get() as u64;
+            let len = header.length.get() as usize;
             if header.last_offset() >= from {
-                if !out.is_empty() && taken + len as usize > budget {
-                    break;
+                if !out.is_empty() && *taken + len > max_bytes {
+                    return Ok(true);
                 }
                 let batch = Batch::validate(bytes.slice(pos as usize..visible as usize))
                     .map_err(|e| self.corrupt(pos, e))?;
-                taken += batch.len();
+                *taken += len;
                 out.push(batch);
-                if taken >= budget {
-                    break;
+                if *taken >= max_bytes {
+                    return Ok(true);
                 }
             }
-            pos += len;
+            pos += len as u64;
         }
-        Ok(taken)
+        Ok(false)
     }
 
     /// Largest timestamp of the visible batches.
@@ -354,7 +361,8 @@ impl Segment {
         let mut from = start;
         loop {
             batches.clear();
-            if self.read_into(from, 1 << 20, &mut batches)? == 0 {
+            self.read_into(from, 1 << 20, &mut 0, &mut batches)?;
+            if batches.is_empty() {
                 return Ok(None);
             }
             for batch in &batches {
