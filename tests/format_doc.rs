@@ -1095,11 +1095,12 @@ fn sparse_index_rule_matches_the_writer() {
     // Batch positions from the segment itself.
     let log = std::fs::read(dir.path().join(format!("{:020}.log", 0))).unwrap();
     let mut pos = FILE_HEADER_LEN;
-    let mut seen = Vec::new(); // (relative offset, position, batch max timestamp)
+    let mut seen = Vec::new(); // (relative offset, last relative offset, position, max timestamp)
     while pos < log.len() {
         let h = BatchHeader::parse(&log[pos..]).unwrap();
         seen.push((
             h.base_offset.get() as u32,
+            h.last_offset() as u32,
             pos as u32,
             h.max_timestamp.get(),
         ));
@@ -1113,19 +1114,19 @@ fn sparse_index_rule_matches_the_writer() {
     let mut last_indexed = FILE_HEADER_LEN as u32;
     let mut last_time = i64::MIN;
     let mut max_ts = i64::MIN;
-    for &(rel, pos, batch_max) in &seen {
+    for &(rel, last_rel, pos, batch_max) in &seen {
         max_ts = max_ts.max(batch_max);
         if pos >= last_indexed + interval {
             last_indexed = pos;
             offsets.push((rel, pos));
             if max_ts > last_time {
                 last_time = max_ts;
-                times.push((max_ts, rel));
+                times.push((max_ts, last_rel));
             }
         }
     }
     if max_ts > last_time {
-        times.push((max_ts, seen.last().unwrap().0));
+        times.push((max_ts, seen.last().unwrap().1));
     }
 
     let index = std::fs::read(dir.path().join(format!("{:020}.index", 0))).unwrap();

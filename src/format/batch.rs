@@ -142,7 +142,11 @@ impl BatchBuilder {
     /// header exceeds its length field.
     pub fn push(&mut self, record: &Record<'_>) -> Result<&mut Self, FormatError> {
         let before = self.records.len();
-        encode_record(record, &mut self.records)?;
+        // A record that fails half-way must leave nothing behind.
+        if let Err(e) = encode_record(record, &mut self.records) {
+            self.records.truncate(before);
+            return Err(e);
+        }
         if self.records.len() > MAX_RECORDS_BYTES as usize {
             self.records.truncate(before);
             return Err(FormatError::OutOfBounds {
@@ -209,7 +213,7 @@ impl BatchBuilder {
                 bytes.resize(BATCH_HEADER_LEN + bound, 0);
                 let n =
                     lz4_flex::block::compress_into(&self.records, &mut bytes[BATCH_HEADER_LEN..])
-                        .map_err(|e| FormatError::Decompress(e.to_string()))?;
+                        .map_err(|e| FormatError::Decompress(format!("compressing: {e}")))?;
                 bytes.truncate(BATCH_HEADER_LEN + n);
             }
         }
@@ -466,5 +470,57 @@ impl Batch {
             self.base_offset(),
             header.record_count.get(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_push_leaves_the_batch_as_it_was() {
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push_value(1, b"kept").unwrap();
+        let long_name = vec![b'n'; u16::MAX as usize + 1];
+        let bad = Record {
+            timestamp: 2,
+            key: None,
+            value: b"v",
+            headers: &[(&long_name, b"x")],
+        };
+        assert!(b.push(&bad).is_err());
+        assert_eq!(b.len(), 1);
+        let mut encoded = b.encode(0).unwrap();
+        encoded.stamp(0);
+        let batch = Batch::validate(Bytes::copy_from_slice(encoded.as_bytes())).unwrap();
+        let records: Vec<_> = batch.records().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(&records[0].value[..], b"kept");
+    }
+
+    #[test]
+    fn lz4_batches_round_trip_and_every_truncation_is_an_error() {
+        let mut b = BatchBuilder::new(Compression::Lz4);
+        for i in 0..20 {
+            b.push_value(i, format!("value {i} value {i}").as_bytes())
+                .unwrap();
+        }
+        let mut encoded = b.encode(3).unwrap();
+        encoded.stamp(100);
+        let bytes = Bytes::copy_from_slice(encoded.as_bytes());
+        let batch = Batch::validate(bytes.clone()).unwrap();
+        assert_eq!(
+            (
+                batch.base_offset(),
+                batch.last_offset(),
+                batch.leader_epoch()
+            ),
+            (100, 119, 3)
+        );
+        let values: Vec<_> = batch.records().unwrap().map(|r| r.unwrap().value).collect();
+        assert_eq!(&values[19][..], b"value 19 value 19");
+        for cut in 0..bytes.len() {
+            assert!(Batch::validate(bytes.slice(..cut)).is_err(), "cut at {cut}");
+        }
     }
 }

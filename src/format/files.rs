@@ -131,10 +131,16 @@ impl FileHeader {
                 supported: FILE_VERSION,
             });
         }
-        if header.flags.get() != 0 || header.reserved.get() != 0 {
+        if header.flags.get() != 0 {
             return Err(FormatError::Invalid {
                 what: "file header flags",
                 value: header.flags.get().into(),
+            });
+        }
+        if header.reserved.get() != 0 {
+            return Err(FormatError::Invalid {
+                what: "file header reserved field",
+                value: header.reserved.get().into(),
             });
         }
         if header.base_offset.get() != expected_base {
@@ -237,7 +243,8 @@ pub struct MetaBody {
     pub start_offset: U64,
     /// Roll the active segment when it would exceed this many bytes.
     pub segment_bytes: U64,
-    /// Roll the active segment when its first batch is older than this (0 = never).
+    /// Roll the active segment when its first append since the log was opened is older than
+    /// this many milliseconds (0 = never).
     pub segment_ms: U64,
     /// Delete old sealed segments while the log is larger than this (`u64::MAX` = no limit).
     pub retention_bytes: U64,
@@ -272,6 +279,18 @@ impl MetaBody {
                 what: "meta body",
                 stored: body.crc.get(),
                 computed,
+            });
+        }
+        if body.reserved0.get() != 0 || body.reserved1.get() != 0 || body.reserved2.get() != 0 {
+            return Err(FormatError::Invalid {
+                what: "meta reserved field",
+                value: 1,
+            });
+        }
+        if body.compression.get() > 1 {
+            return Err(FormatError::Invalid {
+                what: "meta compression",
+                value: body.compression.get().into(),
             });
         }
         Ok(body)

@@ -3,8 +3,9 @@
 //! Both are arrays of fixed-size entries after a file header, read in place with `zerocopy`.
 //! The active segment keeps its entries in memory as well (they are appended to the files as
 //! they are made); a sealed segment's index files are mapped when first needed and checked
-//! before use. One rule decides where entries go, whether the writer or a rebuild makes them,
-//! so a rebuilt index equals the one the writer wrote:
+//! before use. One rule decides where entries go, whether the writer or a rebuild makes them
+//! (the one exception: a clean close seals the active segment, and if appends continue after
+//! the next open, the entry made at the close stays in the middle, still true):
 //!
 //! - an offset entry for a batch that starts at least `index_interval_bytes` after the last
 //!   indexed batch (the first batch of a segment needs none: a lookup with no entry starts at

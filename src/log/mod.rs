@@ -43,7 +43,8 @@ use crate::storage::{FsStorage, LockGuard, OpenMode, Storage, StorageFile};
 pub struct LogConfig {
     /// Roll the active segment before it would grow past this many bytes (default 1 GiB).
     pub segment_bytes: u64,
-    /// Roll the active segment when its first append is older than this many milliseconds.
+    /// Roll the active segment when its first append since the log was opened is older than
+    /// this many milliseconds.
     pub segment_ms: Option<u64>,
     /// Delete the oldest sealed segments while the log is larger than this.
     pub retention_bytes: Option<u64>,
@@ -396,7 +397,7 @@ impl Inner {
         let mut w = lock(&self.writer);
         self.check_writable()?;
         let len = batch.as_bytes().len() as u64;
-        if self.should_roll(&w, len) {
+        if self.should_roll(&w, len, batch.record_count()) {
             self.roll(&mut w).map_err(|e| self.fail(e))?;
         }
         let base = w.next_offset;
@@ -469,17 +470,19 @@ impl Inner {
         Ok(planned)
     }
 
-    fn should_roll(&self, w: &Writer, len: u64) -> bool {
+    fn should_roll(&self, w: &Writer, len: u64, records: u32) -> bool {
         if w.written <= FILE_HEADER_LEN as u64 {
             return false;
         }
         let config = lock(&self.config);
         let too_big = w.written + len > config.segment_bytes;
+        // Index entries hold offsets relative to the segment's base in 32 bits.
+        let too_many = w.next_offset + u64::from(records) - w.active.base > u64::from(u32::MAX);
         let too_old = config.segment_ms.is_some_and(|ms| {
             w.first_append
                 .is_some_and(|t| t.elapsed().as_millis() as u64 >= ms)
         });
-        too_big || too_old
+        too_big || too_old || too_many
     }
 
     fn active_max_ts(w: &Writer) -> i64 {
