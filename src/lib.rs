@@ -10,6 +10,6 @@ pub mod storage;
 pub use error::{Error, Result};
 pub use format::{Batch, BatchBuilder, Compression, Record, RecordView};
 pub use log::{
-    Appended, FsyncPolicy, Log, LogConfig, LogOptions, Receipt, RecoveryReport, VerifyReport,
-    now_ms, verify_dir,
+    Appended, FsyncPolicy, GroupCommit, Log, LogConfig, LogOptions, Receipt, RecoveryReport,
+    VerifyReport, now_ms, verify_dir,
 };

@@ -21,6 +21,7 @@ fn sim_log(sim: &SimStorage, dir: &str, fsync: FsyncPolicy, config: LogConfig) -
             fsync,
             storage: sim.shared(),
             create: true,
+            ..Default::default()
         },
     )
     .unwrap()

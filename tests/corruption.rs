@@ -21,6 +21,7 @@ fn opts(sim: &SimStorage, segment_bytes: u64) -> LogOptions {
         fsync: FsyncPolicy::Always,
         storage: sim.shared(),
         create: true,
+        ..Default::default()
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::{assert_sound, options, values};
 use stratalog::storage::{Fault, PowerLoss, SimStorage};
-use stratalog::{BatchBuilder, Error, FsyncPolicy, Log};
+use stratalog::{BatchBuilder, Error, FsyncPolicy, GroupCommit, Log, LogOptions};
 
 const BATCHES: usize = 40;
 
@@ -21,8 +21,12 @@ struct Outcome {
 
 /// Appends BATCHES batches, injecting `fault` after the log is open. Checks the in-process
 /// invariants on the way.
-fn workload(sim: &SimStorage, dir: &Path, fault: Option<Fault>) -> Outcome {
-    let log = Log::open(dir, options(sim.shared(), FsyncPolicy::Always)).unwrap();
+fn workload(sim: &SimStorage, dir: &Path, mode: GroupCommit, fault: Option<Fault>) -> Outcome {
+    let options = LogOptions {
+        group_commit: mode,
+        ..options(sim.shared(), FsyncPolicy::Always)
+    };
+    let log = Log::open(dir, options).unwrap();
     if let Some(f) = fault {
         sim.inject(f);
     }
@@ -97,6 +101,12 @@ fn check_after_power_loss(sim: &SimStorage, dir: &Path, out: &Outcome, what: &st
 
 #[test]
 fn io_errors_at_every_write_site() {
+    for mode in [GroupCommit::Flusher, GroupCommit::Leader] {
+        io_errors_at_every_write_site_with(mode);
+    }
+}
+
+fn io_errors_at_every_write_site_with(mode: GroupCommit) {
     let dir = Path::new("/faults");
     let clean = SimStorage::new(0);
     let before = {
@@ -104,7 +114,7 @@ fn io_errors_at_every_write_site() {
         drop(log);
         clean.counters()
     };
-    workload(&clean, dir, None);
+    workload(&clean, dir, mode, None);
     let after = clean.counters();
     let (writes, syncs, dir_syncs) = (
         after.writes - before.writes,
@@ -126,7 +136,7 @@ fn io_errors_at_every_write_site() {
     for (i, fault) in faults.iter().enumerate() {
         let sim = SimStorage::new(i as u64);
         let what = format!("{fault:?}");
-        let out = workload(&sim, dir, Some(*fault));
+        let out = workload(&sim, dir, mode, Some(*fault));
         sticky += usize::from(out.failed_sticky);
         check_after_power_loss(&sim, dir, &out, &what);
         tried += 1;

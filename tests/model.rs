@@ -68,6 +68,7 @@ fn options(sim: &SimStorage, retention_bytes: Option<u64>) -> LogOptions {
         fsync: FsyncPolicy::Always,
         storage: sim.shared(),
         create: true,
+        ..Default::default()
     }
 }
 

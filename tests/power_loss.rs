@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::{Rng, assert_sound, options, values};
 use stratalog::storage::{PowerLoss, SimStorage};
-use stratalog::{BatchBuilder, Compression, FsyncPolicy, Log};
+use stratalog::{BatchBuilder, Compression, FsyncPolicy, GroupCommit, Log, LogOptions};
 
 const SEEDS: u64 = 2000;
 const CRASHES_PER_SEED: usize = 3;
@@ -22,12 +22,23 @@ fn run_seed(seed: u64) -> (u64, u64) {
     } else {
         FsyncPolicy::Never
     };
+    let group_commit = if seed.is_multiple_of(2) {
+        GroupCommit::Flusher
+    } else {
+        GroupCommit::Leader
+    };
     let mut appended: Vec<Vec<u8>> = Vec::new(); // every value ever appended, in order
     let mut durable = 0usize; // this many leading values were acknowledged durable
     let mut acked_total = 0u64;
     for crash in 0..CRASHES_PER_SEED {
-        let log = Log::open(dir, options(sim.shared(), policy))
-            .unwrap_or_else(|e| panic!("seed {seed}: open: {e}"));
+        let log = Log::open(
+            dir,
+            LogOptions {
+                group_commit,
+                ..options(sim.shared(), policy)
+            },
+        )
+        .unwrap_or_else(|e| panic!("seed {seed}: open: {e}"));
         let mut pending = Vec::new();
         for _ in 0..rng.below(30) + 1 {
             let mut batch = BatchBuilder::new(if rng.chance(30) {
@@ -76,8 +87,14 @@ fn run_seed(seed: u64) -> (u64, u64) {
         };
         sim.power_loss(mode);
         drop(log); // its handles are stale now: closing fails and changes nothing
-        let log = Log::open(dir, options(sim.shared(), policy))
-            .unwrap_or_else(|e| panic!("seed {seed} crash {crash}: reopen: {e}"));
+        let log = Log::open(
+            dir,
+            LogOptions {
+                group_commit,
+                ..options(sim.shared(), policy)
+            },
+        )
+        .unwrap_or_else(|e| panic!("seed {seed} crash {crash}: reopen: {e}"));
         let got = values(&log).unwrap_or_else(|e| panic!("seed {seed} crash {crash}: read: {e}"));
         assert!(
             got.len() >= durable,

@@ -11,7 +11,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,27 @@ impl std::str::FromStr for FsyncPolicy {
     }
 }
 
+/// Who runs the group-commit fsync under [`FsyncPolicy::Always`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupCommit {
+    /// A flusher thread fsyncs for every writer waiting at that moment; writers sleep until it
+    /// is done. Costs two thread wake-ups per group.
+    #[default]
+    Flusher,
+    /// The first writer that waits on a receipt runs the fsync for the whole group, as
+    /// raft-engine's write group does; the others wait for it. Receipts awaited as futures
+    /// still ask the flusher thread, and it syncs anything left unsynced for 2 ms.
+    Leader,
+}
+
+/// Runs one group-commit fsync (the log implements it).
+pub(crate) trait Syncer: Send + Sync {
+    fn sync_now(&self);
+}
+
+/// In [`GroupCommit::Leader`] mode, the flusher syncs bytes that nobody waited for after this.
+const LEADER_BACKSTOP: Duration = Duration::from_millis(2);
+
 #[derive(Debug)]
 pub(crate) struct CommitState {
     /// Bytes written since open.
@@ -75,6 +96,8 @@ pub(crate) struct CommitState {
     pub failed: Option<Arc<Error>>,
     pub shutdown: bool,
     pub last_sync: Instant,
+    /// An fsync is running (one at a time).
+    syncing: bool,
     wakers: Vec<(u64, Waker)>,
 }
 
@@ -87,10 +110,18 @@ pub(crate) struct Commit {
     /// Signalled when the flusher may have work.
     work: Condvar,
     policy: FsyncPolicy,
+    mode: GroupCommit,
+    syncer: OnceLock<Weak<dyn Syncer>>,
+}
+
+impl std::fmt::Debug for dyn Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Syncer")
+    }
 }
 
 impl Commit {
-    pub fn new(policy: FsyncPolicy) -> Self {
+    pub fn new(policy: FsyncPolicy, mode: GroupCommit) -> Self {
         Commit {
             state: Mutex::new(CommitState {
                 written: 0,
@@ -100,12 +131,33 @@ impl Commit {
                 failed: None,
                 shutdown: false,
                 last_sync: Instant::now(),
+                syncing: false,
                 wakers: Vec::new(),
             }),
             done: Condvar::new(),
             work: Condvar::new(),
             policy,
+            mode,
+            syncer: OnceLock::new(),
         }
+    }
+
+    /// Tells the commit who runs fsyncs for leaders (set once, right after the log is built).
+    pub fn set_syncer(&self, syncer: Weak<dyn Syncer>) {
+        let _ = self.syncer.set(syncer);
+    }
+
+    /// Runs `sync` with no other group fsync running at the same time.
+    pub fn run_exclusive(&self, sync: impl FnOnce()) {
+        let mut st = self.lock();
+        while st.syncing {
+            st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.syncing = true;
+        drop(st);
+        sync();
+        self.lock().syncing = false;
+        self.done.notify_all();
     }
 
     pub fn policy(&self) -> FsyncPolicy {
@@ -126,8 +178,10 @@ impl Commit {
 
     /// Records `written` bytes in total and wakes the flusher if the policy wants a sync now.
     pub fn wrote(&self, st: &mut CommitState, written: u64) {
+        let was_idle = st.written == st.durable;
         st.written = written;
         let wake = match self.policy {
+            FsyncPolicy::Always if self.mode == GroupCommit::Leader => was_idle,
             FsyncPolicy::Always => true,
             FsyncPolicy::Bytes(n) => written - st.durable >= n,
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => false,
@@ -181,7 +235,7 @@ impl Commit {
         self.wait_for(st, target)
     }
 
-    fn wait_for(&self, mut st: MutexGuard<'_, CommitState>, target: u64) -> Result<()> {
+    fn wait_for<'a>(&'a self, mut st: MutexGuard<'a, CommitState>, target: u64) -> Result<()> {
         loop {
             if st.durable >= target {
                 return Ok(());
@@ -191,6 +245,19 @@ impl Commit {
             }
             if st.shutdown {
                 return Err(Error::Closed);
+            }
+            let leader = (self.mode == GroupCommit::Leader && !st.syncing)
+                .then(|| self.syncer.get().and_then(Weak::upgrade))
+                .flatten();
+            if let Some(syncer) = leader {
+                // Lead: fsync for everyone who wrote so far.
+                st.syncing = true;
+                drop(st);
+                syncer.sync_now();
+                st = self.lock();
+                st.syncing = false;
+                self.done.notify_all();
+                continue;
             }
             st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
         }
@@ -215,8 +282,12 @@ impl Commit {
             }
             let pending = st.written > st.durable;
             let asked = st.requested > st.durable;
+            let leader = self.mode == GroupCommit::Leader;
             let due = pending
                 && match self.policy {
+                    FsyncPolicy::Always if leader => {
+                        asked || st.last_sync.elapsed() >= LEADER_BACKSTOP
+                    }
                     FsyncPolicy::Always => true,
                     FsyncPolicy::Bytes(n) => asked || st.written - st.durable >= n,
                     FsyncPolicy::Interval(every) => asked || st.last_sync.elapsed() >= every,
@@ -226,6 +297,13 @@ impl Commit {
                 return true;
             }
             st = match self.policy {
+                FsyncPolicy::Always if pending && leader => {
+                    let left = LEADER_BACKSTOP.saturating_sub(st.last_sync.elapsed());
+                    self.work
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
                 FsyncPolicy::Interval(every) if pending => {
                     let left = every.saturating_sub(st.last_sync.elapsed());
                     self.work
@@ -290,6 +368,9 @@ impl Future for Receipt {
             return Poll::Ready(Err(Error::Closed));
         }
         st.wakers.push((self.target, cx.waker().clone()));
+        // A future must not block its executor by leading an fsync: ask the flusher.
+        st.requested = st.requested.max(self.target);
+        self.commit.work.notify_one();
         Poll::Pending
     }
 }

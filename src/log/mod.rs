@@ -22,8 +22,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use zerocopy::IntoBytes;
 
 use checkpoint::{Checkpoint, CheckpointFile, Meta};
-use commit::Commit;
-pub use commit::{FsyncPolicy, Receipt};
+use commit::{Commit, Syncer};
+pub use commit::{FsyncPolicy, GroupCommit, Receipt};
 use index::{IndexBuilder, IndexState, Planned};
 pub use recovery::{RecoveryReport, TornTail};
 pub use segment::BatchScan;
@@ -104,6 +104,8 @@ pub struct LogOptions {
     pub storage: Arc<dyn Storage>,
     /// Create the log if it does not exist (default true).
     pub create: bool,
+    /// Who runs the group-commit fsync (see [`GroupCommit`]).
+    pub group_commit: GroupCommit,
 }
 
 impl Default for LogOptions {
@@ -113,6 +115,7 @@ impl Default for LogOptions {
             fsync: FsyncPolicy::Always,
             storage: FsStorage::shared(),
             create: true,
+            group_commit: GroupCommit::default(),
         }
     }
 }
@@ -199,13 +202,15 @@ impl Log {
     /// nothing is scanned; after a crash only what was written after the last fsync checkpoint.
     pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
         let inner = Arc::new(recovery::open(dir.as_ref(), options)?);
+        let syncer: std::sync::Weak<dyn Syncer> = Arc::downgrade(&inner) as _;
+        inner.commit.set_syncer(syncer);
         let flusher = {
             let inner = inner.clone();
             std::thread::Builder::new()
                 .name("stratalog-flusher".into())
                 .spawn(move || {
                     while inner.commit.wait_for_work() {
-                        inner.sync_now();
+                        inner.commit.run_exclusive(|| inner.sync_now());
                     }
                 })
                 .map_err(|e| Error::io("spawn flusher thread", dir.as_ref(), e))?
@@ -600,8 +605,10 @@ impl Inner {
             tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
         }
     }
+}
 
-    /// One group-commit fsync, run by the flusher thread.
+impl Syncer for Inner {
+    /// One group-commit fsync, run by the flusher thread or a leading writer.
     fn sync_now(&self) {
         let (generation, seq, segment, written, next, max_ts) = {
             let w = lock(&self.writer);
@@ -638,7 +645,9 @@ impl Inner {
             tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
         }
     }
+}
 
+impl Inner {
     fn close(&self) -> Result<()> {
         let w = lock(&self.writer);
         if self.closed.swap(true, Ordering::AcqRel) {

@@ -112,7 +112,7 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
         start_offset: AtomicU64::new(meta.start_offset),
         end_offset: AtomicU64::new(writer.next_offset),
         epoch: AtomicU64::new(0),
-        commit: Arc::new(Commit::new(options.fsync)),
+        commit: Arc::new(Commit::new(options.fsync, options.group_commit)),
         checkpoint: Mutex::new(checkpoint_file),
         maintenance: Mutex::new(()),
         closed: AtomicBool::new(false),

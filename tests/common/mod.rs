@@ -22,6 +22,7 @@ pub fn options(storage: Arc<dyn Storage>, fsync: stratalog::FsyncPolicy) -> LogO
         fsync,
         storage,
         create: true,
+        ..Default::default()
     }
 }
 
