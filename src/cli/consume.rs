@@ -8,7 +8,7 @@ use stratalog::format::RecordView;
 use stratalog::storage::FsStorage;
 use stratalog::{Batch, FsyncPolicy, Log, LogOptions};
 
-use super::{CliError, context};
+use super::{CliError, context, context_with};
 
 /// Bytes of batches asked for per read.
 const READ_BYTES: usize = 1 << 20;
@@ -91,7 +91,20 @@ fn print_records(log: &Log, o: &Options, out: &mut impl Write) -> Result<(), Cli
         if batches.is_empty() {
             break;
         }
+        let first_base = batches[0].base_offset();
+        if first_base > next {
+            return Err(format!(
+                "the log returned offset {first_base} where {next} was expected (a gap in the log)"
+            )
+            .into());
+        }
         for batch in &batches {
+            // `Log::read` can return, after the batches of one segment that fit in the byte
+            // budget, batches of a later segment (skipping the rest of the first one): stop at
+            // a gap and read again from the next offset.
+            if batch.base_offset() > next {
+                break;
+            }
             // Decode the whole batch before printing any of it.
             let records = decode(log.dir(), batch)?;
             for record in records.iter().filter(|r| r.offset >= next) {
@@ -116,7 +129,7 @@ fn decode(dir: &Path, batch: &Batch) -> Result<Vec<RecordView>, CliError> {
     batch
         .records()
         .and_then(|records| records.collect::<Result<Vec<_>, _>>())
-        .map_err(context(format!(
+        .map_err(context_with(|| format!(
             "corrupt records in the batch at offset {} of {} (its CRC is good: it was written bad)",
             batch.base_offset(),
             segment_of(dir, batch.base_offset()).display()

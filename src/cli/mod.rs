@@ -58,6 +58,18 @@ pub fn error_chain(e: &(dyn Error + 'static)) -> String {
     out
 }
 
+/// Like [`context`], but builds the sentence only if there is an error (for hot paths).
+pub fn context_with<E: Into<CliError>>(
+    what: impl FnOnce() -> String,
+) -> impl FnOnce(E) -> CliError {
+    move |e| {
+        Box::new(Context {
+            what: what(),
+            source: e.into(),
+        })
+    }
+}
+
 /// `DIR/NAME`, refusing a NAME that is not a plain directory name.
 pub fn log_dir(dir: &Path, name: &str) -> Result<PathBuf, CliError> {
     let mut components = Path::new(name).components();

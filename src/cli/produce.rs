@@ -11,7 +11,7 @@ use stratalog::{
     BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions, Receipt, now_ms,
 };
 
-use super::{CliError, context};
+use super::{CliError, context, context_with};
 
 /// A batch is appended early once its records take this many bytes, well below the format's
 /// limit on a batch.
@@ -122,7 +122,7 @@ fn generate(
             }
             builder
                 .push_value(ts, &value)
-                .map_err(context(format!("record of {size} bytes")))?;
+                .map_err(context_with(|| format!("record of {size} bytes")))?;
             done += 1;
         }
         if !append(log, &builder, acker)? {
@@ -147,7 +147,7 @@ fn from_stdin(log: &Log, o: &Options, acker: &Acker) -> Result<(u64, u64), CliEr
             bytes += line.len() as u64;
             builder
                 .push_value(ts, &line)
-                .map_err(context(format!("line of {} bytes", line.len())))?;
+                .map_err(context_with(|| format!("line of {} bytes", line.len())))?;
             if builder.len() < o.batch && builder.records_len() < BATCH_BYTES {
                 match lines.try_recv() {
                     Ok(line) => next = Some(line),
@@ -209,9 +209,9 @@ impl Acker {
                 for (last_offset, receipt) in rx {
                     // Receipts complete in append order: once this one is done, every record
                     // up to `last_offset` is acknowledged.
-                    receipt.wait().map_err(context(format!(
-                        "the batch ending at offset {last_offset} was not acknowledged"
-                    )))?;
+                    receipt.wait().map_err(context_with(|| {
+                        format!("the batch ending at offset {last_offset} was not acknowledged")
+                    }))?;
                     if print {
                         let mut out = stdout.lock();
                         writeln!(out, "acked {last_offset}")
