@@ -8,7 +8,7 @@ use stratalog::format::RecordView;
 use stratalog::storage::FsStorage;
 use stratalog::{Batch, FsyncPolicy, Log, LogOptions};
 
-use super::{CliError, context, context_with};
+use super::{CliError, context, context_with, is_broken_pipe};
 
 /// Bytes of batches asked for per read.
 const READ_BYTES: usize = 1 << 20;
@@ -57,11 +57,6 @@ pub fn run(o: Options) -> Result<(), CliError> {
         Ok(()) => {}
     }
     closed
-}
-
-fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
-    e.downcast_ref::<io::Error>()
-        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }
 
 fn print_records(log: &Log, o: &Options, out: &mut impl Write) -> Result<(), CliError> {

@@ -12,7 +12,7 @@ use stratalog::format::{
     BATCH_HEADER_LEN, BatchHeader, FILE_HEADER_LEN, FileHeader, FileKind, crc_of,
 };
 
-use super::{CliError, context};
+use super::{CliError, context, is_broken_pipe};
 
 /// Runs `dump` on a segment file or on every segment of a log directory.
 pub fn run(path: &Path) -> Result<(), CliError> {
@@ -34,13 +34,18 @@ pub fn run(path: &Path) -> Result<(), CliError> {
     let mut out = stdout.lock();
     let mut bad_files = Vec::new();
     for file in &files {
-        let sound = dump_file(file, &mut out)
-            .map_err(context(format!("cannot dump {}", file.display())))?;
-        if !sound {
-            bad_files.push(file.display().to_string());
+        match dump_file(file, &mut out) {
+            Ok(true) => {}
+            Ok(false) => bad_files.push(file.display().to_string()),
+            // The reader went away (`dump | head`): stop quietly.
+            Err(e) if is_broken_pipe(&*e) => return Ok(()),
+            Err(e) => return Err(context(format!("cannot dump {}", file.display()))(e)),
         }
     }
-    out.flush()?;
+    match out.flush() {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other?,
+    }
     if bad_files.is_empty() {
         Ok(())
     } else {

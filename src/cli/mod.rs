@@ -70,6 +70,20 @@ pub fn context_with<E: Into<CliError>>(
     }
 }
 
+/// True if the error, or one of its sources, is a write to a closed pipe (`... | head`).
+pub fn is_broken_pipe(e: &(dyn Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(e) = current {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 /// `DIR/NAME`, refusing a NAME that is not a plain directory name.
 pub fn log_dir(dir: &Path, name: &str) -> Result<PathBuf, CliError> {
     let mut components = Path::new(name).components();
