@@ -1,0 +1,97 @@
+//! The commands of the `stratalog` binary. Part of the binary only, not of the library.
+
+pub mod consume;
+pub mod dump;
+pub mod produce;
+pub mod verify;
+
+use std::error::Error;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+/// Any error a command reports; printed as `error: <message>: <source>: ...`.
+pub type CliError = Box<dyn Error + Send + Sync>;
+
+/// An error with a sentence saying what was being done.
+#[derive(Debug)]
+pub struct Context {
+    what: String,
+    source: CliError,
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl Error for Context {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Wraps an error with what was being done: `.map_err(context("opening the log"))`.
+pub fn context<E: Into<CliError>>(what: impl Into<String>) -> impl FnOnce(E) -> CliError {
+    let what = what.into();
+    move |e| {
+        Box::new(Context {
+            what,
+            source: e.into(),
+        })
+    }
+}
+
+/// The error's message followed by its `source()` chain. A source whose text its parent's
+/// message already holds (the library's I/O errors quote their `io::Error`) is not repeated.
+pub fn error_chain(e: &(dyn Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut current = e.source();
+    while let Some(source) = current {
+        let text = source.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        current = source.source();
+    }
+    out
+}
+
+/// Like [`context`], but builds the sentence only if there is an error (for hot paths).
+pub fn context_with<E: Into<CliError>>(
+    what: impl FnOnce() -> String,
+) -> impl FnOnce(E) -> CliError {
+    move |e| {
+        Box::new(Context {
+            what: what(),
+            source: e.into(),
+        })
+    }
+}
+
+/// True if the error, or one of its sources, is a write to a closed pipe (`... | head`).
+pub fn is_broken_pipe(e: &(dyn Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(e) = current {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// `DIR/NAME`, refusing a NAME that is not a plain directory name.
+pub fn log_dir(dir: &Path, name: &str) -> Result<PathBuf, CliError> {
+    let mut components = Path::new(name).components();
+    match (components.next(), components.next()) {
+        (Some(Component::Normal(_)), None) if !name.contains('/') => Ok(dir.join(name)),
+        _ => Err(format!(
+            "invalid log name {name:?}: use a plain directory name (no '/', '.' or '..')"
+        )
+        .into()),
+    }
+}
