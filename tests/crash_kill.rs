@@ -8,8 +8,6 @@
 //!
 //! `STRATALOG_CRASH_SEED` and `STRATALOG_CRASH_ITERATIONS` override the fixed seed and the
 //! number of iterations; `STRATALOG_CRASH_DIR` names a directory to keep the log in.
-//! Verify problems that come from two known library bugs (see [`known_library_bug`]) are
-//! tolerated and listed at the end; `STRATALOG_CRASH_STRICT=1` fails on them.
 #![cfg(feature = "cli")]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -166,9 +164,6 @@ fn kill_producer_repeatedly_and_check_every_ack_survives() {
     let (mut kills, mut total_acked, mut total_sent, mut not_appended, mut notes) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut beyond_acks = 0u64;
-    // Verify problems of known library bugs, tolerated unless STRATALOG_CRASH_STRICT=1.
-    let strict = std::env::var_os("STRATALOG_CRASH_STRICT").is_some_and(|v| v == "1");
-    let mut known_bug = std::collections::BTreeSet::new();
     for iteration in 0..iterations {
         let batch = rng.random_range(1..=20u32);
         let delay = Duration::from_millis(rng.random_range(5..=150));
@@ -187,20 +182,10 @@ fn kill_producer_repeatedly_and_check_every_ack_survives() {
         if dir.join("default").join("log.meta").exists() {
             let out = run_verify(d);
             let stdout = String::from_utf8_lossy(&out.stdout);
-            let problems: Vec<&str> = stdout
-                .lines()
-                .filter(|l| l.starts_with("problem:"))
-                .collect();
-            let all_known = problems.iter().all(|p| known_library_bug(p).is_some());
             assert!(
-                out.status.success() || (!problems.is_empty() && all_known && !strict),
+                out.status.success(),
                 "verify failed after {context}:\n{}",
                 describe(&out)
-            );
-            known_bug.extend(
-                problems
-                    .iter()
-                    .map(|p| (known_library_bug(p), p.to_string())),
             );
             notes += stdout.lines().filter(|l| l.starts_with("note:")).count() as u64;
         } else {
@@ -279,38 +264,8 @@ fn kill_producer_repeatedly_and_check_every_ack_survives() {
         survived.len(),
         started.elapsed().as_secs_f64()
     );
-    if !known_bug.is_empty() {
-        eprintln!(
-            "crash_kill: KNOWN LIBRARY BUGS tolerated (STRATALOG_CRASH_STRICT=1 fails on them): \
-             {} distinct verify problem(s) after a kill:",
-            known_bug.len()
-        );
-        for (bug, problem) in &known_bug {
-            eprintln!("  [{}] {problem}", bug.unwrap_or("?"));
-        }
-    }
     assert_eq!(kills as usize, iterations);
     assert!(total_acked > 0, "no record was ever acknowledged");
-}
-
-/// Verify problems that come from known library bugs, not from the crash: both are states
-/// that the next open repairs, or that are harmless, but that `verify_dir` calls problems.
-/// Remove these once the library is fixed.
-fn known_library_bug(problem: &str) -> Option<&'static str> {
-    if problem.contains(".timeindex: entry (") && problem.ends_with("does not match the batches") {
-        // `IndexBuilder::resume` (src/log/index.rs) takes the relative offset of the last batch
-        // from the last kept index entry, so when recovery finds nothing after the checkpoint
-        // and the log is closed (or rolled) before any append, the time entry written at the
-        // seal pairs the segment's largest timestamp with an older batch.
-        return Some("stale time index entry after reopen + close");
-    }
-    if problem.contains(".log at byte 0: truncated segment header: needs 32 bytes, 0 present") {
-        // A kill inside `create_segment` (src/log/mod.rs) between creating the new segment's
-        // file and writing its header leaves an empty last segment: recovery rewrites it, but
-        // `verify_dir` checks the header before it considers the crash.
-        return Some("empty last segment after a kill during a roll");
-    }
-    None
 }
 
 fn run_verify(d: &str) -> Output {

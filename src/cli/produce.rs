@@ -52,6 +52,7 @@ pub fn run(o: Options) -> Result<(), CliError> {
             fsync: o.fsync,
             storage: FsStorage::shared(),
             create: true,
+            ..Default::default()
         },
     )
     .map_err(context(format!(

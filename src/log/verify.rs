@@ -117,8 +117,8 @@ pub fn verify_dir(storage: &dyn Storage, dir: &Path) -> Result<VerifyReport> {
             });
         }
         let end = verify_segment(storage, &paths, base, is_last, durable_below, &mut report)?;
-        expected = Some(end);
-        report.end_offset = end;
+        expected = end;
+        report.end_offset = end.unwrap_or(report.end_offset);
         report.segments += 1;
     }
     Ok(report)
@@ -164,7 +164,9 @@ fn read_file(storage: &dyn Storage, path: &Path) -> Result<Option<Bytes>> {
     Ok(Some(file.map(len).ctx("mmap", path)?.bytes))
 }
 
-/// Checks one segment and its indexes; returns one past its last offset.
+/// Checks one segment and its indexes; returns one past its last offset, or `None` if the
+/// segment has a problem (then its indexes and the next segment's start are not judged
+/// against it, which would only repeat the same fault).
 fn verify_segment(
     storage: &dyn Storage,
     paths: &SegmentPaths,
@@ -172,7 +174,7 @@ fn verify_segment(
     is_last: bool,
     durable_below: u64,
     report: &mut VerifyReport,
-) -> Result<u64> {
+) -> Result<Option<u64>> {
     let problem = |report: &mut VerifyReport, path: &Path, position: Option<u64>, what: String| {
         report.problems.push(Problem {
             path: path.to_path_buf(),
@@ -181,11 +183,20 @@ fn verify_segment(
         })
     };
     let Some(bytes) = read_file(storage, &paths.log)? else {
-        return Ok(base);
+        return Ok(None);
     };
     if let Err(e) = FileHeader::parse(&bytes, FileKind::Segment, base) {
+        // A crash inside a roll can leave the new last segment without its header; nothing in
+        // it was ever acknowledged, and the next open writes the header.
+        if is_last && durable_below != u64::MAX && bytes.len() <= FILE_HEADER_LEN {
+            report.notes.push(format!(
+                "{}: {e} (a roll interrupted by a crash; the next open rewrites it)",
+                paths.log.display()
+            ));
+            return Ok(Some(base));
+        }
         problem(report, &paths.log, Some(0), e.to_string());
-        return Ok(base);
+        return Ok(None);
     }
     let len = bytes.len() as u64;
     let mut expected = base;
@@ -226,6 +237,7 @@ fn verify_segment(
                 ));
             } else {
                 problem(report, &paths.log, Some(pos), what);
+                return Ok(None);
             }
             break;
         }
@@ -242,7 +254,7 @@ fn verify_segment(
         unclean_active,
         report,
     )?;
-    Ok(expected)
+    Ok(Some(expected))
 }
 
 #[allow(clippy::too_many_arguments)]
