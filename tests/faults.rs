@@ -142,7 +142,7 @@ fn io_errors_at_every_write_site_with(mode: GroupCommit) {
         tried += 1;
     }
     eprintln!(
-        "faults: {tried} injected ({writes} write sites x EIO/ENOSPC, {syncs} fsyncs, {dir_syncs} directory fsyncs); {sticky} put the log in the failed state; no acknowledged record lost"
+        "faults ({mode:?} group commit): {tried} injected ({writes} write sites x EIO/ENOSPC, {syncs} fsyncs, {dir_syncs} directory fsyncs); {sticky} put the log in the failed state; no acknowledged record lost"
     );
 }
 
