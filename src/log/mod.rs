@@ -28,13 +28,11 @@ use index::{IndexBuilder, IndexState, Planned};
 pub use recovery::{RecoveryReport, TornTail};
 pub use segment::BatchScan;
 use segment::Segment;
-pub(crate) use segment::SegmentPaths;
 pub use verify::{Problem, VerifyReport, verify_dir};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    Batch, BatchBuilder, Compression, EncodedBatch, FILE_HEADER_LEN, FileHeader, FileKind,
-    MAX_BATCH_BYTES,
+    Batch, BatchBuilder, Compression, EncodedBatch, FILE_HEADER_LEN, MAX_BATCH_BYTES,
 };
 use crate::storage::{FsStorage, LockGuard, OpenMode, Storage, StorageFile};
 
@@ -558,22 +556,8 @@ impl Inner {
 
     /// Creates the three files of a new empty segment, durable (files and directory entries).
     fn create_segment(&self, base: u64) -> Result<NewSegment> {
-        let paths = SegmentPaths::new(&self.dir, base);
-        let create = |path: &Path, kind| -> Result<Arc<dyn StorageFile>> {
-            let file = self
-                .storage
-                .open(path, OpenMode::CreateOrOpen)
-                .ctx("create", path)?;
-            // A leftover from a failed roll is not in the segment map, so nothing maps it.
-            file.set_len(0).ctx("truncate", path)?;
-            file.write_at(FileHeader::new(kind, base).as_bytes(), 0)
-                .ctx("write", path)?;
-            file.sync().ctx("fsync", path)?;
-            Ok(file)
-        };
-        let log = create(&paths.log, FileKind::Segment)?;
-        let index = create(&paths.index, FileKind::OffsetIndex)?;
-        let time = create(&paths.time, FileKind::TimeIndex)?;
+        let [log, index, time] =
+            segment::create_segment_files(self.storage.as_ref(), &self.dir, base)?;
         self.storage
             .sync_dir(&self.dir)
             .ctx("fsync directory", &self.dir)?;
@@ -727,22 +711,11 @@ impl Inner {
     ) -> Result<()> {
         let target = &segments[0];
         // Newest first, so that a crash in between leaves a prefix of the log.
-        for segment in segments
+        let doomed = segments
             .iter()
             .rev()
-            .filter(|s| s.base != target.base || cut.is_none())
-        {
-            for path in [
-                &segment.paths.log,
-                &segment.paths.index,
-                &segment.paths.time,
-            ] {
-                self.storage.remove(path).ctx("remove", path)?;
-            }
-        }
-        self.storage
-            .sync_dir(&self.dir)
-            .ctx("fsync directory", &self.dir)?;
+            .filter(|s| s.base != target.base || cut.is_none());
+        segment::remove_segment_files(self.storage.as_ref(), &self.dir, doomed.map(|s| &s.paths))?;
         let mut segment_map = self
             .segments
             .read()
@@ -841,18 +814,8 @@ impl Inner {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|base, _| *base >= new_start);
-        for segment in &segments[..doomed] {
-            for path in [
-                &segment.paths.log,
-                &segment.paths.index,
-                &segment.paths.time,
-            ] {
-                self.storage.remove(path).ctx("remove", path)?;
-            }
-        }
-        self.storage
-            .sync_dir(&self.dir)
-            .ctx("fsync directory", &self.dir)?;
+        let removed = segments[..doomed].iter().map(|s| &s.paths);
+        segment::remove_segment_files(self.storage.as_ref(), &self.dir, removed)?;
         tracing::info!(dir = %self.dir.display(), segments = doomed, new_start, "retention deleted segments");
         Ok(doomed)
     }

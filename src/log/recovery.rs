@@ -153,17 +153,12 @@ fn list_segments(storage: &dyn Storage, dir: &Path, start_offset: u64) -> Result
     }
     let mut bases: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
     bases.sort_unstable();
+    let mut doomed = Vec::new();
     while bases.len() >= 2 && bases[1] <= start_offset {
-        let paths = SegmentPaths::new(dir, bases.remove(0));
-        for path in [paths.log, paths.index, paths.time] {
-            if storage.exists(&path) {
-                storage.remove(&path).ctx("remove", &path)?;
-            }
-        }
-        changed = true;
+        doomed.push(SegmentPaths::new(dir, bases.remove(0)));
     }
-    if changed {
-        storage.sync_dir(dir).ctx("fsync directory", dir)?;
+    if changed || !doomed.is_empty() {
+        super::segment::remove_segment_files(storage, dir, &doomed)?;
     }
     Ok(bases)
 }
@@ -240,23 +235,7 @@ impl Recovery<'_> {
     }
 
     fn fresh(&mut self, base: u64, map_hint: u64) -> Result<(Vec<Arc<Segment>>, Writer)> {
-        let paths = SegmentPaths::new(self.dir, base);
-        let mut files = Vec::new();
-        for (path, kind) in [
-            (&paths.log, FileKind::Segment),
-            (&paths.index, FileKind::OffsetIndex),
-            (&paths.time, FileKind::TimeIndex),
-        ] {
-            let file = self
-                .storage
-                .open(path, OpenMode::CreateOrOpen)
-                .ctx("create", path)?;
-            file.set_len(0).ctx("truncate", path)?;
-            file.write_at(FileHeader::new(kind, base).as_bytes(), 0)
-                .ctx("write", path)?;
-            file.sync().ctx("fsync", path)?;
-            files.push(file);
-        }
+        let files = super::segment::create_segment_files(self.storage.as_ref(), self.dir, base)?;
         self.storage
             .sync_dir(self.dir)
             .ctx("fsync directory", self.dir)?;

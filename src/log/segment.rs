@@ -39,6 +39,55 @@ impl SegmentPaths {
     }
 }
 
+impl SegmentPaths {
+    /// The three paths.
+    pub fn all(&self) -> [&PathBuf; 3] {
+        [&self.log, &self.index, &self.time]
+    }
+}
+
+/// Creates (or empties a leftover of) the three files of an empty segment starting at `base`,
+/// each with its header, fsynced. The caller fsyncs the directory. A leftover from a failed
+/// roll is never in the segment map, so nothing maps it while it is emptied.
+pub(crate) fn create_segment_files(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+) -> Result<[Arc<dyn StorageFile>; 3]> {
+    let paths = SegmentPaths::new(dir, base);
+    let create = |path: &Path, kind| -> Result<Arc<dyn StorageFile>> {
+        let file = storage
+            .open(path, OpenMode::CreateOrOpen)
+            .ctx("create", path)?;
+        file.set_len(0).ctx("truncate", path)?;
+        file.write_at(FileHeader::new(kind, base).as_bytes(), 0)
+            .ctx("write", path)?;
+        file.sync().ctx("fsync", path)?;
+        Ok(file)
+    };
+    Ok([
+        create(&paths.log, FileKind::Segment)?,
+        create(&paths.index, FileKind::OffsetIndex)?,
+        create(&paths.time, FileKind::TimeIndex)?,
+    ])
+}
+
+/// Removes the files of `segments` (those that exist) and fsyncs the directory.
+pub(crate) fn remove_segment_files<'a>(
+    storage: &dyn Storage,
+    dir: &Path,
+    segments: impl IntoIterator<Item = &'a SegmentPaths>,
+) -> Result<()> {
+    for paths in segments {
+        for path in paths.all() {
+            if storage.exists(path) {
+                storage.remove(path).ctx("remove", path)?;
+            }
+        }
+    }
+    storage.sync_dir(dir).ctx("fsync directory", dir)
+}
+
 /// The base offset in a segment file name (`00000000000000000042.log`).
 pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     let stem = name.strip_suffix(".log")?;
