@@ -37,7 +37,7 @@ use criterion::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use stratalog::format::BATCH_HEADER_LEN;
-use stratalog::{BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions};
+use stratalog::{BatchBuilder, Compression, FsyncPolicy, GroupCommit, Log, LogConfig, LogOptions};
 use tempfile::TempDir;
 
 const KIB: u64 = 1 << 10;
@@ -107,6 +107,15 @@ fn scratch() -> TempDir {
 }
 
 fn open_log(dir: &Path, fsync: FsyncPolicy, segment_bytes: u64) -> Log {
+    open_log_with(dir, fsync, segment_bytes, GroupCommit::default())
+}
+
+fn open_log_with(
+    dir: &Path,
+    fsync: FsyncPolicy,
+    segment_bytes: u64,
+    group_commit: GroupCommit,
+) -> Log {
     Log::open(
         dir,
         LogOptions {
@@ -115,6 +124,7 @@ fn open_log(dir: &Path, fsync: FsyncPolicy, segment_bytes: u64) -> Log {
                 ..LogConfig::default()
             },
             fsync,
+            group_commit,
             ..LogOptions::default()
         },
     )
@@ -181,19 +191,34 @@ fn bench_append(c: &mut Criterion) {
             let param = format!("{mode}/{value_bytes}B_records");
             // A fresh log per sample; closing it (it syncs what `Never` left unsynced) is not
             // timed, just as the baseline's file is deleted unsynced.
-            g.bench_function(BenchmarkId::new("stratalog", &param), |b| {
-                b.iter_custom(|iters| {
-                    let dir = scratch();
-                    let log = open_log(dir.path(), policy, LogConfig::default().segment_bytes);
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        append_wait(&log, &builder);
-                    }
-                    let elapsed = start.elapsed();
-                    log.close().expect("close");
-                    elapsed
-                })
-            });
+            let modes: &[(&str, GroupCommit)] = if durable {
+                &[
+                    ("stratalog_flusher", GroupCommit::Flusher),
+                    ("stratalog_leader", GroupCommit::Leader),
+                ]
+            } else {
+                &[("stratalog", GroupCommit::Flusher)]
+            };
+            for &(name, group_commit) in modes {
+                g.bench_function(BenchmarkId::new(name, &param), |b| {
+                    b.iter_custom(|iters| {
+                        let dir = scratch();
+                        let log = open_log_with(
+                            dir.path(),
+                            policy,
+                            LogConfig::default().segment_bytes,
+                            group_commit,
+                        );
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            append_wait(&log, &builder);
+                        }
+                        let elapsed = start.elapsed();
+                        log.close().expect("close");
+                        elapsed
+                    })
+                });
+            }
             g.bench_function(BenchmarkId::new("plain_file", &param), |b| {
                 b.iter_custom(|iters| {
                     let dir = scratch();
@@ -221,14 +246,21 @@ fn bench_durable_writers(c: &mut Criterion) {
     let builder = batch(1024, 1);
     let bytes = encoded(&builder);
     g.throughput(Throughput::Bytes(bytes.len() as u64));
-    for threads in [1u64, 4, 16, 64] {
-        g.bench_function(BenchmarkId::new("stratalog", threads), |b| {
+    for (threads, (name, group_commit)) in [1u64, 4, 16, 64].into_iter().flat_map(|t| {
+        [
+            ("stratalog_flusher", GroupCommit::Flusher),
+            ("stratalog_leader", GroupCommit::Leader),
+        ]
+        .map(|m| (t, m))
+    }) {
+        g.bench_function(BenchmarkId::new(name, threads), |b| {
             b.iter_custom(|iters| {
                 let dir = scratch();
-                let log = open_log(
+                let log = open_log_with(
                     dir.path(),
                     FsyncPolicy::Always,
                     LogConfig::default().segment_bytes,
+                    group_commit,
                 );
                 let barrier = Barrier::new(threads as usize + 1);
                 // `iters` appends in total, shared out between the threads.

@@ -156,8 +156,19 @@ impl Commit {
         st.syncing = true;
         drop(st);
         sync();
-        self.lock().syncing = false;
+        self.end_sync(&mut self.lock());
+    }
+
+    /// Marks the running fsync finished. In leader mode, hands the lead to one writer that the
+    /// fsync did not cover (the others sleep on until an fsync covers them).
+    fn end_sync(&self, st: &mut CommitState) {
+        st.syncing = false;
         self.done.notify_all();
+        if self.mode == GroupCommit::Leader
+            && let Some(i) = (0..st.wakers.len()).min_by_key(|&i| st.wakers[i].0)
+        {
+            st.wakers.swap_remove(i).1.wake();
+        }
     }
 
     pub fn policy(&self) -> FsyncPolicy {
@@ -255,11 +266,15 @@ impl Commit {
                 drop(st);
                 syncer.sync_now();
                 st = self.lock();
-                st.syncing = false;
-                self.done.notify_all();
+                self.end_sync(&mut st);
                 continue;
             }
-            st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+            // Sleep until an fsync covers `target` (only then is this thread woken: waking
+            // every waiter on every fsync costs more than the fsync with many writers).
+            st.wakers.push((target, thread_waker()));
+            drop(st);
+            std::thread::park();
+            st = self.lock();
         }
     }
 
@@ -315,6 +330,23 @@ impl Commit {
             };
         }
     }
+}
+
+/// A waker that unparks the current thread.
+fn thread_waker() -> Waker {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    thread_local! {
+        static WAKER: Waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    }
+    WAKER.with(Waker::clone)
 }
 
 /// Completes when an append is acknowledged under the log's [`FsyncPolicy`]: durable under

@@ -254,10 +254,13 @@ impl Log {
         }
         let mut out = Vec::new();
         let mut taken = 0;
-        for segment in self.inner.segments_from(from) {
-            if segment.read_into(from, max_bytes, &mut taken, &mut out)? {
+        // One segment at a time: a read costs the same however many segments follow.
+        let mut segment = self.inner.segment_holding(from);
+        while let Some(s) = segment {
+            if s.read_into(from, max_bytes, &mut taken, &mut out)? {
                 break;
             }
+            segment = self.inner.segment_after(s.base);
         }
         out.retain(|b| b.base_offset() < end);
         Ok(out)
@@ -375,6 +378,22 @@ impl Drop for Log {
 }
 
 impl Inner {
+    /// The segment whose offsets include `offset` (or the first one, if `offset` is below it).
+    fn segment_holding(&self, offset: u64) -> Option<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let found = segments
+            .range(..=offset)
+            .next_back()
+            .or_else(|| segments.iter().next());
+        found.map(|(_, s)| s.clone())
+    }
+
+    /// The segment after the one starting at `base`.
+    fn segment_after(&self, base: u64) -> Option<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        segments.range(base + 1..).next().map(|(_, s)| s.clone())
+    }
+
     fn segments_from(&self, offset: u64) -> Vec<Arc<Segment>> {
         let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
         let first = segments.range(..=offset).next_back().map_or(0, |(b, _)| *b);
