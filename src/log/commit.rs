@@ -155,11 +155,15 @@ impl Commit {
         let _ = self.syncer.set(syncer);
     }
 
-    /// Runs `sync` with no other group fsync running at the same time.
-    pub fn run_exclusive(&self, sync: impl FnOnce()) {
+    /// Runs the flusher's `sync` with no other group fsync running at the same time, unless the
+    /// fsync that ran meanwhile (a leader's) made it unnecessary.
+    pub fn run_flusher_sync(&self, sync: impl FnOnce()) {
         let mut st = self.lock();
         while st.syncing {
             st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if !self.is_due(&st) {
+            return;
         }
         st.syncing = true;
         drop(st);
@@ -296,6 +300,22 @@ impl Commit {
         self.done.notify_all();
     }
 
+    /// True if the flusher should fsync now.
+    fn is_due(&self, st: &CommitState) -> bool {
+        let pending = st.written > st.durable;
+        let asked = st.requested > st.durable;
+        pending
+            && match self.policy {
+                FsyncPolicy::Always if self.mode == GroupCommit::Leader => {
+                    asked || st.last_sync.elapsed() >= LEADER_BACKSTOP
+                }
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Bytes(n) => asked || st.written - st.durable >= n,
+                FsyncPolicy::Interval(every) => asked || st.last_sync.elapsed() >= every,
+                FsyncPolicy::Never => asked,
+            }
+    }
+
     /// Blocks the flusher until a sync is due. Returns false when it should exit.
     pub fn wait_for_work(&self) -> bool {
         let mut st = self.lock();
@@ -303,22 +323,11 @@ impl Commit {
             if st.failed.is_some() || st.shutdown {
                 return false;
             }
-            let pending = st.written > st.durable;
-            let asked = st.requested > st.durable;
-            let leader = self.mode == GroupCommit::Leader;
-            let due = pending
-                && match self.policy {
-                    FsyncPolicy::Always if leader => {
-                        asked || st.last_sync.elapsed() >= LEADER_BACKSTOP
-                    }
-                    FsyncPolicy::Always => true,
-                    FsyncPolicy::Bytes(n) => asked || st.written - st.durable >= n,
-                    FsyncPolicy::Interval(every) => asked || st.last_sync.elapsed() >= every,
-                    FsyncPolicy::Never => asked,
-                };
-            if due {
+            if self.is_due(&st) {
                 return true;
             }
+            let pending = st.written > st.durable;
+            let leader = self.mode == GroupCommit::Leader;
             st = match self.policy {
                 FsyncPolicy::Always if pending && leader => {
                     let left = LEADER_BACKSTOP.saturating_sub(st.last_sync.elapsed());

@@ -208,7 +208,7 @@ impl Log {
                 .name("stratalog-flusher".into())
                 .spawn(move || {
                     while inner.commit.wait_for_work() {
-                        inner.commit.run_exclusive(|| inner.sync_now());
+                        inner.commit.run_flusher_sync(|| inner.sync_now());
                     }
                 })
                 .map_err(|e| Error::io("spawn flusher thread", dir.as_ref(), e))?
