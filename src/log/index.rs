@@ -154,11 +154,12 @@ pub(crate) fn index_file_bytes(kind: FileKind, base: u64, entries: &[u8]) -> Vec
 }
 
 /// The entries of an offset index file, checked: header, whole entries, offsets and positions
-/// strictly increasing, every position inside `log_len`.
+/// strictly increasing, every position inside `log_len` and every offset below `next_offset`.
 pub(crate) fn parse_offsets(
     bytes: &[u8],
     base: u64,
     log_len: u64,
+    next_offset: u64,
 ) -> Result<&[OffsetIndexEntry], FormatError> {
     FileHeader::parse(bytes, FileKind::OffsetIndex, base)?;
     let entries =
@@ -180,14 +181,30 @@ pub(crate) fn parse_offsets(
                 value: pos,
             });
         }
+        check_relative(e.relative_offset.get(), base, next_offset)?;
         prev = Some(e);
     }
     Ok(entries)
 }
 
+/// An entry's relative offset must name an offset the segment holds.
+fn check_relative(rel: u32, base: u64, next_offset: u64) -> Result<(), FormatError> {
+    if base + u64::from(rel) >= next_offset {
+        return Err(FormatError::Invalid {
+            what: "index entry offset beyond the segment",
+            value: base + u64::from(rel),
+        });
+    }
+    Ok(())
+}
+
 /// The entries of a time index file, checked: header, whole entries, timestamps strictly
-/// increasing and offsets not decreasing.
-pub(crate) fn parse_times(bytes: &[u8], base: u64) -> Result<&[TimeIndexEntry], FormatError> {
+/// increasing, offsets not decreasing and inside the segment (below `next_offset`).
+pub(crate) fn parse_times(
+    bytes: &[u8],
+    base: u64,
+    next_offset: u64,
+) -> Result<&[TimeIndexEntry], FormatError> {
     FileHeader::parse(bytes, FileKind::TimeIndex, base)?;
     let entries = <[TimeIndexEntry]>::ref_from_bytes(&bytes[FILE_HEADER_LEN..]).map_err(|_| {
         FormatError::Invalid {
@@ -195,6 +212,9 @@ pub(crate) fn parse_times(bytes: &[u8], base: u64) -> Result<&[TimeIndexEntry], 
             value: bytes.len() as u64,
         }
     })?;
+    for e in entries {
+        check_relative(e.relative_offset.get(), base, next_offset)?;
+    }
     for pair in entries.windows(2) {
         if pair[1].timestamp.get() <= pair[0].timestamp.get()
             || pair[1].relative_offset.get() < pair[0].relative_offset.get()

@@ -260,8 +260,9 @@ impl Segment {
         let log_len = self.visible_len();
         let loaded = self.map_index(&self.paths.index).and_then(|offsets| {
             let times = self.map_index(&self.paths.time)?;
-            let ok = parse_offsets(&offsets, self.base, log_len).is_ok()
-                && parse_times(&times, self.base).is_ok();
+            let next = self.next_offset();
+            let ok = parse_offsets(&offsets, self.base, log_len, next).is_ok()
+                && parse_times(&times, self.base, next).is_ok();
             Ok(ok.then_some((offsets, times)))
         });
         let (offsets, times) = match loaded {

@@ -269,6 +269,7 @@ fn verify_indexes(
     unclean_active: bool,
     report: &mut VerifyReport,
 ) -> Result<()> {
+    let end_offset = batches.last().map_or(base, |b| b.2 + 1);
     let mut complain = |path: &Path, what: String| {
         if unclean_active {
             report.notes.push(format!(
@@ -285,7 +286,7 @@ fn verify_indexes(
     };
     match read_file(storage, &paths.index)? {
         None => complain(&paths.index, "missing".into()),
-        Some(bytes) => match parse_offsets(&bytes, base, log_len) {
+        Some(bytes) => match parse_offsets(&bytes, base, log_len, end_offset) {
             Err(e) => complain(&paths.index, e.to_string()),
             Ok(entries) => {
                 for e in entries {
@@ -306,7 +307,7 @@ fn verify_indexes(
     }
     match read_file(storage, &paths.time)? {
         None => complain(&paths.time, "missing".into()),
-        Some(bytes) => match parse_times(&bytes, base) {
+        Some(bytes) => match parse_times(&bytes, base, end_offset) {
             Err(e) => complain(&paths.time, e.to_string()),
             Ok(entries) => {
                 for e in entries {
