@@ -147,6 +147,19 @@ struct Writer {
     first_append: Option<Instant>,
 }
 
+impl Writer {
+    /// Where the log stands now, as a checkpoint (valid once everything written is fsynced).
+    fn checkpoint(&self, clean: bool) -> Checkpoint {
+        Checkpoint {
+            clean,
+            segment_base: self.active.base,
+            position: self.written,
+            next_offset: self.next_offset,
+            max_ts: Inner::active_max_ts(self),
+        }
+    }
+}
+
 struct Inner {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
@@ -597,13 +610,7 @@ impl Inner {
     }
 
     fn write_checkpoint(&self, w: &Writer, clean: bool, sync: bool) {
-        let c = Checkpoint {
-            clean,
-            segment_base: w.active.base,
-            position: w.written,
-            next_offset: w.next_offset,
-            max_ts: Self::active_max_ts(w),
-        };
+        let c = w.checkpoint(clean);
         if let Err(e) = lock(&self.checkpoint).write(c, w.generation, clean || sync, sync) {
             tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
         }
@@ -658,14 +665,7 @@ impl Inner {
         }
         self.commit.check_failed()?;
         self.seal_active(&w)?;
-        let c = Checkpoint {
-            clean: true,
-            segment_base: w.active.base,
-            position: w.written,
-            next_offset: w.next_offset,
-            max_ts: Self::active_max_ts(&w),
-        };
-        lock(&self.checkpoint).write(c, w.generation, true, true)
+        lock(&self.checkpoint).write(w.checkpoint(true), w.generation, true, true)
     }
 
     fn truncate(&self, offset: u64) -> Result<()> {
@@ -787,14 +787,7 @@ impl Inner {
         st.durable = st.written;
         self.end_offset.store(offset, Ordering::Release);
         drop(st);
-        let c = Checkpoint {
-            clean: false,
-            segment_base: offset,
-            position: w.written,
-            next_offset: offset,
-            max_ts: i64::MIN,
-        };
-        lock(&self.checkpoint).write(c, w.generation, true, true)
+        lock(&self.checkpoint).write(w.checkpoint(false), w.generation, true, true)
     }
 
     fn apply_retention(&self, now_ms: i64) -> Result<usize> {

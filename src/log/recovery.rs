@@ -124,14 +124,7 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
     // From here on a crash must not be taken for a clean close.
     {
         let w = super::lock(&inner.writer);
-        let c = Checkpoint {
-            clean: false,
-            segment_base: w.active.base,
-            position: w.written,
-            next_offset: w.next_offset,
-            max_ts: Inner::active_max_ts(&w),
-        };
-        super::lock(&inner.checkpoint).write(c, 0, true, true)?;
+        super::lock(&inner.checkpoint).write(w.checkpoint(false), 0, true, true)?;
     }
     report.duration = started.elapsed();
     if !report.torn.is_empty() || report.rebuilt_indexes > 0 {
