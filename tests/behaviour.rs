@@ -333,3 +333,34 @@ fn bad_requests_get_clear_errors() {
     .unwrap_err();
     assert!(e.to_string().contains("segment_bytes"), "{e}");
 }
+
+#[test]
+fn after_a_power_loss_recovery_scans_only_the_active_segment() {
+    let sim = SimStorage::new(11);
+    let dir = "/scan";
+    let config = LogConfig {
+        segment_bytes: 4096,
+        ..Default::default()
+    };
+    let log = sim_log(&sim, dir, FsyncPolicy::Always, config);
+    for i in 0..200 {
+        log.append_records(&[format!("{i:0>300}")])
+            .unwrap()
+            .receipt
+            .wait()
+            .unwrap();
+    }
+    assert!(segment_count(&sim, dir) > 10);
+    sim.power_loss(stratalog::storage::PowerLoss::DropUnsynced);
+    drop(log);
+    let log = sim_log(&sim, dir, FsyncPolicy::Always, config);
+    let report = log.recovery_report();
+    assert!(!report.clean);
+    // The checkpoint is fsynced at every roll, so the scan starts in the active segment.
+    assert!(
+        report.scanned_bytes <= 4096,
+        "scanned {} bytes: {report:?}",
+        report.scanned_bytes
+    );
+    assert_eq!(values(&log).unwrap().len(), 200);
+}

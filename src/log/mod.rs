@@ -582,7 +582,11 @@ impl Inner {
             generation: w.generation,
             first_append: None,
         };
-        self.write_checkpoint(w, false, false);
+        // Synced, so that after a power loss recovery starts in this segment at the latest.
+        if let Err(e) = lock(&self.checkpoint).write(w.checkpoint(false), w.generation, true, true)
+        {
+            tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
+        }
         Ok(())
     }
 
@@ -607,13 +611,6 @@ impl Inner {
             IndexState::Active(IndexBuilder::new(interval)),
         );
         Ok((Arc::new(segment), index, time))
-    }
-
-    fn write_checkpoint(&self, w: &Writer, clean: bool, sync: bool) {
-        let c = w.checkpoint(clean);
-        if let Err(e) = lock(&self.checkpoint).write(c, w.generation, clean || sync, sync) {
-            tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
-        }
     }
 }
 
@@ -651,7 +648,7 @@ impl Syncer for Inner {
             next_offset: next,
             max_ts,
         };
-        if let Err(e) = lock(&self.checkpoint).write(c, generation, false, false) {
+        if let Err(e) = lock(&self.checkpoint).write_after_fsync(c, generation, seq) {
             tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
         }
     }
