@@ -93,7 +93,7 @@ pub struct SimCounters {
 
 /// An in-memory, deterministic file system that can lose power and fail like a disk.
 ///
-/// Clones share the same files. See the [module documentation](self) for the model.
+/// Clones share the same files. The model is described in `docs/TESTING.md` and `docs/SAFETY.md`.
 #[derive(Clone)]
 pub struct SimStorage {
     state: Arc<Mutex<State>>,
