@@ -155,6 +155,21 @@ fn append_wait(log: &Log, b: &BatchBuilder) {
         .expect("receipt");
 }
 
+/// The baseline: `iters` writes of `bytes` to a fresh plain file, each followed by `sync_data`
+/// if `durable`.
+fn plain_writes(bytes: &[u8], iters: u64, durable: bool) -> Duration {
+    let dir = scratch();
+    let mut file = File::create(dir.path().join("plain.log")).expect("create");
+    let start = Instant::now();
+    for _ in 0..iters {
+        file.write_all(bytes).expect("write");
+        if durable {
+            file.sync_data().expect("sync_data");
+        }
+    }
+    start.elapsed()
+}
+
 fn segment_logs(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .expect("list the log directory")
@@ -220,18 +235,7 @@ fn bench_append(c: &mut Criterion) {
                 });
             }
             g.bench_function(BenchmarkId::new("plain_file", &param), |b| {
-                b.iter_custom(|iters| {
-                    let dir = scratch();
-                    let mut file = File::create(dir.path().join("plain.log")).expect("create");
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        file.write_all(&bytes).expect("write");
-                        if durable {
-                            file.sync_data().expect("sync_data");
-                        }
-                    }
-                    start.elapsed()
-                })
+                b.iter_custom(|iters| plain_writes(&bytes, iters, durable))
             });
         }
     }
@@ -291,16 +295,7 @@ fn bench_durable_writers(c: &mut Criterion) {
     }
     // What every append would cost without group commit: its own fsync.
     g.bench_function("fsync_per_append", |b| {
-        b.iter_custom(|iters| {
-            let dir = scratch();
-            let mut file = File::create(dir.path().join("plain.log")).expect("create");
-            let start = Instant::now();
-            for _ in 0..iters {
-                file.write_all(&bytes).expect("write");
-                file.sync_data().expect("sync_data");
-            }
-            start.elapsed()
-        })
+        b.iter_custom(|iters| plain_writes(&bytes, iters, true))
     });
     g.finish();
 }

@@ -1,3 +1,5 @@
+mod common;
+
 use stratalog::{BatchBuilder, Compression, Log, LogConfig, LogOptions};
 
 #[test]
@@ -30,26 +32,15 @@ fn append_read_reopen() {
     let batches = log.read(151, 1 << 20).unwrap();
     let first = batches[0].records().unwrap().next().unwrap().unwrap();
     assert_eq!(first.offset, 150);
-    let all: Vec<_> = log
-        .read(0, usize::MAX)
-        .unwrap()
-        .iter()
-        .flat_map(|b| b.records().unwrap().map(|r| r.unwrap()))
-        .collect();
-    assert_eq!(all.len(), 400);
+    assert_eq!(common::values(&log).unwrap().len(), 400);
     assert_eq!(log.offset_for_timestamp(100).unwrap(), Some(200));
     log.close().unwrap();
     let log = Log::open(dir.path(), opts).unwrap();
     assert!(log.recovery_report().clean, "{:?}", log.recovery_report());
     assert_eq!(log.end_offset(), 400);
-    let all: Vec<_> = log
-        .read(0, usize::MAX)
-        .unwrap()
-        .iter()
-        .flat_map(|b| b.records().unwrap().map(|r| r.unwrap()))
-        .collect();
+    let all = common::values(&log).unwrap();
     assert_eq!(all.len(), 400);
-    assert_eq!(&all[399].value[..], b"second-199");
+    assert_eq!(&all[399][..], b"second-199");
     log.truncate(300).unwrap();
     assert_eq!(log.end_offset(), 300);
     let a = log.append_records(&["x"]).unwrap();

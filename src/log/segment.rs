@@ -114,11 +114,6 @@ impl BatchScan {
             done: false,
         }
     }
-
-    /// The position of the next batch (after a failure: of the bad one).
-    pub fn position(&self) -> u64 {
-        self.pos
-    }
 }
 
 impl Iterator for BatchScan {
