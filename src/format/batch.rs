@@ -400,6 +400,31 @@ impl Batch {
         })
     }
 
+    /// Like [`Batch::validate`] but without computing the CRC: for bytes whose CRC was already
+    /// checked (the header, lengths and bounds are still checked, and the stored CRC must equal
+    /// `crc`, the value that was checked).
+    pub(crate) fn validated_before(bytes: Bytes, crc: u32) -> Result<Batch, FormatError> {
+        let header = BatchHeader::parse(&bytes)?;
+        let length = header.length.get() as usize;
+        check_len("batch", length as u64, bytes.len())?;
+        let stored = header.crc.get();
+        if stored != crc {
+            return Err(FormatError::ChecksumMismatch {
+                what: "batch",
+                stored,
+                computed: crc,
+            });
+        }
+        Ok(Batch {
+            bytes: bytes.slice(..length),
+        })
+    }
+
+    /// The CRC stored in the header (checked by [`Batch::validate`]).
+    pub(crate) fn stored_crc(&self) -> u32 {
+        self.header().crc.get()
+    }
+
     /// The header.
     pub fn header(&self) -> &BatchHeader {
         BatchHeader::ref_from_bytes(&self.bytes[..BATCH_HEADER_LEN]).expect("validated header")
@@ -476,6 +501,37 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nth_record_matches_a_full_walk() {
+        for compression in [Compression::None, Compression::Lz4] {
+            let mut b = BatchBuilder::new(compression);
+            for i in 0..20u8 {
+                let key = [i; 3];
+                let value = vec![i; usize::from(i) * 7];
+                let record = Record {
+                    timestamp: i64::from(i),
+                    key: (i % 2 == 0).then_some(&key[..]),
+                    value: &value,
+                    headers: &[(b"h", b"v")],
+                };
+                b.push(&record).unwrap();
+            }
+            let mut encoded = b.encode(0).unwrap();
+            encoded.stamp(100);
+            let batch = Batch::validate(Bytes::copy_from_slice(encoded.as_bytes())).unwrap();
+            let all: Vec<_> = batch.records().unwrap().collect::<Result<_, _>>().unwrap();
+            for (n, want) in all.iter().enumerate() {
+                let got = batch.records().unwrap().nth(n).unwrap().unwrap();
+                assert_eq!(&got, want);
+                assert_eq!(got.offset, 100 + n as u64);
+            }
+            assert!(batch.records().unwrap().nth(20).is_none());
+            let mut it = batch.records().unwrap();
+            assert_eq!(it.nth(3).unwrap().unwrap(), all[3]);
+            assert_eq!(it.next().unwrap().unwrap(), all[4]);
+        }
+    }
 
     #[test]
     fn a_failed_push_leaves_the_batch_as_it_was() {

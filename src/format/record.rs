@@ -215,6 +215,42 @@ impl Iterator for RecordIter {
         self.failed = item.is_err();
         Some(item)
     }
+
+    /// Skips `n` records by their length prefixes alone (bounds-checked, not parsed), so that
+    /// finding one record of a batch costs one parse, not one per record before it.
+    fn nth(&mut self, n: usize) -> Option<Self::Item> {
+        for _ in 0..n {
+            if self.failed || self.remaining == 0 {
+                return None;
+            }
+            let mut cur = Cursor {
+                bytes: &self.section,
+                pos: self.pos,
+            };
+            let end = cur.u32("record length").and_then(|len| {
+                cur.pos
+                    .checked_add(len as usize)
+                    .filter(|&e| e <= self.section.len())
+                    .ok_or(FormatError::Truncated {
+                        what: "record",
+                        needed: u64::from(len),
+                        available: (self.section.len() - cur.pos) as u64,
+                    })
+            });
+            match end {
+                Ok(end) => {
+                    self.pos = end;
+                    self.remaining -= 1;
+                    self.next_offset += 1;
+                }
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.next()
+    }
 }
 
 struct Cursor<'a> {

@@ -6,6 +6,7 @@
 //!   file and renames it over this one), so a mapping never reaches past the end of its file;
 //! - `next_offset` is one past the last visible record.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
@@ -153,7 +154,15 @@ pub(crate) struct Segment {
     map_hint: u64,
     interval: u64,
     pub index: RwLock<IndexState>,
+    /// Batches whose CRC a read already checked, as `position << 32 | crc`: a later read of
+    /// the same batch checks its header and bounds but not its CRC again (a random read of one
+    /// record would otherwise checksum its whole batch). Bounded by [`MAX_VERIFIED`].
+    verified: RwLock<HashSet<u64>>,
 }
+
+/// At most this many checked batches are remembered per segment (about 1 MiB); when the set is
+/// full it is emptied and batches are checked again on their next read.
+const MAX_VERIFIED: usize = 1 << 16;
 
 impl Segment {
     #[allow(clippy::too_many_arguments)]
@@ -184,7 +193,29 @@ impl Segment {
             map_hint,
             interval,
             index: RwLock::new(index),
+            verified: RwLock::new(HashSet::new()),
         }
+    }
+
+    /// The batch at `pos` of `bytes[..end]`, its CRC checked unless an earlier read checked it.
+    fn checked_batch(&self, bytes: &Bytes, pos: u64, end: u64, crc: u32) -> Result<Batch> {
+        let key = (pos << 32) | u64::from(crc);
+        let slice = bytes.slice(pos as usize..end as usize);
+        let seen = self
+            .verified
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key);
+        if seen {
+            return Batch::validated_before(slice, crc).map_err(|e| self.corrupt(pos, e));
+        }
+        let batch = Batch::validate(slice).map_err(|e| self.corrupt(pos, e))?;
+        let mut verified = self.verified.write().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear();
+        }
+        verified.insert((pos << 32) | u64::from(batch.stored_crc()));
+        Ok(batch)
     }
 
     pub fn visible_len(&self) -> u64 {
@@ -375,8 +406,7 @@ impl Segment {
                 if !out.is_empty() && *taken + len > max_bytes {
                     return Ok(true);
                 }
-                let batch = Batch::validate(bytes.slice(pos as usize..visible as usize))
-                    .map_err(|e| self.corrupt(pos, e))?;
+                let batch = self.checked_batch(&bytes, pos, visible, header.crc.get())?;
                 *taken += len;
                 out.push(batch);
                 if *taken >= max_bytes {
