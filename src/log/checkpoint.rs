@@ -73,9 +73,8 @@ impl CheckpointFile {
                 tracing::warn!(path = %path.display(), "checkpoint header is bad; recovery scans the last segment");
             }
             file.set_len(0).ctx("truncate", &path)?;
-            file.write_at(FileHeader::new(FileKind::Checkpoint, 0).as_bytes(), 0)
-                .ctx("write", &path)?;
-            file.sync().ctx("fsync", &path)?;
+            file.write_and_sync(FileHeader::new(FileKind::Checkpoint, 0).as_bytes(), 0)
+                .ctx("write and fsync", &path)?;
             if !existed {
                 storage.sync_dir(dir).ctx("fsync directory", dir)?;
             }
@@ -132,13 +131,15 @@ impl CheckpointFile {
         }
         .seal();
         let pos = (FILE_HEADER_LEN + 64 * (self.sequence % 2) as usize) as u64;
-        self.file
-            .write_at(slot.as_bytes(), pos)
-            .ctx("write", &self.path)?;
         if sync {
-            self.file.sync().ctx("fsync", &self.path)?;
+            self.file
+                .write_and_sync(slot.as_bytes(), pos)
+                .ctx("write and fsync", &self.path)
+        } else {
+            self.file
+                .write_at(slot.as_bytes(), pos)
+                .ctx("write", &self.path)
         }
-        Ok(())
     }
 }
 

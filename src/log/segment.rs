@@ -61,9 +61,8 @@ pub(crate) fn create_segment_files(
             .open(path, OpenMode::CreateOrOpen)
             .ctx("create", path)?;
         file.set_len(0).ctx("truncate", path)?;
-        file.write_at(FileHeader::new(kind, base).as_bytes(), 0)
-            .ctx("write", path)?;
-        file.sync().ctx("fsync", path)?;
+        file.write_and_sync(FileHeader::new(kind, base).as_bytes(), 0)
+            .ctx("write and fsync", path)?;
         Ok(file)
     };
     Ok([
@@ -466,8 +465,7 @@ pub(crate) fn replace_file(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> 
         .open(&tmp, OpenMode::CreateOrOpen)
         .ctx("create", &tmp)?;
     file.set_len(0).ctx("truncate", &tmp)?;
-    file.write_at(bytes, 0).ctx("write", &tmp)?;
-    file.sync().ctx("fsync", &tmp)?;
+    file.write_and_sync(bytes, 0).ctx("write and fsync", &tmp)?;
     storage.rename(&tmp, path).ctx("rename", path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     storage.sync_dir(dir).ctx("fsync directory", dir)

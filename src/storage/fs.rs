@@ -26,6 +26,22 @@ struct FsFile {
     file: File,
 }
 
+/// Opens a file for reading and writing as `mode` says.
+pub(super) fn open_file(path: &Path, mode: OpenMode) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    match mode {
+        OpenMode::Existing => {}
+        OpenMode::CreateNew => {
+            options.create_new(true);
+        }
+        OpenMode::CreateOrOpen => {
+            options.create(true);
+        }
+    }
+    options.open(path)
+}
+
 #[derive(Debug)]
 struct FsLock {
     _file: File,
@@ -35,19 +51,8 @@ impl LockGuard for FsLock {}
 
 impl Storage for FsStorage {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        let mut options = OpenOptions::new();
-        options.read(true).write(true);
-        match mode {
-            OpenMode::Existing => {}
-            OpenMode::CreateNew => {
-                options.create_new(true);
-            }
-            OpenMode::CreateOrOpen => {
-                options.create(true);
-            }
-        }
         Ok(Arc::new(FsFile {
-            file: options.open(path)?,
+            file: open_file(path, mode)?,
         }))
     }
 
@@ -118,25 +123,30 @@ impl StorageFile for FsFile {
         self.file.set_len(len)
     }
 
-    #[allow(unsafe_code)]
     fn map(&self, len: u64) -> io::Result<Mapping> {
-        if len == 0 {
-            return Ok(Mapping {
-                bytes: Bytes::new(),
-                live: true,
-            });
-        }
-        let len = usize::try_from(len).map_err(|_| io::Error::other("mapping too large"))?;
-        // SAFETY: the mapping is read-only and shared. The engine never shrinks a segment or index
-        // file while it may be mapped (truncation writes a new file and renames it over the old
-        // one; the old inode lives on until its last mapping is dropped), and readers only touch
-        // bytes that were written before they were published, so no access reaches past the end
-        // of the file (no SIGBUS). Other processes must not modify the files (the log directory is
-        // locked). See docs/SAFETY.md.
-        let map = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file)? };
-        Ok(Mapping {
-            bytes: Bytes::from_owner(map),
-            live: true,
-        })
+        map_file(&self.file, len)
     }
+}
+
+/// Maps bytes `0..len` of `file` read-only and shared (see [`StorageFile::map`]).
+#[allow(unsafe_code)]
+pub(super) fn map_file(file: &File, len: u64) -> io::Result<Mapping> {
+    if len == 0 {
+        return Ok(Mapping {
+            bytes: Bytes::new(),
+            live: true,
+        });
+    }
+    let len = usize::try_from(len).map_err(|_| io::Error::other("mapping too large"))?;
+    // SAFETY: the mapping is read-only and shared. The engine never shrinks a segment or index
+    // file while it may be mapped (truncation writes a new file and renames it over the old
+    // one; the old inode lives on until its last mapping is dropped), and readers only touch
+    // bytes that were written before they were published, so no access reaches past the end
+    // of the file (no SIGBUS). Other processes must not modify the files (the log directory is
+    // locked). See docs/SAFETY.md.
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
+    Ok(Mapping {
+        bytes: Bytes::from_owner(map),
+        live: true,
+    })
 }

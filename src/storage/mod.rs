@@ -9,6 +9,8 @@
 
 mod fs;
 mod sim;
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+mod uring;
 
 use std::fmt;
 use std::io;
@@ -19,6 +21,57 @@ use bytes::Bytes;
 
 pub use fs::FsStorage;
 pub use sim::{Fault, PowerLoss, SimCounters, SimStorage};
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+pub use uring::UringStorage;
+
+/// Which system calls the real storage writes and fsyncs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoEngine {
+    /// `pwrite` and `fdatasync` ([`FsStorage`]). The default: measured as fast as io_uring or
+    /// faster for every workload of `stratalog bench` on the development machine
+    /// (docs/BENCHMARKS.md), because each operation is waited for where it is issued.
+    #[default]
+    Std,
+    /// io_uring ([`UringStorage`], feature `io-uring`, Linux): falls back to [`IoEngine::Std`]
+    /// with a warning when the kernel or the build does not allow it.
+    IoUring,
+}
+
+impl std::str::FromStr for IoEngine {
+    type Err = String;
+
+    /// `std` or `uring`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "std" => Ok(IoEngine::Std),
+            "uring" | "io-uring" | "io_uring" => Ok(IoEngine::IoUring),
+            _ => Err(format!("bad I/O engine {s:?}; use std or uring")),
+        }
+    }
+}
+
+/// The real file system, written with `engine` if this kernel and build allow it, else with
+/// [`IoEngine::Std`] (logged as a warning). Returns the engine actually used.
+pub fn real_storage(engine: IoEngine) -> (Arc<dyn Storage>, IoEngine) {
+    match engine {
+        IoEngine::Std => (FsStorage::shared(), IoEngine::Std),
+        #[cfg(all(feature = "io-uring", target_os = "linux"))]
+        IoEngine::IoUring => match UringStorage::shared() {
+            Ok(storage) => (storage, IoEngine::IoUring),
+            Err(e) => {
+                tracing::warn!(error = %e, "the kernel refused io_uring; writing with pwrite/fdatasync");
+                (FsStorage::shared(), IoEngine::Std)
+            }
+        },
+        #[cfg(not(all(feature = "io-uring", target_os = "linux")))]
+        IoEngine::IoUring => {
+            tracing::warn!(
+                "built without the io-uring feature (or not on Linux); writing with pwrite/fdatasync"
+            );
+            (FsStorage::shared(), IoEngine::Std)
+        }
+    }
+}
 
 /// How [`Storage::open`] treats a missing or existing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +118,12 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
     /// Makes every write so far, and the file's length, durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
+    /// Writes all of `buf` at `pos`, then makes it durable; the fsync never completes before
+    /// the write (io_uring submits the two linked, in one system call).
+    fn write_and_sync(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.write_at(buf, pos)?;
+        self.sync()
+    }
     /// The file's current length.
     fn len(&self) -> io::Result<u64>;
     /// Sets the file's length. Callers must never shrink a file that may be mapped.
