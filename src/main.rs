@@ -66,6 +66,37 @@ enum Command {
     /// CRC but a sane header is skipped by its length; an invalid header or a batch running
     /// past the end of the file stops the dump of that file. Exits 1 if anything was bad.
     Dump(DumpArgs),
+    /// Measure the engine on this machine next to the machine's own limits.
+    ///
+    /// In one run: a memory copy, the disk's fsync latency, a plain file written with `write` +
+    /// `sync_data`; then durable batched appends (128 B and 1 KiB records, 1 MiB per fsync),
+    /// durable 1 KiB appends from 1, 4, 16 and 64 threads (appends/s and p50/p99/p99.9
+    /// latency, and 64 threads paced at half their peak), a sequential and a random read, and
+    /// reopening after a clean close and after a crash. Prints a table of each figure with its
+    /// ratio to the limit it is bounded by, writes a plot of throughput and latency against
+    /// writers as SVG and, with `--json`, the figures. Scratch files go in a temporary
+    /// directory (under `--dir`, default the system's temporary directory, which must be on
+    /// the disk to measure) that is removed at the end.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Directory on the disk to measure (a temporary directory is made inside it).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// The write path: `std` (pwrite + fdatasync) or `uring` (io_uring).
+    #[arg(long, value_name = "ENGINE", default_value = "std")]
+    io: stratalog::storage::IoEngine,
+    /// About how long the whole run takes, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    seconds: f64,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Where to write the plot (default `stratalog-bench.svg` in the current directory).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
 }
 
 /// Where the log is.
@@ -209,5 +240,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }),
         Command::Verify(a) => cli::verify::run(&cli::log_dir(&a.log.dir, &a.log.name)?),
         Command::Dump(a) => cli::dump::run(&a.path),
+        Command::Bench(a) => cli::bench::run(cli::bench::Options {
+            dir: a.dir,
+            io: a.io,
+            seconds: a.seconds,
+            json: a.json,
+            svg: a.svg,
+        }),
     }
 }

@@ -1,5 +1,6 @@
 //! The commands of the `stratalog` binary. Part of the binary only, not of the library.
 
+pub mod bench;
 pub mod consume;
 pub mod dump;
 pub mod produce;

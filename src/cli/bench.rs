@@ -1,0 +1,750 @@
+//! `stratalog bench`: what the engine does on this machine, next to what the machine can do.
+//!
+//! Every figure is measured in the same run as the limit it is bounded by (a plain file written
+//! with `write` + `sync_data`, the disk's fsync latency, a memory copy), and printed with its
+//! ratio to that limit. Each step runs for a share of a time budget, not a fixed count, so the
+//! whole command takes about a minute by default (`--seconds`) whatever the disk.
+
+use std::fs::{self, File};
+use std::hint::black_box;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use stratalog::storage::{IoEngine, Storage, real_storage};
+use stratalog::{BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions};
+
+use super::{CliError, context};
+
+/// What `bench` was asked to do.
+#[derive(Debug)]
+pub struct Options {
+    /// Where to put the scratch files (a temporary directory inside it, removed at the end).
+    pub dir: Option<PathBuf>,
+    /// The write path to measure.
+    pub io: IoEngine,
+    /// Total time budget in seconds (about how long the command runs).
+    pub seconds: f64,
+    /// Write the figures as JSON here.
+    pub json: Option<PathBuf>,
+    /// Write the writers plot here.
+    pub svg: Option<PathBuf>,
+}
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+/// Writer counts of the durable-append steps.
+const WRITERS: [usize; 4] = [1, 4, 16, 64];
+
+/// One line of the table.
+struct Row {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    /// The limit it is compared with, and its value in the same unit.
+    bound: Option<(String, f64)>,
+    /// True if smaller is better (latencies): the ratio is then bound / value.
+    lower_is_better: bool,
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        let (_, bound) = self.bound.as_ref()?;
+        Some(if self.lower_is_better {
+            bound / self.value
+        } else {
+            self.value / bound
+        })
+    }
+}
+
+/// Durable appends from many writers.
+#[derive(Debug, Clone, Copy)]
+struct WriterPoint {
+    writers: usize,
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    p999: Duration,
+}
+
+struct Bench {
+    root: PathBuf,
+    storage: Arc<dyn Storage>,
+    budget: Duration,
+    progress: ProgressBar,
+    rows: Vec<Row>,
+}
+
+/// Runs `bench`.
+pub fn run(o: Options) -> Result<(), CliError> {
+    if !(o.seconds.is_finite() && o.seconds > 0.0) {
+        return Err(format!("--seconds must be a positive number, not {}", o.seconds).into());
+    }
+    let parent = o.dir.clone().unwrap_or_else(std::env::temp_dir);
+    fs::create_dir_all(&parent).map_err(context(format!("cannot create {}", parent.display())))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("stratalog-bench-")
+        .tempdir_in(&parent)
+        .map_err(context(format!(
+            "cannot make a scratch directory in {}",
+            parent.display()
+        )))?;
+    let (storage, io) = real_storage(o.io);
+    let steps = 11 + WRITERS.len() as u64;
+    let progress = ProgressBar::new(steps);
+    progress.set_style(
+        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let mut b = Bench {
+        root: scratch.path().to_path_buf(),
+        storage,
+        // Shared by the steps, in proportion to how much each one needs to settle.
+        budget: Duration::from_secs_f64(o.seconds / 20.0),
+        progress,
+        rows: Vec::new(),
+    };
+    let outcome = b.all();
+    b.progress.finish_and_clear();
+    let (writers, machine) = outcome?;
+    print_table(&b.rows, io, &parent);
+    let figures = json!({
+        "io_engine": format!("{io:?}"),
+        "dir": parent.display().to_string(),
+        "budget_seconds": o.seconds,
+        "machine": machine,
+        "rows": b.rows.iter().map(|r| json!({
+            "name": r.name,
+            "value": r.value,
+            "unit": r.unit,
+            "bound": r.bound.as_ref().map(|(n, _)| n.clone()),
+            "bound_value": r.bound.as_ref().map(|(_, v)| *v),
+            "ratio": r.ratio(),
+        })).collect::<Vec<_>>(),
+        "writers": writers.iter().map(|p| json!({
+            "writers": p.writers,
+            "appends_per_sec": p.per_sec,
+            "p50_us": micros(p.p50),
+            "p99_us": micros(p.p99),
+            "p999_us": micros(p.p999),
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(path) = &o.json {
+        let text = serde_json::to_string_pretty(&figures).expect("JSON of plain values");
+        fs::write(path, text + "\n")
+            .map_err(context(format!("cannot write {}", path.display())))?;
+        println!("figures written to {}", path.display());
+    }
+    let svg = o
+        .svg
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("stratalog-bench.svg"));
+    write_svg(
+        &svg,
+        &writers,
+        machine["fsync_p50_us"].as_f64().unwrap_or(0.0),
+    )
+    .map_err(context(format!("cannot write the plot {}", svg.display())))?;
+    println!(
+        "plot of appends/s and latency against writers written to {}",
+        svg.display()
+    );
+    scratch
+        .close()
+        .map_err(context("cannot remove the scratch directory"))?;
+    Ok(())
+}
+
+impl Bench {
+    fn step(&self, what: &str) {
+        self.progress.set_message(what.to_string());
+        self.progress.tick();
+    }
+
+    fn done(&self) {
+        self.progress.inc(1);
+    }
+
+    fn row(&mut self, name: impl Into<String>, value: f64, unit: &'static str) -> &mut Row {
+        self.rows.push(Row {
+            name: name.into(),
+            value,
+            unit,
+            bound: None,
+            lower_is_better: false,
+        });
+        self.rows.last_mut().expect("just pushed")
+    }
+
+    fn open(&self, name: &str, fsync: FsyncPolicy) -> Result<Log, CliError> {
+        let dir = self.root.join(name);
+        Log::open(
+            &dir,
+            LogOptions {
+                config: LogConfig {
+                    segment_bytes: 256 * MIB as u64,
+                    ..LogConfig::default()
+                },
+                fsync,
+                storage: self.storage.clone(),
+                ..Default::default()
+            },
+        )
+        .map_err(context(format!("cannot open a log in {}", dir.display())))
+    }
+
+    fn all(&mut self) -> Result<(Vec<WriterPoint>, Value), CliError> {
+        // --- the machine's limits
+        self.step("memory copy");
+        let memcpy = memcpy_rate(self.budget);
+        self.row("memory copy", memcpy / 1e6, "MB/s");
+        self.done();
+
+        self.step("disk fsync latency");
+        let fsync = fsync_latency(&self.root.join("fsync.probe"), self.budget)?;
+        let fsync_rate = 1.0 / fsync.mean.as_secs_f64();
+        self.row(
+            "fsync (1 KiB append + sync_data) p50",
+            micros(fsync.p50),
+            "us",
+        );
+        self.row(
+            "fsync (1 KiB append + sync_data) p99",
+            micros(fsync.p99),
+            "us",
+        );
+        self.row("one fsync per append", fsync_rate, "appends/s");
+        self.done();
+
+        self.step("plain file: write + sync_data per MiB");
+        let plain_path = self.root.join("plain.file");
+        let plain = plain_rate(&plain_path, 64 * MIB, self.budget * 2)?;
+        self.row("plain file, 1 MiB write + sync_data", plain / 1e6, "MB/s");
+        self.done();
+
+        // --- stratalog appends
+        let mut batched = Vec::new();
+        for (size, name) in [(128, "batched128"), (KIB, "batched1k")] {
+            self.step(&format!("durable 1 MiB batches of {size} B records"));
+            let log = self.open(name, FsyncPolicy::Always)?;
+            let rate = batched_rate(&log, size, 64 * MIB, self.budget * 2)?;
+            let row = self.row(
+                format!("append {size} B records, 1 MiB batch + fsync"),
+                rate / 1e6,
+                "MB/s",
+            );
+            row.bound = Some(("plain file".into(), plain / 1e6));
+            batched.push(log);
+            self.done();
+        }
+
+        let mut points = Vec::new();
+        for &writers in &WRITERS {
+            self.step(&format!("durable 1 KiB appends from {writers} threads"));
+            let log = self.open(&format!("writers{writers}"), FsyncPolicy::Always)?;
+            let point = durable_writers(&log, writers, None, self.budget * 2)?;
+            log.close().map_err(context("closing a log failed"))?;
+            let row = self.row(
+                format!("{writers} durable writers, 1 KiB"),
+                point.per_sec,
+                "appends/s",
+            );
+            row.bound = Some(("one fsync per append".into(), fsync_rate));
+            self.row(
+                format!("{writers} writers p50 latency"),
+                micros(point.p50),
+                "us",
+            );
+            let row = self.row(
+                format!("{writers} writers p99 latency"),
+                micros(point.p99),
+                "us",
+            );
+            row.bound = Some(("fsync p99".into(), micros(fsync.p99)));
+            row.lower_is_better = true;
+            points.push(point);
+            self.done();
+        }
+
+        self.step("64 writers at half their peak rate");
+        let peak = points.last().map_or(1.0, |p| p.per_sec);
+        let log = self.open("paced", FsyncPolicy::Always)?;
+        let paced = durable_writers(&log, 64, Some(peak / 2.0), self.budget * 2)?;
+        log.close().map_err(context("closing a log failed"))?;
+        let row = self.row(
+            format!("64 writers at {:.0}/s (half peak) p99", paced.per_sec),
+            micros(paced.p99),
+            "us",
+        );
+        row.bound = Some(("fsync p99".into(), micros(fsync.p99)));
+        row.lower_is_better = true;
+        let row = self.row("64 writers at half peak p50", micros(paced.p50), "us");
+        row.bound = Some(("fsync p50".into(), micros(fsync.p50)));
+        row.lower_is_better = true;
+        self.done();
+
+        // --- reads of the 1 KiB log (warm: just written)
+        let log = batched.pop().expect("the 1 KiB log");
+        drop(batched);
+        self.step("sequential read");
+        let seq = sequential_rate(&log, self.budget)?;
+        self.row("sequential read, warm", seq / 1e6, "MB/s").bound =
+            Some(("memory copy".into(), memcpy / 1e6));
+        self.done();
+
+        self.step("random read of one record");
+        let random = random_reads(&log, self.budget)?;
+        let pread = pread_latency(&plain_path, KIB, self.budget)?;
+        let row = self.row("random read by offset p50", micros(random.p50), "us");
+        row.bound = Some(("pread 1 KiB p50".into(), micros(pread.p50)));
+        row.lower_is_better = true;
+        self.row("random read by offset p99", micros(random.p99), "us");
+        self.done();
+
+        // --- reopen
+        self.step("reopen after a clean close");
+        let log_bytes = dir_bytes(&self.root.join("batched1k"));
+        log.close().map_err(context("closing a log failed"))?;
+        let clean = reopen_time(self, "batched1k")?;
+        self.row(
+            format!("reopen after clean close ({} MiB log)", log_bytes >> 20),
+            millis(clean),
+            "ms",
+        );
+        self.done();
+
+        self.step("reopen after a crash");
+        let (crash, scanned) = crash_reopen(self, 4 * MIB)?;
+        let row = self.row(
+            format!("reopen after crash ({} KiB unsynced tail)", scanned >> 10),
+            scanned as f64 / crash.as_secs_f64() / 1e6,
+            "MB/s scanned",
+        );
+        row.bound = Some(("memory copy".into(), memcpy / 1e6));
+        self.row("reopen after crash", millis(crash), "ms");
+        self.done();
+
+        let machine = json!({
+            "memcpy_bytes_per_sec": memcpy,
+            "fsync_p50_us": micros(fsync.p50),
+            "fsync_p99_us": micros(fsync.p99),
+            "plain_write_sync_bytes_per_sec": plain,
+            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        });
+        Ok((points, machine))
+    }
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Latency percentiles of a sample.
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+    p999: Duration,
+    mean: Duration,
+}
+
+impl Latency {
+    fn of(mut sample: Vec<Duration>) -> Latency {
+        if sample.is_empty() {
+            sample.push(Duration::ZERO);
+        }
+        sample.sort_unstable();
+        let at = |q: f64| sample[((sample.len() - 1) as f64 * q).round() as usize];
+        Latency {
+            p50: at(0.5),
+            p99: at(0.99),
+            p999: at(0.999),
+            mean: sample.iter().sum::<Duration>() / sample.len() as u32,
+        }
+    }
+}
+
+/// Bytes per second of copying a 64 MiB buffer.
+fn memcpy_rate(budget: Duration) -> f64 {
+    let src = vec![7u8; 64 * MIB];
+    let mut dst = vec![0u8; 64 * MIB];
+    dst.copy_from_slice(&src);
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    while started.elapsed() < budget || bytes == 0 {
+        dst.copy_from_slice(black_box(&src));
+        black_box(&dst);
+        bytes += src.len() as u64;
+    }
+    bytes as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A 1 KiB append to a file and `sync_data`, repeated: one fsync per append, as a writer with
+/// no group commit would do it.
+fn fsync_latency(path: &Path, budget: Duration) -> Result<Latency, CliError> {
+    let mut file =
+        File::create(path).map_err(context(format!("cannot create {}", path.display())))?;
+    let buf = vec![1u8; KIB];
+    let mut sample = Vec::new();
+    let started = Instant::now();
+    while (started.elapsed() < budget || sample.len() < 10) && sample.len() < 100_000 {
+        let t = Instant::now();
+        file.write_all(&buf)
+            .and_then(|()| file.sync_data())
+            .map_err(context("the fsync probe failed"))?;
+        sample.push(t.elapsed());
+    }
+    Ok(Latency::of(sample))
+}
+
+/// Bytes per second of writing `total` bytes in 1 MiB writes, each followed by `sync_data`.
+fn plain_rate(path: &Path, total: usize, budget: Duration) -> Result<f64, CliError> {
+    let mut file =
+        File::create(path).map_err(context(format!("cannot create {}", path.display())))?;
+    let buf = vec![3u8; MIB];
+    let started = Instant::now();
+    let mut written = 0;
+    while written < total && (started.elapsed() < budget || written == 0) {
+        file.write_all(&buf)
+            .and_then(|()| file.sync_data())
+            .map_err(context("the plain-file baseline failed"))?;
+        written += buf.len();
+    }
+    Ok(written as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Encoded bytes per second of durable appends of batches of about 1 MiB of `size`-byte
+/// records (the batch is built once; encoding is timed with the append).
+fn batched_rate(log: &Log, size: usize, total: usize, budget: Duration) -> Result<f64, CliError> {
+    let value = vec![b'v'; size];
+    let mut batch = BatchBuilder::new(Compression::None);
+    while batch.records_len() + size + 22 <= MIB {
+        batch
+            .push_value(0, &value)
+            .map_err(context("building a batch failed"))?;
+    }
+    let started = Instant::now();
+    let before = log_bytes(log);
+    let mut written = 0;
+    while written < total && (started.elapsed() < budget || written == 0) {
+        let appended = log.append(&batch).map_err(context("append failed"))?;
+        appended.receipt.wait().map_err(context("fsync failed"))?;
+        written = (log_bytes(log) - before) as usize;
+    }
+    Ok(written as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Bytes in a log's segment files.
+fn log_bytes(log: &Log) -> u64 {
+    dir_bytes(log.dir())
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// `writers` threads each appending a one-record batch of 1 KiB and waiting for it to be
+/// durable; with `pace`, the threads together start at most that many appends per second.
+fn durable_writers(
+    log: &Log,
+    writers: usize,
+    pace: Option<f64>,
+    budget: Duration,
+) -> Result<WriterPoint, CliError> {
+    let barrier = Barrier::new(writers);
+    let interval = pace.map(|rate| Duration::from_secs_f64(writers as f64 / rate));
+    let results: Vec<Result<Vec<Duration>, stratalog::Error>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let mut batch = BatchBuilder::new(Compression::None);
+                    batch
+                        .push_value(0, &[b'w'; KIB])
+                        .map_err(|e| stratalog::Error::InvalidArgument(e.to_string()))?;
+                    let mut sample = Vec::new();
+                    barrier.wait();
+                    let started = Instant::now();
+                    // Spread the paced writers' starts over one interval.
+                    let mut next =
+                        started + interval.unwrap_or_default() * w as u32 / writers as u32;
+                    while started.elapsed() < budget {
+                        if let Some(every) = interval {
+                            let now = Instant::now();
+                            if next > now {
+                                std::thread::sleep(next - now);
+                            }
+                            next += every;
+                        }
+                        let t = Instant::now();
+                        log.append(&batch)?.receipt.wait()?;
+                        sample.push(t.elapsed());
+                    }
+                    Ok(sample)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a writer thread panicked"))
+            .collect()
+    });
+    let mut all = Vec::new();
+    for r in results {
+        all.extend(r.map_err(context("a durable append failed"))?);
+    }
+    let count = all.len();
+    let lat = Latency::of(all);
+    Ok(WriterPoint {
+        writers,
+        per_sec: count as f64 / budget.as_secs_f64(),
+        p50: lat.p50,
+        p99: lat.p99,
+        p999: lat.p999,
+    })
+}
+
+/// Encoded bytes per second of reading the whole log in order, touching every record.
+fn sequential_rate(log: &Log, budget: Duration) -> Result<f64, CliError> {
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    while started.elapsed() < budget || bytes == 0 {
+        let mut next = log.start_offset();
+        while next < log.end_offset() {
+            let batches = log.read(next, 4 * MIB).map_err(context("read failed"))?;
+            for batch in &batches {
+                for record in batch.records().map_err(context("bad batch"))? {
+                    let record = record.map_err(context("bad record"))?;
+                    black_box(record.value.len());
+                }
+                bytes += batch.len() as u64;
+                next = batch.last_offset() + 1;
+            }
+        }
+    }
+    Ok(bytes as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Latency of reading one record at a random offset.
+fn random_reads(log: &Log, budget: Duration) -> Result<Latency, CliError> {
+    let (start, end) = (log.start_offset(), log.end_offset());
+    if end == start {
+        return Err("the log to read is empty".into());
+    }
+    let mut rng = SplitMix(0x5EED);
+    let mut sample = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < budget && sample.len() < 2_000_000 {
+        let offset = start + rng.next() % (end - start);
+        let t = Instant::now();
+        let batches = log.read(offset, 1).map_err(context("read failed"))?;
+        let first = batches
+            .first()
+            .ok_or("a read inside the log returned nothing")?;
+        let record = first
+            .records()
+            .map_err(context("bad batch"))?
+            .nth((offset - first.base_offset()) as usize)
+            .ok_or("the record is missing from its batch")?
+            .map_err(context("bad record"))?;
+        black_box(record.value.len());
+        sample.push(t.elapsed());
+    }
+    Ok(Latency::of(sample))
+}
+
+/// Latency of a `pread` of `len` bytes at a random place of a (warm) file.
+fn pread_latency(path: &Path, len: usize, budget: Duration) -> Result<Latency, CliError> {
+    let file = File::open(path).map_err(context(format!("cannot open {}", path.display())))?;
+    let size = file.metadata().map_err(context("stat failed"))?.len();
+    let mut buf = vec![0u8; len];
+    let mut rng = SplitMix(0xF00D);
+    let mut sample = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < budget && sample.len() < 2_000_000 {
+        let pos = rng.next() % (size - len as u64);
+        let t = Instant::now();
+        file.read_exact_at(&mut buf, pos)
+            .map_err(context("pread failed"))?;
+        black_box(buf[0]);
+        sample.push(t.elapsed());
+    }
+    Ok(Latency::of(sample))
+}
+
+/// Median time of opening a closed log (and closing it again, untimed).
+fn reopen_time(b: &Bench, name: &str) -> Result<Duration, CliError> {
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let log = b.open(name, FsyncPolicy::Always)?;
+        times.push(t.elapsed());
+        log.close().map_err(context("closing a log failed"))?;
+    }
+    Ok(Latency::of(times).p50)
+}
+
+/// Time to open a copy of a log taken while `tail` bytes had been written after its last fsync
+/// (what a power loss could leave if the page cache had reached the disk), and the bytes
+/// recovery scanned.
+fn crash_reopen(b: &Bench, tail: usize) -> Result<(Duration, u64), CliError> {
+    let log = b.open("crash-live", FsyncPolicy::Never)?;
+    let mut batch = BatchBuilder::new(Compression::None);
+    for _ in 0..64 {
+        batch
+            .push_value(0, &[b'c'; KIB])
+            .map_err(context("building a batch failed"))?;
+    }
+    for _ in 0..64 {
+        drop(log.append(&batch).map_err(context("append failed"))?);
+    }
+    log.flush().map_err(context("flush failed"))?;
+    let synced = log_bytes(&log);
+    while log_bytes(&log) - synced < tail as u64 {
+        drop(log.append(&batch).map_err(context("append failed"))?);
+    }
+    let image = b.root.join("crash-image");
+    fs::create_dir_all(&image).map_err(context("cannot create the crash image"))?;
+    for entry in fs::read_dir(log.dir()).map_err(context("cannot list the log"))? {
+        let path = entry.map_err(context("cannot list the log"))?.path();
+        if path.extension().is_some_and(|x| x == "lock") {
+            continue;
+        }
+        let to = image.join(path.file_name().expect("a file name"));
+        fs::copy(&path, &to).map_err(context("cannot copy the crash image"))?;
+    }
+    log.close().map_err(context("closing a log failed"))?;
+    let t = Instant::now();
+    let log = b.open("crash-image", FsyncPolicy::Always)?;
+    let took = t.elapsed();
+    let report = log.recovery_report().clone();
+    log.close().map_err(context("closing a log failed"))?;
+    if report.clean {
+        return Err("the crash image opened as a clean close: the bench is broken".into());
+    }
+    Ok((took, report.scanned_bytes))
+}
+
+/// A small deterministic generator for read positions.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn print_table(rows: &[Row], io: IoEngine, dir: &Path) {
+    println!(
+        "stratalog bench: {io:?} write path, scratch files in {} (ratios are to the limit \
+         measured in this run; for latencies, limit / figure)",
+        dir.display()
+    );
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(10);
+    println!(
+        "{:width$}  {:>12} {:<13} {:>12}  {:<22}",
+        "measurement", "figure", "unit", "limit", "ratio to limit"
+    );
+    for r in rows {
+        let (limit, ratio) = match (&r.bound, r.ratio()) {
+            (Some((name, value)), Some(ratio)) => {
+                (format!("{value:.1}"), format!("{ratio:.2}x {name}"))
+            }
+            _ => (String::new(), String::new()),
+        };
+        println!(
+            "{:width$}  {:>12.1} {:<13} {:>12}  {:<22}",
+            r.name, r.value, r.unit, limit, ratio
+        );
+    }
+}
+
+/// Appends/s and latency percentiles against the number of writers, as an SVG of two panels.
+fn write_svg(path: &Path, points: &[WriterPoint], fsync_p50_us: f64) -> Result<(), CliError> {
+    use plotters::prelude::*;
+
+    let root = SVGBackend::new(path, (960, 400)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(480);
+    let xs: Vec<f64> = points.iter().map(|p| (p.writers as f64).log2()).collect();
+    let x_max = xs.iter().copied().fold(1.0, f64::max);
+
+    let top = points.iter().map(|p| p.per_sec).fold(1.0, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&left)
+        .caption("durable 1 KiB appends/s", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..x_max, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("writers (log2)")
+        .x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x)))
+        .draw()?;
+    chart.draw_series(LineSeries::new(
+        xs.iter().zip(points).map(|(x, p)| (*x, p.per_sec)),
+        &BLUE,
+    ))?;
+    chart.draw_series(
+        xs.iter()
+            .zip(points)
+            .map(|(x, p)| Circle::new((*x, p.per_sec), 4, BLUE.filled())),
+    )?;
+
+    let top = points
+        .iter()
+        .map(|p| micros(p.p999))
+        .fold(fsync_p50_us, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&right)
+        .caption("commit latency (us): p50, p99, p99.9", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..x_max, 0.0..top.max(1.0))?;
+    chart
+        .configure_mesh()
+        .x_desc("writers (log2)")
+        .x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x)))
+        .draw()?;
+    for (pick, color) in [
+        (
+            Box::new(|p: &WriterPoint| p.p50) as Box<dyn Fn(&WriterPoint) -> Duration>,
+            GREEN,
+        ),
+        (Box::new(|p: &WriterPoint| p.p99), RED),
+        (Box::new(|p: &WriterPoint| p.p999), BLACK),
+    ] {
+        chart.draw_series(LineSeries::new(
+            xs.iter().zip(points).map(|(x, p)| (*x, micros(pick(p)))),
+            &color,
+        ))?;
+    }
+    chart.draw_series(LineSeries::new(
+        [(0.0, fsync_p50_us), (x_max, fsync_p50_us)],
+        &MAGENTA,
+    ))?;
+    root.present()?;
+    Ok(())
+}
