@@ -97,6 +97,10 @@ struct BenchArgs {
     /// Where to write the plot (default `stratalog-bench.svg` in the current directory).
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// Also run the write workloads on the std and the io_uring path alternately, round by
+    /// round, and print io_uring's median per-round ratio to std.
+    #[arg(long)]
+    compare_io: bool,
 }
 
 /// Where the log is.
@@ -246,6 +250,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             seconds: a.seconds,
             json: a.json,
             svg: a.svg,
+            compare_io: a.compare_io,
         }),
     }
 }

@@ -33,6 +33,8 @@ pub struct Options {
     pub json: Option<PathBuf>,
     /// Write the writers plot here.
     pub svg: Option<PathBuf>,
+    /// Also compare the std and io_uring write paths, alternating them round by round.
+    pub compare_io: bool,
 }
 
 const KIB: usize = 1 << 10;
@@ -96,7 +98,7 @@ pub fn run(o: Options) -> Result<(), CliError> {
             parent.display()
         )))?;
     let (storage, io) = real_storage(o.io);
-    let steps = 11 + WRITERS.len() as u64;
+    let steps = 11 + WRITERS.len() as u64 + if o.compare_io { COMPARE_ROUNDS } else { 0 };
     let progress = ProgressBar::new(steps);
     progress.set_style(
         ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
@@ -111,7 +113,12 @@ pub fn run(o: Options) -> Result<(), CliError> {
         progress,
         rows: Vec::new(),
     };
-    let outcome = b.all();
+    let outcome = b.all().and_then(|out| {
+        if o.compare_io {
+            b.compare_engines()?;
+        }
+        Ok(out)
+    });
     b.progress.finish_and_clear();
     let (writers, machine) = outcome?;
     print_table(&b.rows, io, &parent);
@@ -339,6 +346,70 @@ impl Bench {
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         });
         Ok((points, machine))
+    }
+}
+
+/// Rounds of the `--compare-io` step; each runs every workload on both engines.
+const COMPARE_ROUNDS: u64 = 4;
+
+impl Bench {
+    /// Runs the write workloads on the std and io_uring paths alternately, round by round (the
+    /// disk's speed drifts, so two separate runs cannot be compared), and reports the median
+    /// per-round ratio io_uring / std of each workload.
+    fn compare_engines(&mut self) -> Result<(), CliError> {
+        let primary = self.storage.clone();
+        let engines =
+            [IoEngine::Std, IoEngine::IoUring].map(|engine| (engine, real_storage(engine)));
+        if engines[1].1.1 != IoEngine::IoUring {
+            return Err(
+                "--compare-io: this kernel or build refused io_uring (see the warning)".into(),
+            );
+        }
+        let budget = self.budget / 2;
+        let workloads = [
+            "1 MiB batches of 1 KiB, fsync each",
+            "1 durable writer",
+            "64 durable writers",
+        ];
+        let mut ratios = vec![Vec::new(); workloads.len()];
+        let mut figures = vec![[0.0f64; 2]; workloads.len()];
+        for round in 0..COMPARE_ROUNDS {
+            self.step(&format!("std against io_uring, round {}", round + 1));
+            let mut this = vec![[0.0f64; 2]; workloads.len()];
+            // Alternate which engine goes first, so that a drift of the disk within a round
+            // does not favour one of them.
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for e in order {
+                self.storage = engines[e].1.0.clone();
+                let name = format!("cmp-{round}-{e}");
+                let log = self.open(&format!("{name}-batched"), FsyncPolicy::Always)?;
+                this[0][e] = batched_rate(&log, KIB, 16 * MIB, budget)? / 1e6;
+                log.close().map_err(context("closing a log failed"))?;
+                for (w, writers) in [(1, 1), (2, 64)] {
+                    let log = self.open(&format!("{name}-w{writers}"), FsyncPolicy::Always)?;
+                    this[w][e] = durable_writers(&log, writers, None, budget)?.per_sec;
+                    log.close().map_err(context("closing a log failed"))?;
+                }
+            }
+            for (w, pair) in this.iter().enumerate() {
+                ratios[w].push(pair[1] / pair[0]);
+                figures[w][0] += pair[0] / COMPARE_ROUNDS as f64;
+                figures[w][1] += pair[1] / COMPARE_ROUNDS as f64;
+            }
+            self.done();
+        }
+        self.storage = primary;
+        for (w, name) in workloads.iter().enumerate() {
+            let unit = if w == 0 { "MB/s" } else { "appends/s" };
+            self.row(format!("[std] {name}"), figures[w][0], unit);
+            let mut r = ratios[w].clone();
+            r.sort_by(f64::total_cmp);
+            let median = r[r.len() / 2];
+            let row = self.row(format!("[io_uring] {name}"), figures[w][1], unit);
+            // The ratio shown is the median of the per-round ratios, not of the means.
+            row.bound = Some(("std (median per round)".into(), figures[w][1] / median));
+        }
+        Ok(())
     }
 }
 
@@ -728,23 +799,35 @@ fn write_svg(path: &Path, points: &[WriterPoint], fsync_p50_us: f64) -> Result<(
         .x_desc("writers (log2)")
         .x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x)))
         .draw()?;
-    for (pick, color) in [
+    for (label, pick, color) in [
         (
+            "p50",
             Box::new(|p: &WriterPoint| p.p50) as Box<dyn Fn(&WriterPoint) -> Duration>,
             GREEN,
         ),
-        (Box::new(|p: &WriterPoint| p.p99), RED),
-        (Box::new(|p: &WriterPoint| p.p999), BLACK),
+        ("p99", Box::new(|p: &WriterPoint| p.p99), RED),
+        ("p99.9", Box::new(|p: &WriterPoint| p.p999), BLACK),
     ] {
-        chart.draw_series(LineSeries::new(
-            xs.iter().zip(points).map(|(x, p)| (*x, micros(pick(p)))),
-            &color,
-        ))?;
+        chart
+            .draw_series(LineSeries::new(
+                xs.iter().zip(points).map(|(x, p)| (*x, micros(pick(p)))),
+                &color,
+            ))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
     }
-    chart.draw_series(LineSeries::new(
-        [(0.0, fsync_p50_us), (x_max, fsync_p50_us)],
-        &MAGENTA,
-    ))?;
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, fsync_p50_us), (x_max, fsync_p50_us)],
+            &MAGENTA,
+        ))?
+        .label("disk fsync p50")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], MAGENTA));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }
