@@ -11,6 +11,8 @@
 //! of the header and the records section as stored. `length` counts the whole batch, header
 //! included. `records_len` is the length of the records section before compression.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use zerocopy::little_endian::{I64, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -374,10 +376,24 @@ impl BatchHeader {
 
 /// A batch whose header and CRC were checked. Cloning is cheap: the bytes are shared (for a
 /// batch read from a segment, they point into the mapped file).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Batch {
     bytes: Bytes,
+    /// Positions in the records section of every [`SKIP_EVERY`]th record, when known (see
+    /// [`Batch::skip_table`]): finding one record then walks at most `SKIP_EVERY - 1` others.
+    skips: Option<Arc<[u32]>>,
 }
+
+impl PartialEq for Batch {
+    fn eq(&self, other: &Batch) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Batch {}
+
+/// One entry of a batch's skip table per this many records.
+pub(crate) const SKIP_EVERY: usize = 4;
 
 impl Batch {
     /// Checks the batch at the start of `bytes` (header, length, CRC) and returns it, sliced to
@@ -397,6 +413,7 @@ impl Batch {
         }
         Ok(Batch {
             bytes: bytes.slice(..length),
+            skips: None,
         })
     }
 
@@ -417,7 +434,37 @@ impl Batch {
         }
         Ok(Batch {
             bytes: bytes.slice(..length),
+            skips: None,
         })
+    }
+
+    /// The positions of every [`SKIP_EVERY`]th record of an uncompressed batch, found by
+    /// walking the records' length prefixes (None for a compressed batch, or if the prefixes do
+    /// not add up, in which case iterating will report the error).
+    pub(crate) fn skip_table(&self) -> Option<Arc<[u32]>> {
+        let header = self.header();
+        if header.compression() != Compression::None {
+            return None;
+        }
+        let section = &self.bytes[BATCH_HEADER_LEN..];
+        let count = header.record_count.get() as usize;
+        let mut table = Vec::with_capacity(count.div_ceil(SKIP_EVERY));
+        let mut pos = 0usize;
+        for i in 0..count {
+            if i % SKIP_EVERY == 0 {
+                table.push(u32::try_from(pos).ok()?);
+            }
+            let len = section.get(pos..pos + 4)?;
+            let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+            pos = pos.checked_add(4 + len).filter(|&p| p <= section.len())?;
+        }
+        Some(table.into())
+    }
+
+    /// The batch with a skip table from [`Batch::skip_table`] of the same bytes.
+    pub(crate) fn with_skips(mut self, skips: Option<Arc<[u32]>>) -> Batch {
+        self.skips = skips;
+        self
     }
 
     /// The CRC stored in the header (checked by [`Batch::validate`]).
@@ -490,11 +537,14 @@ impl Batch {
                 Bytes::from(out)
             }
         };
-        Ok(RecordIter::new(
-            section,
-            self.base_offset(),
-            header.record_count.get(),
-        ))
+        let skips = match header.compression() {
+            Compression::None => self.skips.clone(),
+            Compression::Lz4 => None,
+        };
+        Ok(
+            RecordIter::new(section, self.base_offset(), header.record_count.get())
+                .with_skips(skips),
+        )
     }
 }
 
@@ -521,15 +571,29 @@ mod tests {
             encoded.stamp(100);
             let batch = Batch::validate(Bytes::copy_from_slice(encoded.as_bytes())).unwrap();
             let all: Vec<_> = batch.records().unwrap().collect::<Result<_, _>>().unwrap();
-            for (n, want) in all.iter().enumerate() {
-                let got = batch.records().unwrap().nth(n).unwrap().unwrap();
-                assert_eq!(&got, want);
-                assert_eq!(got.offset, 100 + n as u64);
+            let skips = batch.skip_table();
+            assert_eq!(skips.is_some(), compression == Compression::None);
+            let skipping = batch.clone().with_skips(skips);
+            for b in [&batch, &skipping] {
+                for (n, want) in all.iter().enumerate() {
+                    let got = b.records().unwrap().nth(n).unwrap().unwrap();
+                    assert_eq!(&got, want);
+                    assert_eq!(got.offset, 100 + n as u64);
+                }
+                assert!(b.records().unwrap().nth(20).is_none());
+                // After some records were consumed, nth counts from there.
+                for first in 0..20 {
+                    for n in 0..(20 - first) {
+                        let mut it = b.records().unwrap();
+                        if first > 0 {
+                            assert_eq!(it.nth(first - 1).unwrap().unwrap(), all[first - 1]);
+                        }
+                        assert_eq!(it.nth(n).unwrap().unwrap(), all[first + n]);
+                        let rest: Vec<_> = it.map(Result::unwrap).collect();
+                        assert_eq!(rest, all[first + n + 1..]);
+                    }
+                }
             }
-            assert!(batch.records().unwrap().nth(20).is_none());
-            let mut it = batch.records().unwrap();
-            assert_eq!(it.nth(3).unwrap().unwrap(), all[3]);
-            assert_eq!(it.next().unwrap().unwrap(), all[4]);
         }
     }
 

@@ -14,6 +14,9 @@
 
 use bytes::Bytes;
 
+use std::sync::Arc;
+
+use super::batch::SKIP_EVERY;
 use super::{FormatError, check_len};
 
 /// Smallest encoded record: length, timestamp, key length, value length, header count.
@@ -122,6 +125,10 @@ pub struct RecordIter {
     next_offset: u64,
     remaining: u32,
     failed: bool,
+    /// Offset of the batch's first record and its record count (for the skip table).
+    first_offset: u64,
+    count: u32,
+    skips: Option<Arc<[u32]>>,
 }
 
 impl RecordIter {
@@ -132,7 +139,16 @@ impl RecordIter {
             next_offset: base_offset,
             remaining: count,
             failed: false,
+            first_offset: base_offset,
+            count,
+            skips: None,
         }
+    }
+
+    /// Positions of every `SKIP_EVERY`th record, for [`Iterator::nth`].
+    pub(crate) fn with_skips(mut self, skips: Option<Arc<[u32]>>) -> Self {
+        self.skips = skips;
+        self
     }
 
     fn next_record(&mut self) -> Result<RecordView, FormatError> {
@@ -218,7 +234,24 @@ impl Iterator for RecordIter {
 
     /// Skips `n` records by their length prefixes alone (bounds-checked, not parsed), so that
     /// finding one record of a batch costs one parse, not one per record before it.
-    fn nth(&mut self, n: usize) -> Option<Self::Item> {
+    fn nth(&mut self, mut n: usize) -> Option<Self::Item> {
+        let done = (self.count - self.remaining) as usize;
+        let target = done.saturating_add(n);
+        if let Some(skips) = &self.skips
+            && !self.failed
+            && target < self.count as usize
+        {
+            let k = target / SKIP_EVERY;
+            if k * SKIP_EVERY > done
+                && let Some(&pos) = skips.get(k)
+                && (pos as usize) <= self.section.len()
+            {
+                self.pos = pos as usize;
+                self.next_offset = self.first_offset + (k * SKIP_EVERY) as u64;
+                self.remaining = self.count - (k * SKIP_EVERY) as u32;
+                n = target - k * SKIP_EVERY;
+            }
+        }
         for _ in 0..n {
             if self.failed || self.remaining == 0 {
                 return None;

@@ -6,7 +6,7 @@
 //!   file and renames it over this one), so a mapping never reaches past the end of its file;
 //! - `next_offset` is one past the last visible record.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
@@ -155,8 +155,10 @@ pub(crate) struct Segment {
     pub index: RwLock<IndexState>,
     /// Batches whose CRC a read already checked, as `position << 32 | crc`: a later read of
     /// the same batch checks its header and bounds but not its CRC again (a random read of one
-    /// record would otherwise checksum its whole batch). Bounded by [`MAX_VERIFIED`].
-    verified: RwLock<HashSet<u64>>,
+    /// record would otherwise checksum its whole batch). Each holds the batch's skip table,
+    /// so that finding one record in it walks a few records, not all before it. Bounded by
+    /// [`MAX_VERIFIED`].
+    verified: RwLock<HashMap<u64, Option<Arc<[u32]>>>>,
 }
 
 /// At most this many checked batches are remembered per segment (about 1 MiB); when the set is
@@ -192,7 +194,7 @@ impl Segment {
             map_hint,
             interval,
             index: RwLock::new(index),
-            verified: RwLock::new(HashSet::new()),
+            verified: RwLock::new(HashMap::new()),
         }
     }
 
@@ -204,17 +206,21 @@ impl Segment {
             .verified
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&key);
-        if seen {
-            return Batch::validated_before(slice, crc).map_err(|e| self.corrupt(pos, e));
+            .get(&key)
+            .cloned();
+        if let Some(skips) = seen {
+            return Batch::validated_before(slice, crc)
+                .map(|b| b.with_skips(skips))
+                .map_err(|e| self.corrupt(pos, e));
         }
         let batch = Batch::validate(slice).map_err(|e| self.corrupt(pos, e))?;
+        let skips = batch.skip_table();
         let mut verified = self.verified.write().unwrap_or_else(|e| e.into_inner());
         if verified.len() >= MAX_VERIFIED {
             verified.clear();
         }
-        verified.insert((pos << 32) | u64::from(batch.stored_crc()));
-        Ok(batch)
+        verified.insert((pos << 32) | u64::from(batch.stored_crc()), skips.clone());
+        Ok(batch.with_skips(skips))
     }
 
     pub fn visible_len(&self) -> u64 {

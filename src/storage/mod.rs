@@ -27,9 +27,10 @@ pub use uring::UringStorage;
 /// Which system calls the real storage writes and fsyncs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IoEngine {
-    /// `pwrite` and `fdatasync` ([`FsStorage`]). The default: measured as fast as io_uring or
-    /// faster for every workload of `stratalog bench` on the development machine
-    /// (docs/BENCHMARKS.md), because each operation is waited for where it is issued.
+    /// `pwrite` and `fdatasync` ([`FsStorage`]). The default, by measurement
+    /// (`stratalog bench --compare-io`, docs/BENCHMARKS.md): io_uring was 0.4–0.6x std with 64
+    /// durable writers and not measurably faster otherwise, since every operation is waited
+    /// for where it is issued (one submission per call, and io_uring runs fsync in a worker).
     #[default]
     Std,
     /// io_uring ([`UringStorage`], feature `io-uring`, Linux): falls back to [`IoEngine::Std`]
