@@ -14,8 +14,10 @@
 //! - `durable_writers_64`: 64 threads, each appending one 1 KiB record and waiting until it is
 //!   durable, repeatedly. stratalog: `FsyncPolicy::Always` (group commit). okaywal: one entry
 //!   per append, `commit`. raft-engine: one `LogBatch` per append (one raft group per thread),
-//!   `write(sync = true)`, which batches concurrent writers into write groups. Baseline: one
-//!   fsync per append (`write_all` + `sync_data` on a shared file under a mutex). commitlog is
+//!   `write(sync = true)`, which batches concurrent writers into write groups. Baselines: one
+//!   fsync per append, `fsync_per_append` (the 64 threads doing `write_all` + `sync_data` on a
+//!   shared file under a mutex) and `fsync_per_append_1_thread` (one thread doing the same
+//!   appends, as in `benches/log.rs`). commitlog is
 //!   left out: its `append` takes `&mut self` (a caller-side mutex would serialise writers) and
 //!   it has no durable flush of the data (see above), so it cannot do this workload.
 //! - `sequential_read`: a pass over a warm log of 1 KiB records written 64 per append, every
@@ -435,6 +437,12 @@ fn bench_durable_writers(c: &mut Criterion) {
                 }
             })
         })
+    });
+
+    // The same appends from one thread: the baseline of `benches/log.rs` and
+    // `benches/interleaved.rs`, without 64 threads queueing on a mutex.
+    g.bench_function("fsync_per_append_1_thread", |b| {
+        b.iter_custom(|iters| plain_writes(&bytes, iters, true))
     });
 
     g.bench_function("okaywal", |b| {
