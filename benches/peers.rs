@@ -31,6 +31,12 @@
 //!   (`write(sync = false)`), plain file (`write_all` of stratalog's encoded batch). okaywal is
 //!   left out: every `commit` fsyncs.
 //!
+//! After the criterion groups, an interleaved A/B section (plain `println!` lines starting with
+//! `interleaved`) runs the two durable workloads again with every contender back to back in each
+//! round (9 rounds; `$STRATALOG_PEERS_ROUNDS` changes that, 0 skips the section) and prints the
+//! median of the per-round ratios: on a shared VM the fsync latency drifts by 50% or more
+//! between criterion benchmarks measured minutes apart, so the durable ratios come from there.
+//!
 //! Every throughput is in **value bytes** (1 KiB per record, framing not counted) or in appends
 //! (`durable_writers_64`), the same for every member of a group, so the ratio of two figures is
 //! the inverse ratio of their times. Values are incompressible (seeded random bytes) and no
@@ -40,7 +46,10 @@
 //! lz4), everything else default (128 MiB files, log recycling on, format v2). okaywal:
 //! `preallocate_bytes` 32 MiB and `checkpoint_after_bytes` 24 MiB (the defaults, 1 MiB and
 //! 768 KiB, are smaller than one 1 MiB group, so every group would extend its file), and a
-//! `LogManager` whose checkpoint does nothing (the cheapest a user can make it). commitlog:
+//! `LogManager` whose checkpoint does nothing (the cheapest a user can make it); okaywal
+//! preallocates a file by writing zeros, so each instance commits one empty entry before timing
+//! starts (a new file started inside the timed region, every 24 MiB, still pays for its
+//! zeros: that is okaywal's cost on a fresh directory, before files are recycled). commitlog:
 //! `message_max_bytes` 64 MiB (the 1 MB default refuses a 1 MiB group), other options default.
 //! stratalog: `LogOptions::default()` (1 GiB segments, `GroupCommit::Leader`).
 //!
@@ -62,7 +71,7 @@ use std::time::{Duration, Instant};
 use commitlog::message::{MessageBuf, MessageSet};
 use commitlog::{CommitLog, ReadLimit};
 use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group};
 use okaywal::{Entry, EntryId, LogManager, SegmentReader, WriteAheadLog};
 use protobuf::well_known_types::BytesValue;
 use raft_engine::{Engine, LogBatch, MessageExt, ReadableSize};
@@ -264,12 +273,16 @@ impl LogManager for Discard {
     }
 }
 
+/// Opens okaywal in `dir` and commits one empty entry, so that the zeros okaywal writes to
+/// preallocate its first file are synced before the caller starts timing.
 fn open_okaywal(dir: &Path) -> WriteAheadLog {
-    okaywal::Configuration::default_for(dir)
+    let wal = okaywal::Configuration::default_for(dir)
         .preallocate_bytes(32 * MIB as u32)
         .checkpoint_after_bytes(24 * MIB as u64)
         .open(Discard)
-        .expect("open okaywal")
+        .expect("open okaywal");
+    okaywal_commit(&wal, &[]);
+    wal
 }
 
 /// One okaywal entry holding `values` as chunks, committed (fsynced).
@@ -299,82 +312,86 @@ fn plain_writes(bytes: &[u8], iters: u64, durable: bool) -> Duration {
 }
 
 // ---------------------------------------------------------------------------------------------
-// batched_append_1k
+// batched_append_1k: each function times `iters` groups of records into a fresh instance.
+
+fn batched_stratalog(builder: &BatchBuilder, iters: u64) -> Duration {
+    let dir = scratch();
+    let log = open_stratalog(dir.path(), FsyncPolicy::Always);
+    let start = Instant::now();
+    for _ in 0..iters {
+        stratalog_append(&log, builder);
+    }
+    let elapsed = start.elapsed();
+    log.close().expect("close");
+    elapsed
+}
+
+fn batched_okaywal(values: &[Vec<u8>], iters: u64) -> Duration {
+    let dir = scratch();
+    let wal = open_okaywal(dir.path());
+    let start = Instant::now();
+    for _ in 0..iters {
+        okaywal_commit(&wal, values);
+    }
+    let elapsed = start.elapsed();
+    wal.shutdown().expect("shutdown");
+    elapsed
+}
+
+fn batched_raft_engine(entries: &mut [BytesValue], iters: u64) -> Duration {
+    let dir = scratch();
+    let engine = open_raft_engine(dir.path());
+    let mut next = 1;
+    let start = Instant::now();
+    for _ in 0..iters {
+        raft_write(&engine, 1, entries, &mut next, true);
+    }
+    let elapsed = start.elapsed();
+    drop(engine);
+    elapsed
+}
+
+/// Not durable: commitlog's `flush` does not fsync the segment (see the module docs).
+fn batched_commitlog(buf: &mut MessageBuf, iters: u64) -> Duration {
+    let dir = scratch();
+    let mut log = open_commitlog(dir.path());
+    let start = Instant::now();
+    for _ in 0..iters {
+        log.append(buf).expect("append");
+        log.flush().expect("flush");
+    }
+    start.elapsed()
+}
 
 fn bench_batched_append(c: &mut Criterion) {
     let mut g = configure(c, "batched_append_1k");
     let values = values(GROUP_RECORDS);
     g.throughput(Throughput::Bytes((GROUP_RECORDS * VALUE_BYTES) as u64));
-
     let builder = stratalog_batch(&values);
-    g.bench_function("stratalog", |b| {
-        b.iter_custom(|iters| {
-            let dir = scratch();
-            let log = open_stratalog(dir.path(), FsyncPolicy::Always);
-            let start = Instant::now();
-            for _ in 0..iters {
-                stratalog_append(&log, &builder);
-            }
-            let elapsed = start.elapsed();
-            log.close().expect("close");
-            elapsed
-        })
-    });
-
     let bytes = encoded(&builder);
+    let mut entries = raft_entries(&values);
+    let mut buf = commitlog_buf(&values);
+    g.bench_function("stratalog", |b| {
+        b.iter_custom(|iters| batched_stratalog(&builder, iters))
+    });
     g.bench_function("plain_file", |b| {
         b.iter_custom(|iters| plain_writes(&bytes, iters, true))
     });
-
     g.bench_function("okaywal", |b| {
-        b.iter_custom(|iters| {
-            let dir = scratch();
-            let wal = open_okaywal(dir.path());
-            let start = Instant::now();
-            for _ in 0..iters {
-                okaywal_commit(&wal, &values);
-            }
-            let elapsed = start.elapsed();
-            wal.shutdown().expect("shutdown");
-            elapsed
-        })
+        b.iter_custom(|iters| batched_okaywal(&values, iters))
     });
-
-    let mut entries = raft_entries(&values);
     g.bench_function("raft_engine", |b| {
-        b.iter_custom(|iters| {
-            let dir = scratch();
-            let engine = open_raft_engine(dir.path());
-            let mut next = 1;
-            let start = Instant::now();
-            for _ in 0..iters {
-                raft_write(&engine, 1, &mut entries, &mut next, true);
-            }
-            let elapsed = start.elapsed();
-            drop(engine);
-            elapsed
-        })
+        b.iter_custom(|iters| batched_raft_engine(&mut entries, iters))
     });
-
-    let mut buf = commitlog_buf(&values);
-    // Not durable: commitlog's `flush` does not fsync the segment (see the module docs).
     g.bench_function("commitlog_flush_not_durable", |b| {
-        b.iter_custom(|iters| {
-            let dir = scratch();
-            let mut log = open_commitlog(dir.path());
-            let start = Instant::now();
-            for _ in 0..iters {
-                log.append(&mut buf).expect("append");
-                log.flush().expect("flush");
-            }
-            start.elapsed()
-        })
+        b.iter_custom(|iters| batched_commitlog(&mut buf, iters))
     });
     g.finish();
 }
 
 // ---------------------------------------------------------------------------------------------
-// durable_writers_64
+// durable_writers_64: each function times `iters` durable appends in total, shared out between
+// `WRITERS` threads (one thread for `writers_fsync_1_thread`), into a fresh instance.
 
 /// Runs `writer(thread, appends)` on `WRITERS` threads sharing out `iters` appends; returns the
 /// time from the start signal until the last thread is done.
@@ -403,81 +420,186 @@ where
     })
 }
 
+fn writers_stratalog(builder: &BatchBuilder, iters: u64) -> Duration {
+    let dir = scratch();
+    let log = open_stratalog(dir.path(), FsyncPolicy::Always);
+    let elapsed = run_writers(iters, |_, n| {
+        for _ in 0..n {
+            stratalog_append(&log, builder);
+        }
+    });
+    log.close().expect("close");
+    elapsed
+}
+
+/// What every append costs without group commit: its own write and fsync, in turn.
+fn writers_fsync_mutex(bytes: &[u8], iters: u64) -> Duration {
+    let dir = scratch();
+    let file = Mutex::new(File::create(dir.path().join("plain.log")).expect("create"));
+    run_writers(iters, |_, n| {
+        for _ in 0..n {
+            let mut f = file.lock().expect("file lock");
+            f.write_all(bytes).expect("write");
+            f.sync_data().expect("sync_data");
+        }
+    })
+}
+
+fn writers_okaywal(values: &[Vec<u8>], iters: u64) -> Duration {
+    let dir = scratch();
+    let wal = open_okaywal(dir.path());
+    let elapsed = run_writers(iters, |_, n| {
+        for _ in 0..n {
+            okaywal_commit(&wal, values);
+        }
+    });
+    wal.shutdown().expect("shutdown");
+    elapsed
+}
+
+/// One raft group per writer (raft-engine's model: many raft groups share one engine, and the
+/// entries of one group must be numbered in order); concurrent `write`s form write groups that
+/// share one fsync.
+fn writers_raft_engine(values: &[Vec<u8>], iters: u64) -> Duration {
+    let dir = scratch();
+    let engine = open_raft_engine(dir.path());
+    let elapsed = run_writers(iters, |thread, n| {
+        let mut entries = raft_entries(values);
+        let mut next = 1;
+        for _ in 0..n {
+            raft_write(&engine, thread + 1, &mut entries, &mut next, true);
+        }
+    });
+    drop(engine);
+    elapsed
+}
+
 fn bench_durable_writers(c: &mut Criterion) {
     let mut g = configure(c, "durable_writers_64");
     let values = values(1);
     g.throughput(Throughput::Elements(1));
-
     let builder = stratalog_batch(&values);
-    g.bench_function("stratalog", |b| {
-        b.iter_custom(|iters| {
-            let dir = scratch();
-            let log = open_stratalog(dir.path(), FsyncPolicy::Always);
-            let elapsed = run_writers(iters, |_, n| {
-                for _ in 0..n {
-                    stratalog_append(&log, &builder);
-                }
-            });
-            log.close().expect("close");
-            elapsed
-        })
-    });
-
-    // What every append costs without group commit: its own write and fsync, in turn.
     let bytes = encoded(&builder);
-    g.bench_function("fsync_per_append", |b| {
-        b.iter_custom(|iters| {
-            let dir = scratch();
-            let file = Mutex::new(File::create(dir.path().join("plain.log")).expect("create"));
-            run_writers(iters, |_, n| {
-                for _ in 0..n {
-                    let mut f = file.lock().expect("file lock");
-                    f.write_all(&bytes).expect("write");
-                    f.sync_data().expect("sync_data");
-                }
-            })
-        })
+    g.bench_function("stratalog", |b| {
+        b.iter_custom(|iters| writers_stratalog(&builder, iters))
     });
-
+    g.bench_function("fsync_per_append", |b| {
+        b.iter_custom(|iters| writers_fsync_mutex(&bytes, iters))
+    });
     // The same appends from one thread: the baseline of `benches/log.rs` and
     // `benches/interleaved.rs`, without 64 threads queueing on a mutex.
     g.bench_function("fsync_per_append_1_thread", |b| {
         b.iter_custom(|iters| plain_writes(&bytes, iters, true))
     });
-
     g.bench_function("okaywal", |b| {
-        b.iter_custom(|iters| {
-            let dir = scratch();
-            let wal = open_okaywal(dir.path());
-            let elapsed = run_writers(iters, |_, n| {
-                for _ in 0..n {
-                    okaywal_commit(&wal, &values);
-                }
-            });
-            wal.shutdown().expect("shutdown");
-            elapsed
-        })
+        b.iter_custom(|iters| writers_okaywal(&values, iters))
     });
-
-    // One raft group per writer (raft-engine's model: many raft groups share one engine, and
-    // the entries of one group must be numbered in order); concurrent `write`s form groups that
-    // share one fsync.
     g.bench_function("raft_engine", |b| {
-        b.iter_custom(|iters| {
-            let dir = scratch();
-            let engine = open_raft_engine(dir.path());
-            let elapsed = run_writers(iters, |thread, n| {
-                let mut entries = raft_entries(&values);
-                let mut next = 1;
-                for _ in 0..n {
-                    raft_write(&engine, thread + 1, &mut entries, &mut next, true);
-                }
-            });
-            drop(engine);
-            elapsed
-        })
+        b.iter_custom(|iters| writers_raft_engine(&values, iters))
     });
     g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interleaved A/B of the two durable workloads
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Rounds of the interleaved section: `$STRATALOG_PEERS_ROUNDS` if set (0 skips it), else 9
+/// under `cargo bench` and 1 tiny round under `cargo test`.
+fn interleaved_rounds() -> usize {
+    match std::env::var("STRATALOG_PEERS_ROUNDS") {
+        Ok(v) => v.parse().expect("STRATALOG_PEERS_ROUNDS must be a number"),
+        Err(_) if full_run() => 9,
+        Err(_) => 1,
+    }
+}
+
+/// A name, the operations it runs per round, and what runs (and times) that many.
+type Contender<'a> = (&'a str, u64, &'a mut dyn FnMut(u64) -> Duration);
+
+/// Runs each contender once per round, back to back, and prints per contender the median time
+/// per operation and the median over rounds of `contender time / stratalog time` (how many
+/// times faster stratalog was in that round; the first contender is stratalog itself).
+fn interleave(workload: &str, rounds: usize, contenders: &mut [Contender<'_>]) {
+    let n = contenders.len();
+    let mut per_op: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut ratio: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for _ in 0..rounds {
+        let times: Vec<f64> = contenders
+            .iter_mut()
+            .map(|(_, ops, run)| run(*ops).as_secs_f64() / *ops as f64)
+            .collect();
+        for i in 0..n {
+            per_op[i].push(times[i]);
+            ratio[i].push(times[i] / times[0]);
+        }
+    }
+    for (i, (name, ops, _)) in contenders.iter().enumerate() {
+        println!(
+            "interleaved {workload:<18} {name:<28} {ops:>6} ops/round {:>10.1} us/op   stratalog {:>6.2}x",
+            median(per_op[i].clone()) * 1e6,
+            median(ratio[i].clone())
+        );
+    }
+}
+
+/// The durable workloads again, every contender back to back in each round: on this kind of
+/// VM the fsync latency drifts by 50% or more between criterion's benchmarks, minutes apart.
+fn interleaved_durable() {
+    let rounds = interleaved_rounds();
+    if rounds == 0 {
+        return;
+    }
+    let full = full_run();
+    println!(
+        "interleaved A/B, {rounds} rounds; per contender: median time per op and median of the \
+         per-round ratio contender time / stratalog time (higher = stratalog faster)"
+    );
+    let values_group = values(GROUP_RECORDS);
+    let builder = stratalog_batch(&values_group);
+    let bytes = encoded(&builder);
+    let mut entries = raft_entries(&values_group);
+    let groups = if full { 40 } else { 2 };
+    interleave(
+        "batched_append_1k",
+        rounds,
+        &mut [
+            ("stratalog", groups, &mut |n| batched_stratalog(&builder, n)),
+            ("plain_file", groups, &mut |n| plain_writes(&bytes, n, true)),
+            ("okaywal", groups, &mut |n| {
+                batched_okaywal(&values_group, n)
+            }),
+            ("raft_engine", groups, &mut |n| {
+                batched_raft_engine(&mut entries, n)
+            }),
+        ],
+    );
+
+    let value = values(1);
+    let builder = stratalog_batch(&value);
+    let bytes = encoded(&builder);
+    // Enough appends for every writer to do many; the slow one-fsync-each contenders do fewer
+    // (their time per append does not depend on the count).
+    let (many, few) = if full { (64 * 40, 400) } else { (64, 8) };
+    interleave(
+        "durable_writers_64",
+        rounds,
+        &mut [
+            ("stratalog", many, &mut |n| writers_stratalog(&builder, n)),
+            ("fsync_per_append", few, &mut |n| {
+                writers_fsync_mutex(&bytes, n)
+            }),
+            ("fsync_per_append_1_thread", few, &mut |n| {
+                plain_writes(&bytes, n, true)
+            }),
+            ("okaywal", few * 2, &mut |n| writers_okaywal(&value, n)),
+            ("raft_engine", many, &mut |n| writers_raft_engine(&value, n)),
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -715,4 +837,8 @@ criterion_group!(
     bench_sequential_read,
     bench_append_unsynced
 );
-criterion_main!(benches);
+fn main() {
+    benches();
+    interleaved_durable();
+    Criterion::default().configure_from_args().final_summary();
+}
