@@ -371,6 +371,12 @@ fn bench_batched_append(c: &mut Criterion) {
     let bytes = encoded(&builder);
     let mut entries = raft_entries(&values);
     let mut buf = commitlog_buf(&values);
+    eprintln!(
+        "batched_append_1k: {GROUP_RECORDS} values of {VALUE_BYTES} bytes; stratalog batch {} \
+         bytes encoded (what plain_file writes), commitlog message set {} bytes",
+        bytes.len(),
+        buf.bytes().len()
+    );
     g.bench_function("stratalog", |b| {
         b.iter_custom(|iters| batched_stratalog(&builder, iters))
     });
