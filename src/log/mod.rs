@@ -73,7 +73,7 @@ impl LogConfig {
     /// Largest allowed `segment_bytes` (index positions are 32-bit and a batch may overshoot).
     pub const MAX_SEGMENT_BYTES: u64 = (u32::MAX - MAX_BATCH_BYTES) as u64;
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if !(Self::MIN_SEGMENT_BYTES..=Self::MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return Err(Error::InvalidArgument(format!(
                 "segment_bytes {} is outside {}..={}",
