@@ -1,0 +1,313 @@
+//! The store: topics created, listed, described, changed and deleted; settings persisted across
+//! reopen; partitions opened lazily; background retention; a crash during deletion finished at
+//! the next open; the registry's checks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stratalog::storage::{FsStorage, SimStorage, Storage};
+use stratalog::store::{PartitionerKind, Store, StoreOptions, TopicConfig, partition_dir};
+use stratalog::{Error, FsyncPolicy, LogConfig};
+
+fn options(storage: Arc<dyn Storage>) -> StoreOptions {
+    StoreOptions {
+        storage,
+        create: true,
+        retention_interval: None,
+    }
+}
+
+fn small() -> TopicConfig {
+    TopicConfig {
+        log: LogConfig {
+            segment_bytes: 2048,
+            index_interval_bytes: 256,
+            ..Default::default()
+        },
+        fsync: FsyncPolicy::Always,
+    }
+}
+
+#[test]
+fn topics_crud_and_settings_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options(FsStorage::shared())).unwrap();
+    let a = store
+        .create_topic("alpha", 3, small(), PartitionerKind::Jump)
+        .unwrap();
+    assert_eq!(a.partitions(), 3);
+    store
+        .create_topic("beta", 1, TopicConfig::default(), PartitionerKind::Modulo)
+        .unwrap();
+    assert!(matches!(
+        store.create_topic("alpha", 1, small(), PartitionerKind::Jump),
+        Err(Error::TopicExists { .. })
+    ));
+    for bad in ["", "a/b", "..", "__x", "sp ace", &"x".repeat(201)] {
+        assert!(
+            matches!(
+                store.create_topic(bad, 1, small(), PartitionerKind::Jump),
+                Err(Error::InvalidArgument(_))
+            ),
+            "{bad:?} accepted"
+        );
+    }
+    assert!(matches!(
+        store.create_topic("zero", 0, small(), PartitionerKind::Jump),
+        Err(Error::InvalidArgument(_))
+    ));
+    let names: Vec<String> = store.topics().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["alpha", "beta"]);
+
+    // Write to two partitions; change settings; add partitions.
+    for p in 0..2 {
+        let log = store.partition("alpha", p).unwrap();
+        for i in 0..50 {
+            log.append_records(&[format!("p{p}-{i}")])
+                .unwrap()
+                .receipt
+                .wait()
+                .unwrap();
+        }
+    }
+    assert!(matches!(
+        store.partition("alpha", 3),
+        Err(Error::UnknownPartition { partitions: 3, .. })
+    ));
+    assert!(matches!(
+        store.partition("nope", 0),
+        Err(Error::UnknownTopic { .. })
+    ));
+    let mut changed = small();
+    changed.log.retention_bytes = Some(10_000);
+    changed.fsync = FsyncPolicy::Interval(Duration::from_millis(5));
+    store.set_topic_config("alpha", changed).unwrap();
+    assert_eq!(
+        store
+            .partition("alpha", 0)
+            .unwrap()
+            .config()
+            .retention_bytes,
+        Some(10_000),
+        "an open partition gets the new settings at once"
+    );
+    let grown = store.add_partitions("alpha", 5).unwrap();
+    assert_eq!(grown.versions.len(), 2);
+    assert_eq!(grown.current().start_offsets, vec![50, 50, 0]);
+    assert!(store.add_partitions("alpha", 4).is_err(), "cannot shrink");
+    store.close().unwrap();
+
+    let store = Store::open(dir.path(), options(FsStorage::shared())).unwrap();
+    let a = store.topic("alpha").unwrap();
+    println!(
+        "reopened: alpha has {} partitions, {} versions, config {:?}",
+        a.partitions(),
+        a.versions.len(),
+        a.config
+    );
+    assert_eq!(a.config, changed);
+    assert_eq!(a.partitions(), 5);
+    assert_eq!(a.versions[1].start_offsets, vec![50, 50, 0]);
+    assert_eq!(store.partition("alpha", 1).unwrap().end_offset(), 50);
+    assert_eq!(store.partition("alpha", 4).unwrap().end_offset(), 0);
+
+    // Delete: files gone, name free again, and the new topic starts empty.
+    let p0 = partition_dir(dir.path(), "alpha", 0);
+    assert!(p0.join("log.meta").exists());
+    assert!(matches!(
+        {
+            let held = store.partition("alpha", 0).unwrap();
+            let r = store.delete_topic("alpha");
+            drop(held);
+            r
+        },
+        Err(Error::InUse { .. })
+    ));
+    store.delete_topic("alpha").unwrap();
+    assert!(!p0.exists(), "partition directory removed");
+    assert!(matches!(
+        store.topic("alpha"),
+        Err(Error::UnknownTopic { .. })
+    ));
+    store
+        .create_topic("alpha", 1, small(), PartitionerKind::Jump)
+        .unwrap();
+    assert_eq!(store.partition("alpha", 0).unwrap().end_offset(), 0);
+    store.close().unwrap();
+    println!("delete: partition files removed, name reusable, new topic empty");
+}
+
+#[test]
+fn a_second_open_is_refused_while_the_store_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options(FsStorage::shared())).unwrap();
+    let second = Store::open(dir.path(), options(FsStorage::shared()));
+    assert!(matches!(second, Err(Error::Locked { .. })), "{second:?}");
+    drop(store);
+    Store::open(dir.path(), options(FsStorage::shared())).unwrap();
+    let missing = tempfile::tempdir().unwrap();
+    let refused = Store::open(
+        missing.path(),
+        StoreOptions {
+            create: false,
+            ..options(FsStorage::shared())
+        },
+    );
+    assert!(matches!(refused, Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn background_retention_deletes_old_segments_while_appends_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            retention_interval: Some(Duration::from_millis(20)),
+            ..options(FsStorage::shared())
+        },
+    )
+    .unwrap();
+    let mut config = small();
+    config.log.retention_bytes = Some(8 * 1024);
+    store
+        .create_topic("r", 2, config, PartitionerKind::RoundRobin)
+        .unwrap();
+    let value = vec![b'v'; 200];
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for p in 0..2 {
+        let log = store.partition("r", p).unwrap();
+        for _ in 0..400 {
+            let t = Instant::now();
+            log.append_records(&[&value])
+                .unwrap()
+                .receipt
+                .wait()
+                .unwrap();
+            slowest = slowest.max(t.elapsed());
+        }
+    }
+    // The thread runs a pass every 20 ms: wait until it has brought both partitions under
+    // the limit (one pass may have run while the second partition was still being written).
+    let size_of = |p: u32| -> u64 {
+        let log = store.partition("r", p).unwrap();
+        std::fs::read_dir(log.dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let limit = 8 * 1024 + 2048;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut starts, mut sizes) = (vec![0; 2], vec![0; 2]);
+    while Instant::now() < deadline {
+        starts = (0..2)
+            .map(|p| store.partition("r", p).unwrap().start_offset())
+            .collect();
+        sizes = (0..2).map(size_of).collect();
+        if sizes.iter().all(|&s| s <= limit) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "background retention: 2 partitions x 400 appends of 200 B in {:?} (slowest append {:?}); after retention start offsets {starts:?}, segment bytes {sizes:?} (limit 8192 + one segment)",
+        started.elapsed(),
+        slowest
+    );
+    assert!(
+        starts.iter().all(|&s| s > 0),
+        "retention never ran: {starts:?}"
+    );
+    assert!(sizes.iter().all(|&s| s <= limit), "{sizes:?}");
+    for p in 0..2 {
+        assert_eq!(store.partition("r", p).unwrap().end_offset(), 400);
+    }
+    store.close().unwrap();
+}
+
+#[test]
+fn retention_reaches_partitions_that_are_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small();
+    {
+        let store = Store::open(dir.path(), options(FsStorage::shared())).unwrap();
+        store
+            .create_topic("r", 3, config, PartitionerKind::Jump)
+            .unwrap();
+        let log = store.partition("r", 1).unwrap();
+        for _ in 0..100 {
+            log.append_records(&[vec![b'x'; 200]]).unwrap();
+        }
+        log.flush().unwrap();
+        drop(log);
+        config.log.retention_bytes = Some(4096);
+        store.set_topic_config("r", config).unwrap();
+        store.close().unwrap();
+    }
+    let store = Store::open(dir.path(), options(FsStorage::shared())).unwrap();
+    let pass = store.apply_retention();
+    println!("retention pass over closed partitions: {pass:?}");
+    assert_eq!(pass.partitions, 3);
+    assert!(pass.segments_deleted > 0, "{pass:?}");
+    assert!(store.partition("r", 1).unwrap().start_offset() > 0);
+}
+
+#[test]
+fn registry_is_crash_safe_and_checked() {
+    // A crash (power loss) at any point of create/delete leaves the old or the new registry.
+    let sim = SimStorage::new(7);
+    let dir = std::path::Path::new("/data");
+    let store = Store::open(dir, options(sim.shared())).unwrap();
+    store
+        .create_topic("keep", 2, small(), PartitionerKind::Jump)
+        .unwrap();
+    let log = store.partition("keep", 0).unwrap();
+    log.append_records(&["a", "b"])
+        .unwrap()
+        .receipt
+        .wait()
+        .unwrap();
+    drop(log);
+    store
+        .create_topic("gone", 2, small(), PartitionerKind::Jump)
+        .unwrap();
+    store
+        .partition("gone", 1)
+        .unwrap()
+        .append_records(&["z"])
+        .unwrap()
+        .receipt
+        .wait()
+        .unwrap();
+    store.delete_topic("gone").unwrap();
+    sim.power_loss(stratalog::storage::PowerLoss::DropUnsynced);
+    drop(store); // its handles are stale now: closing fails and changes nothing
+    let store = Store::open(dir, options(sim.shared())).unwrap();
+    let names: Vec<String> = store.topics().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["keep"]);
+    assert_eq!(store.partition("keep", 0).unwrap().end_offset(), 2);
+    assert!(
+        sim.shared()
+            .list(&partition_dir(dir, "gone", 1))
+            .map_or(true, |n| n.is_empty()),
+        "files of the deleted topic are gone"
+    );
+    println!("power loss after create/append/delete: registry {names:?}, data kept");
+
+    // A flipped byte in the registry is reported as corruption, not ignored.
+    let fs_dir = tempfile::tempdir().unwrap();
+    let s = Store::open(fs_dir.path(), options(FsStorage::shared())).unwrap();
+    s.create_topic("t", 1, small(), PartitionerKind::Jump)
+        .unwrap();
+    s.close().unwrap();
+    let path = fs_dir.path().join("stratalog.store");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Store::open(fs_dir.path(), options(FsStorage::shared())).unwrap_err();
+    println!("corrupt registry: {err}");
+    assert!(err.is_corruption(), "{err:?}");
+}
