@@ -135,8 +135,10 @@ fn acknowledged_commits_survive_power_loss() {
         let sim = SimStorage::new(seed);
         let dir = Path::new("/store");
         let store = open(dir, sim.shared());
-        let mut config = TopicConfig::default();
-        config.fsync = FsyncPolicy::Always;
+        let config = TopicConfig {
+            fsync: FsyncPolicy::Always,
+            ..Default::default()
+        };
         store
             .create_topic("t", 1, config, PartitionerKind::Jump)
             .unwrap();
