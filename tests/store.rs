@@ -311,3 +311,170 @@ fn registry_is_crash_safe_and_checked() {
     println!("corrupt registry: {err}");
     assert!(err.is_corruption(), "{err:?}");
 }
+
+fn threads() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:").map(|n| n.trim().parse().ok()))
+                .flatten()
+        })
+        .unwrap_or(0)
+}
+
+/// Polls a future to completion on this thread (no runtime).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn one_shared_flusher_thread_syncs_every_partition() {
+    // 300 open partitions under an interval policy: no thread per partition.
+    let sim = SimStorage::new(11);
+    let dir = std::path::Path::new("/shared");
+    let store = Store::open(dir, options(sim.shared())).unwrap();
+    let config = TopicConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_millis(5)),
+        ..small()
+    };
+    store
+        .create_topic("i", 300, config, PartitionerKind::Jump)
+        .unwrap();
+    let before = threads();
+    for p in 0..300 {
+        let log = store.partition("i", p).unwrap();
+        log.append_records(&[format!("i{p}")]).unwrap();
+    }
+    let after = threads();
+    // Interval: the shared thread fsyncs each partition with new bytes within about 5 ms.
+    std::thread::sleep(Duration::from_millis(300));
+    sim.power_loss(stratalog::storage::PowerLoss::DropUnsynced);
+    drop(store);
+    let store = Store::open(dir, options(sim.shared())).unwrap();
+    let kept = (0..300)
+        .filter(|&p| store.partition("i", p).unwrap().end_offset() == 1)
+        .count();
+    println!(
+        "shared flusher: threads {before} before opening 300 partitions, {after} after; {kept} of 300 interval-policy appends durable after a power loss 300 ms later"
+    );
+    assert!(
+        after <= before + 2,
+        "a thread per partition: {before} -> {after}"
+    );
+    assert_eq!(kept, 300, "the shared thread did not sync every partition");
+
+    // Always: a receipt awaited as a future is completed by the shared thread; a blocking
+    // wait leads its own fsync.
+    store
+        .create_topic("a", 4, small(), PartitionerKind::Jump)
+        .unwrap();
+    for p in 0..4 {
+        let log = store.partition("a", p).unwrap();
+        block_on(log.append_records(&["f"]).unwrap().receipt).unwrap();
+        log.append_records(&["w"]).unwrap().receipt.wait().unwrap();
+        assert_eq!(log.end_offset(), 2);
+    }
+    sim.power_loss(stratalog::storage::PowerLoss::DropUnsynced);
+    drop(store);
+    let store = Store::open(dir, options(sim.shared())).unwrap();
+    for p in 0..4 {
+        assert_eq!(store.partition("a", p).unwrap().end_offset(), 2);
+    }
+    println!("shared flusher: receipts awaited as futures completed and durable on 4 partitions");
+}
+
+/// Opens `partitions` of the store in chunks (so that not all of them are open at once) and
+/// returns the time spent in [`Store::partition`] calls alone.
+fn open_every_partition(dir: &std::path::Path, topics: &[String], per_topic: u32) -> Duration {
+    let mut spent = Duration::ZERO;
+    for chunk in topics.chunks(10) {
+        let store = Store::open(dir, options(FsStorage::shared())).unwrap();
+        for t in chunk {
+            for p in 0..per_topic {
+                let started = Instant::now();
+                drop(store.partition(t, p).unwrap());
+                spent += started.elapsed();
+            }
+        }
+        store.close().unwrap();
+    }
+    spent
+}
+
+/// The figures of docs/BENCHMARKS.md ("Store"): time to open a store after a clean close with
+/// 10,000 empty and with 1,000 populated partitions. A measurement, not a pass/fail check:
+/// `cargo test --release --test store -- --ignored --nocapture open_time`.
+#[test]
+#[ignore = "a measurement for docs/BENCHMARKS.md; run it explicitly"]
+fn open_time() {
+    for (label, topics, per_topic, records) in [
+        ("10,000 empty partitions", 100usize, 100u32, 0usize),
+        ("1,000 populated partitions", 10, 100, 200),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..topics).map(|i| format!("topic-{i:03}")).collect();
+        {
+            let store = Store::open(dir.path(), options(FsStorage::shared())).unwrap();
+            for name in &names {
+                store
+                    .create_topic(name, per_topic, small(), PartitionerKind::Jump)
+                    .unwrap();
+            }
+            store.close().unwrap();
+        }
+        // Create every partition log (and fill it), a few topics at a time.
+        let value = vec![b'r'; 100];
+        for chunk in names.chunks(10) {
+            let store = Store::open(dir.path(), options(FsStorage::shared())).unwrap();
+            for t in chunk {
+                for p in 0..per_topic {
+                    let log = store.partition(t, p).unwrap();
+                    for _ in 0..records / 20 {
+                        log.append_records(&[&value; 20]).unwrap();
+                    }
+                    log.flush().unwrap();
+                }
+            }
+            store.close().unwrap();
+        }
+        let segments = std::fs::read_dir(partition_dir(dir.path(), &names[0], 0))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .count();
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let store = Store::open(dir.path(), options(FsStorage::shared())).unwrap();
+            open.push(started.elapsed());
+            assert_eq!(store.topics().len(), topics);
+            store.close().unwrap();
+        }
+        let all = open_every_partition(dir.path(), &names, per_topic);
+        let n = topics as u32 * per_topic;
+        println!(
+            "store open with {label} ({topics} topics x {per_topic}, {records} records of 100 B and {segments} segments per partition): \
+             Store::open {:?} / {:?} / {:?} (lazy: no partition opened); then opening every partition: {:?} in total, {:?} per partition",
+            open[0],
+            open[1],
+            open[2],
+            all,
+            all / n
+        );
+    }
+}

@@ -21,11 +21,11 @@ pub mod offsets;
 pub mod partitioner;
 pub mod topic;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use offsets::Committed;
 use offsets::Offsets;
@@ -34,7 +34,7 @@ use topic::Entry;
 pub use topic::{PartitionerVersion, TopicConfig, TopicInfo, check_topic_name};
 
 use crate::error::{Error, IoContext, Result};
-use crate::log::{Log, LogOptions, now_ms};
+use crate::log::{GroupCommit, Log, LogOptions, now_ms};
 use crate::storage::{FsStorage, LockGuard, Storage};
 
 /// Name of the store's lock file.
@@ -98,6 +98,16 @@ pub struct RetentionPass {
 
 type PartitionKey = (String, u32);
 
+/// What the partitions' notifiers tell the shared flusher thread.
+#[derive(Default)]
+struct FlushQueue {
+    keys: Mutex<HashSet<PartitionKey>>,
+    signal: Condvar,
+}
+
+/// The shared flusher never sleeps less than this between two looks at one partition.
+const MIN_FLUSH_WAIT: Duration = Duration::from_micros(100);
+
 struct Inner {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
@@ -109,6 +119,8 @@ struct Inner {
     /// Set when the store closes; the retention thread waits on it.
     stop: Mutex<bool>,
     stop_signal: Condvar,
+    /// Partitions that may need a group-commit fsync from the shared flusher thread.
+    flush: Arc<FlushQueue>,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -117,6 +129,7 @@ struct Inner {
 pub struct Store {
     inner: Arc<Inner>,
     retention: Mutex<Option<JoinHandle<()>>>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -178,6 +191,7 @@ impl Store {
             offsets: Mutex::new(Some(offsets)),
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
+            flush: Arc::new(FlushQueue::default()),
             _lock: guard,
         });
         let deleting: Vec<TopicInfo> = lock(&inner.registry)
@@ -201,9 +215,17 @@ impl Store {
             }
             None => None,
         };
+        let flusher = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("stratalog-store-flusher".into())
+                .spawn(move || inner.flush_loop())
+                .map_err(|e| Error::io("spawn flusher thread", &dir, e))?
+        };
         Ok(Store {
             inner,
             retention: Mutex::new(retention),
+            flusher: Mutex::new(Some(flusher)),
         })
     }
 
@@ -551,8 +573,14 @@ impl Store {
     fn close_inner(&self) -> Result<()> {
         *lock(&self.inner.stop) = true;
         self.inner.stop_signal.notify_all();
-        if let Some(h) = lock(&self.retention).take() {
-            let _ = h.join();
+        {
+            let _queue = lock(&self.inner.flush.keys);
+            self.inner.flush.signal.notify_all();
+        }
+        for thread in [&self.retention, &self.flusher] {
+            if let Some(h) = lock(thread).take() {
+                let _ = h.join();
+            }
         }
         let mut first = Ok(());
         let logs: Vec<(PartitionKey, Arc<Log>)> = lock(&self.inner.partitions).drain().collect();
@@ -648,7 +676,7 @@ impl Inner {
         }
     }
 
-    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Log>> {
+    fn partition(self: &Arc<Self>, topic: &str, partition: u32) -> Result<Arc<Log>> {
         let info = self.topic(topic)?;
         if partition >= info.partitions() {
             return Err(Error::UnknownPartition {
@@ -672,9 +700,17 @@ impl Inner {
                 fsync: info.config.fsync,
                 storage: self.storage.clone(),
                 create: true,
-                ..LogOptions::default()
+                // No flusher thread per partition: the store's one thread does that work.
+                group_commit: GroupCommit::External,
             },
         )?;
+        {
+            let (queue, key) = (self.flush.clone(), key.clone());
+            log.set_sync_notifier(move || {
+                lock(&queue.keys).insert(key.clone());
+                queue.signal.notify_one();
+            });
+        }
         if log.config() != info.config.log {
             // Changed while the partition was closed.
             log.set_config(info.config.log)?;
@@ -729,7 +765,55 @@ impl Inner {
         Ok(())
     }
 
-    fn retention_loop(&self, every: Duration) {
+    fn stopping(&self) -> bool {
+        *lock(&self.stop)
+    }
+
+    /// The shared group-commit thread: syncs the partitions whose notifier fired once their
+    /// fsync policy wants it (one fsync per partition with new bytes), and looks again after
+    /// the delay each one asks for.
+    fn flush_loop(self: &Arc<Self>) {
+        let mut watch: HashMap<PartitionKey, Instant> = HashMap::new();
+        loop {
+            let wait = watch.values().min().map_or(Duration::from_secs(1), |t| {
+                t.saturating_duration_since(Instant::now())
+            });
+            let new: Vec<PartitionKey> = {
+                let queue = lock(&self.flush.keys);
+                let (mut queue, _) = self
+                    .flush
+                    .signal
+                    .wait_timeout_while(queue, wait, |q| q.is_empty() && !self.stopping())
+                    .unwrap_or_else(|e| e.into_inner());
+                queue.drain().collect()
+            };
+            if self.stopping() {
+                return;
+            }
+            let now = Instant::now();
+            for k in new {
+                watch.insert(k, now);
+            }
+            let due: Vec<PartitionKey> = watch
+                .iter()
+                .filter(|(_, t)| **t <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in due {
+                let log = lock(&self.partitions).get(&k).cloned();
+                match log.and_then(|log| log.sync_due()) {
+                    Some(d) => {
+                        watch.insert(k, Instant::now() + d.max(MIN_FLUSH_WAIT));
+                    }
+                    None => {
+                        watch.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    fn retention_loop(self: &Arc<Self>, every: Duration) {
         loop {
             {
                 let stop = lock(&self.stop);
@@ -748,7 +832,7 @@ impl Inner {
         }
     }
 
-    fn apply_retention(&self) -> RetentionPass {
+    fn apply_retention(self: &Arc<Self>) -> RetentionPass {
         let topics: Vec<TopicInfo> = lock(&self.registry)
             .iter()
             .filter(|e| !e.deleting)
