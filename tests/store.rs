@@ -478,3 +478,189 @@ fn open_time() {
         );
     }
 }
+
+/// The command line: `topics create|list|describe|alter|delete`, `produce --topic
+/// --key-field`, `consume --topic --group`, `groups list|describe`.
+#[cfg(feature = "cli")]
+#[test]
+fn command_line_topics_produce_by_key_consume_as_group() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    const BIN: &str = env!("CARGO_BIN_EXE_stratalog");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = |args: &[&str], input: Option<&str>| -> (bool, String, String) {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(input) = input {
+            stdin.write_all(input.as_bytes()).unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let ok = |args: &[&str], input: Option<&str>| -> String {
+        let (success, out, err) = run(args, input);
+        assert!(success, "stratalog {args:?} failed: {err}");
+        out
+    };
+    ok(
+        &[
+            "topics",
+            "create",
+            "--dir",
+            d,
+            "events",
+            "--partitions",
+            "4",
+            "--partitioner",
+            "ring:64",
+            "--retention-ms",
+            "86400000",
+        ],
+        None,
+    );
+    ok(&["topics", "create", "--dir", d, "other"], None);
+    let (success, _, err) = run(&["topics", "create", "--dir", d, "events"], None);
+    assert!(!success && err.contains("already exists"), "{err}");
+    let list = ok(&["topics", "list", "--dir", d], None);
+    assert_eq!(
+        list,
+        "events partitions=4 partitioner=ring:64 version=1\nother partitions=1 partitioner=jump version=1\n"
+    );
+    // 10 keys x 20 records, key in field 2.
+    let input: String = (0..20)
+        .flat_map(|i| (0..10).map(move |k| format!("{i},key{k},x\n")))
+        .collect();
+    let acks = ok(
+        &[
+            "produce",
+            "--dir",
+            d,
+            "--topic",
+            "events",
+            "--key-field",
+            "2",
+            "--print-acks",
+        ],
+        Some(&input),
+    );
+    assert!(acks.lines().all(|l| l.starts_with("acked ")), "{acks}");
+    let json = ok(
+        &[
+            "consume",
+            "--dir",
+            d,
+            "--topic",
+            "events",
+            "--group",
+            "g",
+            "--format",
+            "json",
+            "--commit-every",
+            "7",
+        ],
+        None,
+    );
+    let mut partition_of: std::collections::HashMap<String, String> = Default::default();
+    let mut last_seq: std::collections::HashMap<String, i64> = Default::default();
+    for line in json.lines() {
+        // {"partition":P,"offset":...,"key":"keyK","value":"I,keyK,x",...}
+        let partition = line.split(',').next().unwrap().to_string();
+        let key = line
+            .split("\"key\":\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let value = line
+            .split("\"value\":\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let seq: i64 = value.split(',').next().unwrap().parse().unwrap();
+        assert_eq!(
+            partition_of
+                .entry(key.to_string())
+                .or_insert(partition.clone()),
+            &partition,
+            "{key} in two partitions"
+        );
+        let last = last_seq.entry(key.to_string()).or_insert(-1);
+        assert_eq!(seq, *last + 1, "{key} out of order");
+        *last = seq;
+    }
+    assert_eq!(json.lines().count(), 200);
+    let used: std::collections::BTreeSet<&String> = partition_of.values().collect();
+    let groups = ok(&["groups", "list", "--dir", d], None);
+    assert_eq!(groups, "g partitions=4 lag=0\n");
+    // Nothing new: the group resumes at the end.
+    assert_eq!(
+        ok(
+            &["consume", "--dir", d, "--topic", "events", "--group", "g"],
+            None
+        ),
+        ""
+    );
+    ok(
+        &["produce", "--dir", d, "--log", "events/3"],
+        Some("late\n"),
+    );
+    assert_eq!(
+        ok(
+            &["consume", "--dir", d, "--log", "events/3", "--group", "g"],
+            None
+        ),
+        "late\n"
+    );
+    let describe = ok(&["groups", "describe", "--dir", d, "g"], None);
+    assert!(describe.starts_with("GROUP TOPIC PARTITION COMMITTED END LAG EPOCH\n"));
+    let altered = ok(
+        &[
+            "topics",
+            "alter",
+            "--dir",
+            d,
+            "events",
+            "--partitions",
+            "6",
+            "--retention-bytes",
+            "1000000",
+        ],
+        None,
+    );
+    assert!(altered.contains("retention_bytes 1000000"), "{altered}");
+    assert!(
+        altered.contains("version 2 partitions=6 partitioner=ring:64"),
+        "{altered}"
+    );
+    let describe = ok(&["topics", "describe", "--dir", d, "events"], None);
+    assert!(describe.contains("partition 5 start=0 end=0"), "{describe}");
+    let (success, _, err) = run(&["consume", "--dir", d, "--log", "events/9"], None);
+    assert!(!success && err.contains("partitions 0..6"), "{err}");
+    let (success, _, err) = run(&["consume", "--dir", d, "--group", "g"], None);
+    assert!(!success && err.contains("--group needs a store"), "{err}");
+    ok(&["topics", "delete", "--dir", d, "events"], None);
+    assert_eq!(
+        ok(&["topics", "list", "--dir", d], None),
+        "other partitions=1 partitioner=jump version=1\n"
+    );
+    assert!(!dir.path().join("events").exists());
+    println!(
+        "command line: 200 records of 10 keys over {} partitions, each key in one partition and in order; group lag 0; alter, describe, delete as expected",
+        used.len()
+    );
+}
