@@ -266,10 +266,14 @@ impl Commit {
         let was_idle = st.written == st.durable;
         st.written = written;
         let wake = match self.policy {
-            FsyncPolicy::Always if self.writers_lead() => was_idle,
+            FsyncPolicy::Always if self.mode == GroupCommit::External => was_idle,
+            FsyncPolicy::Always if self.mode == GroupCommit::Leader => was_idle,
             FsyncPolicy::Always => true,
             FsyncPolicy::Bytes(n) => written - st.durable >= n,
-            FsyncPolicy::Interval(_) | FsyncPolicy::Never => false,
+            // The flusher sleeps without a timeout while nothing is pending: the first write
+            // after an idle spell must start its clock.
+            FsyncPolicy::Interval(_) => was_idle,
+            FsyncPolicy::Never => false,
         };
         if wake {
             self.work.notify_one();
