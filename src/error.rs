@@ -82,6 +82,76 @@ pub enum Error {
     /// The log was closed; open it again to use it.
     #[error("the log is closed")]
     Closed,
+
+    /// The store has no topic of this name.
+    #[error("no topic {topic:?} in the store; create it first (`stratalog topics create`)")]
+    UnknownTopic {
+        /// The topic asked for.
+        topic: String,
+    },
+
+    /// A topic of this name already exists.
+    #[error("topic {topic:?} already exists; delete it first or use another name")]
+    TopicExists {
+        /// The topic.
+        topic: String,
+    },
+
+    /// The topic has no such partition.
+    #[error("topic {topic:?} has partitions 0..{partitions}, not {partition}")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the topic has.
+        partitions: u32,
+    },
+
+    /// Something is still using a resource that an operation needs for itself (for example a
+    /// partition log that is shared with another holder while its topic is deleted).
+    #[error("{what} is in use; drop the other handles to it and retry")]
+    InUse {
+        /// What is in use.
+        what: String,
+    },
+
+    /// A consumer offset commit names an offset past the end of the partition: the group
+    /// cannot have processed records that do not exist. Nothing was committed.
+    #[error(
+        "group {group:?} cannot commit offset {offset} for {topic}/{partition}: the partition ends at {end}; commit at most the offset after the last record processed"
+    )]
+    CommitBeyondEnd {
+        /// The consumer group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset the group tried to commit.
+        offset: u64,
+        /// The partition's end offset (one past its last record).
+        end: u64,
+    },
+
+    /// A consumer offset commit was made in a leader epoch that is not the partition's current
+    /// one (older: a stale leader or consumer; newer: an epoch the partition does not know).
+    /// Nothing was committed: read the current epoch and the data again, then commit.
+    #[error(
+        "group {group:?} cannot commit for {topic}/{partition} in leader epoch {epoch}: the partition's current leader epoch is {current}"
+    )]
+    StaleEpoch {
+        /// The consumer group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The epoch the commit was made in.
+        epoch: u64,
+        /// The partition's current leader epoch.
+        current: u64,
+    },
 }
 
 impl Error {

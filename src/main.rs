@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use stratalog::store::PartitionerKind;
 use stratalog::{Compression, FsyncPolicy, LogConfig};
 
 mod cli;
@@ -78,6 +79,135 @@ enum Command {
     /// directory (under `--dir`, default the system's temporary directory, which must be on
     /// the disk to measure) that is removed at the end.
     Bench(BenchArgs),
+    /// Create, list, describe, alter and delete the topics of a store.
+    ///
+    /// A store is a directory (`--dir DIR`) holding topics, each with a number of partitions
+    /// (each partition one log, in `DIR/TOPIC/PARTITION`), their settings and partitioner
+    /// versions (in `DIR/stratalog.store`), and the consumer offsets of consumer groups.
+    /// `produce` and `consume` reach a partition with `--log TOPIC/PARTITION`, a whole topic
+    /// with `--topic TOPIC`.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// List and describe consumer groups: their committed offsets and lag.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCommand {
+    /// Create a topic (and the store, if the directory holds none).
+    Create {
+        /// The store's directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The topic's name: 1 to 200 characters of A-Z a-z 0-9 . _ - (not starting with `__`).
+        name: String,
+        /// Number of partitions.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        partitions: u32,
+        /// How producers spread keyed records: `jump` (consistent), `ring` or `ring:<vnodes>`
+        /// (consistent), `modulo` (hash modulo partitions), `round-robin` or `random` (keys
+        /// ignored).
+        #[arg(long, value_name = "KIND", default_value = "jump", value_parser = parse_partitioner)]
+        partitioner: PartitionerKind,
+        #[command(flatten)]
+        settings: TopicSettings,
+    },
+    /// List the topics: name, partitions, partitioner and its version.
+    List {
+        /// The store's directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print a topic's settings, partitioner versions and each partition's offsets.
+    Describe {
+        /// The store's directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The topic.
+        name: String,
+    },
+    /// Change a topic's settings, add partitions or change its partitioner (each of the last
+    /// two makes a new partitioner version).
+    Alter {
+        /// The store's directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The topic.
+        name: String,
+        /// New number of partitions (more than now: partitions are only added).
+        #[arg(long, value_name = "N")]
+        partitions: Option<u32>,
+        /// New partitioner (see `topics create --help`).
+        #[arg(long, value_name = "KIND", value_parser = parse_partitioner)]
+        partitioner: Option<PartitionerKind>,
+        #[command(flatten)]
+        settings: TopicSettings,
+    },
+    /// Delete a topic and all its data.
+    Delete {
+        /// The store's directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The topic.
+        name: String,
+    },
+}
+
+/// Settings of a topic; left out, a new topic gets the default and `alter` keeps the current.
+#[derive(Debug, Args)]
+struct TopicSettings {
+    /// When appends are durable: `always`, `never`, `<N>ms` or `<N>b` (default always).
+    #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
+    fsync: Option<FsyncPolicy>,
+    /// Segment size at which a partition rolls to a new segment (default 1 GiB).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64)
+          .range(LogConfig::MIN_SEGMENT_BYTES..=LogConfig::MAX_SEGMENT_BYTES))]
+    segment_bytes: Option<u64>,
+    /// Roll a partition's active segment once its first append is this old (0: never).
+    #[arg(long, value_name = "MS")]
+    segment_ms: Option<u64>,
+    /// Delete a partition's oldest segments while it is larger than this (0: no limit).
+    #[arg(long, value_name = "BYTES")]
+    retention_bytes: Option<u64>,
+    /// Delete segments whose newest record is older than this (0: no limit).
+    #[arg(long, value_name = "MS")]
+    retention_ms: Option<u64>,
+    /// Compression of batches appended by `produce`.
+    #[arg(long, value_enum)]
+    compression: Option<CompressionArg>,
+}
+
+impl TopicSettings {
+    fn into_settings(self) -> cli::topics::Settings {
+        cli::topics::Settings {
+            fsync: self.fsync,
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            retention_bytes: self.retention_bytes,
+            retention_ms: self.retention_ms,
+            compression: self.compression.map(CompressionArg::into_compression),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupsCommand {
+    /// One line per consumer group: partitions committed and total lag.
+    List {
+        /// The store's directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Each committed partition of a group (or of every group): committed offset, end offset,
+    /// lag and the leader epoch of the commit.
+    Describe {
+        /// The store's directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The group (default: every group).
+        group: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -106,10 +236,11 @@ struct BenchArgs {
 /// Where the log is.
 #[derive(Debug, Args)]
 struct LogArgs {
-    /// Directory holding the logs.
+    /// Directory holding the logs (or the store).
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
-    /// Name of the log: its files are in DIR/NAME.
+    /// Name of the log: its files are in DIR/NAME. `TOPIC/PARTITION` names a partition of a
+    /// topic of the store in DIR (see `stratalog topics`).
     #[arg(long = "log", value_name = "NAME", default_value = "default")]
     name: String,
 }
@@ -118,18 +249,36 @@ struct LogArgs {
 struct ProduceArgs {
     #[command(flatten)]
     log: LogArgs,
+    /// Append to every partition of this topic of the store in DIR (instead of `--log`),
+    /// spreading records with the topic's partitioner (or `--partitioner`).
+    #[arg(long, value_name = "TOPIC", conflicts_with = "name")]
+    topic: Option<String>,
+    /// With `--topic`: the record key is this field (1-based) of the line, fields being
+    /// separated by `--delimiter`; the value is the whole line. Records with the same key go
+    /// to the same partition under a keyed partitioner, so they keep their order.
+    #[arg(long, value_name = "N", requires = "topic",
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    key_field: Option<u64>,
+    /// With `--key-field`: the byte separating the fields of a line.
+    #[arg(long, value_name = "CHAR", default_value = ",", requires = "key_field")]
+    delimiter: char,
+    /// With `--topic`: spread records with this partitioner instead of the topic's (see
+    /// `topics create --help`).
+    #[arg(long, value_name = "KIND", requires = "topic", value_parser = parse_partitioner)]
+    partitioner: Option<PartitionerKind>,
     /// When appends are made durable and acknowledged: `always` (fsync before each
     /// acknowledgement, concurrent batches share an fsync), `never` (only on segment roll and
-    /// close), `<N>ms` (every N milliseconds) or `<N>b` (every N bytes written).
-    #[arg(long, value_name = "POLICY", default_value = "always", value_parser = parse_fsync)]
-    fsync: FsyncPolicy,
+    /// close), `<N>ms` (every N milliseconds) or `<N>b` (every N bytes written). Default
+    /// `always`; for a store topic, its own setting applies.
+    #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
+    fsync: Option<FsyncPolicy>,
     /// Largest number of records per batch.
     #[arg(long, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     batch: u32,
-    /// Compression of the batches.
-    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
-    compression: CompressionArg,
+    /// Compression of the batches (default none; for a store topic, its own setting).
+    #[arg(long, value_enum)]
+    compression: Option<CompressionArg>,
     /// Segment size at which the log rolls to a new segment (default 1 GiB). Applies only
     /// when the log is created: an existing log keeps its own.
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64)
@@ -137,6 +286,7 @@ struct ProduceArgs {
     segment_bytes: Option<u64>,
     /// Print `acked <offset>` (and flush) each time every record up to and including
     /// <offset> has been acknowledged under the fsync policy (durable with `--fsync always`).
+    /// With `--topic`, `acked <partition> <offset>`.
     #[arg(long)]
     print_acks: bool,
     /// Append this many generated records instead of reading standard input.
@@ -155,13 +305,37 @@ enum CompressionArg {
     Lz4,
 }
 
+impl CompressionArg {
+    fn into_compression(self) -> Compression {
+        match self {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Lz4 => Compression::Lz4,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 struct ConsumeArgs {
     #[command(flatten)]
     log: LogArgs,
+    /// Print every partition of this topic of the store in DIR, one partition after the other
+    /// (instead of `--log`). With `--format json` each line also has `"partition"`.
+    #[arg(long, value_name = "TOPIC", conflicts_with = "name")]
+    topic: Option<String>,
+    /// Consume as this consumer group (needs a store partition or `--topic`): start at the
+    /// group's committed offset of each partition (the log start if none) and commit as
+    /// records are printed, after they were written out (at least once: after a crash, records
+    /// since the last commit are printed again, none is skipped).
+    #[arg(long, value_name = "GROUP", conflicts_with = "from")]
+    group: Option<String>,
+    /// With `--group`: commit once at least this many records were printed, and at the end
+    /// of each partition.
+    #[arg(long, value_name = "N", default_value_t = 1000, requires = "group",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    commit_every: u64,
     /// First offset to print (default: the log's start). Must be within the log: from its
-    /// start up to its end (at the end, nothing is printed).
-    #[arg(long, value_name = "OFFSET")]
+    /// start up to its end (at the end, nothing is printed). Not with `--topic`.
+    #[arg(long, value_name = "OFFSET", conflicts_with = "topic")]
     from: Option<u64>,
     /// Print at most this many records.
     #[arg(long, value_name = "N")]
@@ -197,6 +371,10 @@ fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
     s.parse()
 }
 
+fn parse_partitioner(s: &str) -> Result<PartitionerKind, String> {
+    s.parse()
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -225,24 +403,53 @@ fn init_tracing() {
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Produce(a) => cli::produce::run(cli::produce::Options {
-            dir: cli::log_dir(&a.log.dir, &a.log.name)?,
+            dest: match a.topic {
+                Some(topic) => {
+                    let delimiter = u8::try_from(a.delimiter)
+                        .map_err(|_| "--delimiter must be a single-byte (ASCII) character")?;
+                    cli::produce::Dest::Topic {
+                        dir: a.log.dir,
+                        topic,
+                        partitioner: a.partitioner,
+                        key_field: a.key_field.map(|f| f as usize),
+                        delimiter,
+                    }
+                }
+                None => cli::produce::Dest::Log(cli::Target::parse(&a.log.dir, &a.log.name)?),
+            },
             fsync: a.fsync,
             batch: a.batch as usize,
-            compression: match a.compression {
-                CompressionArg::None => Compression::None,
-                CompressionArg::Lz4 => Compression::Lz4,
-            },
+            compression: a.compression.map(CompressionArg::into_compression),
             segment_bytes: a.segment_bytes,
             print_acks: a.print_acks,
             generate: a.count.map(|count| (count, a.size)),
         }),
-        Command::Consume(a) => cli::consume::run(cli::consume::Options {
-            dir: cli::log_dir(&a.log.dir, &a.log.name)?,
-            from: a.from,
-            max: a.max,
-            json: a.format == Format::Json,
-        }),
-        Command::Verify(a) => cli::verify::run(&cli::log_dir(&a.log.dir, &a.log.name)?),
+        Command::Consume(a) => {
+            let source = match a.topic {
+                Some(topic) => cli::consume::Source::Topic {
+                    dir: a.log.dir,
+                    topic,
+                },
+                None => cli::consume::Source::Log(cli::Target::parse(&a.log.dir, &a.log.name)?),
+            };
+            if a.group.is_some() && matches!(source, cli::consume::Source::Log(cli::Target::Log(_)))
+            {
+                return Err(
+                    "--group needs a store: use --log TOPIC/PARTITION or --topic TOPIC".into(),
+                );
+            }
+            cli::consume::run(cli::consume::Options {
+                source,
+                from: a.from,
+                max: a.max,
+                json: a.format == Format::Json,
+                group: a.group,
+                commit_every: a.commit_every,
+            })
+        }
+        Command::Verify(a) => {
+            cli::verify::run(&cli::Target::parse(&a.log.dir, &a.log.name)?.log_dir())
+        }
         Command::Dump(a) => cli::dump::run(&a.path),
         Command::Bench(a) => cli::bench::run(cli::bench::Options {
             dir: a.dir,
@@ -252,5 +459,40 @@ fn run(cli: Cli) -> Result<(), CliError> {
             svg: a.svg,
             compare_io: a.compare_io,
         }),
+        Command::Topics(t) => match t {
+            TopicsCommand::Create {
+                dir,
+                name,
+                partitions,
+                partitioner,
+                settings,
+            } => cli::topics::create(
+                &dir,
+                &name,
+                partitions,
+                partitioner,
+                &settings.into_settings(),
+            ),
+            TopicsCommand::List { dir } => cli::topics::list(&dir),
+            TopicsCommand::Describe { dir, name } => cli::topics::describe(&dir, &name),
+            TopicsCommand::Alter {
+                dir,
+                name,
+                partitions,
+                partitioner,
+                settings,
+            } => cli::topics::alter(
+                &dir,
+                &name,
+                partitions,
+                partitioner,
+                &settings.into_settings(),
+            ),
+            TopicsCommand::Delete { dir, name } => cli::topics::delete(&dir, &name),
+        },
+        Command::Groups(g) => match g {
+            GroupsCommand::List { dir } => cli::groups::list(&dir),
+            GroupsCommand::Describe { dir, group } => cli::groups::describe(&dir, group.as_deref()),
+        },
     }
 }

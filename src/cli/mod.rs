@@ -3,7 +3,9 @@
 pub mod bench;
 pub mod consume;
 pub mod dump;
+pub mod groups;
 pub mod produce;
+pub mod topics;
 pub mod verify;
 
 use std::error::Error;
@@ -94,5 +96,52 @@ pub fn log_dir(dir: &Path, name: &str) -> Result<PathBuf, CliError> {
             "invalid log name {name:?}: use a plain directory name (no '/', '.' or '..')"
         )
         .into()),
+    }
+}
+
+/// Which log a command works on: a plain log `DIR/NAME`, or a partition `TOPIC/PARTITION` of
+/// the store in `DIR`.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A log directory of its own.
+    Log(PathBuf),
+    /// A partition of a topic of the store in `dir`.
+    Partition {
+        /// The store's directory.
+        dir: PathBuf,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+}
+
+impl Target {
+    /// `NAME` (a plain directory name) or `TOPIC/PARTITION`.
+    pub fn parse(dir: &Path, name: &str) -> Result<Target, CliError> {
+        if let Some((topic, partition)) = name.split_once('/') {
+            stratalog::store::check_topic_name(topic)?;
+            let partition = partition.parse::<u32>().map_err(|_| {
+                format!("invalid log name {name:?}: use NAME or TOPIC/PARTITION (a number)")
+            })?;
+            return Ok(Target::Partition {
+                dir: dir.to_path_buf(),
+                topic: topic.to_string(),
+                partition,
+            });
+        }
+        Ok(Target::Log(log_dir(dir, name)?))
+    }
+
+    /// The directory holding the log's files.
+    pub fn log_dir(&self) -> PathBuf {
+        match self {
+            Target::Log(dir) => dir.clone(),
+            Target::Partition {
+                dir,
+                topic,
+                partition,
+            } => stratalog::store::partition_dir(dir, topic, *partition),
+        }
     }
 }

@@ -2,32 +2,54 @@
 
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use stratalog::storage::FsStorage;
+use stratalog::store::{Partitioner, PartitionerKind, Store, StoreOptions, TopicInfo};
 use stratalog::{
-    BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions, Receipt, now_ms,
+    BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions, Receipt, Record, now_ms,
 };
 
-use super::{CliError, context, context_with};
+use super::{CliError, Target, context, context_with};
 
 /// A batch is appended early once its records take this many bytes, well below the format's
 /// limit on a batch.
 const BATCH_BYTES: usize = 8 << 20;
 
+/// Where `produce` appends.
+#[derive(Debug)]
+pub enum Dest {
+    /// A plain log or one partition of a store topic.
+    Log(Target),
+    /// Every partition of a store topic, records routed by a partitioner.
+    Topic {
+        /// The store's directory.
+        dir: PathBuf,
+        /// The topic.
+        topic: String,
+        /// The strategy (default: the topic's current partitioner).
+        partitioner: Option<PartitionerKind>,
+        /// The key is this field (1-based) of the line.
+        key_field: Option<usize>,
+        /// What separates the fields of a line.
+        delimiter: u8,
+    },
+}
+
 /// What `produce` was asked to do.
 #[derive(Debug)]
 pub struct Options {
-    /// The log directory (`DIR/NAME`).
-    pub dir: PathBuf,
-    /// The fsync policy.
-    pub fsync: FsyncPolicy,
+    /// Where to append.
+    pub dest: Dest,
+    /// The fsync policy (`None`: always for a plain log, the topic's for a store).
+    pub fsync: Option<FsyncPolicy>,
     /// Largest number of records per batch.
     pub batch: usize,
-    /// Compression of the batches.
-    pub compression: Compression,
+    /// Compression of the batches (`None`: none for a plain log, the topic's for a store).
+    pub compression: Option<Compression>,
     /// `LogConfig::segment_bytes` for a new log.
     pub segment_bytes: Option<u64>,
     /// Print `acked <offset>` lines.
@@ -36,48 +58,194 @@ pub struct Options {
     pub generate: Option<(u64, usize)>,
 }
 
-/// Runs `produce`.
-pub fn run(o: Options) -> Result<(), CliError> {
+/// The open logs: a plain log, or partitions of a store.
+enum Opened {
+    Log(Log),
+    Store(Store, Vec<Arc<Log>>),
+}
+
+impl Opened {
+    fn logs(&self) -> Vec<&Log> {
+        match self {
+            Opened::Log(log) => vec![log],
+            Opened::Store(_, logs) => logs.iter().map(|l| &**l).collect(),
+        }
+    }
+
+    fn close(self) -> Result<(), CliError> {
+        match self {
+            Opened::Log(log) => log.close().map_err(context("closing the log failed")),
+            Opened::Store(store, logs) => {
+                drop(logs);
+                store.close().map_err(context("closing the store failed"))
+            }
+        }
+    }
+}
+
+/// How records are spread over the open logs.
+struct Router {
+    partitioner: Option<Partitioner>,
+    key_field: Option<usize>,
+    delimiter: u8,
+}
+
+impl Router {
+    /// The key of a line: its `key_field`-th field, if there is one.
+    fn key<'a>(&self, line: &'a [u8]) -> Option<&'a [u8]> {
+        let field = self.key_field?;
+        line.split(|&b| b == self.delimiter).nth(field - 1)
+    }
+
+    fn route(&self, key: Option<&[u8]>) -> usize {
+        self.partitioner
+            .as_ref()
+            .map_or(0, |p| p.partition(key) as usize)
+    }
+}
+
+fn open_log(o: &Options, dir: &std::path::Path) -> Result<Log, CliError> {
     let mut config = LogConfig {
-        compression: o.compression,
+        compression: o.compression.unwrap_or_default(),
         ..LogConfig::default()
     };
     if let Some(bytes) = o.segment_bytes {
         config.segment_bytes = bytes;
     }
     let log = Log::open(
-        &o.dir,
+        dir,
         LogOptions {
             config,
-            fsync: o.fsync,
+            fsync: o.fsync.unwrap_or(FsyncPolicy::Always),
             storage: FsStorage::shared(),
             create: true,
             ..Default::default()
         },
     )
-    .map_err(context(format!(
-        "cannot open the log in {}",
-        o.dir.display()
-    )))?;
+    .map_err(context(format!("cannot open the log in {}", dir.display())))?;
     if let Some(asked) = o.segment_bytes {
         let kept = log.config().segment_bytes;
         if kept != asked {
             tracing::warn!(
-                dir = %o.dir.display(),
+                dir = %dir.display(),
                 segment_bytes = kept,
                 "the log already exists: --segment-bytes {asked} is ignored"
             );
         }
     }
+    Ok(log)
+}
+
+fn open_store_partitions(
+    o: &Options,
+    dir: &std::path::Path,
+    topic: &str,
+    only: Option<u32>,
+) -> Result<(Opened, TopicInfo), CliError> {
+    if o.segment_bytes.is_some() || o.fsync.is_some() {
+        tracing::warn!(
+            topic,
+            "--fsync and --segment-bytes are ignored for a store topic: its settings apply (change them with `stratalog topics alter`)"
+        );
+    }
+    let store = Store::open(
+        dir,
+        StoreOptions {
+            storage: FsStorage::shared(),
+            create: false,
+            ..StoreOptions::default()
+        },
+    )
+    .map_err(context(format!(
+        "cannot open the store in {}",
+        dir.display()
+    )))?;
+    let info = store
+        .topic(topic)
+        .map_err(context(format!("cannot produce to {topic:?}")))?;
+    let partitions: Vec<u32> = match only {
+        Some(p) => vec![p],
+        None => (0..info.partitions()).collect(),
+    };
+    let mut logs = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        logs.push(
+            store
+                .partition(topic, p)
+                .map_err(context(format!("cannot open partition {topic}/{p}")))?,
+        );
+    }
+    Ok((Opened::Store(store, logs), info))
+}
+
+/// Runs `produce`.
+pub fn run(o: Options) -> Result<(), CliError> {
+    let (opened, router, compression, labelled) = match &o.dest {
+        Dest::Log(Target::Log(dir)) => {
+            let log = open_log(&o, dir)?;
+            let router = Router {
+                partitioner: None,
+                key_field: None,
+                delimiter: b',',
+            };
+            let compression = o.compression.unwrap_or_default();
+            (Opened::Log(log), router, compression, false)
+        }
+        Dest::Log(Target::Partition {
+            dir,
+            topic,
+            partition,
+        }) => {
+            let (opened, info) = open_store_partitions(&o, dir, topic, Some(*partition))?;
+            let router = Router {
+                partitioner: None,
+                key_field: None,
+                delimiter: b',',
+            };
+            let compression = o.compression.unwrap_or(info.config.log.compression);
+            (opened, router, compression, false)
+        }
+        Dest::Topic {
+            dir,
+            topic,
+            partitioner,
+            key_field,
+            delimiter,
+        } => {
+            let (opened, info) = open_store_partitions(&o, dir, topic, None)?;
+            let kind = partitioner.unwrap_or(info.current().kind);
+            let partitioner =
+                Partitioner::new(kind, info.partitions()).map_err(context("bad --partitioner"))?;
+            let router = Router {
+                partitioner: Some(partitioner),
+                key_field: *key_field,
+                delimiter: *delimiter,
+            };
+            let compression = o.compression.unwrap_or(info.config.log.compression);
+            (opened, router, compression, true)
+        }
+    };
     let started = Instant::now();
     let acker = Acker::spawn(o.print_acks).map_err(context("cannot start the acker thread"))?;
-    let produced = match o.generate {
-        Some((count, size)) => generate(&log, &o, count, size, &acker),
-        None => from_stdin(&log, &o, &acker),
+    let logs = opened.logs();
+    let mut sink = Sink {
+        logs: &logs,
+        builders: logs
+            .iter()
+            .map(|_| BatchBuilder::new(compression))
+            .collect(),
+        labelled,
+        acker: &acker,
     };
+    let produced = match o.generate {
+        Some((count, size)) => generate(&mut sink, &o, &router, count, size),
+        None => from_stdin(&mut sink, &o, &router),
+    };
+    drop(sink);
     let acked = acker.finish();
     let elapsed = started.elapsed();
-    let closed = log.close().map_err(context("closing the log failed"));
+    drop(logs);
+    let closed = opened.close();
     // Report the first failure; the later ones are most likely its consequences.
     let (records, bytes) = produced?;
     acked?;
@@ -93,71 +261,123 @@ pub fn run(o: Options) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Appends `builder` and hands its receipt to the acker. Returns false if the acker stopped
-/// (it failed: its error is reported by [`Acker::finish`]).
-fn append(log: &Log, builder: &BatchBuilder, acker: &Acker) -> Result<bool, CliError> {
-    let appended = log.append(builder).map_err(context("append failed"))?;
-    Ok(acker.send(appended.last_offset, appended.receipt))
+/// One batch being filled per open log.
+struct Sink<'a> {
+    logs: &'a [&'a Log],
+    builders: Vec<BatchBuilder>,
+    /// Acks name the partition.
+    labelled: bool,
+    acker: &'a Acker,
+}
+
+impl Sink<'_> {
+    /// Adds a record for log `i`; appends that log's batch once it is full. Returns false if
+    /// the acker stopped.
+    fn push(&mut self, i: usize, record: &Record<'_>, batch: usize) -> Result<bool, CliError> {
+        let builder = &mut self.builders[i];
+        builder.push(record).map_err(context_with(|| {
+            format!("record of {} bytes", record.value.len())
+        }))?;
+        if builder.len() >= batch || builder.records_len() >= BATCH_BYTES {
+            return self.append(i);
+        }
+        Ok(true)
+    }
+
+    /// Appends log `i`'s batch (if not empty) and hands its receipt to the acker. Returns false
+    /// if the acker stopped (it failed: its error is reported by [`Acker::finish`]).
+    fn append(&mut self, i: usize) -> Result<bool, CliError> {
+        let builder = &mut self.builders[i];
+        if builder.is_empty() {
+            return Ok(true);
+        }
+        let appended = self.logs[i]
+            .append(builder)
+            .map_err(context("append failed"))?;
+        builder.clear();
+        let label = self.labelled.then_some(i as u32);
+        Ok(self
+            .acker
+            .send(label, appended.last_offset, appended.receipt))
+    }
+
+    fn append_all(&mut self) -> Result<bool, CliError> {
+        for i in 0..self.builders.len() {
+            if !self.append(i)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 fn generate(
-    log: &Log,
+    sink: &mut Sink<'_>,
     o: &Options,
+    router: &Router,
     count: u64,
     size: usize,
-    acker: &Acker,
 ) -> Result<(u64, u64), CliError> {
-    let mut builder = BatchBuilder::new(o.compression);
     let mut value = vec![0u8; size];
     let mut done = 0u64;
+    if size > BATCH_BYTES {
+        return Err(format!("--size {size} is larger than a batch may be").into());
+    }
     while done < count {
-        builder.clear();
         let ts = now_ms();
-        while done < count
-            && builder.len() < o.batch
-            && (builder.is_empty() || builder.records_len() + size <= BATCH_BYTES)
-        {
-            // Varied but compressible bytes.
-            for (j, b) in value.iter_mut().enumerate() {
-                *b = b'a' + ((done as usize + j) % 26) as u8;
-            }
-            builder
-                .push_value(ts, &value)
-                .map_err(context_with(|| format!("record of {size} bytes")))?;
-            done += 1;
+        // Varied but compressible bytes.
+        for (j, b) in value.iter_mut().enumerate() {
+            *b = b'a' + ((done as usize + j) % 26) as u8;
         }
-        if !append(log, &builder, acker)? {
-            break;
+        let i = router.route(None);
+        let record = Record {
+            timestamp: ts,
+            key: None,
+            value: &value,
+            headers: &[],
+        };
+        if sink.builders[i].records_len() + size > BATCH_BYTES && !sink.append(i)? {
+            return Ok((done, done * size as u64));
+        }
+        done += 1;
+        if !sink.push(i, &record, o.batch)? {
+            return Ok((done, done * size as u64));
         }
     }
+    sink.append_all()?;
     Ok((done, done * size as u64))
 }
 
-fn from_stdin(log: &Log, o: &Options, acker: &Acker) -> Result<(u64, u64), CliError> {
+fn from_stdin(sink: &mut Sink<'_>, o: &Options, router: &Router) -> Result<(u64, u64), CliError> {
     let lines = spawn_stdin_reader(o.batch.clamp(64, 4096))
         .map_err(context("cannot start the stdin reader thread"))?;
-    let mut builder = BatchBuilder::new(o.compression);
     let (mut records, mut bytes) = (0u64, 0u64);
-    // Wait for one line, then take the lines that are already there, up to a full batch.
+    // Wait for one line, then take the lines that are already there, appending each batch once
+    // it is full, and every batch once no more input is available right now.
     while let Ok(first) = lines.recv() {
-        builder.clear();
         let ts = now_ms();
         let mut next = Some(first);
         while let Some(line) = next.take() {
             let line = line.map_err(context("reading standard input failed"))?;
             bytes += line.len() as u64;
-            builder
-                .push_value(ts, &line)
-                .map_err(context_with(|| format!("line of {} bytes", line.len())))?;
-            if builder.len() < o.batch && builder.records_len() < BATCH_BYTES {
-                match lines.try_recv() {
-                    Ok(line) => next = Some(line),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
-                }
+            records += 1;
+            let key = router.key(&line);
+            let i = router.route(key);
+            let record = Record {
+                timestamp: ts,
+                key,
+                value: &line,
+                headers: &[],
+            };
+            if !sink.push(i, &record, o.batch)? {
+                return Ok((records, bytes));
+            }
+            match lines.try_recv() {
+                Ok(line) => next = Some(line),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
             }
         }
-        records += builder.len() as u64;
-        if !append(log, &builder, acker)? {
+        if !sink.append_all()? {
             break;
         }
     }
@@ -194,20 +414,23 @@ fn spawn_stdin_reader(capacity: usize) -> io::Result<Receiver<io::Result<Vec<u8>
     Ok(rx)
 }
 
+/// (partition to name in the ack line, last offset of the batch, its receipt).
+type Ack = (Option<u32>, u64, Receipt);
+
 /// Waits for receipts in append order on its own thread, so that appends go on while earlier
 /// batches are being made durable (their fsyncs are shared), and prints the acks.
 struct Acker {
-    tx: Option<SyncSender<(u64, Receipt)>>,
+    tx: Option<SyncSender<Ack>>,
     handle: JoinHandle<Result<(), CliError>>,
 }
 
 impl Acker {
     fn spawn(print: bool) -> io::Result<Acker> {
-        let (tx, rx) = mpsc::sync_channel::<(u64, Receipt)>(1024);
+        let (tx, rx) = mpsc::sync_channel::<Ack>(1024);
         let handle = std::thread::Builder::new().name("acker".into()).spawn(
             move || -> Result<(), CliError> {
                 let stdout = io::stdout();
-                for (last_offset, receipt) in rx {
+                for (label, last_offset, receipt) in rx {
                     // Receipts complete in append order: once this one is done, every record
                     // up to `last_offset` is acknowledged.
                     receipt.wait().map_err(context_with(|| {
@@ -215,9 +438,12 @@ impl Acker {
                     }))?;
                     if print {
                         let mut out = stdout.lock();
-                        writeln!(out, "acked {last_offset}")
-                            .and_then(|()| out.flush())
-                            .map_err(context("writing to standard output failed"))?;
+                        match label {
+                            Some(p) => writeln!(out, "acked {p} {last_offset}"),
+                            None => writeln!(out, "acked {last_offset}"),
+                        }
+                        .and_then(|()| out.flush())
+                        .map_err(context("writing to standard output failed"))?;
                     }
                 }
                 Ok(())
@@ -230,10 +456,10 @@ impl Acker {
     }
 
     /// False if the acker has stopped (after an error).
-    fn send(&self, last_offset: u64, receipt: Receipt) -> bool {
+    fn send(&self, label: Option<u32>, last_offset: u64, receipt: Receipt) -> bool {
         self.tx
             .as_ref()
-            .is_some_and(|tx| tx.send((last_offset, receipt)).is_ok())
+            .is_some_and(|tx| tx.send((label, last_offset, receipt)).is_ok())
     }
 
     /// Waits for every receipt sent so far.

@@ -81,6 +81,13 @@ pub enum GroupCommit {
     /// flusher also syncs anything nobody waited for within 2 ms.
     #[default]
     Leader,
+    /// As [`GroupCommit::Leader`] for writers, but the log starts no flusher thread: the work
+    /// a flusher does (bytes nobody waited for, [`FsyncPolicy::Interval`] and
+    /// [`FsyncPolicy::Bytes`] syncs, receipts awaited as futures) is left to one thread shared
+    /// by many logs, which calls [`crate::Log::sync_due`] when the log's notifier
+    /// ([`crate::Log::set_sync_notifier`]) fires and when the returned delay has passed. The
+    /// store ([`crate::Store`]) runs one such thread for all its partitions.
+    External,
 }
 
 /// Runs one group-commit fsync (the log implements it).
@@ -120,6 +127,18 @@ pub(crate) struct Commit {
     policy: FsyncPolicy,
     mode: GroupCommit,
     syncer: OnceLock<Weak<dyn Syncer>>,
+    /// In [`GroupCommit::External`] mode: called (under the state lock, so it must be quick)
+    /// when the log may need a sync from the shared thread.
+    notifier: OnceLock<Notifier>,
+}
+
+/// Tells a shared flusher thread that a log may need a sync.
+pub(crate) struct Notifier(pub Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notifier")
+    }
 }
 
 impl std::fmt::Debug for dyn Syncer {
@@ -147,7 +166,46 @@ impl Commit {
             policy,
             mode,
             syncer: OnceLock::new(),
+            notifier: OnceLock::new(),
         }
+    }
+
+    /// Sets the notifier of [`GroupCommit::External`] mode (once; later calls are ignored).
+    pub fn set_notifier(&self, notifier: Notifier) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    fn notify_external(&self) {
+        if let Some(n) = self.notifier.get() {
+            (n.0)();
+        }
+    }
+
+    /// For the shared thread of [`GroupCommit::External`] mode: runs the fsync if one is due,
+    /// then says when to look again (`None`: not before the notifier fires).
+    pub fn poll_external(&self, sync: impl FnOnce()) -> Option<Duration> {
+        let due = self.is_due(&self.lock());
+        if due {
+            self.run_flusher_sync(sync);
+        }
+        let st = self.lock();
+        if st.failed.is_some() || st.shutdown || st.written <= st.durable {
+            return None;
+        }
+        if st.requested > st.durable {
+            return Some(Duration::ZERO);
+        }
+        match self.policy {
+            FsyncPolicy::Always => Some(LEADER_BACKSTOP.saturating_sub(st.last_sync.elapsed())),
+            FsyncPolicy::Interval(every) => Some(every.saturating_sub(st.last_sync.elapsed())),
+            // The append that crosses the threshold notifies again.
+            FsyncPolicy::Bytes(_) | FsyncPolicy::Never => None,
+        }
+    }
+
+    /// True unless a flusher thread of the log's own runs the group fsyncs.
+    fn writers_lead(&self) -> bool {
+        self.mode != GroupCommit::Flusher
     }
 
     /// Tells the commit who runs fsyncs for leaders (set once, right after the log is built).
@@ -176,7 +234,7 @@ impl Commit {
     fn end_sync(&self, st: &mut CommitState) {
         st.syncing = false;
         self.done.notify_all();
-        if self.mode == GroupCommit::Leader
+        if self.writers_lead()
             && let Some(i) = (0..st.wakers.len()).min_by_key(|&i| st.wakers[i].0)
         {
             st.wakers.swap_remove(i).1.wake();
@@ -185,6 +243,10 @@ impl Commit {
 
     pub fn policy(&self) -> FsyncPolicy {
         self.policy
+    }
+
+    pub fn mode(&self) -> GroupCommit {
+        self.mode
     }
 
     pub fn lock(&self) -> MutexGuard<'_, CommitState> {
@@ -204,6 +266,7 @@ impl Commit {
         let was_idle = st.written == st.durable;
         st.written = written;
         let wake = match self.policy {
+            FsyncPolicy::Always if self.mode == GroupCommit::External => was_idle,
             FsyncPolicy::Always if self.mode == GroupCommit::Leader => was_idle,
             FsyncPolicy::Always => true,
             FsyncPolicy::Bytes(n) => written - st.durable >= n,
@@ -214,6 +277,9 @@ impl Commit {
         };
         if wake {
             self.work.notify_one();
+        }
+        if self.mode == GroupCommit::External && (wake || was_idle) {
+            self.notify_external();
         }
     }
 
@@ -272,7 +338,7 @@ impl Commit {
             if st.shutdown {
                 return Err(Error::Closed);
             }
-            let leader = (self.mode == GroupCommit::Leader && !st.syncing)
+            let leader = (self.writers_lead() && !st.syncing)
                 .then(|| self.syncer.get().and_then(Weak::upgrade))
                 .flatten();
             if let Some(syncer) = leader {
@@ -309,7 +375,7 @@ impl Commit {
         let asked = st.requested > st.durable;
         pending
             && match self.policy {
-                FsyncPolicy::Always if self.mode == GroupCommit::Leader => {
+                FsyncPolicy::Always if self.writers_lead() => {
                     asked || st.last_sync.elapsed() >= LEADER_BACKSTOP
                 }
                 FsyncPolicy::Always => true,
@@ -330,7 +396,7 @@ impl Commit {
                 return true;
             }
             let pending = st.written > st.durable;
-            let leader = self.mode == GroupCommit::Leader;
+            let leader = self.writers_lead();
             st = match self.policy {
                 FsyncPolicy::Always if pending && leader => {
                     let left = LEADER_BACKSTOP.saturating_sub(st.last_sync.elapsed());
@@ -423,6 +489,9 @@ impl Future for Receipt {
         // A future must not block its executor by leading an fsync: ask the flusher.
         st.requested = st.requested.max(self.target);
         self.commit.work.notify_one();
+        if self.commit.mode == GroupCommit::External {
+            self.commit.notify_external();
+        }
         Poll::Pending
     }
 }

@@ -73,7 +73,7 @@ impl LogConfig {
     /// Largest allowed `segment_bytes` (index positions are 32-bit and a batch may overshoot).
     pub const MAX_SEGMENT_BYTES: u64 = (u32::MAX - MAX_BATCH_BYTES) as u64;
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if !(Self::MIN_SEGMENT_BYTES..=Self::MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return Err(Error::InvalidArgument(format!(
                 "segment_bytes {} is outside {}..={}",
@@ -215,6 +215,13 @@ impl Log {
         let inner = Arc::new(recovery::open(dir.as_ref(), options)?);
         let syncer: std::sync::Weak<dyn Syncer> = Arc::downgrade(&inner) as _;
         inner.commit.set_syncer(syncer);
+        if inner.commit.mode() == GroupCommit::External {
+            // A shared thread does the flusher's work (see `Log::sync_due`).
+            return Ok(Log {
+                inner,
+                flusher: Mutex::new(None),
+            });
+        }
         let flusher = {
             let inner = inner.clone();
             std::thread::Builder::new()
@@ -345,6 +352,27 @@ impl Log {
     /// Sets the leader epoch stamped into new batches (the replication layer calls this).
     pub fn set_leader_epoch(&self, epoch: u64) {
         self.inner.epoch.store(epoch, Ordering::Release);
+    }
+
+    /// With [`GroupCommit::External`]: runs the group-commit fsync if the fsync policy wants
+    /// one now, and returns how long the shared thread may wait before calling again (`None`:
+    /// until the notifier fires). Harmless, and usually `None`, in the other modes.
+    pub fn sync_due(&self) -> Option<std::time::Duration> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let inner = &self.inner;
+        inner.commit.poll_external(|| inner.sync_now())
+    }
+
+    /// With [`GroupCommit::External`]: sets the function called when the log may need
+    /// [`Log::sync_due`] (first write after everything was durable, a byte threshold crossed, a
+    /// receipt polled as a future). It is called with an internal lock held: it must only
+    /// record the log and wake the shared thread. Set once; later calls are ignored.
+    pub fn set_sync_notifier(&self, notifier: impl Fn() + Send + Sync + 'static) {
+        self.inner
+            .commit
+            .set_notifier(commit::Notifier(Box::new(notifier)));
     }
 
     /// Makes everything appended so far durable, whatever the fsync policy.

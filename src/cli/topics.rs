@@ -1,0 +1,219 @@
+//! `stratalog topics create|list|describe|alter|delete`: the topics of a store.
+
+use std::path::Path;
+
+use stratalog::storage::FsStorage;
+use stratalog::store::{PartitionerKind, Store, StoreOptions, TopicConfig, TopicInfo};
+use stratalog::{Compression, FsyncPolicy};
+
+use super::{CliError, context};
+
+/// Settings given on the command line; `None` keeps the current (or default) value.
+#[derive(Debug, Default)]
+pub struct Settings {
+    /// `--fsync`.
+    pub fsync: Option<FsyncPolicy>,
+    /// `--segment-bytes`.
+    pub segment_bytes: Option<u64>,
+    /// `--segment-ms` (0 = none).
+    pub segment_ms: Option<u64>,
+    /// `--retention-bytes` (0 = no limit).
+    pub retention_bytes: Option<u64>,
+    /// `--retention-ms` (0 = no limit).
+    pub retention_ms: Option<u64>,
+    /// `--compression`.
+    pub compression: Option<Compression>,
+}
+
+impl Settings {
+    fn apply(&self, mut c: TopicConfig) -> TopicConfig {
+        let none_if_zero = |v: u64| (v != 0).then_some(v);
+        if let Some(f) = self.fsync {
+            c.fsync = f;
+        }
+        if let Some(b) = self.segment_bytes {
+            c.log.segment_bytes = b;
+        }
+        if let Some(ms) = self.segment_ms {
+            c.log.segment_ms = none_if_zero(ms);
+        }
+        if let Some(b) = self.retention_bytes {
+            c.log.retention_bytes = none_if_zero(b);
+        }
+        if let Some(ms) = self.retention_ms {
+            c.log.retention_ms = none_if_zero(ms);
+        }
+        if let Some(comp) = self.compression {
+            c.log.compression = comp;
+        }
+        c
+    }
+
+    fn is_empty(&self) -> bool {
+        self.fsync.is_none()
+            && self.segment_bytes.is_none()
+            && self.segment_ms.is_none()
+            && self.retention_bytes.is_none()
+            && self.retention_ms.is_none()
+            && self.compression.is_none()
+    }
+}
+
+/// Opens the store in `dir` for a short command (no background retention).
+pub fn open_store(dir: &Path, create: bool) -> Result<Store, CliError> {
+    Store::open(
+        dir,
+        StoreOptions {
+            storage: FsStorage::shared(),
+            create,
+            retention_interval: None,
+        },
+    )
+    .map_err(context(format!(
+        "cannot open the store in {}",
+        dir.display()
+    )))
+}
+
+fn close(store: Store) -> Result<(), CliError> {
+    store.close().map_err(context("closing the store failed"))
+}
+
+/// `topics create`.
+pub fn create(
+    dir: &Path,
+    name: &str,
+    partitions: u32,
+    partitioner: PartitionerKind,
+    settings: &Settings,
+) -> Result<(), CliError> {
+    let store = open_store(dir, true)?;
+    let config = settings.apply(TopicConfig::default());
+    let created = store
+        .create_topic(name, partitions, config, partitioner)
+        .map_err(context(format!("cannot create topic {name:?}")));
+    close(store)?;
+    let t = created?;
+    println!(
+        "created topic {} with {} partitions",
+        t.name,
+        t.partitions()
+    );
+    Ok(())
+}
+
+/// `topics list`.
+pub fn list(dir: &Path) -> Result<(), CliError> {
+    let store = open_store(dir, false)?;
+    for t in store.topics() {
+        let v = t.current();
+        println!(
+            "{} partitions={} partitioner={} version={}",
+            t.name, v.partitions, v.kind, v.version
+        );
+    }
+    close(store)
+}
+
+fn limit(v: Option<u64>) -> String {
+    v.map_or_else(|| "none".to_string(), |v| v.to_string())
+}
+
+fn fsync_name(p: FsyncPolicy) -> String {
+    match p {
+        FsyncPolicy::Always => "always".into(),
+        FsyncPolicy::Never => "never".into(),
+        FsyncPolicy::Interval(d) => format!("{}ms", d.as_millis()),
+        FsyncPolicy::Bytes(n) => format!("{n}b"),
+    }
+}
+
+fn print_settings(t: &TopicInfo) {
+    let c = &t.config.log;
+    println!("topic {}", t.name);
+    println!("  partitions {}", t.partitions());
+    println!("  fsync {}", fsync_name(t.config.fsync));
+    println!("  segment_bytes {}", c.segment_bytes);
+    println!("  segment_ms {}", limit(c.segment_ms));
+    println!("  retention_bytes {}", limit(c.retention_bytes));
+    println!("  retention_ms {}", limit(c.retention_ms));
+    println!("  compression {}", c.compression.name());
+    for v in &t.versions {
+        let starts: Vec<String> = v.start_offsets.iter().map(u64::to_string).collect();
+        println!(
+            "  version {} partitions={} partitioner={} created_ms={} start_offsets=[{}]",
+            v.version,
+            v.partitions,
+            v.kind,
+            v.created_ms,
+            starts.join(",")
+        );
+    }
+}
+
+/// `topics describe`: settings, partitioner versions, and each partition's offsets.
+pub fn describe(dir: &Path, name: &str) -> Result<(), CliError> {
+    let store = open_store(dir, false)?;
+    let result = (|| -> Result<(), CliError> {
+        let t = store
+            .topic(name)
+            .map_err(context(format!("cannot describe topic {name:?}")))?;
+        print_settings(&t);
+        for p in 0..t.partitions() {
+            let log = store
+                .partition(name, p)
+                .map_err(context(format!("cannot open partition {name}/{p}")))?;
+            println!(
+                "  partition {p} start={} end={} leader_epoch={}",
+                log.start_offset(),
+                log.end_offset(),
+                log.leader_epoch()
+            );
+        }
+        Ok(())
+    })();
+    close(store)?;
+    result
+}
+
+/// `topics alter`: change settings, add partitions, change the partitioner.
+pub fn alter(
+    dir: &Path,
+    name: &str,
+    partitions: Option<u32>,
+    partitioner: Option<PartitionerKind>,
+    settings: &Settings,
+) -> Result<(), CliError> {
+    let store = open_store(dir, false)?;
+    let result = (|| -> Result<(), CliError> {
+        let what = || format!("cannot alter topic {name:?}");
+        let mut t = store.topic(name).map_err(context(what()))?;
+        if !settings.is_empty() {
+            t = store
+                .set_topic_config(name, settings.apply(t.config))
+                .map_err(context(what()))?;
+        }
+        if let Some(kind) = partitioner.filter(|k| *k != t.current().kind) {
+            t = store.set_partitioner(name, kind).map_err(context(what()))?;
+        }
+        if let Some(n) = partitions.filter(|n| *n != t.partitions()) {
+            t = store.add_partitions(name, n).map_err(context(what()))?;
+        }
+        print_settings(&t);
+        Ok(())
+    })();
+    close(store)?;
+    result
+}
+
+/// `topics delete`.
+pub fn delete(dir: &Path, name: &str) -> Result<(), CliError> {
+    let store = open_store(dir, false)?;
+    let deleted = store
+        .delete_topic(name)
+        .map_err(context(format!("cannot delete topic {name:?}")));
+    close(store)?;
+    deleted?;
+    println!("deleted topic {name}");
+    Ok(())
+}

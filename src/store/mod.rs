@@ -1,0 +1,882 @@
+//! A store: one data directory holding many logs, organised as topics with partitions, plus the
+//! consumer offsets of consumer groups.
+//!
+//! ```text
+//! DIR/
+//!   .store.lock                  locked while a process has the store open
+//!   stratalog.store              the registry: every topic, its settings and partitioner versions
+//!   <topic>/<partition>/         one log per partition (created on first use)
+//!   __consumer_offsets[.<gen>]/  the consumer offsets log
+//!   consumer_offsets.generation  which generation of the offsets log is current (after a compaction)
+//! ```
+//!
+//! Partitions are opened lazily, on first use ([`Store::partition`]), and then stay open until
+//! the store is closed, so opening a store reads one registry file whatever the number of
+//! partitions. A background thread ([`StoreOptions::retention_interval`]) applies retention to
+//! every partition; it never holds a lock an append needs.
+//!
+//! One process at a time opens a store (the directory is locked), as with a single log.
+
+pub mod offsets;
+pub mod partitioner;
+pub mod topic;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use offsets::Committed;
+use offsets::Offsets;
+pub use partitioner::{Partitioner, PartitionerKind, jump_hash, key_hash};
+use topic::Entry;
+pub use topic::{PartitionerVersion, TopicConfig, TopicInfo, check_topic_name};
+
+use crate::error::{Error, IoContext, Result};
+use crate::log::{GroupCommit, Log, LogOptions, now_ms};
+use crate::storage::{FsStorage, LockGuard, Storage};
+
+/// Name of the store's lock file.
+pub const STORE_LOCK: &str = ".store.lock";
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The file system ([`FsStorage`] or, in tests, [`crate::storage::SimStorage`]).
+    pub storage: Arc<dyn Storage>,
+    /// Create the store if the directory holds none (default true).
+    pub create: bool,
+    /// How often the background thread applies retention to every partition (default 60 s);
+    /// `None` starts no thread (call [`Store::apply_retention`] yourself).
+    pub retention_interval: Option<Duration>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            storage: FsStorage::shared(),
+            create: true,
+            retention_interval: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// A consumer group's position in one partition, with the partition's end for the lag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffset {
+    /// The group.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// What the group committed.
+    pub committed: Committed,
+    /// The partition's end offset now (`None` if the topic no longer exists).
+    pub end_offset: Option<u64>,
+}
+
+impl GroupOffset {
+    /// Records not yet processed: end offset minus committed offset.
+    pub fn lag(&self) -> Option<u64> {
+        self.end_offset
+            .map(|end| end.saturating_sub(self.committed.offset))
+    }
+}
+
+/// What [`Store::apply_retention`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionPass {
+    /// Partitions looked at.
+    pub partitions: usize,
+    /// Segments deleted.
+    pub segments_deleted: usize,
+    /// Partitions whose retention failed (logged as warnings).
+    pub errors: usize,
+}
+
+type PartitionKey = (String, u32);
+
+/// What the partitions' notifiers tell the shared flusher thread.
+#[derive(Default)]
+struct FlushQueue {
+    keys: Mutex<HashSet<PartitionKey>>,
+    signal: Condvar,
+}
+
+/// The shared flusher never sleeps less than this between two looks at one partition.
+const MIN_FLUSH_WAIT: Duration = Duration::from_micros(100);
+
+struct Inner {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    /// Every topic, including those being deleted. Lock order: `registry` → `partitions` →
+    /// `offsets`.
+    registry: Mutex<Vec<Entry>>,
+    partitions: Mutex<HashMap<PartitionKey, Arc<Log>>>,
+    offsets: Mutex<Option<Offsets>>,
+    /// Set when the store closes; the retention thread waits on it.
+    stop: Mutex<bool>,
+    stop_signal: Condvar,
+    /// Partitions that may need a group-commit fsync from the shared flusher thread.
+    flush: Arc<FlushQueue>,
+    _lock: Box<dyn LockGuard>,
+}
+
+/// Topics, partitions and consumer offsets in one directory. `Send + Sync`: share it with an
+/// `Arc`. Dropping it closes it; call [`Store::close`] to see errors.
+pub struct Store {
+    inner: Arc<Inner>,
+    retention: Mutex<Option<JoinHandle<()>>>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The directory of a partition's log.
+pub fn partition_dir(dir: &Path, topic: &str, partition: u32) -> PathBuf {
+    dir.join(topic).join(partition.to_string())
+}
+
+impl Store {
+    /// Opens the store in `dir` (creating it if asked). Reads the registry and the consumer
+    /// offsets; opens no partition (they open on first use). Finishes a topic deletion that a
+    /// crash interrupted.
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        let storage = options.storage.clone();
+        let registry = topic::read(storage.as_ref(), &dir)?;
+        let registry = match registry {
+            Some(r) => r,
+            None if options.create => Vec::new(),
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "no store in {} (no {} file); create it first",
+                    dir.display(),
+                    topic::REGISTRY_NAME
+                )));
+            }
+        };
+        storage.create_dir_all(&dir).ctx("create directory", &dir)?;
+        let lock_path = dir.join(STORE_LOCK);
+        let guard = storage.lock(&lock_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Locked {
+                    path: lock_path.clone(),
+                }
+            } else {
+                Error::io("lock", &lock_path, e)
+            }
+        })?;
+        if !storage.exists(&dir.join(topic::REGISTRY_NAME)) {
+            topic::write(storage.as_ref(), &dir, &registry)?;
+        }
+        let offsets = Offsets::open(&storage, &dir)?;
+        let inner = Arc::new(Inner {
+            dir: dir.clone(),
+            storage,
+            registry: Mutex::new(registry),
+            partitions: Mutex::new(HashMap::new()),
+            offsets: Mutex::new(Some(offsets)),
+            stop: Mutex::new(false),
+            stop_signal: Condvar::new(),
+            flush: Arc::new(FlushQueue::default()),
+            _lock: guard,
+        });
+        let deleting: Vec<TopicInfo> = lock(&inner.registry)
+            .iter()
+            .filter(|e| e.deleting)
+            .map(|e| e.info.clone())
+            .collect();
+        for t in deleting {
+            tracing::info!(topic = %t.name, "finishing the deletion of a topic");
+            inner.finish_delete(&t)?;
+        }
+        let retention = match options.retention_interval {
+            Some(every) => {
+                let inner = inner.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("stratalog-retention".into())
+                        .spawn(move || inner.retention_loop(every))
+                        .map_err(|e| Error::io("spawn retention thread", &dir, e))?,
+                )
+            }
+            None => None,
+        };
+        let flusher = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("stratalog-store-flusher".into())
+                .spawn(move || inner.flush_loop())
+                .map_err(|e| Error::io("spawn flusher thread", &dir, e))?
+        };
+        Ok(Store {
+            inner,
+            retention: Mutex::new(retention),
+            flusher: Mutex::new(Some(flusher)),
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Creates a topic with `partitions` partitions (at least 1), its settings and its
+    /// partitioner (version 1). Its partition logs are created on first use.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: TopicConfig,
+        partitioner: PartitionerKind,
+    ) -> Result<TopicInfo> {
+        check_topic_name(name)?;
+        config.log.check()?;
+        check_partitions(partitions)?;
+        Partitioner::new(partitioner, partitions)?;
+        let mut registry = lock(&self.inner.registry);
+        if let Some(e) = registry.iter().find(|e| e.info.name == name) {
+            if !e.deleting {
+                return Err(Error::TopicExists {
+                    topic: name.to_string(),
+                });
+            }
+            let t = e.info.clone();
+            drop(registry);
+            self.inner.finish_delete(&t)?;
+            registry = lock(&self.inner.registry);
+        }
+        let info = TopicInfo {
+            name: name.to_string(),
+            config,
+            versions: vec![PartitionerVersion {
+                version: 1,
+                partitions,
+                kind: partitioner,
+                created_ms: now_ms(),
+                start_offsets: Vec::new(),
+            }],
+        };
+        // Partition logs of an earlier topic of this name whose deletion left files behind
+        // would be taken for this topic's: there are none, since deletion removes them before
+        // it drops the topic from the registry.
+        let mut next = registry.clone();
+        next.push(Entry {
+            info: info.clone(),
+            deleting: false,
+        });
+        topic::write(self.inner.storage.as_ref(), &self.inner.dir, &next)?;
+        *registry = next;
+        Ok(info)
+    }
+
+    /// Every topic, sorted by name.
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        let mut topics: Vec<TopicInfo> = lock(&self.inner.registry)
+            .iter()
+            .filter(|e| !e.deleting)
+            .map(|e| e.info.clone())
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics
+    }
+
+    /// One topic.
+    pub fn topic(&self, name: &str) -> Result<TopicInfo> {
+        self.inner.topic(name)
+    }
+
+    /// Changes a topic's settings (persisted). Segment size, retention and compression apply at
+    /// once to open partitions (the segment size from their next roll); the fsync policy applies
+    /// to partitions opened from now on (partitions already open keep theirs until the store is
+    /// closed).
+    pub fn set_topic_config(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+        config.log.check()?;
+        let info = self.inner.update_topic(name, |t| {
+            t.config = config;
+            Ok(())
+        })?;
+        let open: Vec<Arc<Log>> = lock(&self.inner.partitions)
+            .iter()
+            .filter(|((t, _), _)| t == name)
+            .map(|(_, l)| l.clone())
+            .collect();
+        for log in open {
+            log.set_config(config.log)?;
+        }
+        Ok(info)
+    }
+
+    /// Adds partitions (to `partitions` in total) and makes a new partitioner version that
+    /// records, for every existing partition, its end offset at this moment: records at or
+    /// above it were produced under the new version. With a consistent partitioner about
+    /// `added / partitions` of the keys move, all to the new partitions.
+    pub fn add_partitions(&self, name: &str, partitions: u32) -> Result<TopicInfo> {
+        check_partitions(partitions)?;
+        let current = self.topic(name)?.partitions();
+        if partitions <= current {
+            return Err(Error::InvalidArgument(format!(
+                "topic {name:?} has {current} partitions; partitions can only be added (ask for more than {current})"
+            )));
+        }
+        let kind = self.topic(name)?.current().kind;
+        self.new_version(name, partitions, kind)
+    }
+
+    /// Changes the partitioner of a topic (a new version; no data moves).
+    pub fn set_partitioner(&self, name: &str, kind: PartitionerKind) -> Result<TopicInfo> {
+        let partitions = self.topic(name)?.partitions();
+        Partitioner::new(kind, partitions)?;
+        self.new_version(name, partitions, kind)
+    }
+
+    fn new_version(&self, name: &str, partitions: u32, kind: PartitionerKind) -> Result<TopicInfo> {
+        let before = self.topic(name)?;
+        let mut start_offsets = Vec::with_capacity(before.partitions() as usize);
+        for p in 0..before.partitions() {
+            start_offsets.push(self.partition(name, p)?.end_offset());
+        }
+        self.inner.update_topic(name, |t| {
+            if t.partitions() != before.partitions() {
+                return Err(Error::InvalidArgument(format!(
+                    "topic {name:?} changed meanwhile; retry"
+                )));
+            }
+            let version = t.current().version + 1;
+            t.versions.push(PartitionerVersion {
+                version,
+                partitions,
+                kind,
+                created_ms: now_ms(),
+                start_offsets: start_offsets.clone(),
+            });
+            Ok(())
+        })
+    }
+
+    /// The partitioner of the topic's current version.
+    pub fn partitioner(&self, name: &str) -> Result<Partitioner> {
+        Ok(self.topic(name)?.current().partitioner())
+    }
+
+    /// Deletes a topic and every file of its partitions. Fails with [`Error::InUse`] if a
+    /// partition log handed out by [`Store::partition`] is still held elsewhere. The deletion
+    /// is first recorded in the registry, so a crash half way is finished at the next open.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let info = self.topic(name)?;
+        // Close the open partitions, all or none.
+        {
+            let mut partitions = lock(&self.inner.partitions);
+            let keys: Vec<PartitionKey> = partitions
+                .keys()
+                .filter(|(t, _)| t == name)
+                .cloned()
+                .collect();
+            if let Some(k) = keys.iter().find(|k| Arc::strong_count(&partitions[*k]) > 1) {
+                return Err(Error::InUse {
+                    what: format!("partition {}/{}", k.0, k.1),
+                });
+            }
+            for k in keys {
+                if let Some(log) = partitions.remove(&k)
+                    && let Ok(log) = Arc::try_unwrap(log)
+                {
+                    log.close()?;
+                }
+            }
+        }
+        self.inner.update_entry(name, |e| {
+            e.deleting = true;
+            Ok(())
+        })?;
+        self.inner.finish_delete(&info)
+    }
+
+    /// The log of one partition, opened (and created) on first use. The log stays open until
+    /// the store closes. Appending to it directly is how records are produced; the topic's
+    /// settings are its settings.
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Log>> {
+        self.inner.partition(topic, partition)
+    }
+
+    /// Sets the leader epoch of a partition (the replication layer calls this): batches
+    /// appended from now on carry it, and consumer offset commits must be made in it.
+    pub fn set_leader_epoch(&self, topic: &str, partition: u32, epoch: u64) -> Result<()> {
+        self.partition(topic, partition)?.set_leader_epoch(epoch);
+        Ok(())
+    }
+
+    /// Commits, for consumer group `group`, that every record of `topic/partition` below
+    /// `offset` was processed. `leader_epoch` is the partition's leader epoch the consumer
+    /// read in ([`Log::leader_epoch`]). Durable when this returns.
+    ///
+    /// Refused, and nothing is committed, if `offset` is past the end of the partition
+    /// ([`Error::CommitBeyondEnd`]) or the epoch is not the partition's current one
+    /// ([`Error::StaleEpoch`]).
+    pub fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        leader_epoch: u64,
+    ) -> Result<()> {
+        self.commit_many(group, &[(topic, partition, offset, leader_epoch)])
+    }
+
+    /// Commits several partitions at once (one durable write, all or none): each entry is
+    /// `(topic, partition, offset, leader_epoch)` as in [`Store::commit`].
+    pub fn commit_many(&self, group: &str, commits: &[(&str, u32, u64, u64)]) -> Result<()> {
+        check_group_name(group)?;
+        let now = now_ms();
+        let mut checked = Vec::with_capacity(commits.len());
+        for &(topic, partition, offset, epoch) in commits {
+            let log = self.partition(topic, partition)?;
+            let end = log.end_offset();
+            if offset > end {
+                return Err(Error::CommitBeyondEnd {
+                    group: group.to_string(),
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                    end,
+                });
+            }
+            let current = log.leader_epoch();
+            if epoch != current {
+                return Err(Error::StaleEpoch {
+                    group: group.to_string(),
+                    topic: topic.to_string(),
+                    partition,
+                    epoch,
+                    current,
+                });
+            }
+            checked.push((
+                (group.to_string(), topic.to_string(), partition),
+                Some(Committed {
+                    offset,
+                    leader_epoch: epoch,
+                    commit_ms: now,
+                }),
+            ));
+        }
+        self.inner.with_offsets(|o| o.commit(&checked))
+    }
+
+    /// What `group` committed for `topic/partition`, if anything.
+    pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Option<Committed> {
+        self.inner
+            .with_offsets(|o| {
+                Ok(o.state()
+                    .get(&(group.to_string(), topic.to_string(), partition))
+                    .copied())
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Names of the groups that have committed offsets, sorted.
+    pub fn groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self
+            .inner
+            .with_offsets(|o| Ok(o.state().keys().map(|(g, _, _)| g.clone()).collect()))
+            .unwrap_or_default();
+        groups.dedup();
+        groups
+    }
+
+    /// Every committed offset of `group` (or of every group), with the partitions' end
+    /// offsets for the lag. Opens the partitions it reports on.
+    pub fn group_offsets(&self, group: Option<&str>) -> Result<Vec<GroupOffset>> {
+        let entries: Vec<(offsets::Key, Committed)> = self.inner.with_offsets(|o| {
+            Ok(o.state()
+                .iter()
+                .filter(|((g, _, _), _)| group.is_none_or(|want| g == want))
+                .map(|(k, c)| (k.clone(), *c))
+                .collect())
+        })?;
+        let mut out = Vec::with_capacity(entries.len());
+        for ((group, topic, partition), committed) in entries {
+            let end_offset = match self.partition(&topic, partition) {
+                Ok(log) => Some(log.end_offset()),
+                Err(Error::UnknownTopic { .. } | Error::UnknownPartition { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            out.push(GroupOffset {
+                group,
+                topic,
+                partition,
+                committed,
+                end_offset,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes every committed offset of `group` (durably).
+    pub fn delete_group(&self, group: &str) -> Result<()> {
+        self.inner.with_offsets(|o| {
+            let keys: Vec<(offsets::Key, Option<Committed>)> = o
+                .state()
+                .keys()
+                .filter(|(g, _, _)| g == group)
+                .map(|k| (k.clone(), None))
+                .collect();
+            o.commit(&keys)
+        })
+    }
+
+    /// Records in the consumer offsets log (grows with every commit until it is compacted).
+    pub fn offsets_log_records(&self) -> u64 {
+        self.inner
+            .with_offsets(|o| Ok(o.records()))
+            .unwrap_or_default()
+    }
+
+    /// Compacts the consumer offsets log now (it is also compacted automatically, see
+    /// [`offsets`]). Returns the directory of the new log.
+    pub fn compact_offsets(&self) -> Result<PathBuf> {
+        self.inner.with_offsets(|o| {
+            o.compact()?;
+            Ok(o.log_dir().to_path_buf())
+        })
+    }
+
+    /// Applies retention to every partition of every topic with a retention limit once: open
+    /// partitions directly; a partition not open yet only if it has more than one segment (a
+    /// partition's only segment is never deleted), which opens it. Never holds a lock an append
+    /// needs. The background thread calls this every [`StoreOptions::retention_interval`].
+    pub fn apply_retention(&self) -> RetentionPass {
+        self.inner.apply_retention()
+    }
+
+    /// Closes every partition and the offsets log cleanly. The first error is returned; every
+    /// log is closed anyway.
+    pub fn close(self) -> Result<()> {
+        self.close_inner()
+    }
+
+    fn close_inner(&self) -> Result<()> {
+        *lock(&self.inner.stop) = true;
+        self.inner.stop_signal.notify_all();
+        {
+            let _queue = lock(&self.inner.flush.keys);
+            self.inner.flush.signal.notify_all();
+        }
+        for thread in [&self.retention, &self.flusher] {
+            if let Some(h) = lock(thread).take() {
+                let _ = h.join();
+            }
+        }
+        let mut first = Ok(());
+        let logs: Vec<(PartitionKey, Arc<Log>)> = lock(&self.inner.partitions).drain().collect();
+        for ((t, p), log) in logs {
+            let result = match Arc::try_unwrap(log) {
+                Ok(log) => log.close(),
+                // Held elsewhere: it closes when the last holder drops it.
+                Err(log) => log.flush(),
+            };
+            if let Err(e) = result {
+                tracing::warn!(topic = %t, partition = p, error = %e, "closing a partition failed");
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        if let Some(o) = lock(&self.inner.offsets).take()
+            && let Err(e) = o.close()
+            && first.is_ok()
+        {
+            first = Err(e);
+        }
+        first
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.close_inner() {
+            tracing::warn!(dir = %self.inner.dir.display(), error = %e, "closing the store failed");
+        }
+    }
+}
+
+fn check_partitions(partitions: u32) -> Result<()> {
+    if !(1..=topic::MAX_PARTITIONS).contains(&partitions) {
+        return Err(Error::InvalidArgument(format!(
+            "a topic has 1..={} partitions, not {partitions}",
+            topic::MAX_PARTITIONS
+        )));
+    }
+    Ok(())
+}
+
+fn check_group_name(group: &str) -> Result<()> {
+    if group.is_empty() || group.len() > 255 {
+        return Err(Error::InvalidArgument(format!(
+            "invalid group name {group:?}: use 1 to 255 bytes"
+        )));
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn topic(&self, name: &str) -> Result<TopicInfo> {
+        lock(&self.registry)
+            .iter()
+            .find(|e| e.info.name == name && !e.deleting)
+            .map(|e| e.info.clone())
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: name.to_string(),
+            })
+    }
+
+    fn update_entry(&self, name: &str, f: impl FnOnce(&mut Entry) -> Result<()>) -> Result<Entry> {
+        let mut registry = lock(&self.registry);
+        let mut next = registry.clone();
+        let entry = next
+            .iter_mut()
+            .find(|e| e.info.name == name && !e.deleting)
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: name.to_string(),
+            })?;
+        f(entry)?;
+        let updated = entry.clone();
+        topic::write(self.storage.as_ref(), &self.dir, &next)?;
+        *registry = next;
+        Ok(updated)
+    }
+
+    fn update_topic(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut TopicInfo) -> Result<()>,
+    ) -> Result<TopicInfo> {
+        Ok(self.update_entry(name, |e| f(&mut e.info))?.info)
+    }
+
+    fn with_offsets<T>(&self, f: impl FnOnce(&mut Offsets) -> Result<T>) -> Result<T> {
+        match lock(&self.offsets).as_mut() {
+            Some(o) => f(o),
+            None => Err(Error::Closed),
+        }
+    }
+
+    fn partition(self: &Arc<Self>, topic: &str, partition: u32) -> Result<Arc<Log>> {
+        let info = self.topic(topic)?;
+        if partition >= info.partitions() {
+            return Err(Error::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions: info.partitions(),
+            });
+        }
+        let key = (topic.to_string(), partition);
+        let mut partitions = lock(&self.partitions);
+        if *lock(&self.stop) {
+            return Err(Error::Closed);
+        }
+        if let Some(log) = partitions.get(&key) {
+            return Ok(log.clone());
+        }
+        let log = Log::open(
+            partition_dir(&self.dir, topic, partition),
+            LogOptions {
+                config: info.config.log,
+                fsync: info.config.fsync,
+                storage: self.storage.clone(),
+                create: true,
+                // No flusher thread per partition: the store's one thread does that work.
+                group_commit: GroupCommit::External,
+            },
+        )?;
+        {
+            let (queue, key) = (self.flush.clone(), key.clone());
+            log.set_sync_notifier(move || {
+                lock(&queue.keys).insert(key.clone());
+                queue.signal.notify_one();
+            });
+        }
+        if log.config() != info.config.log {
+            // Changed while the partition was closed.
+            log.set_config(info.config.log)?;
+        }
+        // The leader epoch is not stored on its own: it is the epoch of the last batch, or of
+        // the last offset commit made for the partition, whichever is newer.
+        let last_batch_epoch = match log.end_offset() {
+            end if end > log.start_offset() => {
+                log.read(end - 1, 1)?.last().map_or(0, |b| b.leader_epoch())
+            }
+            _ => 0,
+        };
+        let commit_epoch = self
+            .with_offsets(|o| {
+                Ok(o.state()
+                    .iter()
+                    .filter(|((_, t, p), _)| t == topic && *p == partition)
+                    .map(|(_, c)| c.leader_epoch)
+                    .max()
+                    .unwrap_or(0))
+            })
+            .unwrap_or(0);
+        log.set_leader_epoch(last_batch_epoch.max(commit_epoch));
+        let log = Arc::new(log);
+        partitions.insert(key, log.clone());
+        Ok(log)
+    }
+
+    /// Removes the files of every partition of a topic marked deleting, then the topic.
+    fn finish_delete(&self, info: &TopicInfo) -> Result<()> {
+        let max = info
+            .versions
+            .iter()
+            .map(|v| v.partitions)
+            .max()
+            .unwrap_or(0);
+        for p in 0..max {
+            offsets::remove_dir_files(
+                self.storage.as_ref(),
+                &partition_dir(&self.dir, &info.name, p),
+            )?;
+        }
+        let _ = std::fs::remove_dir(self.dir.join(&info.name));
+        let mut registry = lock(&self.registry);
+        let next: Vec<Entry> = registry
+            .iter()
+            .filter(|e| !(e.info.name == info.name && e.deleting))
+            .cloned()
+            .collect();
+        topic::write(self.storage.as_ref(), &self.dir, &next)?;
+        *registry = next;
+        Ok(())
+    }
+
+    fn stopping(&self) -> bool {
+        *lock(&self.stop)
+    }
+
+    /// The shared group-commit thread: syncs the partitions whose notifier fired once their
+    /// fsync policy wants it (one fsync per partition with new bytes), and looks again after
+    /// the delay each one asks for.
+    fn flush_loop(self: &Arc<Self>) {
+        let mut watch: HashMap<PartitionKey, Instant> = HashMap::new();
+        loop {
+            let wait = watch.values().min().map_or(Duration::from_secs(1), |t| {
+                t.saturating_duration_since(Instant::now())
+            });
+            let new: Vec<PartitionKey> = {
+                let queue = lock(&self.flush.keys);
+                let (mut queue, _) = self
+                    .flush
+                    .signal
+                    .wait_timeout_while(queue, wait, |q| q.is_empty() && !self.stopping())
+                    .unwrap_or_else(|e| e.into_inner());
+                queue.drain().collect()
+            };
+            if self.stopping() {
+                return;
+            }
+            let now = Instant::now();
+            for k in new {
+                watch.insert(k, now);
+            }
+            let due: Vec<PartitionKey> = watch
+                .iter()
+                .filter(|(_, t)| **t <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in due {
+                let log = lock(&self.partitions).get(&k).cloned();
+                match log.and_then(|log| log.sync_due()) {
+                    Some(d) => {
+                        watch.insert(k, Instant::now() + d.max(MIN_FLUSH_WAIT));
+                    }
+                    None => {
+                        watch.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    fn retention_loop(self: &Arc<Self>, every: Duration) {
+        loop {
+            {
+                let stop = lock(&self.stop);
+                let (stop, _) = self
+                    .stop_signal
+                    .wait_timeout_while(stop, every, |s| !*s)
+                    .unwrap_or_else(|e| e.into_inner());
+                if *stop {
+                    return;
+                }
+            }
+            let pass = self.apply_retention();
+            if pass.segments_deleted > 0 || pass.errors > 0 {
+                tracing::info!(?pass, "background retention pass");
+            }
+        }
+    }
+
+    fn apply_retention(self: &Arc<Self>) -> RetentionPass {
+        let topics: Vec<TopicInfo> = lock(&self.registry)
+            .iter()
+            .filter(|e| !e.deleting)
+            .map(|e| e.info.clone())
+            .collect();
+        let mut pass = RetentionPass::default();
+        for t in topics {
+            let c = t.config.log;
+            if c.retention_bytes.is_none() && c.retention_ms.is_none() {
+                continue;
+            }
+            for p in 0..t.partitions() {
+                if *lock(&self.stop) {
+                    return pass;
+                }
+                pass.partitions += 1;
+                let open = lock(&self.partitions).get(&(t.name.clone(), p)).cloned();
+                let log = match open {
+                    Some(log) => Ok(log),
+                    None if self.segment_count(&t.name, p) > 1 => self.partition(&t.name, p),
+                    None => continue,
+                };
+                match log.and_then(|log| log.apply_retention()) {
+                    Ok(n) => pass.segments_deleted += n,
+                    Err(e) => {
+                        pass.errors += 1;
+                        tracing::warn!(topic = %t.name, partition = p, error = %e, "retention failed");
+                    }
+                }
+            }
+        }
+        pass
+    }
+
+    /// Segment files in a partition's directory (0 if it has none yet).
+    fn segment_count(&self, topic: &str, partition: u32) -> usize {
+        self.storage
+            .list(&partition_dir(&self.dir, topic, partition))
+            .map(|names| {
+                names
+                    .iter()
+                    .filter(|n| n.len() == 24 && n.ends_with(".log"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
