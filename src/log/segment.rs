@@ -375,6 +375,14 @@ impl Segment {
                 if !out.is_empty() && *taken + len > max_bytes {
                     return Ok(true);
                 }
+                // Offsets must follow on: a batch that does not hold `from`, or that leaves a gap
+                // after the previous one, is a misplaced or damaged file, never served.
+                let want = out.last().map_or(from, |b| b.last_offset() + 1);
+                let base = header.base_offset.get();
+                if base > want || (!out.is_empty() && base != want) {
+                    let what = "batch base offset (offsets do not follow on)";
+                    return Err(self.corrupt(pos, FormatError::Invalid { what, value: base }));
+                }
                 let batch = Batch::validate(bytes.slice(pos as usize..visible as usize))
                     .map_err(|e| self.corrupt(pos, e))?;
                 *taken += len;
