@@ -15,7 +15,7 @@ use zerocopy::IntoBytes;
 
 use super::index::{
     IndexBuilder, IndexState, index_file_bytes, lookup_offset, lookup_time, parse_offsets,
-    parse_times,
+    parse_times, sealed_tail_matches,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::format::{Batch, BatchHeader, FILE_HEADER_LEN, FileHeader, FileKind, FormatError};
@@ -256,8 +256,16 @@ impl Segment {
         let loaded = self.map_index(&self.paths.index).and_then(|offsets| {
             let times = self.map_index(&self.paths.time)?;
             let next = self.next_offset();
-            let ok = parse_offsets(&offsets, self.base, log_len, next).is_ok()
-                && parse_times(&times, self.base, next).is_ok();
+            let ok = match (
+                parse_offsets(&offsets, self.base, log_len, next),
+                parse_times(&times, self.base, next),
+            ) {
+                (Ok(o), Ok(t)) => {
+                    let bytes = self.bytes(log_len)?;
+                    sealed_tail_matches(o, t, &bytes, log_len, self.interval)
+                }
+                _ => false,
+            };
             Ok(ok.then_some((offsets, times)))
         });
         let (offsets, times) = match loaded {
