@@ -10,6 +10,7 @@ pub mod storage;
 pub use error::{Error, Result};
 pub use format::{Batch, BatchBuilder, Compression, Record, RecordView};
 pub use log::{
-    Appended, FsyncPolicy, GroupCommit, Log, LogConfig, LogOptions, Receipt, RecoveryReport,
+    Appended, FsyncPolicy, GroupCommit, Log, LogConfig, LogOptions, LossKind, MAX_QUARANTINE_BYTES,
+    MAX_QUARANTINE_FILES, QUARANTINE_HEADER_LEN, Quarantined, Receipt, RecoveryReport,
     VerifyReport, now_ms, verify_dir,
 };

@@ -52,12 +52,15 @@ enum Command {
     /// Exits 0 at the end of the log. On corrupt data nothing of the bad batch is printed,
     /// the file and byte position are named on stderr and the exit status is 1.
     Consume(ConsumeArgs),
-    /// Check a log without changing it (the log is not opened, so no recovery runs).
+    /// Check logs without changing them (no log is opened, so no recovery runs).
     ///
-    /// Checks every batch of every segment (header, CRC, records, offsets that follow on) and
-    /// every index entry. Prints a summary, each note (what a crash leaves and the next open
-    /// repairs, such as a torn tail after the last fsync) and each problem. Exits 0 only if
-    /// there is no problem.
+    /// `--dir DIR` checks every log under DIR (each directory at any depth holding a
+    /// `log.meta`); `--dir DIR --log NAME` only DIR/NAME. Checks every batch of every segment
+    /// (header, CRC, records, offsets that follow on) and every index entry. Prints a summary
+    /// per log, each note (what a crash leaves and the next open repairs, such as a torn tail
+    /// after the last fsync), each quarantine file (bytes cut earlier by recovery or
+    /// truncation: offset range, bytes, reason) and each problem. Exits 0 only if no log has
+    /// a problem (and at least one log was found).
     Verify(VerifyArgs),
     /// Print the batches of a segment file, or of every segment of a log directory.
     ///
@@ -147,8 +150,13 @@ enum Format {
 
 #[derive(Debug, Args)]
 struct VerifyArgs {
-    #[command(flatten)]
-    log: LogArgs,
+    /// Directory holding the logs. Without `--log`, every log under it is checked: each
+    /// directory, at any depth, that holds a `log.meta` (DIR itself included).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Check only the log DIR/NAME.
+    #[arg(long = "log", value_name = "NAME")]
+    name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -207,7 +215,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             max: a.max,
             json: a.format == Format::Json,
         }),
-        Command::Verify(a) => cli::verify::run(&cli::log_dir(&a.log.dir, &a.log.name)?),
+        Command::Verify(a) => match a.name {
+            Some(name) => cli::verify::run(&cli::log_dir(&a.dir, &name)?),
+            None => cli::verify::run_all(&a.dir),
+        },
         Command::Dump(a) => cli::dump::run(&a.path),
     }
 }

@@ -8,6 +8,7 @@
 mod checkpoint;
 mod commit;
 mod index;
+mod quarantine;
 mod recovery;
 mod segment;
 mod verify;
@@ -25,6 +26,10 @@ use checkpoint::{Checkpoint, CheckpointFile, Meta};
 use commit::{Commit, Syncer};
 pub use commit::{FsyncPolicy, GroupCommit, Receipt};
 use index::{IndexBuilder, IndexState, Planned};
+pub use quarantine::{
+    LossKind, MAX_QUARANTINE_BYTES, MAX_QUARANTINE_FILES, QUARANTINE_HEADER_LEN, QUARANTINE_MAGIC,
+    QUARANTINE_VERSION, QuarantineHeader, Quarantined,
+};
 pub use recovery::{RecoveryReport, TornTail};
 pub use segment::BatchScan;
 use segment::Segment;
@@ -335,6 +340,14 @@ impl Log {
     /// What recovery found and did when the log was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.report
+    }
+
+    /// The quarantine files of the log, oldest first: bytes that recovery cut (torn tails) or
+    /// that [`Log::truncate`] removed, kept instead of deleted (see [`Quarantined`]). Files
+    /// are bounded ([`MAX_QUARANTINE_FILES`], [`MAX_QUARANTINE_BYTES`]) and removed by
+    /// retention once their offsets are below the start offset.
+    pub fn quarantine(&self) -> Result<Vec<Quarantined>> {
+        quarantine::list(self.inner.storage.as_ref(), &self.inner.dir)
     }
 
     /// The leader epoch stamped into batches appended from now on.
@@ -687,8 +700,59 @@ impl Inner {
         } else {
             Some(self.batch_boundary(&target, offset)?)
         };
+        self.quarantine_suffix(&segments, cut, offset, w.next_offset);
         self.truncate_files(&mut w, &segments, cut, offset)
             .map_err(|e| Error::Failed(self.commit.fail(e)))
+    }
+
+    /// Keeps the batches a truncation to `offset` removes in a quarantine file (their first
+    /// [`MAX_QUARANTINE_BYTES`]). A failure (a full disk) is logged and does not stop the
+    /// truncation, which the replication layer depends on.
+    fn quarantine_suffix(
+        &self,
+        segments: &[Arc<Segment>],
+        cut: Option<u64>,
+        offset: u64,
+        end: u64,
+    ) {
+        let gather = || -> Result<(Vec<u8>, u64, u64)> {
+            let (mut data, mut total) = (Vec::new(), 0u64);
+            let from = cut.unwrap_or(FILE_HEADER_LEN as u64);
+            for (i, s) in segments.iter().enumerate() {
+                let len = s.visible_len();
+                let start = if i == 0 { from } else { FILE_HEADER_LEN as u64 };
+                if len <= start {
+                    continue;
+                }
+                total += len - start;
+                let room = MAX_QUARANTINE_BYTES.saturating_sub(data.len() as u64);
+                if room > 0 {
+                    let bytes = s.bytes(len)?;
+                    let take = (len - start).min(room) as usize;
+                    data.extend_from_slice(&bytes[start as usize..start as usize + take]);
+                }
+            }
+            Ok((data, total, from))
+        };
+        let result = gather().and_then(|(data, total, position)| {
+            if total == 0 {
+                return Ok(None);
+            }
+            let reason = format!("Log::truncate to offset {offset}");
+            let loss = quarantine::Loss {
+                kind: LossKind::Truncation,
+                first_offset: offset,
+                end_offset: end,
+                segment_base: segments[0].base,
+                position,
+                cut_bytes: total,
+                reason: &reason,
+            };
+            quarantine::save(self.storage.as_ref(), &self.dir, &loss, &data).map(Some)
+        });
+        if let Err(e) = result {
+            tracing::error!(dir = %self.dir.display(), offset, error = %e, "could not quarantine the truncated batches; they are lost");
+        }
     }
 
     /// Byte position of the batch starting at `offset`; an error if `offset` is inside a batch.
@@ -825,6 +889,7 @@ impl Inner {
             .retain(|base, _| *base >= new_start);
         let removed = segments[..doomed].iter().map(|s| &s.paths);
         segment::remove_segment_files(self.storage.as_ref(), &self.dir, removed)?;
+        quarantine::remove_below(self.storage.as_ref(), &self.dir, new_start)?;
         tracing::info!(dir = %self.dir.display(), segments = doomed, new_start, "retention deleted segments");
         Ok(doomed)
     }

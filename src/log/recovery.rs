@@ -18,6 +18,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::checkpoint::{Checkpoint, CheckpointFile, Meta};
 use super::commit::Commit;
 use super::index::{IndexBuilder, IndexState, index_file_bytes};
+use super::quarantine::{self, Quarantined};
 use super::segment::{BatchScan, Segment, SegmentPaths, parse_segment_name};
 use super::{Inner, LogOptions, Writer};
 use crate::error::{Error, IoContext, Result};
@@ -39,6 +40,9 @@ pub struct TornTail {
     pub offset: u64,
     /// Why the bytes at `position` were not a valid batch.
     pub reason: String,
+    /// The quarantine file holding the cut bytes (`None` if it could not be written, for
+    /// example on a full disk; the error is logged).
+    pub quarantine: Option<PathBuf>,
 }
 
 /// What recovery found and did when a log was opened.
@@ -52,6 +56,10 @@ pub struct RecoveryReport {
     pub torn: Vec<TornTail>,
     /// Index files that failed their checks and were rebuilt.
     pub rebuilt_indexes: usize,
+    /// Bytes cut by this recovery and kept in quarantine files (see [`Log::quarantine`]).
+    ///
+    /// [`Log::quarantine`]: super::Log::quarantine
+    pub quarantined: Vec<Quarantined>,
     /// Time taken to open.
     pub duration: Duration,
 }
@@ -429,17 +437,41 @@ impl Recovery<'_> {
             expected = batch.last_offset() + 1;
             end = pos + batch.len() as u64;
         }
+        let cut = (end < len).then(|| bytes[end as usize..len as usize].to_vec());
         drop(bytes);
         drop(probe);
-        if end < len {
+        if let Some(cut) = cut {
             let reason = torn.unwrap_or_else(|| "incomplete batch".into());
             tracing::warn!(segment = %paths.log.display(), position = end, bytes = len - end, %reason, "cutting a torn tail");
+            // Keep the cut bytes before they go. If that fails (a full disk), the cut still
+            // happens (the log must open) and the loss is reported without a file.
+            let loss = quarantine::Loss {
+                kind: quarantine::LossKind::TornTail,
+                first_offset: expected,
+                end_offset: quarantine::end_offset_of(&cut, expected),
+                segment_base: base,
+                position: end,
+                cut_bytes: len - end,
+                reason: &reason,
+            };
+            let saved = match quarantine::save(self.storage.as_ref(), self.dir, &loss, &cut) {
+                Ok(q) => {
+                    let path = q.path.clone();
+                    self.report.quarantined.push(q);
+                    Some(path)
+                }
+                Err(e) => {
+                    tracing::error!(segment = %paths.log.display(), error = %e, "could not quarantine a torn tail; its bytes are lost");
+                    None
+                }
+            };
             self.report.torn.push(TornTail {
                 path: paths.log.clone(),
                 position: end,
                 bytes: len - end,
                 offset: expected,
                 reason,
+                quarantine: saved,
             });
             file.set_len(end).ctx("truncate", &paths.log)?;
         }
