@@ -2,6 +2,8 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+#[doc(hidden)]
+pub mod crash;
 pub mod error;
 pub mod format;
 pub mod log;

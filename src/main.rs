@@ -113,6 +113,12 @@ struct ProduceArgs {
     /// Size in bytes of each generated record's value (with `--count`).
     #[arg(long, value_name = "BYTES", requires = "count", default_value_t = 100)]
     size: usize,
+    /// Testing only: retention limit for a new log, applied after every batch.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    retention_bytes: Option<u64>,
+    /// Testing only: truncate every N-th batch (from stdin) away again after its ack.
+    #[arg(long, value_name = "N", hide = true, conflicts_with = "count")]
+    truncate_every: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -208,6 +214,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
             segment_bytes: a.segment_bytes,
             print_acks: a.print_acks,
             generate: a.count.map(|count| (count, a.size)),
+            retention_bytes: a.retention_bytes,
+            truncate_every: a.truncate_every,
         }),
         Command::Consume(a) => cli::consume::run(cli::consume::Options {
             dir: cli::log_dir(&a.log.dir, &a.log.name)?,

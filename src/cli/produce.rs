@@ -34,6 +34,13 @@ pub struct Options {
     pub print_acks: bool,
     /// `(count, size)`: generate records instead of reading stdin.
     pub generate: Option<(u64, usize)>,
+    /// For crash tests: `LogConfig::retention_bytes` for a new log, and retention applied
+    /// after every batch.
+    pub retention_bytes: Option<u64>,
+    /// For crash tests: every this many batches (read from stdin), truncate the last batch
+    /// away and print `truncated <offset>`. Acks are then printed by the appending thread, in
+    /// order with the truncations.
+    pub truncate_every: Option<u64>,
 }
 
 /// Runs `produce`.
@@ -45,6 +52,7 @@ pub fn run(o: Options) -> Result<(), CliError> {
     if let Some(bytes) = o.segment_bytes {
         config.segment_bytes = bytes;
     }
+    config.retention_bytes = o.retention_bytes;
     let log = Log::open(
         &o.dir,
         LogOptions {
@@ -137,7 +145,7 @@ fn from_stdin(log: &Log, o: &Options, acker: &Acker) -> Result<(u64, u64), CliEr
     let lines = spawn_stdin_reader(o.batch.clamp(64, 4096))
         .map_err(context("cannot start the stdin reader thread"))?;
     let mut builder = BatchBuilder::new(o.compression);
-    let (mut records, mut bytes) = (0u64, 0u64);
+    let (mut records, mut bytes, mut batches) = (0u64, 0u64, 0u64);
     // Wait for one line, then take the lines that are already there, up to a full batch.
     while let Ok(first) = lines.recv() {
         builder.clear();
@@ -157,11 +165,40 @@ fn from_stdin(log: &Log, o: &Options, acker: &Acker) -> Result<(u64, u64), CliEr
             }
         }
         records += builder.len() as u64;
-        if !append(log, &builder, acker)? {
+        batches += 1;
+        if let Some(every) = o.truncate_every {
+            append_then_truncate(log, &builder, batches % every.max(1) == 0)?;
+        } else if !append(log, &builder, acker)? {
             break;
+        }
+        if o.retention_bytes.is_some() {
+            log.apply_retention().map_err(context("retention failed"))?;
         }
     }
     Ok((records, bytes))
+}
+
+/// Appends, waits for the ack and prints it; then, if asked, truncates the batch away again and
+/// prints `truncated <offset>`.
+fn append_then_truncate(log: &Log, builder: &BatchBuilder, truncate: bool) -> Result<(), CliError> {
+    let appended = log.append(builder).map_err(context("append failed"))?;
+    appended
+        .receipt
+        .wait()
+        .map_err(context("the batch was not acknowledged"))?;
+    let mut out = io::stdout().lock();
+    let print = |out: &mut io::StdoutLock<'_>, line: String| {
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(context("writing to standard output failed"))
+    };
+    print(&mut out, format!("acked {}", appended.last_offset))?;
+    if truncate {
+        log.truncate(appended.base_offset)
+            .map_err(context("truncate failed"))?;
+        print(&mut out, format!("truncated {}", appended.base_offset))?;
+    }
+    Ok(())
 }
 
 /// Reads stdin on a thread, one line (without its `\n`) per message, so that the appender can

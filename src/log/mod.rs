@@ -35,6 +35,7 @@ pub use segment::BatchScan;
 use segment::Segment;
 pub use verify::{Problem, VerifyReport, verify_dir};
 
+use crate::crash;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
     Batch, BatchBuilder, Compression, EncodedBatch, FILE_HEADER_LEN, MAX_BATCH_BYTES,
@@ -464,6 +465,7 @@ impl Inner {
             .file
             .write_at(batch.as_bytes(), pos)
             .map_err(|e| self.fail(Error::io("write", &active.paths.log, e)))?;
+        crash::point("append.after_write");
         if let IndexState::Active(builder) =
             &mut *active.index.write().unwrap_or_else(|e| e.into_inner())
         {
@@ -509,6 +511,7 @@ impl Inner {
                 .write_at(e.as_bytes(), at)
                 .ctx("write", &w.active.paths.index)?;
         }
+        crash::point("index.during_update");
         if let Some(e) = planned.time {
             let at = (FILE_HEADER_LEN + builder.times.len() * 12) as u64;
             w.time_file
@@ -579,7 +582,9 @@ impl Inner {
 
     fn roll(&self, w: &mut Writer) -> Result<()> {
         self.seal_active(w)?;
+        crash::point("roll.after_seal");
         let (segment, index_file, time_file) = self.create_segment(w.next_offset)?;
+        crash::point("roll.after_create");
         *w.active.index.write().unwrap_or_else(|e| e.into_inner()) = IndexState::Unloaded;
         self.segments
             .write()
@@ -607,9 +612,11 @@ impl Inner {
     fn create_segment(&self, base: u64) -> Result<NewSegment> {
         let [log, index, time] =
             segment::create_segment_files(self.storage.as_ref(), &self.dir, base)?;
+        crash::point("dir_fsync.before");
         self.storage
             .sync_dir(&self.dir)
             .ctx("fsync directory", &self.dir)?;
+        crash::point("dir_fsync.after");
         let config = *lock(&self.config);
         let interval = u64::from(config.index_interval_bytes);
         let segment = Segment::new(
@@ -641,10 +648,12 @@ impl Syncer for Inner {
                 Self::active_max_ts(&w),
             )
         };
+        crash::point("fsync.before");
         if let Err(e) = segment.file.sync() {
             self.commit.fail(Error::io("fsync", &segment.paths.log, e));
             return;
         }
+        crash::point("fsync.after");
         let mut st = self.commit.lock();
         if !self.commit.made_durable(&mut st, generation, seq) {
             return;
@@ -701,6 +710,7 @@ impl Inner {
             Some(self.batch_boundary(&target, offset)?)
         };
         self.quarantine_suffix(&segments, cut, offset, w.next_offset);
+        crash::point("truncate.after_quarantine");
         self.truncate_files(&mut w, &segments, cut, offset)
             .map_err(|e| Error::Failed(self.commit.fail(e)))
     }
@@ -796,6 +806,7 @@ impl Inner {
             .rev()
             .filter(|s| s.base != target.base || cut.is_none());
         segment::remove_segment_files(self.storage.as_ref(), &self.dir, doomed.map(|s| &s.paths))?;
+        crash::point("truncate.after_remove");
         let mut segment_map = self
             .segments
             .read()
@@ -810,6 +821,7 @@ impl Inner {
                 &target.paths.log,
                 &prefix[..pos as usize],
             )?;
+            crash::point("truncate.after_prefix");
             let file = self
                 .storage
                 .open(&target.paths.log, OpenMode::Existing)
@@ -882,6 +894,7 @@ impl Inner {
             config,
         }
         .write(self.storage.as_ref(), &self.dir)?;
+        crash::point("retention.after_meta");
         self.start_offset.store(new_start, Ordering::Release);
         self.segments
             .write()
@@ -889,6 +902,7 @@ impl Inner {
             .retain(|base, _| *base >= new_start);
         let removed = segments[..doomed].iter().map(|s| &s.paths);
         segment::remove_segment_files(self.storage.as_ref(), &self.dir, removed)?;
+        crash::point("retention.after_delete");
         quarantine::remove_below(self.storage.as_ref(), &self.dir, new_start)?;
         tracing::info!(dir = %self.dir.display(), segments = doomed, new_start, "retention deleted segments");
         Ok(doomed)
