@@ -73,6 +73,31 @@ fn a_torn_tail_is_quarantined_and_reported() {
         sim.file(&dir.join("recovery.checkpoint")).unwrap()[..32].to_vec(),
     );
 
+    // A read-only open serves the valid prefix and changes nothing.
+    let files_before = sim.file(&seg).unwrap();
+    let ro = Log::open(
+        dir,
+        LogOptions {
+            read_only: true,
+            ..opts(&sim)
+        },
+    )
+    .unwrap();
+    assert_eq!(ro.end_offset(), end);
+    assert_eq!(values(&ro).unwrap().len() as u64, end);
+    assert!(ro.quarantine().unwrap().is_empty());
+    assert!(matches!(
+        ro.append_records(&[b"x"]),
+        Err(stratalog::Error::ReadOnly)
+    ));
+    assert!(matches!(ro.truncate(0), Err(stratalog::Error::ReadOnly)));
+    drop(ro);
+    assert_eq!(
+        sim.file(&seg).unwrap(),
+        files_before,
+        "read-only changed the segment"
+    );
+
     let log = Log::open(dir, opts(&sim)).unwrap();
     let report = log.recovery_report().clone();
     assert_eq!(log.end_offset(), end);

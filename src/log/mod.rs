@@ -110,6 +110,12 @@ pub struct LogOptions {
     pub create: bool,
     /// Who runs the group-commit fsync (see [`GroupCommit`]).
     pub group_commit: GroupCommit,
+    /// Open without changing anything (default false): recovery serves the valid prefix of a
+    /// torn tail but does not cut or quarantine it, no index or checkpoint is rewritten, and
+    /// appends, truncation, retention and `set_config` fail with [`Error::ReadOnly`]. For a
+    /// log on a full disk (where a writable open may fail with [`Error::NoSpace`]) or a copy
+    /// being examined. The directory lock is still taken.
+    pub read_only: bool,
 }
 
 impl Default for LogOptions {
@@ -120,6 +126,7 @@ impl Default for LogOptions {
             storage: FsStorage::shared(),
             create: true,
             group_commit: GroupCommit::default(),
+            read_only: false,
         }
     }
 }
@@ -180,6 +187,7 @@ struct Inner {
     checkpoint: Mutex<CheckpointFile>,
     maintenance: Mutex<()>,
     closed: AtomicBool,
+    read_only: bool,
     report: RecoveryReport,
     _lock: Box<dyn LockGuard>,
 }
@@ -327,6 +335,9 @@ impl Log {
     /// Changes the log's settings (persisted). `segment_bytes` applies from the next roll.
     pub fn set_config(&self, config: LogConfig) -> Result<()> {
         config.check()?;
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
         let _m = lock(&self.inner.maintenance);
         let mut current = lock(&self.inner.config);
         Meta {
@@ -430,6 +441,9 @@ impl Inner {
     fn check_writable(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
+        }
+        if self.read_only {
+            return Err(Error::ReadOnly);
         }
         self.commit.check_failed()
     }
@@ -679,7 +693,7 @@ impl Syncer for Inner {
 impl Inner {
     fn close(&self) -> Result<()> {
         let w = lock(&self.writer);
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if self.closed.swap(true, Ordering::AcqRel) || self.read_only {
             return Ok(());
         }
         self.commit.check_failed()?;
@@ -865,6 +879,9 @@ impl Inner {
 
     fn apply_retention(&self, now_ms: i64) -> Result<usize> {
         let _m = lock(&self.maintenance);
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
         let config = *lock(&self.config);
         let segments = self.segments_from(0);
         let Some((_active, sealed)) = segments.split_last() else {
