@@ -80,3 +80,11 @@ put("model", "appends-reads", ops((0, 3, 40), (1, 8, 10), (2, 1, 0), (3, 2, 0), 
 put("model", "crash-torn", ops((1, 9, 80), (0, 9, 80), (0, 2, 5), (8, 1, 0), (2, 0, 0)))
 put("model", "truncate-retention", ops(*([(1, 9, 89)] * 12), (4, 1, 0), (5, 0, 0), (7, 0, 0), (8, 0, 0)))
 put("model", "rolls-and-crash", ops(*([(0, 9, 89)] * 20), (8, 0, 0), (1, 3, 3), (3, 5, 0)))
+
+# index_checkpoint selector 7: a quarantine file (header, reason, data) with a valid CRC.
+import zlib
+reason = b"Log::truncate to offset 5"
+data = read(segs[0])[32:332]
+h = struct.pack("<IIHHIQQQQQQ", 0, 0x31515453, 1, len(reason), 2, 5, 9, 0, 400, 300, 300)
+crc = zlib.crc32(h[4:] + reason + data) & 0xFFFFFFFF
+put("index_checkpoint", "quarantine-file", bytes([7, 0, 0]) + struct.pack("<I", crc) + h[4:] + reason + data)

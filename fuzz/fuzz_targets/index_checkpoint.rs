@@ -5,8 +5,11 @@
 //! the original answers. A damaged checkpoint or meta file may make opening fail; if the log
 //! opens, it serves a prefix of the original records and takes new appends.
 //!
+//! A quarantine file (garbage, or a real one with the fuzzer's bytes) is never read by open:
+//! the log must serve the original records, and listing quarantine must not fail or panic.
+//!
 //! Input: byte 0 = which file (mod 8: sealed/active offset index, sealed/active time index,
-//! checkpoint, meta), byte 1 bit 0 = keep the file's first N bytes (N from byte 2) and write the
+//! checkpoint, meta, a quarantine file), byte 1 bit 0 = keep the file's first N bytes (N from byte 2) and write the
 //! input after them; the rest = the bytes.
 #![no_main]
 
@@ -38,15 +41,17 @@ fuzz_target!(|data: &[u8]| {
         2 => (format!("{sealed}.timeindex"), true),
         3 => (format!("{active}.timeindex"), true),
         4 | 5 => ("recovery.checkpoint".to_owned(), false),
-        _ => ("log.meta".to_owned(), false),
+        6 => ("log.meta".to_owned(), false),
+        _ => ("00000000000000000005-000000.quarantine".to_owned(), false),
     };
+    let is_quarantine = name.ends_with(".quarantine");
     let path = dir.join(&name);
-    let original = &t
+    let empty = Vec::new();
+    let original = t
         .files
         .iter()
         .find(|(p, _)| *p == path)
-        .expect("template file")
-        .1;
+        .map_or(&empty, |(_, bytes)| bytes);
     let mut bytes = if data[1] & 1 != 0 {
         original[..usize::from(data[2]).min(original.len())].to_vec()
     } else {
@@ -59,12 +64,20 @@ fuzz_target!(|data: &[u8]| {
     let log = match Log::open(dir, common::options(&sim)) {
         Ok(log) => log,
         Err(e) => {
-            assert!(!is_index, "a damaged {name} made opening fail: {e}");
+            assert!(
+                !is_index && !is_quarantine,
+                "a damaged {name} made opening fail: {e}"
+            );
             return;
         }
     };
+    // The quarantine decoder: listing never fails on a bad file (it is skipped), and a file
+    // it accepts describes a sane range.
+    for q in log.quarantine().expect("list quarantine") {
+        assert!(q.offsets.start <= q.offsets.end, "{q:?}");
+    }
     let values = common::read_all(&log);
-    if is_index {
+    if is_index || is_quarantine {
         assert_eq!(values.as_ref(), Some(&t.values), "damaged {name}");
         for ts in [-1, 0, 3, 10, 19, 20] {
             let want = (0..20)

@@ -138,7 +138,14 @@ fuzz_target!(|data: &[u8]| {
                 if to < m.start {
                     continue;
                 }
+                let old_end = m.end();
                 log.truncate(to).unwrap();
+                // The removed batches are accounted for, not lost silently.
+                if to < old_end {
+                    let qs = log.quarantine().unwrap();
+                    let q = qs.last().expect("a quarantine file for the truncation");
+                    assert_eq!(q.offsets, to..old_end);
+                }
                 m.cut(to);
                 m.durable = m.end();
                 assert_eq!(log.end_offset(), to);
