@@ -8,7 +8,7 @@
 //!
 //! The crash points exist only in test builds: this test's build of the binary has them
 //! through the dev-dependency on the crate with the `crash-points` feature.
-//! `STRATALOG_CRASH_POINT_RUNS` (default 8) sets the runs per point and
+//! `STRATALOG_CRASH_POINT_RUNS` (default 30) sets the runs per point and
 //! `STRATALOG_CRASH_SEED` the seed of the hit counts and batch sizes.
 #![cfg(feature = "cli")]
 
@@ -133,7 +133,7 @@ fn run_until_crash(dir: &Path, point: &str, hit: u64, batch: u32, extra: &[&str]
 #[test]
 fn every_crash_point_many_times() {
     let seed = env_or("STRATALOG_CRASH_SEED", 0xc0ffee_u64);
-    let runs = env_or("STRATALOG_CRASH_POINT_RUNS", 8usize);
+    let runs = env_or("STRATALOG_CRASH_POINT_RUNS", 30usize);
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
     let (mut crashes, mut acked_total, mut records_total, mut truncations) = (0, 0u64, 0u64, 0);
