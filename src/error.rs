@@ -79,6 +79,11 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The log was opened read-only ([`crate::LogOptions::read_only`]); open it again without
+    /// that option to change it (on a full disk: free space first).
+    #[error("the log was opened read-only; reopen it writable to change it")]
+    ReadOnly,
+
     /// The log was closed; open it again to use it.
     #[error("the log is closed")]
     Closed,

@@ -2,6 +2,8 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+#[doc(hidden)]
+pub mod crash;
 pub mod error;
 pub mod format;
 pub mod log;
@@ -11,7 +13,8 @@ pub mod store;
 pub use error::{Error, Result};
 pub use format::{Batch, BatchBuilder, Compression, Record, RecordView};
 pub use log::{
-    Appended, FsyncPolicy, GroupCommit, Log, LogConfig, LogOptions, Receipt, RecoveryReport,
+    Appended, FsyncPolicy, GroupCommit, Log, LogConfig, LogOptions, LossKind, MAX_QUARANTINE_BYTES,
+    MAX_QUARANTINE_FILES, QUARANTINE_HEADER_LEN, Quarantined, Receipt, RecoveryReport,
     VerifyReport, now_ms, verify_dir,
 };
 pub use store::{

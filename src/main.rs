@@ -53,12 +53,15 @@ enum Command {
     /// Exits 0 at the end of the log. On corrupt data nothing of the bad batch is printed,
     /// the file and byte position are named on stderr and the exit status is 1.
     Consume(ConsumeArgs),
-    /// Check a log without changing it (the log is not opened, so no recovery runs).
+    /// Check logs without changing them (no log is opened, so no recovery runs).
     ///
-    /// Checks every batch of every segment (header, CRC, records, offsets that follow on) and
-    /// every index entry. Prints a summary, each note (what a crash leaves and the next open
-    /// repairs, such as a torn tail after the last fsync) and each problem. Exits 0 only if
-    /// there is no problem.
+    /// `--dir DIR` checks every log under DIR (each directory at any depth holding a
+    /// `log.meta`); `--dir DIR --log NAME` only DIR/NAME. Checks every batch of every segment
+    /// (header, CRC, records, offsets that follow on) and every index entry. Prints a summary
+    /// per log, each note (what a crash leaves and the next open repairs, such as a torn tail
+    /// after the last fsync), each quarantine file (bytes cut earlier by recovery or
+    /// truncation: offset range, bytes, reason) and each problem. Exits 0 only if no log has
+    /// a problem (and at least one log was found).
     Verify(VerifyArgs),
     /// Print the batches of a segment file, or of every segment of a log directory.
     ///
@@ -295,6 +298,12 @@ struct ProduceArgs {
     /// Size in bytes of each generated record's value (with `--count`).
     #[arg(long, value_name = "BYTES", requires = "count", default_value_t = 100)]
     size: usize,
+    /// Testing only: retention limit for a new log, applied after every batch.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    retention_bytes: Option<u64>,
+    /// Testing only: truncate every N-th batch (from stdin) away again after its ack.
+    #[arg(long, value_name = "N", hide = true, conflicts_with = "count")]
+    truncate_every: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -356,8 +365,13 @@ enum Format {
 
 #[derive(Debug, Args)]
 struct VerifyArgs {
-    #[command(flatten)]
-    log: LogArgs,
+    /// Directory holding the logs. Without `--log`, every log under it is checked: each
+    /// directory, at any depth, that holds a `log.meta` (DIR itself included).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Check only the log DIR/NAME.
+    #[arg(long = "log", value_name = "NAME")]
+    name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -423,6 +437,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
             segment_bytes: a.segment_bytes,
             print_acks: a.print_acks,
             generate: a.count.map(|count| (count, a.size)),
+            retention_bytes: a.retention_bytes,
+            truncate_every: a.truncate_every,
         }),
         Command::Consume(a) => {
             let source = match a.topic {
@@ -447,9 +463,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 commit_every: a.commit_every,
             })
         }
-        Command::Verify(a) => {
-            cli::verify::run(&cli::Target::parse(&a.log.dir, &a.log.name)?.log_dir())
-        }
+        Command::Verify(a) => match a.name {
+            Some(name) => cli::verify::run(&cli::Target::parse(&a.dir, &name)?.log_dir()),
+            None => cli::verify::run_all(&a.dir),
+        },
         Command::Dump(a) => cli::dump::run(&a.path),
         Command::Bench(a) => cli::bench::run(cli::bench::Options {
             dir: a.dir,

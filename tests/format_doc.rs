@@ -27,6 +27,10 @@ use stratalog::format::{
     MAX_BATCH_BYTES, MAX_RECORDS_BYTES, META_MAGIC, MetaBody, OFFSET_INDEX_MAGIC, OffsetIndexEntry,
     Record, SEGMENT_MAGIC, TIME_INDEX_MAGIC, TimeIndexEntry,
 };
+use stratalog::log::{
+    MAX_QUARANTINE_BYTES, MAX_QUARANTINE_FILES, QUARANTINE_HEADER_LEN, QUARANTINE_MAGIC,
+    QUARANTINE_VERSION, QuarantineHeader,
+};
 use stratalog::{FsyncPolicy, Log, LogConfig, LogOptions};
 use zerocopy::little_endian::{I64, U16, U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
@@ -307,6 +311,19 @@ fn code_layouts() -> Vec<StructLayout> {
             max_timestamp,
             reserved,
         }),
+        layout!(QuarantineHeader {
+            crc,
+            magic,
+            version,
+            reason_len,
+            kind,
+            first_offset,
+            end_offset,
+            segment_base,
+            position,
+            cut_bytes,
+            kept_bytes,
+        }),
         layout!(MetaBody {
             crc,
             reserved0,
@@ -524,6 +541,29 @@ fn code_constants() -> BTreeMap<&'static str, (Value, Option<Vec<u8>>)> {
         (
             "BATCH_MAGIC",
             (num(BATCH_MAGIC.into()), le(&BATCH_MAGIC.to_le_bytes())),
+        ),
+        (
+            "QUARANTINE_MAGIC",
+            (
+                num(QUARANTINE_MAGIC.into()),
+                le(&QUARANTINE_MAGIC.to_le_bytes()),
+            ),
+        ),
+        (
+            "QUARANTINE_VERSION",
+            (
+                num(QUARANTINE_VERSION.into()),
+                le(&QUARANTINE_VERSION.to_le_bytes()),
+            ),
+        ),
+        (
+            "QUARANTINE_HEADER_LEN",
+            (num(QUARANTINE_HEADER_LEN as u64), None),
+        ),
+        ("MAX_QUARANTINE_BYTES", (num(MAX_QUARANTINE_BYTES), None)),
+        (
+            "MAX_QUARANTINE_FILES",
+            (num(MAX_QUARANTINE_FILES as u64), None),
         ),
         (
             "BATCH_VERSION",

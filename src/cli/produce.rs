@@ -56,6 +56,13 @@ pub struct Options {
     pub print_acks: bool,
     /// `(count, size)`: generate records instead of reading stdin.
     pub generate: Option<(u64, usize)>,
+    /// For crash tests: `LogConfig::retention_bytes` for a new log, and retention applied
+    /// after every batch.
+    pub retention_bytes: Option<u64>,
+    /// For crash tests: every this many batches (read from stdin), truncate the last batch
+    /// away and print `truncated <offset>`. Acks are then printed by the appending thread, in
+    /// order with the truncations.
+    pub truncate_every: Option<u64>,
 }
 
 /// The open logs: a plain log, or partitions of a store.
@@ -112,6 +119,7 @@ fn open_log(o: &Options, dir: &std::path::Path) -> Result<Log, CliError> {
     if let Some(bytes) = o.segment_bytes {
         config.segment_bytes = bytes;
     }
+    config.retention_bytes = o.retention_bytes;
     let log = Log::open(
         dir,
         LogOptions {
@@ -236,6 +244,9 @@ pub fn run(o: Options) -> Result<(), CliError> {
             .collect(),
         labelled,
         acker: &acker,
+        truncate_every: o.truncate_every,
+        retention: o.retention_bytes.is_some(),
+        batches: 0,
     };
     let produced = match o.generate {
         Some((count, size)) => generate(&mut sink, &o, &router, count, size),
@@ -268,6 +279,11 @@ struct Sink<'a> {
     /// Acks name the partition.
     labelled: bool,
     acker: &'a Acker,
+    /// Crash tests: truncate every this many appended batches away again (see
+    /// [`Options::truncate_every`]), and apply retention after each append.
+    truncate_every: Option<u64>,
+    retention: bool,
+    batches: u64,
 }
 
 impl Sink<'_> {
@@ -291,14 +307,32 @@ impl Sink<'_> {
         if builder.is_empty() {
             return Ok(true);
         }
+        self.batches += 1;
+        if let Some(every) = self.truncate_every {
+            let truncate = self.batches.is_multiple_of(every.max(1));
+            append_then_truncate(self.logs[i], builder, truncate)?;
+            builder.clear();
+            return self.retain(i).map(|()| true);
+        }
         let appended = self.logs[i]
             .append(builder)
             .map_err(context("append failed"))?;
         builder.clear();
         let label = self.labelled.then_some(i as u32);
-        Ok(self
+        let sent = self
             .acker
-            .send(label, appended.last_offset, appended.receipt))
+            .send(label, appended.last_offset, appended.receipt);
+        self.retain(i)?;
+        Ok(sent)
+    }
+
+    fn retain(&self, i: usize) -> Result<(), CliError> {
+        if self.retention {
+            self.logs[i]
+                .apply_retention()
+                .map_err(context("retention failed"))?;
+        }
+        Ok(())
     }
 
     fn append_all(&mut self) -> Result<bool, CliError> {
@@ -382,6 +416,29 @@ fn from_stdin(sink: &mut Sink<'_>, o: &Options, router: &Router) -> Result<(u64,
         }
     }
     Ok((records, bytes))
+}
+
+/// Appends, waits for the ack and prints it; then, if asked, truncates the batch away again and
+/// prints `truncated <offset>`.
+fn append_then_truncate(log: &Log, builder: &BatchBuilder, truncate: bool) -> Result<(), CliError> {
+    let appended = log.append(builder).map_err(context("append failed"))?;
+    appended
+        .receipt
+        .wait()
+        .map_err(context("the batch was not acknowledged"))?;
+    let mut out = io::stdout().lock();
+    let print = |out: &mut io::StdoutLock<'_>, line: String| {
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(context("writing to standard output failed"))
+    };
+    print(&mut out, format!("acked {}", appended.last_offset))?;
+    if truncate {
+        log.truncate(appended.base_offset)
+            .map_err(context("truncate failed"))?;
+        print(&mut out, format!("truncated {}", appended.base_offset))?;
+    }
+    Ok(())
 }
 
 /// Reads stdin on a thread, one line (without its `\n`) per message, so that the appender can

@@ -205,6 +205,19 @@ impl Meta {
         .seal();
         let mut bytes = FileHeader::new(FileKind::Meta, 0).as_bytes().to_vec();
         bytes.extend_from_slice(body.as_bytes());
-        replace_file(storage, &dir.join(META_NAME), &bytes)
+        let path = dir.join(META_NAME);
+        match replace_file(storage, &path, &bytes) {
+            Err(e) if e.is_no_space() && storage.exists(&path) => {
+                // A full disk has no room for the temporary copy, yet retention, which frees
+                // space, must raise the start offset first. Overwrite the 96 bytes in place
+                // instead: they lie in one sector, and the body's CRC catches a torn write.
+                let _ = storage.remove(&path.with_extension("meta.tmp"));
+                tracing::warn!(path = %path.display(), "no space for a new log.meta; rewriting it in place");
+                let file = storage.open(&path, OpenMode::Existing).ctx("open", &path)?;
+                file.write_at(&bytes, 0).ctx("write", &path)?;
+                file.sync().ctx("fsync", &path)
+            }
+            other => other,
+        }
     }
 }

@@ -269,3 +269,38 @@ pub(crate) struct Planned {
     max_ts: i64,
     last_rel: u32,
 }
+
+/// Checks a sealed segment's index against the batches after its last offset entry (at most
+/// about one index interval of them, so this is cheap): an index cut short by whole entries
+/// passes the structural checks of [`parse_offsets`] and [`parse_times`] but would leave a tail
+/// without the entries the rule above gives it, or a largest timestamp the time index does not
+/// hold (and time lookups would then skip the segment). `bytes` are the segment's bytes up to
+/// `log_len`. False means: rebuild the index.
+pub(crate) fn sealed_tail_matches(
+    offsets: &[OffsetIndexEntry],
+    times: &[TimeIndexEntry],
+    bytes: &[u8],
+    log_len: u64,
+    interval: u64,
+) -> bool {
+    let last_indexed = offsets
+        .last()
+        .map_or(FILE_HEADER_LEN as u64, |e| u64::from(e.position.get()));
+    let mut pos = last_indexed;
+    let mut tail_max_ts = i64::MIN;
+    while pos < log_len {
+        let Ok(header) = crate::format::BatchHeader::parse(&bytes[pos as usize..]) else {
+            return false;
+        };
+        if pos >= last_indexed + interval.max(1) {
+            return false; // this batch should have had an offset entry
+        }
+        tail_max_ts = tail_max_ts.max(header.max_timestamp.get());
+        pos += u64::from(header.length.get());
+    }
+    if pos != log_len {
+        return false;
+    }
+    let last_time = times.last().map_or(i64::MIN, |e| e.timestamp.get());
+    tail_max_ts <= last_time
+}

@@ -8,6 +8,7 @@
 mod checkpoint;
 mod commit;
 mod index;
+mod quarantine;
 mod recovery;
 mod segment;
 mod verify;
@@ -25,11 +26,16 @@ use checkpoint::{Checkpoint, CheckpointFile, Meta};
 use commit::{Commit, Syncer};
 pub use commit::{FsyncPolicy, GroupCommit, Receipt};
 use index::{IndexBuilder, IndexState, Planned};
+pub use quarantine::{
+    LossKind, MAX_QUARANTINE_BYTES, MAX_QUARANTINE_FILES, QUARANTINE_HEADER_LEN, QUARANTINE_MAGIC,
+    QUARANTINE_VERSION, QuarantineHeader, Quarantined,
+};
 pub use recovery::{RecoveryReport, TornTail};
 pub use segment::BatchScan;
 use segment::Segment;
 pub use verify::{Problem, VerifyReport, verify_dir};
 
+use crate::crash;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
     Batch, BatchBuilder, Compression, EncodedBatch, FILE_HEADER_LEN, MAX_BATCH_BYTES,
@@ -104,6 +110,12 @@ pub struct LogOptions {
     pub create: bool,
     /// Who runs the group-commit fsync (see [`GroupCommit`]).
     pub group_commit: GroupCommit,
+    /// Open without changing anything (default false): recovery serves the valid prefix of a
+    /// torn tail but does not cut or quarantine it, no index or checkpoint is rewritten, and
+    /// appends, truncation, retention and `set_config` fail with [`Error::ReadOnly`]. For a
+    /// log on a full disk (where a writable open may fail with [`Error::NoSpace`]) or a copy
+    /// being examined. The directory lock is still taken.
+    pub read_only: bool,
 }
 
 impl Default for LogOptions {
@@ -114,6 +126,7 @@ impl Default for LogOptions {
             storage: FsStorage::shared(),
             create: true,
             group_commit: GroupCommit::default(),
+            read_only: false,
         }
     }
 }
@@ -174,6 +187,7 @@ struct Inner {
     checkpoint: Mutex<CheckpointFile>,
     maintenance: Mutex<()>,
     closed: AtomicBool,
+    read_only: bool,
     report: RecoveryReport,
     _lock: Box<dyn LockGuard>,
 }
@@ -328,6 +342,9 @@ impl Log {
     /// Changes the log's settings (persisted). `segment_bytes` applies from the next roll.
     pub fn set_config(&self, config: LogConfig) -> Result<()> {
         config.check()?;
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
         let _m = lock(&self.inner.maintenance);
         let mut current = lock(&self.inner.config);
         Meta {
@@ -342,6 +359,14 @@ impl Log {
     /// What recovery found and did when the log was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.report
+    }
+
+    /// The quarantine files of the log, oldest first: bytes that recovery cut (torn tails) or
+    /// that [`Log::truncate`] removed, kept instead of deleted (see [`Quarantined`]). Files
+    /// are bounded ([`MAX_QUARANTINE_FILES`], [`MAX_QUARANTINE_BYTES`]) and removed by
+    /// retention once their offsets are below the start offset.
+    pub fn quarantine(&self) -> Result<Vec<Quarantined>> {
+        quarantine::list(self.inner.storage.as_ref(), &self.inner.dir)
     }
 
     /// The leader epoch stamped into batches appended from now on.
@@ -445,6 +470,9 @@ impl Inner {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
         self.commit.check_failed()
     }
 
@@ -479,6 +507,7 @@ impl Inner {
             .file
             .write_at(batch.as_bytes(), pos)
             .map_err(|e| self.fail(Error::io("write", &active.paths.log, e)))?;
+        crash::point("append.after_write");
         if let IndexState::Active(builder) =
             &mut *active.index.write().unwrap_or_else(|e| e.into_inner())
         {
@@ -524,6 +553,7 @@ impl Inner {
                 .write_at(e.as_bytes(), at)
                 .ctx("write", &w.active.paths.index)?;
         }
+        crash::point("index.during_update");
         if let Some(e) = planned.time {
             let at = (FILE_HEADER_LEN + builder.times.len() * 12) as u64;
             w.time_file
@@ -594,7 +624,9 @@ impl Inner {
 
     fn roll(&self, w: &mut Writer) -> Result<()> {
         self.seal_active(w)?;
+        crash::point("roll.after_seal");
         let (segment, index_file, time_file) = self.create_segment(w.next_offset)?;
+        crash::point("roll.after_create");
         *w.active.index.write().unwrap_or_else(|e| e.into_inner()) = IndexState::Unloaded;
         self.segments
             .write()
@@ -622,9 +654,11 @@ impl Inner {
     fn create_segment(&self, base: u64) -> Result<NewSegment> {
         let [log, index, time] =
             segment::create_segment_files(self.storage.as_ref(), &self.dir, base)?;
+        crash::point("dir_fsync.before");
         self.storage
             .sync_dir(&self.dir)
             .ctx("fsync directory", &self.dir)?;
+        crash::point("dir_fsync.after");
         let config = *lock(&self.config);
         let interval = u64::from(config.index_interval_bytes);
         let segment = Segment::new(
@@ -656,10 +690,12 @@ impl Syncer for Inner {
                 Self::active_max_ts(&w),
             )
         };
+        crash::point("fsync.before");
         if let Err(e) = segment.file.sync() {
             self.commit.fail(Error::io("fsync", &segment.paths.log, e));
             return;
         }
+        crash::point("fsync.after");
         let mut st = self.commit.lock();
         if !self.commit.made_durable(&mut st, generation, seq) {
             return;
@@ -685,7 +721,7 @@ impl Syncer for Inner {
 impl Inner {
     fn close(&self) -> Result<()> {
         let w = lock(&self.writer);
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if self.closed.swap(true, Ordering::AcqRel) || self.read_only {
             return Ok(());
         }
         self.commit.check_failed()?;
@@ -715,8 +751,60 @@ impl Inner {
         } else {
             Some(self.batch_boundary(&target, offset)?)
         };
+        self.quarantine_suffix(&segments, cut, offset, w.next_offset);
+        crash::point("truncate.after_quarantine");
         self.truncate_files(&mut w, &segments, cut, offset)
             .map_err(|e| Error::Failed(self.commit.fail(e)))
+    }
+
+    /// Keeps the batches a truncation to `offset` removes in a quarantine file (their first
+    /// [`MAX_QUARANTINE_BYTES`]). A failure (a full disk) is logged and does not stop the
+    /// truncation, which the replication layer depends on.
+    fn quarantine_suffix(
+        &self,
+        segments: &[Arc<Segment>],
+        cut: Option<u64>,
+        offset: u64,
+        end: u64,
+    ) {
+        let gather = || -> Result<(Vec<u8>, u64, u64)> {
+            let (mut data, mut total) = (Vec::new(), 0u64);
+            let from = cut.unwrap_or(FILE_HEADER_LEN as u64);
+            for (i, s) in segments.iter().enumerate() {
+                let len = s.visible_len();
+                let start = if i == 0 { from } else { FILE_HEADER_LEN as u64 };
+                if len <= start {
+                    continue;
+                }
+                total += len - start;
+                let room = MAX_QUARANTINE_BYTES.saturating_sub(data.len() as u64);
+                if room > 0 {
+                    let bytes = s.bytes(len)?;
+                    let take = (len - start).min(room) as usize;
+                    data.extend_from_slice(&bytes[start as usize..start as usize + take]);
+                }
+            }
+            Ok((data, total, from))
+        };
+        let result = gather().and_then(|(data, total, position)| {
+            if total == 0 {
+                return Ok(None);
+            }
+            let reason = format!("Log::truncate to offset {offset}");
+            let loss = quarantine::Loss {
+                kind: LossKind::Truncation,
+                first_offset: offset,
+                end_offset: end,
+                segment_base: segments[0].base,
+                position,
+                cut_bytes: total,
+                reason: &reason,
+            };
+            quarantine::save(self.storage.as_ref(), &self.dir, &loss, &data).map(Some)
+        });
+        if let Err(e) = result {
+            tracing::error!(dir = %self.dir.display(), offset, error = %e, "could not quarantine the truncated batches; they are lost");
+        }
     }
 
     /// Byte position of the batch starting at `offset`; an error if `offset` is inside a batch.
@@ -760,6 +848,7 @@ impl Inner {
             .rev()
             .filter(|s| s.base != target.base || cut.is_none());
         segment::remove_segment_files(self.storage.as_ref(), &self.dir, doomed.map(|s| &s.paths))?;
+        crash::point("truncate.after_remove");
         let mut segment_map = self
             .segments
             .read()
@@ -774,6 +863,7 @@ impl Inner {
                 &target.paths.log,
                 &prefix[..pos as usize],
             )?;
+            crash::point("truncate.after_prefix");
             let file = self
                 .storage
                 .open(&target.paths.log, OpenMode::Existing)
@@ -817,6 +907,9 @@ impl Inner {
 
     fn apply_retention(&self, now_ms: i64) -> Result<usize> {
         let _m = lock(&self.maintenance);
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
         let config = *lock(&self.config);
         let segments = self.segments_from(0);
         let Some((_active, sealed)) = segments.split_last() else {
@@ -846,6 +939,7 @@ impl Inner {
             config,
         }
         .write(self.storage.as_ref(), &self.dir)?;
+        crash::point("retention.after_meta");
         self.start_offset.store(new_start, Ordering::Release);
         self.segments
             .write()
@@ -853,6 +947,8 @@ impl Inner {
             .retain(|base, _| *base >= new_start);
         let removed = segments[..doomed].iter().map(|s| &s.paths);
         segment::remove_segment_files(self.storage.as_ref(), &self.dir, removed)?;
+        crash::point("retention.after_delete");
+        quarantine::remove_below(self.storage.as_ref(), &self.dir, new_start)?;
         tracing::info!(dir = %self.dir.display(), segments = doomed, new_start, "retention deleted segments");
         Ok(doomed)
     }

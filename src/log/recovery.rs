@@ -18,6 +18,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::checkpoint::{Checkpoint, CheckpointFile, Meta};
 use super::commit::Commit;
 use super::index::{IndexBuilder, IndexState, index_file_bytes};
+use super::quarantine::{self, Quarantined};
 use super::segment::{BatchScan, Segment, SegmentPaths, parse_segment_name};
 use super::{Inner, LogOptions, Writer};
 use crate::error::{Error, IoContext, Result};
@@ -39,6 +40,9 @@ pub struct TornTail {
     pub offset: u64,
     /// Why the bytes at `position` were not a valid batch.
     pub reason: String,
+    /// The quarantine file holding the cut bytes (`None` if it could not be written, for
+    /// example on a full disk; the error is logged).
+    pub quarantine: Option<PathBuf>,
 }
 
 /// What recovery found and did when a log was opened.
@@ -52,6 +56,10 @@ pub struct RecoveryReport {
     pub torn: Vec<TornTail>,
     /// Index files that failed their checks and were rebuilt.
     pub rebuilt_indexes: usize,
+    /// Bytes cut by this recovery and kept in quarantine files (see [`Log::quarantine`]).
+    ///
+    /// [`Log::quarantine`]: super::Log::quarantine
+    pub quarantined: Vec<Quarantined>,
     /// Time taken to open.
     pub duration: Duration,
 }
@@ -67,7 +75,8 @@ struct ScanStart {
 pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
     let started = Instant::now();
     let storage = options.storage.clone();
-    if options.create {
+    let read_only = options.read_only;
+    if options.create && !read_only {
         storage.create_dir_all(dir).ctx("create directory", dir)?;
     }
     let lock_path = dir.join(".lock");
@@ -79,7 +88,7 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
     })?;
     let meta = match Meta::read(storage.as_ref(), dir)? {
         Some(meta) => meta,
-        None if options.create => {
+        None if options.create && !read_only => {
             options.config.check()?;
             let meta = Meta {
                 start_offset: 0,
@@ -95,7 +104,7 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
             )));
         }
     };
-    let bases = list_segments(storage.as_ref(), dir, meta.start_offset)?;
+    let bases = list_segments(storage.as_ref(), dir, meta.start_offset, read_only)?;
     let (checkpoint_file, checkpoint) = CheckpointFile::open(storage.as_ref(), dir)?;
     let mut report = RecoveryReport::default();
     let mut recovery = Recovery {
@@ -103,6 +112,7 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
         dir,
         interval: u64::from(meta.config.index_interval_bytes),
         report: &mut report,
+        read_only,
     };
     let (segments, writer) = recovery.segments(&bases, checkpoint, &meta)?;
     let inner = Inner {
@@ -116,13 +126,14 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
         checkpoint: Mutex::new(checkpoint_file),
         maintenance: Mutex::new(()),
         closed: AtomicBool::new(false),
+        read_only,
         segments: RwLock::new(segments.into_iter().map(|s| (s.base, s)).collect()),
         writer: Mutex::new(writer),
         report: RecoveryReport::default(),
         _lock: lock,
     };
     // From here on a crash must not be taken for a clean close.
-    {
+    if !read_only {
         let w = super::lock(&inner.writer);
         super::lock(&inner.checkpoint).write(w.checkpoint(false), 0, true, true)?;
     }
@@ -135,10 +146,15 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
 
 /// Base offsets of the segments, oldest first. Removes temporary files and finishes a
 /// retention that a crash interrupted (segments that end at or below the start offset).
-fn list_segments(storage: &dyn Storage, dir: &Path, start_offset: u64) -> Result<Vec<u64>> {
+fn list_segments(
+    storage: &dyn Storage,
+    dir: &Path,
+    start_offset: u64,
+    read_only: bool,
+) -> Result<Vec<u64>> {
     let names = storage.list(dir).ctx("list", dir)?;
     let mut changed = false;
-    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+    for name in names.iter().filter(|n| n.ends_with(".tmp") && !read_only) {
         storage
             .remove(&dir.join(name))
             .ctx("remove", &dir.join(name))?;
@@ -150,7 +166,7 @@ fn list_segments(storage: &dyn Storage, dir: &Path, start_offset: u64) -> Result
     while bases.len() >= 2 && bases[1] <= start_offset {
         doomed.push(SegmentPaths::new(dir, bases.remove(0)));
     }
-    if changed || !doomed.is_empty() {
+    if (changed || !doomed.is_empty()) && !read_only {
         super::segment::remove_segment_files(storage, dir, &doomed)?;
     }
     Ok(bases)
@@ -161,6 +177,8 @@ struct Recovery<'a> {
     dir: &'a Path,
     interval: u64,
     report: &'a mut RecoveryReport,
+    /// Change nothing: no cut, no rewrite, no fsync (a full disk, a copy being examined).
+    read_only: bool,
 }
 
 impl Recovery<'_> {
@@ -172,6 +190,12 @@ impl Recovery<'_> {
     ) -> Result<(Vec<Arc<Segment>>, Writer)> {
         let map_hint = meta.config.segment_bytes + u64::from(crate::format::MAX_BATCH_BYTES);
         if bases.is_empty() {
+            if self.read_only {
+                return Err(Error::InvalidArgument(format!(
+                    "{} has no segment; open it writable once to create one",
+                    self.dir.display()
+                )));
+            }
             return self.fresh(meta.start_offset, map_hint);
         }
         let (sealed_bases, last) = (&bases[..bases.len() - 1], bases[bases.len() - 1]);
@@ -323,6 +347,9 @@ impl Recovery<'_> {
                 source,
             });
         }
+        if self.read_only {
+            return Ok(());
+        }
         segment.file.sync().ctx("fsync", &segment.paths.log)
     }
 
@@ -362,6 +389,18 @@ impl Recovery<'_> {
             if len > FILE_HEADER_LEN as u64 {
                 let probe = probe_of(len);
                 check_header(&probe.bytes(len)?, FileKind::Segment, &probe)?;
+            }
+            if self.read_only {
+                // Nothing in it was ever acknowledged: serve it as empty, change nothing.
+                return self.finish_active(
+                    base,
+                    file,
+                    FILE_HEADER_LEN as u64,
+                    base,
+                    IndexBuilder::new(self.interval),
+                    false,
+                    map_hint,
+                );
             }
             file.set_len(0).ctx("truncate", &paths.log)?;
             file.write_at(FileHeader::new(FileKind::Segment, base).as_bytes(), 0)
@@ -429,22 +468,57 @@ impl Recovery<'_> {
             expected = batch.last_offset() + 1;
             end = pos + batch.len() as u64;
         }
+        let cut = (end < len).then(|| bytes[end as usize..len as usize].to_vec());
         drop(bytes);
         drop(probe);
-        if end < len {
+        if let Some(cut) = cut {
             let reason = torn.unwrap_or_else(|| "incomplete batch".into());
             tracing::warn!(segment = %paths.log.display(), position = end, bytes = len - end, %reason, "cutting a torn tail");
+            // Keep the cut bytes before they go. If that fails (a full disk), the cut still
+            // happens (the log must open) and the loss is reported without a file.
+            let loss = quarantine::Loss {
+                kind: quarantine::LossKind::TornTail,
+                first_offset: expected,
+                end_offset: quarantine::end_offset_of(&cut, expected),
+                segment_base: base,
+                position: end,
+                cut_bytes: len - end,
+                reason: &reason,
+            };
+            let saved = if self.read_only {
+                None
+            } else {
+                match quarantine::save(self.storage.as_ref(), self.dir, &loss, &cut) {
+                    Ok(q) => {
+                        let path = q.path.clone();
+                        self.report.quarantined.push(q);
+                        Some(path)
+                    }
+                    Err(e) => {
+                        tracing::error!(segment = %paths.log.display(), error = %e, "could not quarantine a torn tail; its bytes are lost");
+                        None
+                    }
+                }
+            };
             self.report.torn.push(TornTail {
                 path: paths.log.clone(),
                 position: end,
                 bytes: len - end,
                 offset: expected,
                 reason,
+                quarantine: saved,
             });
+            if self.read_only {
+                // The torn tail stays in the file, past what is served; a writable open cuts it.
+                return self.finish_active(base, file, end, expected, builder, false, map_hint);
+            }
             file.set_len(end).ctx("truncate", &paths.log)?;
         }
-        file.sync().ctx("fsync", &paths.log)?;
-        self.finish_active(base, file, end, expected, builder, true, map_hint)
+        if !self.read_only {
+            file.sync().ctx("fsync", &paths.log)?;
+        }
+        let rewrite = !self.read_only;
+        self.finish_active(base, file, end, expected, builder, rewrite, map_hint)
     }
 
     /// Writes the active segment's index files from `builder` (if `rewrite`) and makes the

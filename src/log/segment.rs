@@ -16,7 +16,7 @@ use zerocopy::IntoBytes;
 
 use super::index::{
     IndexBuilder, IndexState, index_file_bytes, lookup_offset, lookup_time, parse_offsets,
-    parse_times,
+    parse_times, sealed_tail_matches,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::format::{Batch, BatchHeader, FILE_HEADER_LEN, FileHeader, FileKind, FormatError};
@@ -292,8 +292,16 @@ impl Segment {
         let loaded = self.map_index(&self.paths.index).and_then(|offsets| {
             let times = self.map_index(&self.paths.time)?;
             let next = self.next_offset();
-            let ok = parse_offsets(&offsets, self.base, log_len, next).is_ok()
-                && parse_times(&times, self.base, next).is_ok();
+            let ok = match (
+                parse_offsets(&offsets, self.base, log_len, next),
+                parse_times(&times, self.base, next),
+            ) {
+                (Ok(o), Ok(t)) => {
+                    let bytes = self.bytes(log_len)?;
+                    sealed_tail_matches(o, t, &bytes, log_len, self.interval)
+                }
+                _ => false,
+            };
             Ok(ok.then_some((offsets, times)))
         });
         let (offsets, times) = match loaded {
@@ -410,6 +418,14 @@ impl Segment {
             if header.last_offset() >= from {
                 if !out.is_empty() && *taken + len > max_bytes {
                     return Ok(true);
+                }
+                // Offsets must follow on: a batch that does not hold `from`, or that leaves a gap
+                // after the previous one, is a misplaced or damaged file, never served.
+                let want = out.last().map_or(from, |b| b.last_offset() + 1);
+                let base = header.base_offset.get();
+                if base > want || (!out.is_empty() && base != want) {
+                    let what = "batch base offset (offsets do not follow on)";
+                    return Err(self.corrupt(pos, FormatError::Invalid { what, value: base }));
                 }
                 let batch = self.checked_batch(&bytes, pos, visible, header.crc.get())?;
                 *taken += len;

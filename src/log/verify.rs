@@ -8,6 +8,7 @@ use zerocopy::FromBytes;
 
 use super::checkpoint::{Checkpoint, CheckpointFile, Meta};
 use super::index::{parse_offsets, parse_times};
+use super::quarantine::Quarantined;
 use super::segment::{BatchScan, SegmentPaths, parse_segment_name};
 use crate::error::{IoContext, Result};
 use crate::format::{CheckpointSlot, FILE_HEADER_LEN, FileHeader, FileKind};
@@ -49,6 +50,9 @@ pub struct VerifyReport {
     /// Things that are expected after a crash and that the next open repairs (a torn tail of
     /// the active segment after the last fsync, an index that lags behind).
     pub notes: Vec<String>,
+    /// Bytes cut from the log earlier (torn tails, truncations) and kept in quarantine files.
+    /// Not a fault of the log: an account of what it no longer holds.
+    pub quarantined: Vec<Quarantined>,
 }
 
 impl VerifyReport {
@@ -120,6 +124,15 @@ pub fn verify_dir(storage: &dyn Storage, dir: &Path) -> Result<VerifyReport> {
         expected = end;
         report.end_offset = end.unwrap_or(report.end_offset);
         report.segments += 1;
+    }
+    for (path, q) in super::quarantine::list_checked(storage, dir)? {
+        match q {
+            Ok(q) => report.quarantined.push(q),
+            Err(e) => report.notes.push(format!(
+                "{}: quarantine file fails its checks ({e}); it is not part of the log",
+                path.display()
+            )),
+        }
     }
     Ok(report)
 }

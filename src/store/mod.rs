@@ -702,6 +702,7 @@ impl Inner {
                 create: true,
                 // No flusher thread per partition: the store's one thread does that work.
                 group_commit: GroupCommit::External,
+                ..Default::default()
             },
         )?;
         {
