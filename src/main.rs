@@ -292,6 +292,10 @@ struct ProduceArgs {
     /// With `--topic`, `acked <partition> <offset>`.
     #[arg(long)]
     print_acks: bool,
+    /// The write path: `std` (pwrite + fdatasync) or `uring` (io_uring; falls back to std
+    /// with a warning if the kernel refuses it).
+    #[arg(long, value_name = "ENGINE", default_value = "std")]
+    io: stratalog::storage::IoEngine,
     /// Append this many generated records instead of reading standard input.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -436,6 +440,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             compression: a.compression.map(CompressionArg::into_compression),
             segment_bytes: a.segment_bytes,
             print_acks: a.print_acks,
+            io: a.io,
             generate: a.count.map(|count| (count, a.size)),
             retention_bytes: a.retention_bytes,
             truncate_every: a.truncate_every,

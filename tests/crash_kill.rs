@@ -73,6 +73,9 @@ fn produce_and_kill(dir: &Path, iteration: usize, batch: u32, burst: u64, delay:
             &batch.to_string(),
             "--segment-bytes",
             "65536",
+            // Every other run writes through io_uring: both write paths must survive a kill.
+            "--io",
+            if iteration % 2 == 0 { "std" } else { "uring" },
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

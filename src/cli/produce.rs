@@ -7,7 +7,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use stratalog::storage::FsStorage;
+use stratalog::storage::{IoEngine, real_storage};
 use stratalog::store::{Partitioner, PartitionerKind, Store, StoreOptions, TopicInfo};
 use stratalog::{
     BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions, Receipt, Record, now_ms,
@@ -54,6 +54,8 @@ pub struct Options {
     pub segment_bytes: Option<u64>,
     /// Print `acked <offset>` lines.
     pub print_acks: bool,
+    /// The write path of the logs.
+    pub io: IoEngine,
     /// `(count, size)`: generate records instead of reading stdin.
     pub generate: Option<(u64, usize)>,
     /// For crash tests: `LogConfig::retention_bytes` for a new log, and retention applied
@@ -125,7 +127,7 @@ fn open_log(o: &Options, dir: &std::path::Path) -> Result<Log, CliError> {
         LogOptions {
             config,
             fsync: o.fsync.unwrap_or(FsyncPolicy::Always),
-            storage: FsStorage::shared(),
+            storage: real_storage(o.io).0,
             create: true,
             ..Default::default()
         },
@@ -159,7 +161,7 @@ fn open_store_partitions(
     let store = Store::open(
         dir,
         StoreOptions {
-            storage: FsStorage::shared(),
+            storage: real_storage(o.io).0,
             create: false,
             ..StoreOptions::default()
         },
