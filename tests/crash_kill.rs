@@ -75,7 +75,11 @@ fn produce_and_kill(dir: &Path, iteration: usize, batch: u32, burst: u64, delay:
             "65536",
             // Every other run writes through io_uring: both write paths must survive a kill.
             "--io",
-            if iteration % 2 == 0 { "std" } else { "uring" },
+            if iteration.is_multiple_of(2) {
+                "std"
+            } else {
+                "uring"
+            },
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -265,7 +265,7 @@ impl EncodedBatch {
     /// Sets the base offset and the CRC. For a large batch only the 60 header bytes are hashed
     /// here: the CRC of the payload was computed in [`BatchBuilder::encode`], outside the log's
     /// lock, and is combined. Combining costs a fixed ~0.25 µs, more than hashing a small
-    /// payload again, so below [`REHASH_BELOW`] bytes the whole batch is hashed instead.
+    /// payload again, so below 16 KiB of payload the whole batch is hashed instead.
     pub fn stamp(&mut self, base_offset: u64) {
         let (head, payload) = self.bytes.split_at_mut(BATCH_HEADER_LEN);
         let header = BatchHeader::mut_from_bytes(head).expect("header slice has the header's size");
