@@ -402,6 +402,8 @@ fn main() -> ExitCode {
     init_tracing();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`stratalog topics list | head`): nothing left to tell anyone.
+        Err(e) if cli::is_broken_pipe(&*e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", cli::error_chain(&*e));
             ExitCode::FAILURE

@@ -511,3 +511,38 @@ fn consume_prints_every_record_across_read_budget_boundaries() {
         );
     }
 }
+
+/// A reader that goes away (`stratalog ... | head`) ends a command quietly: exit 0, no panic.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for name in ["a", "b", "c"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratalog"))
+            .args(["topics", "create", "--dir"])
+            .arg(dir)
+            .args([name, "--partitions", "50"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    for args in [
+        &["topics", "list"][..],
+        &["verify"],
+        &["topics", "describe", "a"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stratalog"))
+            .args(args)
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+    }
+}

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use stratalog::storage::{IoEngine, Storage, real_storage};
 use stratalog::{BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions};
 
-use super::{CliError, context};
+use super::{CliError, context, outln};
 
 /// What `bench` was asked to do.
 #[derive(Debug)]
@@ -121,7 +121,7 @@ pub fn run(o: Options) -> Result<(), CliError> {
     });
     b.progress.finish_and_clear();
     let (writers, machine) = outcome?;
-    print_table(&b.rows, io, &parent);
+    print_table(&b.rows, io, &parent)?;
     let figures = json!({
         "io_engine": format!("{io:?}"),
         "dir": parent.display().to_string(),
@@ -147,7 +147,7 @@ pub fn run(o: Options) -> Result<(), CliError> {
         let text = serde_json::to_string_pretty(&figures).expect("JSON of plain values");
         fs::write(path, text + "\n")
             .map_err(context(format!("cannot write {}", path.display())))?;
-        println!("figures written to {}", path.display());
+        outln!("figures written to {}", path.display());
     }
     let svg = o
         .svg
@@ -159,7 +159,7 @@ pub fn run(o: Options) -> Result<(), CliError> {
         machine["fsync_p50_us"].as_f64().unwrap_or(0.0),
     )
     .map_err(context(format!("cannot write the plot {}", svg.display())))?;
-    println!(
+    outln!(
         "plot of appends/s and latency against writers written to {}",
         svg.display()
     );
@@ -726,16 +726,20 @@ impl SplitMix {
     }
 }
 
-fn print_table(rows: &[Row], io: IoEngine, dir: &Path) {
-    println!(
+fn print_table(rows: &[Row], io: IoEngine, dir: &Path) -> Result<(), CliError> {
+    outln!(
         "stratalog bench: {io:?} write path, scratch files in {} (ratios are to the limit \
          measured in this run; for latencies, limit / figure)",
         dir.display()
     );
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(10);
-    println!(
+    outln!(
         "{:width$}  {:>12} {:<13} {:>12}  {:<22}",
-        "measurement", "figure", "unit", "limit", "ratio to limit"
+        "measurement",
+        "figure",
+        "unit",
+        "limit",
+        "ratio to limit"
     );
     for r in rows {
         let (limit, ratio) = match (&r.bound, r.ratio()) {
@@ -744,11 +748,16 @@ fn print_table(rows: &[Row], io: IoEngine, dir: &Path) {
             }
             _ => (String::new(), String::new()),
         };
-        println!(
+        outln!(
             "{:width$}  {:>12.1} {:<13} {:>12}  {:<22}",
-            r.name, r.value, r.unit, limit, ratio
+            r.name,
+            r.value,
+            r.unit,
+            limit,
+            ratio
         );
     }
+    Ok(())
 }
 
 /// Appends/s and latency percentiles against the number of writers, as an SVG of two panels.

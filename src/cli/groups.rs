@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::topics::open_store;
-use super::{CliError, context};
+use super::{CliError, context, outln};
 
 /// `groups list`: one line per group with the partitions it committed and its total lag.
 pub fn list(dir: &Path) -> Result<(), CliError> {
@@ -20,7 +20,7 @@ pub fn list(dir: &Path) -> Result<(), CliError> {
         g.1 += o.lag().unwrap_or(0);
     }
     for (group, (partitions, lag)) in groups {
-        println!("{group} partitions={partitions} lag={lag}");
+        outln!("{group} partitions={partitions} lag={lag}");
     }
     Ok(())
 }
@@ -38,10 +38,10 @@ pub fn describe(dir: &Path, group: Option<&str>) -> Result<(), CliError> {
     {
         return Err(format!("no committed offsets for group {g:?}").into());
     }
-    println!("GROUP TOPIC PARTITION COMMITTED END LAG EPOCH");
+    outln!("GROUP TOPIC PARTITION COMMITTED END LAG EPOCH");
     for o in offsets {
         let show = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
-        println!(
+        outln!(
             "{} {} {} {} {} {} {}",
             o.group,
             o.topic,

@@ -73,6 +73,16 @@ pub fn context_with<E: Into<CliError>>(
     }
 }
 
+/// `println!` that returns the write's error (`?`) instead of panicking on a closed pipe
+/// (`stratalog topics list | head`); `main` ends quietly on that error.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?;
+    }};
+}
+pub(crate) use outln;
+
 /// True if the error, or one of its sources, is a write to a closed pipe (`... | head`).
 pub fn is_broken_pipe(e: &(dyn Error + 'static)) -> bool {
     let mut current = Some(e);

@@ -13,7 +13,7 @@ use stratalog::{
     BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions, Receipt, Record, now_ms,
 };
 
-use super::{CliError, Target, context, context_with};
+use super::{CliError, Target, context, context_with, outln};
 
 /// A batch is appended early once its records take this many bytes, well below the format's
 /// limit on a batch.
@@ -265,7 +265,7 @@ pub fn run(o: Options) -> Result<(), CliError> {
     closed?;
     if o.generate.is_some() {
         let secs = elapsed.as_secs_f64().max(1e-9);
-        println!(
+        outln!(
             "produced {records} records ({bytes} bytes of values) in {secs:.3} s: {:.0} records/s, {:.2} MB/s",
             records as f64 / secs,
             bytes as f64 / secs / 1e6,

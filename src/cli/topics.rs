@@ -6,7 +6,7 @@ use stratalog::storage::FsStorage;
 use stratalog::store::{PartitionerKind, Store, StoreOptions, TopicConfig, TopicInfo};
 use stratalog::{Compression, FsyncPolicy};
 
-use super::{CliError, context};
+use super::{CliError, context, outln};
 
 /// Settings given on the command line; `None` keeps the current (or default) value.
 #[derive(Debug, Default)]
@@ -94,7 +94,7 @@ pub fn create(
         .map_err(context(format!("cannot create topic {name:?}")));
     close(store)?;
     let t = created?;
-    println!(
+    outln!(
         "created topic {} with {} partitions",
         t.name,
         t.partitions()
@@ -107,9 +107,12 @@ pub fn list(dir: &Path) -> Result<(), CliError> {
     let store = open_store(dir, false)?;
     for t in store.topics() {
         let v = t.current();
-        println!(
+        outln!(
             "{} partitions={} partitioner={} version={}",
-            t.name, v.partitions, v.kind, v.version
+            t.name,
+            v.partitions,
+            v.kind,
+            v.version
         );
     }
     close(store)
@@ -128,19 +131,19 @@ fn fsync_name(p: FsyncPolicy) -> String {
     }
 }
 
-fn print_settings(t: &TopicInfo) {
+fn print_settings(t: &TopicInfo) -> Result<(), CliError> {
     let c = &t.config.log;
-    println!("topic {}", t.name);
-    println!("  partitions {}", t.partitions());
-    println!("  fsync {}", fsync_name(t.config.fsync));
-    println!("  segment_bytes {}", c.segment_bytes);
-    println!("  segment_ms {}", limit(c.segment_ms));
-    println!("  retention_bytes {}", limit(c.retention_bytes));
-    println!("  retention_ms {}", limit(c.retention_ms));
-    println!("  compression {}", c.compression.name());
+    outln!("topic {}", t.name);
+    outln!("  partitions {}", t.partitions());
+    outln!("  fsync {}", fsync_name(t.config.fsync));
+    outln!("  segment_bytes {}", c.segment_bytes);
+    outln!("  segment_ms {}", limit(c.segment_ms));
+    outln!("  retention_bytes {}", limit(c.retention_bytes));
+    outln!("  retention_ms {}", limit(c.retention_ms));
+    outln!("  compression {}", c.compression.name());
     for v in &t.versions {
         let starts: Vec<String> = v.start_offsets.iter().map(u64::to_string).collect();
-        println!(
+        outln!(
             "  version {} partitions={} partitioner={} created_ms={} start_offsets=[{}]",
             v.version,
             v.partitions,
@@ -149,6 +152,7 @@ fn print_settings(t: &TopicInfo) {
             starts.join(",")
         );
     }
+    Ok(())
 }
 
 /// `topics describe`: settings, partitioner versions, and each partition's offsets.
@@ -158,12 +162,12 @@ pub fn describe(dir: &Path, name: &str) -> Result<(), CliError> {
         let t = store
             .topic(name)
             .map_err(context(format!("cannot describe topic {name:?}")))?;
-        print_settings(&t);
+        print_settings(&t)?;
         for p in 0..t.partitions() {
             let log = store
                 .partition(name, p)
                 .map_err(context(format!("cannot open partition {name}/{p}")))?;
-            println!(
+            outln!(
                 "  partition {p} start={} end={} leader_epoch={}",
                 log.start_offset(),
                 log.end_offset(),
@@ -199,7 +203,7 @@ pub fn alter(
         if let Some(n) = partitions.filter(|n| *n != t.partitions()) {
             t = store.add_partitions(name, n).map_err(context(what()))?;
         }
-        print_settings(&t);
+        print_settings(&t)?;
         Ok(())
     })();
     close(store)?;
@@ -214,6 +218,6 @@ pub fn delete(dir: &Path, name: &str) -> Result<(), CliError> {
         .map_err(context(format!("cannot delete topic {name:?}")));
     close(store)?;
     deleted?;
-    println!("deleted topic {name}");
+    outln!("deleted topic {name}");
     Ok(())
 }

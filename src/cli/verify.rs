@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use stratalog::storage::FsStorage;
 use stratalog::verify_dir;
 
-use super::{CliError, context};
+use super::{CliError, context, outln};
 
 /// Runs `verify` on the log in `dir`.
 pub fn run(dir: &Path) -> Result<(), CliError> {
@@ -15,7 +15,7 @@ pub fn run(dir: &Path) -> Result<(), CliError> {
     }
     let problems = verify_one(dir)?;
     if problems == 0 {
-        println!("ok: no problem found");
+        outln!("ok: no problem found");
         Ok(())
     } else {
         Err(format!("{problems} problem(s) found in {}", dir.display()).into())
@@ -45,13 +45,13 @@ pub fn run_all(data_dir: &Path) -> Result<(), CliError> {
         problems += found;
         bad_logs += usize::from(found > 0);
     }
-    println!(
+    outln!(
         "{} log(s) checked under {}, {bad_logs} with problems",
         logs.len(),
         data_dir.display()
     );
     if problems == 0 {
-        println!("ok: no problem found");
+        outln!("ok: no problem found");
         Ok(())
     } else {
         Err(format!(
@@ -82,7 +82,7 @@ fn find_logs(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 fn verify_one(dir: &Path) -> Result<usize, CliError> {
     let report = verify_dir(FsStorage::shared().as_ref(), dir)
         .map_err(context(format!("cannot verify {}", dir.display())))?;
-    println!(
+    outln!(
         "{}: {} segments, {} batches, {} records, end offset {}",
         dir.display(),
         report.segments,
@@ -91,13 +91,13 @@ fn verify_one(dir: &Path) -> Result<usize, CliError> {
         report.end_offset
     );
     for note in &report.notes {
-        println!("note: {note}");
+        outln!("note: {note}");
     }
     for q in &report.quarantined {
-        println!("quarantine: {q}");
+        outln!("quarantine: {q}");
     }
     for problem in &report.problems {
-        println!("problem: {problem}");
+        outln!("problem: {problem}");
     }
     Ok(report.problems.len())
 }
