@@ -115,6 +115,8 @@ const FSYNC: u64 = 2;
 ///
 /// # Safety
 /// Every buffer an entry points at must stay alive and unmoved until this returns.
+// SAFETY: (the contract, for callers) the buffers an entry points at must outlive this call;
+// the function itself keeps its side by waiting for every entry the kernel took.
 #[allow(unsafe_code)]
 unsafe fn run(entries: &[squeue::Entry]) -> io::Result<[Option<i32>; 3]> {
     RING.with(|cell| {

@@ -254,18 +254,10 @@ impl Offsets {
             .iter()
             .map(|(_, c)| c.as_ref().map_or(Vec::new(), |c| encode_value(c).to_vec()))
             .collect();
-        let mut batch = BatchBuilder::new(Compression::None);
-        let ts = now_ms();
-        for (k, v) in keys.iter().zip(&values) {
-            batch
-                .push(&Record {
-                    timestamp: ts,
-                    key: Some(k),
-                    value: v,
-                    headers: &[],
-                })
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        }
+        let batch = keyed_batch(
+            keys.iter().zip(&values).map(|(k, v)| (&k[..], &v[..])),
+            now_ms(),
+        )?;
         self.log.append(&batch)?.receipt.wait()?;
         self.records += commits.len() as u64;
         for (key, c) in commits {
@@ -296,17 +288,7 @@ impl Offsets {
             .map(|((g, t, p), c)| (encode_key(g, t, *p), encode_value(c)))
             .collect();
         for chunk in entries.chunks(4096) {
-            let mut batch = BatchBuilder::new(Compression::None);
-            for (k, v) in chunk {
-                batch
-                    .push(&Record {
-                        timestamp: ts,
-                        key: Some(k),
-                        value: v,
-                        headers: &[],
-                    })
-                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-            }
+            let batch = keyed_batch(chunk.iter().map(|(k, v)| (&k[..], &v[..])), ts)?;
             log.append(&batch)?.receipt.wait()?;
         }
         log.flush()?;
@@ -376,4 +358,23 @@ fn write_generation(storage: &dyn Storage, dir: &Path, generation: u64) -> Resul
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     replace_file(storage, &dir.join(GENERATION_FILE), &bytes)
+}
+
+/// One uncompressed batch of keyed records, all stamped `ts`.
+fn keyed_batch<'a>(
+    records: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    ts: i64,
+) -> Result<BatchBuilder> {
+    let mut batch = BatchBuilder::new(Compression::None);
+    for (key, value) in records {
+        batch
+            .push(&Record {
+                timestamp: ts,
+                key: Some(key),
+                value,
+                headers: &[],
+            })
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    }
+    Ok(batch)
 }
