@@ -234,6 +234,15 @@ struct BenchArgs {
     /// round, and print io_uring's median per-round ratio to std.
     #[arg(long)]
     compare_io: bool,
+    /// How segments are extended ahead of the writer: `auto` (zeros while fsyncs are small,
+    /// `fallocate` otherwise), `zeros` (written and fsynced in the background), `fallocate`
+    /// or `off`.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    prealloc: stratalog::Preallocate,
+    /// Also run the write workloads with each preallocation alternately, round by round, and
+    /// print each one's median per-round ratio to `off`.
+    #[arg(long)]
+    compare_prealloc: bool,
 }
 
 /// Where the log is.
@@ -296,6 +305,11 @@ struct ProduceArgs {
     /// with a warning if the kernel refuses it).
     #[arg(long, value_name = "ENGINE", default_value = "std")]
     io: stratalog::storage::IoEngine,
+    /// How the log's segments are extended ahead of the writer: `auto` (zeros while fsyncs
+    /// are small, `fallocate` otherwise), `zeros` (written and fsynced in the background),
+    /// `fallocate` or `off`.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    prealloc: stratalog::Preallocate,
     /// Append this many generated records instead of reading standard input.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -443,6 +457,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             segment_bytes: a.segment_bytes,
             print_acks: a.print_acks,
             io: a.io,
+            prealloc: a.prealloc,
             generate: a.count.map(|count| (count, a.size)),
             retention_bytes: a.retention_bytes,
             truncate_every: a.truncate_every,
@@ -482,6 +497,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
             json: a.json,
             svg: a.svg,
             compare_io: a.compare_io,
+            prealloc: a.prealloc,
+            compare_prealloc: a.compare_prealloc,
         }),
         Command::Topics(t) => match t {
             TopicsCommand::Create {

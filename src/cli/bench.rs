@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use stratalog::storage::{IoEngine, Storage, real_storage};
-use stratalog::{BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions};
+use stratalog::{BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions, Preallocate};
 
 use super::{CliError, context, outln};
 
@@ -35,6 +35,10 @@ pub struct Options {
     pub svg: Option<PathBuf>,
     /// Also compare the std and io_uring write paths, alternating them round by round.
     pub compare_io: bool,
+    /// How the logs preallocate their segments.
+    pub prealloc: Preallocate,
+    /// Also compare the preallocations, alternating them round by round.
+    pub compare_prealloc: bool,
 }
 
 const KIB: usize = 1 << 10;
@@ -78,6 +82,7 @@ struct WriterPoint {
 struct Bench {
     root: PathBuf,
     storage: Arc<dyn Storage>,
+    prealloc: Preallocate,
     budget: Duration,
     progress: ProgressBar,
     rows: Vec<Row>,
@@ -98,7 +103,9 @@ pub fn run(o: Options) -> Result<(), CliError> {
             parent.display()
         )))?;
     let (storage, io) = real_storage(o.io);
-    let steps = 11 + WRITERS.len() as u64 + if o.compare_io { COMPARE_ROUNDS } else { 0 };
+    let steps = 11
+        + WRITERS.len() as u64
+        + COMPARE_ROUNDS * (u64::from(o.compare_io) + u64::from(o.compare_prealloc));
     let progress = ProgressBar::new(steps);
     progress.set_style(
         ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
@@ -108,6 +115,7 @@ pub fn run(o: Options) -> Result<(), CliError> {
     let mut b = Bench {
         root: scratch.path().to_path_buf(),
         storage,
+        prealloc: o.prealloc,
         // Shared by the steps, in proportion to how much each one needs to settle.
         budget: Duration::from_secs_f64(o.seconds / 20.0),
         progress,
@@ -117,6 +125,9 @@ pub fn run(o: Options) -> Result<(), CliError> {
         if o.compare_io {
             b.compare_engines()?;
         }
+        if o.compare_prealloc {
+            b.compare_prealloc()?;
+        }
         Ok(out)
     });
     b.progress.finish_and_clear();
@@ -124,6 +135,7 @@ pub fn run(o: Options) -> Result<(), CliError> {
     print_table(&b.rows, io, &parent)?;
     let figures = json!({
         "io_engine": format!("{io:?}"),
+        "preallocate": format!("{:?}", o.prealloc),
         "dir": parent.display().to_string(),
         "budget_seconds": o.seconds,
         "machine": machine,
@@ -201,6 +213,7 @@ impl Bench {
                 },
                 fsync,
                 storage: self.storage.clone(),
+                preallocate: self.prealloc,
                 ..Default::default()
             },
         )
@@ -352,62 +365,119 @@ impl Bench {
 /// Rounds of the `--compare-io` step; each runs every workload on both engines.
 const COMPARE_ROUNDS: u64 = 4;
 
+/// One side of a comparison: a write path and a preallocation.
+struct Variant {
+    name: String,
+    storage: Arc<dyn Storage>,
+    prealloc: Preallocate,
+}
+
 impl Bench {
-    /// Runs the write workloads on the std and io_uring paths alternately, round by round (the
-    /// disk's speed drifts, so two separate runs cannot be compared), and reports the median
-    /// per-round ratio io_uring / std of each workload.
+    /// Runs the write workloads on the std and io_uring paths alternately (see `compare`).
     fn compare_engines(&mut self) -> Result<(), CliError> {
-        let primary = self.storage.clone();
-        let engines =
-            [IoEngine::Std, IoEngine::IoUring].map(|engine| (engine, real_storage(engine)));
-        if engines[1].1.1 != IoEngine::IoUring {
+        let engines = [IoEngine::Std, IoEngine::IoUring].map(real_storage);
+        if engines[1].1 != IoEngine::IoUring {
             return Err(
                 "--compare-io: this kernel or build refused io_uring (see the warning)".into(),
             );
         }
-        let budget = self.budget / 2;
+        let variants = engines
+            .into_iter()
+            .map(|(storage, engine)| Variant {
+                name: if engine == IoEngine::Std {
+                    "std"
+                } else {
+                    "io_uring"
+                }
+                .into(),
+                storage,
+                prealloc: self.prealloc,
+            })
+            .collect();
+        self.compare("io", variants)
+    }
+
+    /// Runs the write workloads with each preallocation (see `compare`), against none.
+    fn compare_prealloc(&mut self) -> Result<(), CliError> {
+        let variants = [
+            Preallocate::Off,
+            Preallocate::Fallocate,
+            Preallocate::Zeros,
+            Preallocate::Auto,
+        ]
+        .map(|prealloc| Variant {
+            name: format!("prealloc {prealloc:?}").to_lowercase(),
+            storage: self.storage.clone(),
+            prealloc,
+        });
+        self.compare("prealloc", variants.into())
+    }
+
+    /// Runs the write workloads on each variant alternately, round by round (the disk's speed
+    /// drifts, so two separate runs cannot be compared), and reports each later variant's
+    /// median per-round ratio to the first one.
+    fn compare(&mut self, what: &str, variants: Vec<Variant>) -> Result<(), CliError> {
+        let (storage, prealloc) = (self.storage.clone(), self.prealloc);
+        let budget = self.budget / variants.len() as u32;
         let workloads = [
             "1 MiB batches of 1 KiB, fsync each",
             "1 durable writer",
             "64 durable writers",
         ];
-        let mut ratios = vec![Vec::new(); workloads.len()];
-        let mut figures = vec![[0.0f64; 2]; workloads.len()];
+        let n = variants.len();
+        let mut ratios = vec![vec![Vec::new(); n]; workloads.len()];
+        let mut figures = vec![vec![0.0f64; n]; workloads.len()];
         for round in 0..COMPARE_ROUNDS {
-            self.step(&format!("std against io_uring, round {}", round + 1));
-            let mut this = vec![[0.0f64; 2]; workloads.len()];
-            // Alternate which engine goes first, so that a drift of the disk within a round
-            // does not favour one of them.
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for e in order {
-                self.storage = engines[e].1.0.clone();
-                let name = format!("cmp-{round}-{e}");
+            self.step(&format!("comparing {what}, round {}", round + 1));
+            let mut this = vec![vec![0.0f64; n]; workloads.len()];
+            // Rotate which variant goes first, so that a drift of the disk within a round does
+            // not favour one of them.
+            for k in 0..n {
+                let v = (k + round as usize) % n;
+                self.storage = variants[v].storage.clone();
+                self.prealloc = variants[v].prealloc;
+                let name = format!("cmp-{what}-{round}-{v}");
                 let log = self.open(&format!("{name}-batched"), FsyncPolicy::Always)?;
-                this[0][e] = batched_rate(&log, KIB, 16 * MIB, budget)? / 1e6;
+                this[0][v] = batched_rate(&log, KIB, 16 * MIB, budget)? / 1e6;
                 log.close().map_err(context("closing a log failed"))?;
                 for (w, writers) in [(1, 1), (2, 64)] {
                     let log = self.open(&format!("{name}-w{writers}"), FsyncPolicy::Always)?;
-                    this[w][e] = durable_writers(&log, writers, None, budget)?.per_sec;
+                    this[w][v] = durable_writers(&log, writers, None, budget)?.per_sec;
                     log.close().map_err(context("closing a log failed"))?;
                 }
+                let _ = fs::remove_dir_all(self.root.join(&name));
             }
-            for (w, pair) in this.iter().enumerate() {
-                ratios[w].push(pair[1] / pair[0]);
-                figures[w][0] += pair[0] / COMPARE_ROUNDS as f64;
-                figures[w][1] += pair[1] / COMPARE_ROUNDS as f64;
+            for (w, row) in this.iter().enumerate() {
+                for v in 0..n {
+                    ratios[w][v].push(row[v] / row[0]);
+                    figures[w][v] += row[v] / COMPARE_ROUNDS as f64;
+                }
             }
             self.done();
         }
-        self.storage = primary;
+        (self.storage, self.prealloc) = (storage, prealloc);
         for (w, name) in workloads.iter().enumerate() {
             let unit = if w == 0 { "MB/s" } else { "appends/s" };
-            self.row(format!("[std] {name}"), figures[w][0], unit);
-            let mut r = ratios[w].clone();
-            r.sort_by(f64::total_cmp);
-            let median = r[r.len() / 2];
-            let row = self.row(format!("[io_uring] {name}"), figures[w][1], unit);
-            // The ratio shown is the median of the per-round ratios, not of the means.
-            row.bound = Some(("std (median per round)".into(), figures[w][1] / median));
+            self.row(
+                format!("[{}] {name}", variants[0].name),
+                figures[w][0],
+                unit,
+            );
+            for v in 1..n {
+                let mut r = ratios[w][v].clone();
+                r.sort_by(f64::total_cmp);
+                let median = r[r.len() / 2];
+                let row = self.row(
+                    format!("[{}] {name}", variants[v].name),
+                    figures[w][v],
+                    unit,
+                );
+                // The ratio shown is the median of the per-round ratios, not of the means.
+                row.bound = Some((
+                    format!("{} (median per round)", variants[0].name),
+                    figures[w][v] / median,
+                ));
+            }
         }
         Ok(())
     }

@@ -60,6 +60,20 @@ fn base_from_name(path: &Path) -> Option<u64> {
 }
 
 /// Dumps one file; returns false if something in it was bad.
+/// True if bytes `pos..len` of `file` are all zero (space preallocated ahead of the writer).
+fn zeros_to_end(file: &File, mut pos: u64, len: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    while pos < len {
+        let n = (len - pos).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], pos)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
+}
+
 fn dump_file(path: &Path, out: &mut impl Write) -> Result<bool, CliError> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
@@ -90,6 +104,14 @@ fn dump_file(path: &Path, out: &mut impl Write) -> Result<bool, CliError> {
         file.read_exact_at(&mut buf, pos)?;
         let header = match BatchHeader::parse(&buf) {
             Ok(h) => *h,
+            Err(_) if zeros_to_end(&file, pos, len)? => {
+                writeln!(
+                    out,
+                    "position={pos} preallocated space: {} zero bytes to the end of the file",
+                    len - pos
+                )?;
+                break;
+            }
             Err(e) => {
                 writeln!(
                     out,

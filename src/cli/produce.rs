@@ -10,7 +10,8 @@ use std::time::Instant;
 use stratalog::storage::{IoEngine, real_storage};
 use stratalog::store::{Partitioner, PartitionerKind, Store, StoreOptions, TopicInfo};
 use stratalog::{
-    BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions, Receipt, Record, now_ms,
+    BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions, Preallocate, Receipt,
+    Record, now_ms,
 };
 
 use super::{CliError, Target, context, context_with, outln};
@@ -56,6 +57,8 @@ pub struct Options {
     pub print_acks: bool,
     /// The write path of the logs.
     pub io: IoEngine,
+    /// How a log given with `--log` preallocates its segments.
+    pub prealloc: Preallocate,
     /// `(count, size)`: generate records instead of reading stdin.
     pub generate: Option<(u64, usize)>,
     /// For crash tests: `LogConfig::retention_bytes` for a new log, and retention applied
@@ -129,6 +132,7 @@ fn open_log(o: &Options, dir: &std::path::Path) -> Result<Log, CliError> {
             fsync: o.fsync.unwrap_or(FsyncPolicy::Always),
             storage: real_storage(o.io).0,
             create: true,
+            preallocate: o.prealloc,
             ..Default::default()
         },
     )

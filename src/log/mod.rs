@@ -8,6 +8,7 @@
 mod checkpoint;
 mod commit;
 mod index;
+mod prealloc;
 mod quarantine;
 mod recovery;
 mod segment;
@@ -16,7 +17,7 @@ mod verify;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,7 @@ use checkpoint::{Checkpoint, CheckpointFile, Meta};
 use commit::{Commit, Syncer};
 pub use commit::{FsyncPolicy, GroupCommit, Receipt};
 use index::{IndexBuilder, IndexState, Planned};
+pub use prealloc::{AUTO_WINDOW, CHUNK as PREALLOCATE_CHUNK, Preallocate, ZEROS_BELOW};
 pub use quarantine::{
     LossKind, MAX_QUARANTINE_BYTES, MAX_QUARANTINE_FILES, QUARANTINE_HEADER_LEN, QUARANTINE_MAGIC,
     QUARANTINE_VERSION, QuarantineHeader, Quarantined,
@@ -116,6 +118,8 @@ pub struct LogOptions {
     /// log on a full disk (where a writable open may fail with [`Error::NoSpace`]) or a copy
     /// being examined. The directory lock is still taken.
     pub read_only: bool,
+    /// How the active segment's file is extended ahead of the writer (see [`Preallocate`]).
+    pub preallocate: Preallocate,
 }
 
 impl Default for LogOptions {
@@ -127,6 +131,7 @@ impl Default for LogOptions {
             create: true,
             group_commit: GroupCommit::default(),
             read_only: false,
+            preallocate: Preallocate::default(),
         }
     }
 }
@@ -150,8 +155,16 @@ struct Writer {
     active: Arc<Segment>,
     index_file: Arc<dyn StorageFile>,
     time_file: Arc<dyn StorageFile>,
-    /// Length of the active `.log` file.
+    /// Bytes of batches (and the header) in the active `.log` file.
     written: u64,
+    /// The active file's known length: past `written` it holds preallocated zeros.
+    allocated: u64,
+    /// A preallocation request for the active segment is queued or running.
+    fill_pending: bool,
+    /// `seq` and the count of group-commit fsyncs when [`Preallocate::Auto`] last decided.
+    fill_mark: (u64, u64),
+    /// Preallocate by writing zeros (else `fallocate`); what `Auto` last decided.
+    fill_zeros: bool,
     next_offset: u64,
     /// Bytes written since open (group commit counts in these).
     seq: u64,
@@ -186,10 +199,23 @@ struct Inner {
     commit: Arc<Commit>,
     checkpoint: Mutex<CheckpointFile>,
     maintenance: Mutex<()>,
+    /// Held around every fsync of a segment file and the recording of its failure: an fsync
+    /// that fails may have consumed the kernel's write-back error (the lost pages are marked
+    /// clean), so a later fsync of the same file would succeed. With the gate, the failure is
+    /// sticky before any other fsync of the log can start, and none that starts after it is
+    /// trusted.
+    sync_gate: Mutex<()>,
+    /// Group-commit fsyncs that succeeded since open.
+    group_syncs: AtomicU64,
     closed: AtomicBool,
     read_only: bool,
+    preallocate: Preallocate,
+    /// This log, for the shared preallocation thread (set right after the log is built).
+    this: OnceLock<Weak<dyn prealloc::Filler>>,
     report: RecoveryReport,
-    _lock: Box<dyn LockGuard>,
+    /// The directory lock, released when the log is closed (the shared preallocation thread
+    /// may hold this `Inner` a moment longer, but no longer writes once `closed` is set).
+    dir_lock: Mutex<Option<Box<dyn LockGuard>>>,
 }
 
 /// An append-only log of record batches in one directory.
@@ -229,6 +255,8 @@ impl Log {
         let inner = Arc::new(recovery::open(dir.as_ref(), options)?);
         let syncer: std::sync::Weak<dyn Syncer> = Arc::downgrade(&inner) as _;
         inner.commit.set_syncer(syncer);
+        let filler: Weak<dyn prealloc::Filler> = Arc::downgrade(&inner) as _;
+        let _ = inner.this.set(filler);
         if inner.commit.mode() == GroupCommit::External {
             // A shared thread does the flusher's work (see `Log::sync_due`).
             return Ok(Log {
@@ -431,6 +459,7 @@ impl Log {
         if let Some(handle) = lock(&self.flusher).take() {
             let _ = handle.join();
         }
+        lock(&self.inner.dir_lock).take();
         result
     }
 }
@@ -514,9 +543,11 @@ impl Inner {
             builder.apply(&planned);
         }
         w.written += len;
+        w.allocated = w.allocated.max(w.written);
         w.next_offset = base + u64::from(batch.record_count());
         w.seq += len;
         w.first_append.get_or_insert_with(Instant::now);
+        self.want_fill(&mut w);
         let mut st = self.commit.lock();
         self.commit.wrote(&mut st, w.seq);
         let target = if self.commit.policy().acks_durable() {
@@ -532,6 +563,31 @@ impl Inner {
             last_offset: w.next_offset - 1,
             receipt: Receipt::new(self.commit.clone(), target),
         })
+    }
+
+    /// Asks the preallocation thread to extend the active segment when less than half a chunk
+    /// of preallocated space is left ahead of the writer.
+    fn want_fill(&self, w: &mut Writer) {
+        if self.preallocate == Preallocate::Auto {
+            // Decide again after every AUTO_WINDOW bytes, from the fsyncs that covered them.
+            let syncs = self.group_syncs.load(Ordering::Acquire);
+            let (bytes, fsyncs) = (w.seq - w.fill_mark.0, syncs - w.fill_mark.1);
+            if bytes >= prealloc::AUTO_WINDOW {
+                w.fill_mark = (w.seq, syncs);
+                w.fill_zeros = fsyncs > 0 && bytes / fsyncs < prealloc::ZEROS_BELOW;
+            }
+        }
+        if self.preallocate == Preallocate::Off
+            || (self.preallocate == Preallocate::Auto && !w.fill_zeros)
+            || w.fill_pending
+            || w.allocated >= w.written + prealloc::chunk_for(w.written) / 2
+            || w.allocated >= lock(&self.config).segment_bytes
+        {
+            return;
+        }
+        if let Some(this) = self.this.get() {
+            w.fill_pending = prealloc::request(this.clone());
+        }
     }
 
     fn write_index_entries(
@@ -587,7 +643,7 @@ impl Inner {
 
     /// Writes the active segment's last time entry and syncs its three files; everything
     /// written so far becomes durable and visible.
-    fn seal_active(&self, w: &Writer) -> Result<()> {
+    fn seal_active(&self, w: &mut Writer) -> Result<()> {
         let (entry, offsets, times) =
             match &mut *w.active.index.write().unwrap_or_else(|e| e.into_inner()) {
                 IndexState::Active(b) => (b.seal(), b.offsets.len(), b.times.len()),
@@ -609,11 +665,20 @@ impl Inner {
             w.time_file
                 .set_len((FILE_HEADER_LEN + times * 12) as u64)
                 .ctx("truncate", &paths.time)?;
-            w.active.file.sync().ctx("fsync", &paths.log)?;
+            // Trim preallocated space past the last batch. Readers never look past `visible`
+            // (at most `written`), so no mapping is read past the new end.
+            if w.allocated > w.written || w.active.file.len().ctx("stat", &paths.log)? > w.written {
+                w.active
+                    .file
+                    .set_len(w.written)
+                    .ctx("truncate", &paths.log)?;
+            }
+            self.sync_segment(&w.active)?;
             w.index_file.sync().ctx("fsync", &paths.index)?;
             w.time_file.sync().ctx("fsync", &paths.time)
         };
         io().map_err(|e| Error::Failed(self.commit.fail(e)))?;
+        w.allocated = w.written;
         let max_ts = Self::active_max_ts(w);
         let mut st = self.commit.lock();
         self.commit.made_durable(&mut st, w.generation, w.seq);
@@ -637,6 +702,10 @@ impl Inner {
             index_file,
             time_file,
             written: FILE_HEADER_LEN as u64,
+            allocated: FILE_HEADER_LEN as u64,
+            fill_pending: false,
+            fill_mark: w.fill_mark,
+            fill_zeros: w.fill_zeros,
             next_offset: w.next_offset,
             seq: w.seq,
             generation: w.generation,
@@ -676,6 +745,68 @@ impl Inner {
     }
 }
 
+impl prealloc::Filler for Inner {
+    /// Extends the active segment by up to a chunk, in pieces under the writer lock and only
+    /// at or past the writer's position, then fsyncs it (outside the lock).
+    fn fill(&self) {
+        let stale = |w: &Writer, segment: &Arc<Segment>, generation: u64| {
+            !Arc::ptr_eq(&w.active, segment)
+                || w.generation != generation
+                || self.closed.load(Ordering::Acquire)
+                || self.commit.check_failed().is_err()
+        };
+        let (segment, generation, end, zeros) = {
+            let mut w = lock(&self.writer);
+            let limit = lock(&self.config).segment_bytes;
+            let from = w.allocated.max(w.written);
+            let end = (from + prealloc::chunk_for(w.written)).min(limit);
+            let segment = w.active.clone();
+            if stale(&w, &segment, w.generation) || end <= from {
+                w.fill_pending = false;
+                return;
+            }
+            (segment, w.generation, end, w.fill_zeros)
+        };
+        loop {
+            let mut w = lock(&self.writer);
+            if stale(&w, &segment, generation) {
+                return;
+            }
+            let at = w.allocated.max(w.written);
+            if at >= end {
+                break;
+            }
+            let (result, upto) = match zeros {
+                false => (segment.file.allocate(at, end - at), end),
+                true => {
+                    let n = (end - at).min(prealloc::PIECE);
+                    (
+                        segment.file.write_at(&prealloc::ZEROS[..n as usize], at),
+                        at + n,
+                    )
+                }
+            };
+            if let Err(e) = result {
+                // Not an error of the log: appends grow the file themselves (and meet a full
+                // disk themselves). Do not retry before the writer passes this chunk.
+                tracing::debug!(segment = %segment.paths.log.display(), error = %e, "preallocation failed");
+                w.allocated = end;
+                w.fill_pending = false;
+                return;
+            }
+            w.allocated = upto;
+        }
+        // The fsync that makes the new length and blocks durable, so that the appends' own
+        // fsyncs need not. Its failure is the log's: it may have consumed a write-back error
+        // of appended data, which a later fsync would then not report.
+        let _ = self.sync_segment(&segment);
+        let mut w = lock(&self.writer);
+        if !stale(&w, &segment, generation) {
+            w.fill_pending = false;
+        }
+    }
+}
+
 impl Syncer for Inner {
     /// One group-commit fsync, run by the flusher thread or a leading writer.
     fn sync_now(&self) {
@@ -691,11 +822,11 @@ impl Syncer for Inner {
             )
         };
         crash::point("fsync.before");
-        if let Err(e) = segment.file.sync() {
-            self.commit.fail(Error::io("fsync", &segment.paths.log, e));
+        if self.sync_segment(&segment).is_err() {
             return;
         }
         crash::point("fsync.after");
+        self.group_syncs.fetch_add(1, Ordering::AcqRel);
         let mut st = self.commit.lock();
         if !self.commit.made_durable(&mut st, generation, seq) {
             return;
@@ -719,13 +850,24 @@ impl Syncer for Inner {
 }
 
 impl Inner {
+    /// fsyncs a segment's `.log` file through the sync gate (see `sync_gate`); a failure fails
+    /// the log.
+    fn sync_segment(&self, segment: &Segment) -> Result<()> {
+        let _gate = lock(&self.sync_gate);
+        self.commit.check_failed()?;
+        segment
+            .file
+            .sync()
+            .map_err(|e| Error::Failed(self.commit.fail(Error::io("fsync", &segment.paths.log, e))))
+    }
+
     fn close(&self) -> Result<()> {
-        let w = lock(&self.writer);
+        let mut w = lock(&self.writer);
         if self.closed.swap(true, Ordering::AcqRel) || self.read_only {
             return Ok(());
         }
         self.commit.check_failed()?;
-        self.seal_active(&w)?;
+        self.seal_active(&mut w)?;
         lock(&self.checkpoint).write(w.checkpoint(true), w.generation, true, true)
     }
 
@@ -743,7 +885,7 @@ impl Inner {
             )));
         }
         // Everything that stays must be durable, and visible, before files change.
-        self.seal_active(&w)?;
+        self.seal_active(&mut w)?;
         let segments: Vec<Arc<Segment>> = self.segments_from(offset);
         let target = segments[0].clone();
         let cut = if offset == target.base {
@@ -892,6 +1034,10 @@ impl Inner {
             index_file,
             time_file,
             written: FILE_HEADER_LEN as u64,
+            allocated: FILE_HEADER_LEN as u64,
+            fill_pending: false,
+            fill_mark: w.fill_mark,
+            fill_zeros: w.fill_zeros,
             next_offset: offset,
             seq: w.seq,
             generation: w.generation,

@@ -54,6 +54,9 @@ pub struct RecoveryReport {
     pub scanned_bytes: u64,
     /// Torn tails that were cut.
     pub torn: Vec<TornTail>,
+    /// Zeros past the last batch of the active segment: space preallocated ahead of the writer
+    /// (see [`crate::Preallocate`]), not data. A writable open trims them.
+    pub preallocated_bytes: u64,
     /// Index files that failed their checks and were rebuilt.
     pub rebuilt_indexes: usize,
     /// Bytes cut by this recovery and kept in quarantine files (see [`Log::quarantine`]).
@@ -114,7 +117,8 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
         report: &mut report,
         read_only,
     };
-    let (segments, writer) = recovery.segments(&bases, checkpoint, &meta)?;
+    let (segments, mut writer) = recovery.segments(&bases, checkpoint, &meta)?;
+    writer.fill_zeros = options.preallocate == super::Preallocate::Zeros;
     let inner = Inner {
         dir: dir.to_path_buf(),
         storage,
@@ -125,12 +129,16 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
         commit: Arc::new(Commit::new(options.fsync, options.group_commit)),
         checkpoint: Mutex::new(checkpoint_file),
         maintenance: Mutex::new(()),
+        sync_gate: Mutex::new(()),
+        group_syncs: AtomicU64::new(0),
         closed: AtomicBool::new(false),
         read_only,
+        preallocate: options.preallocate,
+        this: std::sync::OnceLock::new(),
         segments: RwLock::new(segments.into_iter().map(|s| (s.base, s)).collect()),
         writer: Mutex::new(writer),
         report: RecoveryReport::default(),
-        _lock: lock,
+        dir_lock: Mutex::new(Some(lock)),
     };
     // From here on a crash must not be taken for a clean close.
     if !read_only {
@@ -468,12 +476,16 @@ impl Recovery<'_> {
             expected = batch.last_offset() + 1;
             end = pos + batch.len() as u64;
         }
-        let cut = (end < len).then(|| bytes[end as usize..len as usize].to_vec());
+        // Zeros at the very end are preallocated space (never data: a batch header is not all
+        // zero), not a torn write; only what precedes them was cut from a batch.
+        let data_end = end + super::prealloc::trim_zeros(&bytes[end as usize..len as usize]) as u64;
+        self.report.preallocated_bytes += len - data_end;
+        let cut = (end < data_end).then(|| bytes[end as usize..data_end as usize].to_vec());
         drop(bytes);
         drop(probe);
         if let Some(cut) = cut {
             let reason = torn.unwrap_or_else(|| "incomplete batch".into());
-            tracing::warn!(segment = %paths.log.display(), position = end, bytes = len - end, %reason, "cutting a torn tail");
+            tracing::warn!(segment = %paths.log.display(), position = end, bytes = data_end - end, %reason, "cutting a torn tail");
             // Keep the cut bytes before they go. If that fails (a full disk), the cut still
             // happens (the log must open) and the loss is reported without a file.
             let loss = quarantine::Loss {
@@ -482,7 +494,7 @@ impl Recovery<'_> {
                 end_offset: quarantine::end_offset_of(&cut, expected),
                 segment_base: base,
                 position: end,
-                cut_bytes: len - end,
+                cut_bytes: data_end - end,
                 reason: &reason,
             };
             let saved = if self.read_only {
@@ -503,7 +515,7 @@ impl Recovery<'_> {
             self.report.torn.push(TornTail {
                 path: paths.log.clone(),
                 position: end,
-                bytes: len - end,
+                bytes: data_end - end,
                 offset: expected,
                 reason,
                 quarantine: saved,
@@ -512,9 +524,11 @@ impl Recovery<'_> {
                 // The torn tail stays in the file, past what is served; a writable open cuts it.
                 return self.finish_active(base, file, end, expected, builder, false, map_hint);
             }
-            file.set_len(end).ctx("truncate", &paths.log)?;
         }
         if !self.read_only {
+            if len > end {
+                file.set_len(end).ctx("truncate", &paths.log)?;
+            }
             file.sync().ctx("fsync", &paths.log)?;
         }
         let rewrite = !self.read_only;
@@ -668,6 +682,10 @@ fn new_writer(
         index_file,
         time_file,
         written,
+        allocated: written,
+        fill_pending: false,
+        fill_mark: (0, 0),
+        fill_zeros: false,
         next_offset,
         seq: 0,
         generation: 0,

@@ -242,7 +242,14 @@ fn verify_segment(
             Err(e) => Some(e.to_string()),
         };
         if let Some(what) = fault {
-            if is_last && pos >= durable_below {
+            let zeros = super::prealloc::trim_zeros(&bytes[pos as usize..]) == 0;
+            if is_last && pos >= durable_below && zeros {
+                report.notes.push(format!(
+                    "{}: {} bytes of preallocated zeros after the last batch, at byte {pos} (the next open trims them)",
+                    paths.log.display(),
+                    len - pos
+                ));
+            } else if is_last && pos >= durable_below {
                 report.notes.push(format!(
                     "{}: torn tail of {} bytes at byte {pos} after the last fsync ({what}); the next open cuts it",
                     paths.log.display(),

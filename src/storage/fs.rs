@@ -115,6 +115,10 @@ impl StorageFile for FsFile {
         self.file.sync_data()
     }
 
+    fn allocate(&self, pos: u64, len: u64) -> io::Result<()> {
+        allocate(&self.file, pos, len)
+    }
+
     fn len(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
@@ -126,6 +130,12 @@ impl StorageFile for FsFile {
     fn map(&self, len: u64) -> io::Result<Mapping> {
         map_file(&self.file, len)
     }
+}
+
+/// `fallocate(2)` of `pos..pos + len`, growing the file's length.
+pub(super) fn allocate(file: &File, pos: u64, len: u64) -> io::Result<()> {
+    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), pos, len)?;
+    Ok(())
 }
 
 /// Maps bytes `0..len` of `file` read-only and shared (see [`StorageFile::map`]).

@@ -125,6 +125,19 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         self.write_at(buf, pos)?;
         self.sync()
     }
+    /// Gives the file blocks for `pos..pos + len` without writing data (`fallocate`), growing
+    /// its length to at least `pos + len`; the new bytes read as zeros. The default writes
+    /// zeros.
+    fn allocate(&self, pos: u64, len: u64) -> io::Result<()> {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut at = pos;
+        while at < pos + len {
+            let n = (pos + len - at).min(ZEROS.len() as u64);
+            self.write_at(&ZEROS[..n as usize], at)?;
+            at += n;
+        }
+        Ok(())
+    }
     /// The file's current length.
     fn len(&self) -> io::Result<u64>;
     /// Sets the file's length. Callers must never shrink a file that may be mapped.

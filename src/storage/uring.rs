@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 
-use super::fs::{map_file, open_file};
+use super::fs::{allocate, map_file, open_file};
 use super::{FsStorage, LockGuard, Mapping, OpenMode, Storage, StorageFile};
 
 /// Entries of each thread's ring: at most a linked write and fsync are in flight per thread.
@@ -239,6 +239,10 @@ impl StorageFile for UringFile {
         #[allow(unsafe_code)]
         let results = unsafe { run(&[self.fsync_entry()]) }?;
         result(results[FSYNC as usize], "fsync").map(drop)
+    }
+
+    fn allocate(&self, pos: u64, len: u64) -> io::Result<()> {
+        allocate(&self.file, pos, len)
     }
 
     fn len(&self) -> io::Result<u64> {
