@@ -774,7 +774,8 @@ impl prealloc::Filler for Inner {
             }
             let at = w.allocated.max(w.written);
             if at >= end {
-                break;
+                w.fill_pending = false;
+                return;
             }
             let (result, upto) = match zeros {
                 false => (segment.file.allocate(at, end - at), end),
@@ -795,14 +796,14 @@ impl prealloc::Filler for Inner {
                 return;
             }
             w.allocated = upto;
-        }
-        // The fsync that makes the new length and blocks durable, so that the appends' own
-        // fsyncs need not. Its failure is the log's: it may have consumed a write-back error
-        // of appended data, which a later fsync would then not report.
-        let _ = self.sync_segment(&segment);
-        let mut w = lock(&self.writer);
-        if !stale(&w, &segment, generation) {
-            w.fill_pending = false;
+            drop(w);
+            // The fsync that makes the new length and blocks durable, so that the appends'
+            // own fsyncs need not: one per piece, so that a group commit waiting at the sync
+            // gate waits for at most one piece. Its failure is the log's: it may have consumed
+            // a write-back error of appended data, which a later fsync would then not report.
+            if self.sync_segment(&segment).is_err() {
+                return;
+            }
         }
     }
 }

@@ -18,8 +18,8 @@
 //! less than half a chunk of preallocated space asks it to extend the file by another chunk
 //! (as many bytes as the segment holds, between 64 KiB and [`CHUNK`]). It writes zeros (or
 //! calls `fallocate`) in pieces, each under the log's writer lock and only at or past the
-//! writer's position, so it never overwrites a batch; then it fsyncs the file outside the
-//! writer lock but through the log's sync gate, like every fsync of a segment (an fsync error
+//! writer's position, so it never overwrites a batch; after each piece (256 KiB) it fsyncs the
+//! file outside the writer lock but through the log's sync gate, like every fsync of a segment (an fsync error
 //! it meets fails the log before any other fsync can report success). If the writer outruns
 //! it, the writer simply grows the file itself.
 //!
@@ -91,7 +91,7 @@ pub(crate) fn chunk_for(written: u64) -> u64 {
     written.clamp(MIN_CHUNK, CHUNK)
 }
 
-/// Bytes written per hold of the writer lock.
+/// Bytes of zeros written per hold of the writer lock, and per fsync.
 pub(crate) const PIECE: u64 = 256 << 10;
 
 /// Zeros to write from (a zero page of the binary's bss: costs no memory until read).

@@ -2,8 +2,10 @@
 //!
 //! Invariants:
 //! - bytes below `visible` are whole, checked-at-write batches; readers never look past it;
-//! - the `.log` file is never shrunk while a mapping of it may exist (truncation writes a new
-//!   file and renames it over this one), so a mapping never reaches past the end of its file;
+//! - the `.log` file is never shrunk below `visible` while a mapping of it may exist
+//!   (truncation writes a new file and renames it over this one; sealing trims only
+//!   preallocated zeros past the last batch), so no byte handed to a reader lies past the end
+//!   of its file;
 //! - `next_offset` is one past the last visible record.
 
 use std::collections::HashMap;

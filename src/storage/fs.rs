@@ -149,8 +149,9 @@ pub(super) fn map_file(file: &File, len: u64) -> io::Result<Mapping> {
     }
     let len = usize::try_from(len).map_err(|_| io::Error::other("mapping too large"))?;
     // SAFETY: the mapping is read-only and shared. The engine never shrinks a segment or index
-    // file while it may be mapped (truncation writes a new file and renames it over the old
-    // one; the old inode lives on until its last mapping is dropped), and readers only touch
+    // file below what readers were given while it may be mapped (truncation writes a new file
+    // and renames it over the old one, and the old inode lives on until its last mapping is
+    // dropped; sealing trims only preallocated zeros past the last batch), and readers only touch
     // bytes that were written before they were published, so no access reaches past the end
     // of the file (no SIGBUS). Other processes must not modify the files (the log directory is
     // locked). See docs/SAFETY.md.
