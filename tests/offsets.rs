@@ -15,6 +15,7 @@ fn open(dir: &Path, storage: Arc<dyn Storage>) -> Store {
             storage,
             create: true,
             retention_interval: None,
+            ..StoreOptions::default()
         },
     )
     .unwrap()

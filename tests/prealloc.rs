@@ -334,3 +334,40 @@ fn power_loss_with_preallocated_space_loses_no_acknowledged_record() {
         common::assert_sound(&sim, dir, "after power loss");
     }
 }
+
+#[test]
+fn a_store_passes_its_preallocation_to_its_partitions() {
+    use stratalog::store::{PartitionerKind, Store, StoreOptions, TopicConfig};
+    for mode in [Preallocate::Zeros, Preallocate::Off] {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            tmp.path(),
+            StoreOptions {
+                preallocate: mode,
+                retention_interval: None,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        store
+            .create_topic("t", 1, TopicConfig::default(), PartitionerKind::Modulo)
+            .unwrap();
+        let log = store.partition("t", 0).unwrap();
+        let path = segment_files(log.dir()).pop().unwrap();
+        let mut i = 0;
+        while i < 300 {
+            append(&log, i);
+            i += 1;
+        }
+        if mode == Preallocate::Zeros {
+            append_until(
+                &log,
+                &mut i,
+                "zeros ahead of the partition's writer",
+                || len(&path) > data_end(&path),
+            );
+        } else {
+            assert_eq!(len(&path), data_end(&path), "no preallocation when off");
+        }
+    }
+}

@@ -14,6 +14,7 @@ fn options(storage: Arc<dyn Storage>) -> StoreOptions {
         storage,
         create: true,
         retention_interval: None,
+        ..StoreOptions::default()
     }
 }
 

@@ -122,6 +122,7 @@ fn run_store(dir: &Path, topic: &str, only: Option<u32>, o: &Options) -> Result<
             storage: FsStorage::shared(),
             create: false,
             retention_interval: None,
+            ..StoreOptions::default()
         },
     )
     .map_err(context(format!(

@@ -57,7 +57,7 @@ pub struct Options {
     pub print_acks: bool,
     /// The write path of the logs.
     pub io: IoEngine,
-    /// How a log given with `--log` preallocates its segments.
+    /// How the logs (or the store's partitions) preallocate their segments.
     pub prealloc: Preallocate,
     /// `(count, size)`: generate records instead of reading stdin.
     pub generate: Option<(u64, usize)>,
@@ -167,6 +167,7 @@ fn open_store_partitions(
         StoreOptions {
             storage: real_storage(o.io).0,
             create: false,
+            preallocate: o.prealloc,
             ..StoreOptions::default()
         },
     )

@@ -67,6 +67,7 @@ pub fn open_store(dir: &Path, create: bool) -> Result<Store, CliError> {
             storage: FsStorage::shared(),
             create,
             retention_interval: None,
+            ..StoreOptions::default()
         },
     )
     .map_err(context(format!(

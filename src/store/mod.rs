@@ -34,7 +34,7 @@ use topic::Entry;
 pub use topic::{PartitionerVersion, TopicConfig, TopicInfo, check_topic_name};
 
 use crate::error::{Error, IoContext, Result};
-use crate::log::{GroupCommit, Log, LogOptions, now_ms};
+use crate::log::{GroupCommit, Log, LogOptions, Preallocate, now_ms};
 use crate::storage::{FsStorage, LockGuard, Storage};
 
 /// Name of the store's lock file.
@@ -50,6 +50,10 @@ pub struct StoreOptions {
     /// How often the background thread applies retention to every partition (default 60 s);
     /// `None` starts no thread (call [`Store::apply_retention`] yourself).
     pub retention_interval: Option<Duration>,
+    /// How partitions preallocate their active segments (default [`Preallocate::Auto`]).
+    /// Each busy partition taking small durable appends keeps up to 4 MiB of zeros ahead of
+    /// its writer; with very many such partitions, [`Preallocate::Off`] saves that space.
+    pub preallocate: Preallocate,
 }
 
 impl Default for StoreOptions {
@@ -58,6 +62,7 @@ impl Default for StoreOptions {
             storage: FsStorage::shared(),
             create: true,
             retention_interval: Some(Duration::from_secs(60)),
+            preallocate: Preallocate::default(),
         }
     }
 }
@@ -121,6 +126,7 @@ struct Inner {
     stop_signal: Condvar,
     /// Partitions that may need a group-commit fsync from the shared flusher thread.
     flush: Arc<FlushQueue>,
+    preallocate: Preallocate,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -192,6 +198,7 @@ impl Store {
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
             flush: Arc::new(FlushQueue::default()),
+            preallocate: options.preallocate,
             _lock: guard,
         });
         let deleting: Vec<TopicInfo> = lock(&inner.registry)
@@ -702,6 +709,7 @@ impl Inner {
                 create: true,
                 // No flusher thread per partition: the store's one thread does that work.
                 group_commit: GroupCommit::External,
+                preallocate: self.preallocate,
                 ..Default::default()
             },
         )?;
