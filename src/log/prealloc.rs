@@ -78,7 +78,7 @@ impl std::str::FromStr for Preallocate {
 }
 
 /// Most bytes added to the active segment per request. A request adds as many bytes as the
-/// segment already holds, at least [`MIN_CHUNK`] and at most this (and never past the
+/// segment already holds, at least 64 KiB and at most this (and never past the
 /// segment's roll size), so that a log written slowly (one of many partitions) keeps a small
 /// tail of zeros and a busy one a large one.
 pub const CHUNK: u64 = 4 << 20;
