@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -65,8 +66,8 @@ impl std::str::FromStr for FsyncPolicy {
 
 /// Who runs the group-commit fsync under [`FsyncPolicy::Always`].
 ///
-/// Measured on the development machine (docs/BENCHMARKS.md): with one writer, `Leader` is as
-/// fast as a plain `write` + `sync_data` loop and `Flusher` about 0.7x of it (two thread
+/// Measured on the development machine (docs/BENCHMARKS.md): with one writer, `Leader` is
+/// about 0.9x a plain `write` + `sync_data` loop and `Flusher` 0.7-0.8x of it (two thread
 /// wake-ups per fsync); with 16 to 64 writers the two are within about 20% of each other.
 /// Hence the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,6 +80,14 @@ pub enum GroupCommit {
     /// finishing leader hands the lead to one writer it did not cover. Receipts awaited as
     /// futures ask the flusher thread instead (a future must not block its executor), and the
     /// flusher also syncs anything nobody waited for within 2 ms.
+    ///
+    /// Each writer writes its own batch (under the writer lock) before it waits. The fsync
+    /// wakes the writers it covers after releasing the commit state lock, and a covered
+    /// receipt completes without taking it: waking them with the lock held made each woken
+    /// writer sleep again on the lock (64 writers are 1.4x faster without that, measured in
+    /// docs/BENCHMARKS.md). A raft-engine-style handoff, in which one writer writes the
+    /// batches queued by the others so that each sleeps once, was measured too and was no
+    /// faster (0.94-1.01x with 16 and 64 writers): the cost is the wake-ups, not the writes.
     #[default]
     Leader,
     /// As [`GroupCommit::Leader`] for writers, but the log starts no flusher thread: the work
@@ -130,6 +139,10 @@ pub(crate) struct Commit {
     /// In [`GroupCommit::External`] mode: called (under the state lock, so it must be quick)
     /// when the log may need a sync from the shared thread.
     notifier: OnceLock<Notifier>,
+    /// `durable` as the group fsync last published it (it may lag behind `durable`): a
+    /// receipt it covers completes without taking the state lock, which the fsync that woke
+    /// its writer may still hold.
+    durable_hint: AtomicU64,
 }
 
 /// Tells a shared flusher thread that a log may need a sync.
@@ -167,6 +180,7 @@ impl Commit {
             mode,
             syncer: OnceLock::new(),
             notifier: OnceLock::new(),
+            durable_hint: AtomicU64::new(0),
         }
     }
 
@@ -286,21 +300,45 @@ impl Commit {
     /// Marks everything up to `upto` durable (if `generation` is still current) and releases
     /// the receipts it covers.
     pub fn made_durable(&self, st: &mut CommitState, generation: u64, upto: u64) -> bool {
+        match self.covered(st, generation, upto) {
+            Some(wakers) => {
+                wakers.into_iter().for_each(Waker::wake);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// As [`Commit::made_durable`], but returns the wakers of the receipts it covers instead of
+    /// waking them (`None` if `generation` is stale). The group fsync wakes them after it
+    /// released the state lock: with many writers, a woken writer that finds the lock still
+    /// held (the waker is still waking the others) sleeps again on the lock.
+    pub fn covered(&self, st: &mut CommitState, generation: u64, upto: u64) -> Option<Vec<Waker>> {
         st.last_sync = Instant::now();
-        if generation != st.generation || upto <= st.durable {
-            return generation == st.generation;
+        if generation != st.generation {
+            return None;
+        }
+        let mut woken = Vec::new();
+        if upto <= st.durable {
+            return Some(woken);
         }
         st.durable = upto;
         let mut i = 0;
         while i < st.wakers.len() {
             if st.wakers[i].0 <= upto {
-                st.wakers.swap_remove(i).1.wake();
+                woken.push(st.wakers.swap_remove(i).1);
             } else {
                 i += 1;
             }
         }
         self.done.notify_all();
-        true
+        Some(woken)
+    }
+
+    /// Lets receipts up to `upto` complete without taking the state lock ([`Receipt::wait`]).
+    /// Called, with the state lock held, once what `upto` covers is durable and visible.
+    pub fn raise_durable_hint(&self, upto: u64) {
+        self.durable_hint.fetch_max(upto, Ordering::Release);
     }
 
     /// Puts the log into the failed state and fails every waiter.
@@ -454,7 +492,7 @@ impl Receipt {
     /// Blocks until the append is acknowledged. Fails if the log failed (fsync error) or was
     /// closed before the append became durable.
     pub fn wait(&self) -> Result<()> {
-        if self.target == 0 {
+        if self.target == 0 || self.commit.durable_hint.load(Ordering::Acquire) >= self.target {
             return Ok(());
         }
         let st = self.commit.lock();

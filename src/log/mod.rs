@@ -829,14 +829,17 @@ impl Syncer for Inner {
         crash::point("fsync.after");
         self.group_syncs.fetch_add(1, Ordering::AcqRel);
         let mut st = self.commit.lock();
-        if !self.commit.made_durable(&mut st, generation, seq) {
+        let Some(covered) = self.commit.covered(&mut st, generation, seq) else {
             return;
-        }
+        };
         if self.commit.policy().acks_durable() {
             segment.publish(written, next, max_ts);
             self.end_offset.fetch_max(next, Ordering::AcqRel);
         }
+        self.commit.raise_durable_hint(seq);
         drop(st);
+        // Woken with the lock released (see `Commit::covered`).
+        covered.into_iter().for_each(std::task::Waker::wake);
         let c = Checkpoint {
             clean: false,
             segment_base: segment.base,
