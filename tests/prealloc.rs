@@ -199,17 +199,25 @@ fn sealed_segments_hold_no_preallocated_space() {
 /// Closes a log of `n` records (no preallocation) and returns its directory and segment.
 fn closed_log(tmp: &Path, n: usize) -> (PathBuf, PathBuf) {
     let dir = tmp.join("log");
-    let log = Log::open(
-        &dir,
-        options(Preallocate::Off, 64 << 20, FsyncPolicy::Always),
-    )
-    .unwrap();
+    let log = Log::open(&dir, unpreallocated()).unwrap();
     for i in 0..n {
         append(&log, i);
     }
     log.close().unwrap();
     let path = segment_files(&dir).pop().unwrap();
     (dir, path)
+}
+
+/// Options of the hand-made recovery cases: no preallocation of their own.
+fn unpreallocated() -> LogOptions {
+    options(Preallocate::Off, 64 << 20, FsyncPolicy::Always)
+}
+
+/// Opens (and so recovers) the log in `dir`, with what recovery reported.
+fn reopen(dir: &Path) -> (Log, stratalog::RecoveryReport) {
+    let log = Log::open(dir, unpreallocated()).unwrap();
+    let report = log.recovery_report().clone();
+    (log, report)
 }
 
 fn append_to_file(path: &Path, bytes: &[u8]) {
@@ -223,12 +231,7 @@ fn recovery_trims_a_zero_tail_without_reporting_a_loss() {
     let (dir, path) = closed_log(tmp.path(), 50);
     let data = len(&path);
     append_to_file(&path, &vec![0; 65536]);
-    let log = Log::open(
-        &dir,
-        options(Preallocate::Off, 64 << 20, FsyncPolicy::Always),
-    )
-    .unwrap();
-    let report = log.recovery_report().clone();
+    let (log, report) = reopen(&dir);
     assert!(
         !report.clean,
         "a file longer than its checkpoint is scanned"
@@ -258,12 +261,7 @@ fn a_torn_batch_before_zeros_is_cut_and_only_its_bytes_are_quarantined() {
     assert_ne!(torn.last(), Some(&0));
     append_to_file(&path, torn);
     append_to_file(&path, &vec![0; 65536]);
-    let log = Log::open(
-        &dir,
-        options(Preallocate::Off, 64 << 20, FsyncPolicy::Always),
-    )
-    .unwrap();
-    let report = log.recovery_report().clone();
+    let (log, report) = reopen(&dir);
     assert_eq!(report.torn.len(), 1, "{report:?}");
     assert_eq!(report.torn[0].position, data);
     assert_eq!(
@@ -285,12 +283,7 @@ fn zeros_in_the_middle_of_the_tail_are_a_torn_write() {
     let data = len(&path);
     append_to_file(&path, &vec![0; 4096]);
     append_to_file(&path, b"not zero");
-    let log = Log::open(
-        &dir,
-        options(Preallocate::Off, 64 << 20, FsyncPolicy::Always),
-    )
-    .unwrap();
-    let report = log.recovery_report().clone();
+    let (log, report) = reopen(&dir);
     assert_eq!(report.torn.len(), 1, "{report:?}");
     assert_eq!(report.torn[0].bytes, 4096 + 8);
     assert_eq!(report.preallocated_bytes, 0);

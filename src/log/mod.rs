@@ -42,7 +42,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::{
     Batch, BatchBuilder, Compression, EncodedBatch, FILE_HEADER_LEN, MAX_BATCH_BYTES,
 };
-use crate::storage::{FsStorage, LockGuard, OpenMode, Storage, StorageFile};
+use crate::storage::{FsStorage, LockGuard, OpenMode, Storage, StorageFile, ZEROS};
 
 /// Settings of a log, persisted in its `log.meta` when the log is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -755,17 +755,12 @@ impl prealloc::Filler for Inner {
                 || self.closed.load(Ordering::Acquire)
                 || self.commit.check_failed().is_err()
         };
+        // What to fill; the loop stops at once if there is nothing (or the log closed).
         let (segment, generation, end, zeros) = {
-            let mut w = lock(&self.writer);
+            let w = lock(&self.writer);
             let limit = lock(&self.config).segment_bytes;
-            let from = w.allocated.max(w.written);
-            let end = (from + prealloc::chunk_for(w.written)).min(limit);
-            let segment = w.active.clone();
-            if stale(&w, &segment, w.generation) || end <= from {
-                w.fill_pending = false;
-                return;
-            }
-            (segment, w.generation, end, w.fill_zeros)
+            let end = (w.allocated.max(w.written) + prealloc::chunk_for(w.written)).min(limit);
+            (w.active.clone(), w.generation, end, w.fill_zeros)
         };
         loop {
             let mut w = lock(&self.writer);
@@ -781,10 +776,7 @@ impl prealloc::Filler for Inner {
                 false => (segment.file.allocate(at, end - at), end),
                 true => {
                     let n = (end - at).min(prealloc::PIECE);
-                    (
-                        segment.file.write_at(&prealloc::ZEROS[..n as usize], at),
-                        at + n,
-                    )
+                    (segment.file.write_at(&ZEROS[..n as usize], at), at + n)
                 }
             };
             if let Err(e) = result {

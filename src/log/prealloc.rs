@@ -92,10 +92,7 @@ pub(crate) fn chunk_for(written: u64) -> u64 {
 }
 
 /// Bytes of zeros written per hold of the writer lock, and per fsync.
-pub(crate) const PIECE: u64 = 256 << 10;
-
-/// Zeros to write from (a zero page of the binary's bss: costs no memory until read).
-pub(crate) static ZEROS: [u8; PIECE as usize] = [0; PIECE as usize];
+pub(crate) const PIECE: u64 = crate::storage::ZEROS.len() as u64;
 
 /// Extends a log's active segment (the log implements it).
 pub(crate) trait Filler: Send + Sync {

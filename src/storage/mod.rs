@@ -129,7 +129,6 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// its length to at least `pos + len`; the new bytes read as zeros. The default writes
     /// zeros.
     fn allocate(&self, pos: u64, len: u64) -> io::Result<()> {
-        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let mut at = pos;
         while at < pos + len {
             let n = (pos + len - at).min(ZEROS.len() as u64);
@@ -147,6 +146,9 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// the same mapping); callers read only bytes that were written.
     fn map(&self, len: u64) -> io::Result<Mapping>;
 }
+
+/// Zeros to write from (in the binary's bss: no memory until read).
+pub(crate) static ZEROS: [u8; 256 << 10] = [0; 256 << 10];
 
 /// Bytes of a file made readable by [`StorageFile::map`].
 #[derive(Debug, Clone)]
