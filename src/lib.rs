@@ -7,6 +7,7 @@ pub mod crash;
 pub mod error;
 pub mod format;
 pub mod log;
+pub mod replication;
 pub mod storage;
 pub mod store;
 
