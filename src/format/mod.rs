@@ -7,12 +7,17 @@
 //! and bad bytes give a [`FormatError`], never a panic.
 
 mod batch;
+mod epochs;
 mod files;
 mod record;
 
 pub use batch::{
     BATCH_HEADER_LEN, BATCH_MAGIC, BATCH_VERSION, Batch, BatchBuilder, BatchHeader, Compression,
     EncodedBatch, MAX_BATCH_BYTES, MAX_RECORDS_BYTES, crc_of,
+};
+pub use epochs::{
+    EPOCH_ENTRY_LEN, EPOCHS_HEADER_LEN, EPOCHS_MAGIC, EPOCHS_VERSION, EpochEntry, EpochFileHeader,
+    MAX_EPOCH_ENTRIES, decode_epochs, encode_epochs,
 };
 pub use files::{
     CHECKPOINT_MAGIC, CheckpointSlot, FILE_HEADER_LEN, FILE_VERSION, FileHeader, FileKind,

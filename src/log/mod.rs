@@ -7,6 +7,7 @@
 
 mod checkpoint;
 mod commit;
+mod epochs;
 mod index;
 mod prealloc;
 mod quarantine;
@@ -26,6 +27,7 @@ use zerocopy::IntoBytes;
 use checkpoint::{Checkpoint, CheckpointFile, Meta};
 use commit::{Commit, Syncer};
 pub use commit::{FsyncPolicy, GroupCommit, Receipt};
+pub use epochs::EpochHistory;
 use index::{IndexBuilder, IndexState, Planned};
 pub use prealloc::{AUTO_WINDOW, CHUNK as PREALLOCATE_CHUNK, Preallocate, ZEROS_BELOW};
 pub use quarantine::{
