@@ -77,3 +77,4 @@ impl Rng {
         self.below(100) < percent
     }
 }
+pub mod proxy;
