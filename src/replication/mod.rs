@@ -8,6 +8,7 @@
 //! stream) with every length checked before anything is allocated.
 
 pub mod frame;
+pub mod isr;
 
 use std::io::{self, Read, Write};
 
