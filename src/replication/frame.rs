@@ -846,7 +846,8 @@ impl Message {
                 let offset = r.u64("offset")?;
                 let epoch = r.u64("epoch")?;
                 let committed = match present {
-                    0 => None,
+                    0 if (offset, epoch) == (0, 0) => None,
+                    0 => return Err(r.bad("offset", "not 0 when absent")),
                     1 => Some((offset, epoch)),
                     _ => return Err(r.bad("present", "not 0 or 1")),
                 };
