@@ -139,6 +139,15 @@ pub enum Error {
         end: u64,
     },
 
+    /// A replica append does not continue the log: its first offset is not the log's end, or its
+    /// leader epoch is below the log's current one. Nothing of it was appended; a follower asks
+    /// the leader where its last epoch ends, truncates there and fetches again.
+    #[error(
+        "replica batch at offset {} (epoch {}) does not continue the log, which ends at {} in epoch {}; truncate to the leader's epoch end and fetch again",
+        .0.offset, .0.epoch, .0.end, .0.current_epoch
+    )]
+    NotContiguous(ReplicaGap),
+
     /// A consumer offset commit was made in a leader epoch that is not the partition's current
     /// one (older: a stale leader or consumer; newer: an epoch the partition does not know).
     /// Nothing was committed: read the current epoch and the data again, then commit.
@@ -157,6 +166,19 @@ pub enum Error {
         /// The partition's current leader epoch.
         current: u64,
     },
+}
+
+/// Part of [`Error`]: why a replica append was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaGap {
+    /// The first offset of the refused batch.
+    pub offset: u64,
+    /// Its leader epoch.
+    pub epoch: u64,
+    /// The log's end offset, where the batch had to start.
+    pub end: u64,
+    /// The log's current leader epoch, which the batch's must not be below.
+    pub current_epoch: u64,
 }
 
 impl Error {

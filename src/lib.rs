@@ -14,9 +14,9 @@ pub mod store;
 pub use error::{Error, Result};
 pub use format::{Batch, BatchBuilder, Compression, Record, RecordView};
 pub use log::{
-    Appended, FsyncPolicy, GroupCommit, Log, LogConfig, LogOptions, LossKind, MAX_QUARANTINE_BYTES,
-    MAX_QUARANTINE_FILES, PREALLOCATE_CHUNK, Preallocate, QUARANTINE_HEADER_LEN, Quarantined,
-    Receipt, RecoveryReport, VerifyReport, now_ms, verify_dir,
+    Appended, EpochHistory, FsyncPolicy, GroupCommit, Log, LogConfig, LogOptions, LossKind,
+    MAX_QUARANTINE_BYTES, MAX_QUARANTINE_FILES, PREALLOCATE_CHUNK, Preallocate,
+    QUARANTINE_HEADER_LEN, Quarantined, Receipt, RecoveryReport, VerifyReport, now_ms, verify_dir,
 };
 pub use store::{
     Committed, GroupOffset, Partitioner, PartitionerKind, PartitionerVersion, Store, StoreOptions,

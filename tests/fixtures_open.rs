@@ -134,7 +134,7 @@ fn make_fixture_v1() {
     )
     .unwrap();
     for batch in v1_batches() {
-        log.set_leader_epoch(batch.leader_epoch);
+        log.set_leader_epoch(batch.leader_epoch).unwrap();
         let headers: Vec<Vec<(&[u8], &[u8])>> = batch
             .records
             .iter()

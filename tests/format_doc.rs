@@ -23,9 +23,9 @@ use std::path::Path;
 
 use stratalog::format::{
     BATCH_HEADER_LEN, BATCH_MAGIC, BATCH_VERSION, BatchBuilder, BatchHeader, CHECKPOINT_MAGIC,
-    CheckpointSlot, Compression, FILE_HEADER_LEN, FILE_VERSION, FileHeader, FileKind,
-    MAX_BATCH_BYTES, MAX_RECORDS_BYTES, META_MAGIC, MetaBody, OFFSET_INDEX_MAGIC, OffsetIndexEntry,
-    Record, SEGMENT_MAGIC, TIME_INDEX_MAGIC, TimeIndexEntry,
+    CheckpointSlot, Compression, EpochEntry, EpochFileHeader, FILE_HEADER_LEN, FILE_VERSION,
+    FileHeader, FileKind, MAX_BATCH_BYTES, MAX_RECORDS_BYTES, META_MAGIC, MetaBody,
+    OFFSET_INDEX_MAGIC, OffsetIndexEntry, Record, SEGMENT_MAGIC, TIME_INDEX_MAGIC, TimeIndexEntry,
 };
 use stratalog::log::{
     MAX_QUARANTINE_BYTES, MAX_QUARANTINE_FILES, QUARANTINE_HEADER_LEN, QUARANTINE_MAGIC,
@@ -323,6 +323,18 @@ fn code_layouts() -> Vec<StructLayout> {
             position,
             cut_bytes,
             kept_bytes,
+        }),
+        layout!(EpochFileHeader {
+            magic,
+            version,
+            count,
+            current_epoch,
+            crc,
+            reserved,
+        }),
+        layout!(EpochEntry {
+            epoch,
+            start_offset,
         }),
         layout!(MetaBody {
             crc,

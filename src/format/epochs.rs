@@ -1,11 +1,15 @@
-//! The epoch history file (`epochs`): which leader epoch started at which offset.
+//! The epoch history file (`log.epochs`): which leader epoch started at which offset.
 //!
 //! ```text
 //! epoch_file   = epoch_header | epoch_entry[count]
-//! epoch_header = [u8; 8] magic "STRAEPO\0" | u32 version (1) | u32 count
-//!              | u32 crc | u32 reserved (0)      crc = CRC-32 of header bytes 0..16, then the entries
-//! epoch_entry  = u64 epoch | u64 start_offset    (epochs strictly rising, start offsets non-decreasing)
+//! epoch_header = [u8; 8] magic "STRAEPO\0" | u32 version (1) | u32 count | u64 current_epoch
+//!              | u32 crc | u32 reserved (0)      crc = CRC-32 of header bytes 0..24, then the entries
+//! epoch_entry  = u64 epoch | u64 start_offset    (epochs strictly rising, start offsets non-decreasing,
+//!                                                 none above current_epoch)
 //! ```
+//!
+//! `current_epoch` is the highest epoch the log has known (it only rises, also when a truncation
+//! removes the records of that epoch); the entries are the epochs of the records it holds.
 //!
 //! The file is small (one entry per leadership change still in the log) and is always replaced
 //! whole (temporary file, fsync, rename, fsync of the directory), so it is never torn.
@@ -20,7 +24,7 @@ pub const EPOCHS_MAGIC: [u8; 8] = *b"STRAEPO\0";
 /// The epoch history format version this build writes and reads.
 pub const EPOCHS_VERSION: u32 = 1;
 /// Bytes of [`EpochFileHeader`].
-pub const EPOCHS_HEADER_LEN: usize = 24;
+pub const EPOCHS_HEADER_LEN: usize = 32;
 /// Most entries an epoch history file may hold (a leadership change per entry still in the log;
 /// older entries are dropped with the segments that held them).
 pub const MAX_EPOCH_ENTRIES: u32 = 1 << 20;
@@ -35,7 +39,9 @@ pub struct EpochFileHeader {
     pub version: U32,
     /// Number of entries that follow.
     pub count: U32,
-    /// CRC-32 of header bytes 0..16, then of every entry.
+    /// The highest epoch the log has known (at least every entry's epoch).
+    pub current_epoch: U64,
+    /// CRC-32 of header bytes 0..24, then of every entry.
     pub crc: U32,
     /// Zero.
     pub reserved: U32,
@@ -59,8 +65,10 @@ pub struct EpochEntry {
 pub const EPOCH_ENTRY_LEN: usize = 16;
 const _: () = assert!(size_of::<EpochEntry>() == EPOCH_ENTRY_LEN);
 
-/// Encodes an epoch history: `entries` as `(epoch, start_offset)`, which must rise.
-pub fn encode_epochs(entries: &[(u64, u64)]) -> Vec<u8> {
+/// Encodes an epoch history: the current epoch, and `entries` as `(epoch, start_offset)`, which
+/// must rise and not exceed `current_epoch`.
+pub fn encode_epochs(current_epoch: u64, entries: &[(u64, u64)]) -> Vec<u8> {
+    debug_assert!(entries.iter().all(|&(e, _)| e <= current_epoch));
     debug_assert!(
         entries
             .windows(2)
@@ -70,6 +78,7 @@ pub fn encode_epochs(entries: &[(u64, u64)]) -> Vec<u8> {
         magic: EPOCHS_MAGIC,
         version: EPOCHS_VERSION.into(),
         count: (entries.len() as u32).into(),
+        current_epoch: current_epoch.into(),
         crc: 0.into(),
         reserved: 0.into(),
     };
@@ -84,7 +93,7 @@ pub fn encode_epochs(entries: &[(u64, u64)]) -> Vec<u8> {
         );
     }
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&header.as_bytes()[..16]);
+    hasher.update(&header.as_bytes()[..24]);
     hasher.update(&body);
     header.crc = hasher.finalize().into();
     let mut out = header.as_bytes().to_vec();
@@ -93,8 +102,9 @@ pub fn encode_epochs(entries: &[(u64, u64)]) -> Vec<u8> {
 }
 
 /// Decodes and checks an epoch history file: magic, version, count within the bytes and the
-/// limit, CRC, zero reserved field, epochs strictly rising and start offsets non-decreasing.
-pub fn decode_epochs(buf: &[u8]) -> Result<Vec<(u64, u64)>, FormatError> {
+/// limit, CRC, zero reserved field, epochs strictly rising and not above the current epoch,
+/// start offsets non-decreasing. Returns the current epoch and the entries.
+pub fn decode_epochs(buf: &[u8]) -> Result<(u64, Vec<(u64, u64)>), FormatError> {
     const WHAT: &str = "epoch history";
     check_len(WHAT, EPOCHS_HEADER_LEN as u64, buf.len())?;
     let header =
@@ -129,7 +139,7 @@ pub fn decode_epochs(buf: &[u8]) -> Result<Vec<(u64, u64)>, FormatError> {
     }
     let body = &buf[EPOCHS_HEADER_LEN..];
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&buf[..16]);
+    hasher.update(&buf[..24]);
     hasher.update(body);
     let computed = hasher.finalize();
     if computed != header.crc.get() {
@@ -161,7 +171,16 @@ pub fn decode_epochs(buf: &[u8]) -> Result<Vec<(u64, u64)>, FormatError> {
             value: i as u64 + 1,
         });
     }
-    Ok(entries)
+    let current = header.current_epoch.get();
+    if let Some(&(epoch, _)) = entries.last()
+        && epoch > current
+    {
+        return Err(FormatError::Invalid {
+            what: "epoch history (an entry's epoch above the current epoch)",
+            value: epoch,
+        });
+    }
+    Ok((current, entries))
 }
 
 #[cfg(test)]
@@ -171,10 +190,10 @@ mod tests {
     #[test]
     fn round_trip_and_every_damage_is_refused() {
         let entries = vec![(0, 0), (3, 10), (4, 10), (9, 250)];
-        let bytes = encode_epochs(&entries);
+        let bytes = encode_epochs(11, &entries);
         assert_eq!(bytes.len(), EPOCHS_HEADER_LEN + 4 * EPOCH_ENTRY_LEN);
-        assert_eq!(decode_epochs(&bytes).unwrap(), entries);
-        assert_eq!(decode_epochs(&encode_epochs(&[])).unwrap(), vec![]);
+        assert_eq!(decode_epochs(&bytes).unwrap(), (11, entries));
+        assert_eq!(decode_epochs(&encode_epochs(2, &[])).unwrap(), (2, vec![]));
         for cut in 0..bytes.len() {
             assert!(decode_epochs(&bytes[..cut]).is_err(), "cut at {cut}");
         }
@@ -190,7 +209,7 @@ mod tests {
 
     #[test]
     fn falling_epochs_are_refused_even_with_a_good_crc() {
-        let mut raw = encode_epochs(&[(1, 0), (2, 5)]);
+        let mut raw = encode_epochs(2, &[(1, 0), (2, 5)]);
         // Swap the two entries and re-seal: the CRC is right, the order is not.
         let (a, b) = (
             raw[EPOCHS_HEADER_LEN..EPOCHS_HEADER_LEN + 16].to_vec(),
@@ -199,10 +218,10 @@ mod tests {
         raw[EPOCHS_HEADER_LEN..EPOCHS_HEADER_LEN + 16].copy_from_slice(&b);
         raw[EPOCHS_HEADER_LEN + 16..].copy_from_slice(&a);
         let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&raw[..16]);
+        hasher.update(&raw[..24]);
         hasher.update(&raw[EPOCHS_HEADER_LEN..]);
         let crc = hasher.finalize();
-        raw[16..20].copy_from_slice(&crc.to_le_bytes());
+        raw[24..28].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
             decode_epochs(&raw),
             Err(FormatError::Invalid { .. })

@@ -1,13 +1,17 @@
 //! The epoch history of a log: which leader epoch started at which offset, kept durable in the
-//! log directory's `epochs` file (byte map in `docs/FORMAT.md`, codec in `format/epochs.rs`).
+//! log directory's `log.epochs` file (byte map in `docs/FORMAT.md`, codec in `format/epochs.rs`).
 //!
 //! A follower that rejoins asks the leader where its own last epoch ends there, and truncates to
 //! that offset: exactly the divergent suffix, never more (Kafka's KIP-101, which replaced
 //! truncation to the high watermark that lost acknowledged records, and KIP-279 for two leader
 //! changes in quick succession). The history is what answers that question, on both sides.
 //!
-//! Invariants (checked on load and asserted on change): epochs strictly rise; start offsets
-//! never fall; the current epoch only rises, across restarts too.
+//! Two things are kept: the *current* epoch, the highest the log has known (it only rises, across
+//! restarts and truncations, so a deposed leader can always be fenced), and the *entries*, the
+//! epochs of the records the log holds. A truncation removes entries, never the current epoch.
+//!
+//! Invariants (checked on load and on change): epochs strictly rise; start offsets never fall;
+//! no entry is above the current epoch.
 
 use std::path::Path;
 
@@ -18,26 +22,29 @@ use crate::storage::{OpenMode, Storage, read_all};
 use super::segment::replace_file;
 
 /// Name of the epoch history file in a log directory.
-pub(crate) const EPOCHS_NAME: &str = "epochs";
+pub(crate) const EPOCHS_NAME: &str = "log.epochs";
 
 /// Which leader epoch started at which offset.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EpochHistory {
+    /// The highest epoch known.
+    current: u64,
     /// `(epoch, start_offset)`, epochs strictly rising, start offsets non-decreasing.
     entries: Vec<(u64, u64)>,
 }
 
 impl EpochHistory {
-    /// A history of these entries (checked like a loaded file).
+    /// A history of these entries, its current epoch the newest of them (checked like a
+    /// loaded file).
     pub fn from_entries(entries: Vec<(u64, u64)>) -> Result<EpochHistory> {
-        let bytes = encode_epochs_checked(&entries)?;
-        Ok(EpochHistory {
-            entries: decode_epochs(&bytes).map_err(|source| Error::Corrupt {
-                path: EPOCHS_NAME.into(),
-                position: 0,
-                source,
-            })?,
-        })
+        let current = entries.last().map_or(0, |&(e, _)| e);
+        let bytes = encode_epochs_checked(current, &entries)?;
+        let (current, entries) = decode_epochs(&bytes).map_err(|source| Error::Corrupt {
+            path: EPOCHS_NAME.into(),
+            position: 0,
+            source,
+        })?;
+        Ok(EpochHistory { current, entries })
     }
 
     /// Reads the history of the log in `dir`; an empty history if the file does not exist (a log
@@ -49,12 +56,12 @@ impl EpochHistory {
         }
         let file = storage.open(&path, OpenMode::Existing).ctx("open", &path)?;
         let bytes = read_all(file.as_ref()).ctx("read", &path)?;
-        let entries = decode_epochs(&bytes).map_err(|source| Error::Corrupt {
+        let (current, entries) = decode_epochs(&bytes).map_err(|source| Error::Corrupt {
             path: path.clone(),
             position: 0,
             source,
         })?;
-        Ok(EpochHistory { entries })
+        Ok(EpochHistory { current, entries })
     }
 
     /// Replaces the file durably (temporary file, fsync, rename, fsync of `dir`).
@@ -62,7 +69,7 @@ impl EpochHistory {
         replace_file(
             storage,
             &dir.join(EPOCHS_NAME),
-            &encode_epochs(&self.entries),
+            &encode_epochs(self.current, &self.entries),
         )
     }
 
@@ -71,14 +78,33 @@ impl EpochHistory {
         &self.entries
     }
 
-    /// The newest epoch, if any.
+    /// The epoch of the newest records, if any.
     pub fn latest(&self) -> Option<u64> {
         self.entries.last().map(|&(e, _)| e)
     }
 
-    /// Records that `epoch` starts at `start_offset`. Returns true if the history changed (a new
-    /// epoch), false if `epoch` is already the newest. An epoch below the newest, or a start
-    /// below the newest start, is refused: the current epoch only rises.
+    /// The highest epoch known: at least [`EpochHistory::latest`], and never lowered.
+    pub fn current(&self) -> u64 {
+        self.current
+    }
+
+    /// Raises the current epoch to `epoch` (a leadership change seen before any record of it).
+    /// Returns true if it changed; a lower epoch is refused: the current epoch only rises.
+    pub fn raise(&mut self, epoch: u64) -> Result<bool> {
+        if epoch < self.current {
+            return Err(Error::InvalidArgument(format!(
+                "leader epoch {epoch} is below the log's current epoch {}: epochs only rise",
+                self.current
+            )));
+        }
+        let changed = epoch > self.current;
+        self.current = epoch;
+        Ok(changed)
+    }
+
+    /// Records that the records of `epoch` start at `start_offset`, and raises the current epoch
+    /// to it. Returns true if the history changed, false if `epoch` is already the newest entry.
+    /// An epoch below the newest entry, or a start below its start, is refused.
     pub fn assign(&mut self, epoch: u64, start_offset: u64) -> Result<bool> {
         match self.entries.last() {
             Some(&(last, _)) if epoch == last => Ok(false),
@@ -90,6 +116,7 @@ impl EpochHistory {
             }
             _ => {
                 self.entries.push((epoch, start_offset));
+                self.current = self.current.max(epoch);
                 Ok(true)
             }
         }
@@ -141,7 +168,7 @@ impl EpochHistory {
     }
 }
 
-fn encode_epochs_checked(entries: &[(u64, u64)]) -> Result<Vec<u8>> {
+fn encode_epochs_checked(current: u64, entries: &[(u64, u64)]) -> Result<Vec<u8>> {
     if entries
         .windows(2)
         .any(|w| w[0].0 >= w[1].0 || w[0].1 > w[1].1)
@@ -150,7 +177,7 @@ fn encode_epochs_checked(entries: &[(u64, u64)]) -> Result<Vec<u8>> {
             "epoch history entries must have rising epochs and non-decreasing start offsets".into(),
         ));
     }
-    Ok(encode_epochs(entries))
+    Ok(encode_epochs(current, entries))
 }
 
 #[cfg(test)]
@@ -196,6 +223,19 @@ mod tests {
         assert!(h.assign(3, 4).is_err(), "a start below the last start");
         assert!(h.assign(3, 9).unwrap());
         assert_eq!(h.latest(), Some(3));
+        assert!(h.raise(6).unwrap());
+        assert!(h.raise(5).is_err());
+        assert!(h.truncate_end(9));
+        assert_eq!(
+            (h.latest(), h.current()),
+            (Some(2), 6),
+            "truncation keeps the current epoch"
+        );
+        assert!(
+            h.assign(4, 9).unwrap(),
+            "records of an epoch below the current one"
+        );
+        assert_eq!(h.current(), 6);
         assert!(EpochHistory::from_entries(vec![(3, 0), (2, 1)]).is_err());
     }
 

@@ -12,6 +12,7 @@ mod index;
 mod prealloc;
 mod quarantine;
 mod recovery;
+mod replica;
 mod segment;
 mod verify;
 
@@ -198,6 +199,15 @@ struct Inner {
     /// One past the last offset readers may see.
     end_offset: AtomicU64,
     epoch: AtomicU64,
+    /// Which epoch started where (the `log.epochs` file); changed under the `writer` lock.
+    epochs: Mutex<EpochHistory>,
+    /// The high watermark set by the replication layer, if it manages one (see
+    /// [`Log::high_watermark`]).
+    high_watermark: AtomicU64,
+    hw_managed: AtomicBool,
+    /// Readers waiting in [`Log::wait_for_data`], woken when `end_offset` rises.
+    data_waiters: AtomicU64,
+    data_signal: (Mutex<()>, std::sync::Condvar),
     commit: Arc<Commit>,
     checkpoint: Mutex<CheckpointFile>,
     maintenance: Mutex<()>,
@@ -404,9 +414,14 @@ impl Log {
         self.inner.epoch.load(Ordering::Acquire)
     }
 
-    /// Sets the leader epoch stamped into new batches (the replication layer calls this).
-    pub fn set_leader_epoch(&self, epoch: u64) {
-        self.inner.epoch.store(epoch, Ordering::Release);
+    /// Starts leader epoch `epoch` at the log's next offset: it is stamped into the batches
+    /// appended from now on and recorded durably in the log's epoch history (the `log.epochs` file)
+    /// before this returns. The epoch only rises: a lower one is refused with
+    /// [`Error::InvalidArgument`]; the current one again changes nothing.
+    pub fn set_leader_epoch(&self, epoch: u64) -> Result<()> {
+        let w = lock(&self.inner.writer);
+        self.inner.check_writable()?;
+        self.inner.start_epoch(epoch, w.next_offset)
     }
 
     /// With [`GroupCommit::External`]: runs the group-commit fsync if the fsync policy wants
@@ -524,19 +539,34 @@ impl Inner {
         }
         let base = w.next_offset;
         batch.stamp(base);
+        let (count, max_ts) = (batch.record_count(), batch.max_timestamp());
+        self.write_batch(&mut w, batch.as_bytes(), base, count, max_ts)
+    }
+
+    /// Writes one stamped batch at the writer's position, with its index entries, and queues it
+    /// for the group commit. The caller checked that the log is writable and rolled if needed.
+    fn write_batch(
+        &self,
+        w: &mut Writer,
+        bytes: &[u8],
+        base: u64,
+        count: u32,
+        max_ts: i64,
+    ) -> Result<Appended> {
+        debug_assert_eq!(base, w.next_offset, "offsets follow on");
+        let len = bytes.len() as u64;
         let pos = w.written;
         let active = w.active.clone();
-        let max_ts = batch.max_timestamp();
         let rel = (base - active.base) as u32;
         // Index entries go to their files before the batch, and into memory after it: a failed
         // write (a full disk) leaves at most a stray entry past the end, which the next entry
         // overwrites and which sealing trims.
         let planned = self
-            .write_index_entries(&w, rel, rel + batch.record_count() - 1, pos, max_ts)
+            .write_index_entries(w, rel, rel + count - 1, pos, max_ts)
             .map_err(|e| self.fail(e))?;
         active
             .file
-            .write_at(batch.as_bytes(), pos)
+            .write_at(bytes, pos)
             .map_err(|e| self.fail(Error::io("write", &active.paths.log, e)))?;
         crash::point("append.after_write");
         if let IndexState::Active(builder) =
@@ -546,17 +576,17 @@ impl Inner {
         }
         w.written += len;
         w.allocated = w.allocated.max(w.written);
-        w.next_offset = base + u64::from(batch.record_count());
+        w.next_offset = base + u64::from(count);
         w.seq += len;
         w.first_append.get_or_insert_with(Instant::now);
-        self.want_fill(&mut w);
+        self.want_fill(w);
         let mut st = self.commit.lock();
         self.commit.wrote(&mut st, w.seq);
         let target = if self.commit.policy().acks_durable() {
             w.seq
         } else {
             active.publish(w.written, w.next_offset, max_ts);
-            self.end_offset.fetch_max(w.next_offset, Ordering::AcqRel);
+            self.publish_end(w.next_offset);
             0
         };
         drop(st);
@@ -685,7 +715,7 @@ impl Inner {
         let mut st = self.commit.lock();
         self.commit.made_durable(&mut st, w.generation, w.seq);
         w.active.publish(w.written, w.next_offset, max_ts);
-        self.end_offset.fetch_max(w.next_offset, Ordering::AcqRel);
+        self.publish_end(w.next_offset);
         Ok(())
     }
 
@@ -828,7 +858,7 @@ impl Syncer for Inner {
         };
         if self.commit.policy().acks_durable() {
             segment.publish(written, next, max_ts);
-            self.end_offset.fetch_max(next, Ordering::AcqRel);
+            self.publish_end(next);
         }
         self.commit.raise_durable_hint(seq);
         drop(st);
@@ -894,7 +924,8 @@ impl Inner {
         self.quarantine_suffix(&segments, cut, offset, w.next_offset);
         crash::point("truncate.after_quarantine");
         self.truncate_files(&mut w, &segments, cut, offset)
-            .map_err(|e| Error::Failed(self.commit.fail(e)))
+            .map_err(|e| Error::Failed(self.commit.fail(e)))?;
+        self.cut_epochs(|h| h.truncate_end(offset))
     }
 
     /// Keeps the batches a truncation to `offset` removes in a quarantine file (their first
@@ -1045,6 +1076,7 @@ impl Inner {
         st.generation = w.generation;
         st.durable = st.written;
         self.end_offset.store(offset, Ordering::Release);
+        self.high_watermark.fetch_min(offset, Ordering::AcqRel);
         drop(st);
         lock(&self.checkpoint).write(w.checkpoint(false), w.generation, true, true)
     }
@@ -1093,6 +1125,7 @@ impl Inner {
         segment::remove_segment_files(self.storage.as_ref(), &self.dir, removed)?;
         crash::point("retention.after_delete");
         quarantine::remove_below(self.storage.as_ref(), &self.dir, new_start)?;
+        self.cut_epochs(|h| h.truncate_start(new_start))?;
         tracing::info!(dir = %self.dir.display(), segments = doomed, new_start, "retention deleted segments");
         Ok(doomed)
     }

@@ -119,13 +119,27 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
     };
     let (segments, mut writer) = recovery.segments(&bases, checkpoint, &meta)?;
     writer.fill_zeros = options.preallocate == super::Preallocate::Zeros;
+    let mut epochs = super::EpochHistory::load(storage.as_ref(), dir)?;
+    // A crash between a truncation (or retention) and the rewrite of the history leaves
+    // epochs that start past the log's end (or before its start): cut them as the
+    // interrupted operation would have.
+    let cut =
+        epochs.truncate_end(writer.next_offset + 1) | epochs.truncate_start(meta.start_offset);
+    if cut && !read_only {
+        epochs.store(storage.as_ref(), dir)?;
+    }
     let inner = Inner {
         dir: dir.to_path_buf(),
         storage,
         config: Mutex::new(meta.config),
         start_offset: AtomicU64::new(meta.start_offset),
         end_offset: AtomicU64::new(writer.next_offset),
-        epoch: AtomicU64::new(0),
+        epoch: AtomicU64::new(epochs.current()),
+        epochs: Mutex::new(epochs),
+        high_watermark: AtomicU64::new(writer.next_offset),
+        hw_managed: AtomicBool::new(false),
+        data_waiters: AtomicU64::new(0),
+        data_signal: Default::default(),
         commit: Arc::new(Commit::new(options.fsync, options.group_commit)),
         checkpoint: Mutex::new(checkpoint_file),
         maintenance: Mutex::new(()),

@@ -422,8 +422,7 @@ impl Store {
     /// Sets the leader epoch of a partition (the replication layer calls this): batches
     /// appended from now on carry it, and consumer offset commits must be made in it.
     pub fn set_leader_epoch(&self, topic: &str, partition: u32, epoch: u64) -> Result<()> {
-        self.partition(topic, partition)?.set_leader_epoch(epoch);
-        Ok(())
+        self.partition(topic, partition)?.set_leader_epoch(epoch)
     }
 
     /// Commits, for consumer group `group`, that every record of `topic/partition` below
@@ -724,8 +723,14 @@ impl Inner {
             // Changed while the partition was closed.
             log.set_config(info.config.log)?;
         }
-        // The leader epoch is not stored on its own: it is the epoch of the last batch, or of
-        // the last offset commit made for the partition, whichever is newer.
+        // The log keeps its epoch durably (its `log.epochs` file). A log written before it did has
+        // none: its epoch is that of its last batch, or of the last offset commit made for the
+        // partition, whichever is newer, recorded from here on.
+        if log.epoch_history().latest().is_some() {
+            let log = Arc::new(log);
+            partitions.insert(key, log.clone());
+            return Ok(log);
+        }
         let last_batch_epoch = match log.end_offset() {
             end if end > log.start_offset() => {
                 log.read(end - 1, 1)?.last().map_or(0, |b| b.leader_epoch())
@@ -742,7 +747,10 @@ impl Inner {
                     .unwrap_or(0))
             })
             .unwrap_or(0);
-        log.set_leader_epoch(last_batch_epoch.max(commit_epoch));
+        let epoch = last_batch_epoch.max(commit_epoch);
+        if epoch > 0 {
+            log.set_leader_epoch(epoch)?;
+        }
         let log = Arc::new(log);
         partitions.insert(key, log.clone());
         Ok(log)

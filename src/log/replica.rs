@@ -1,0 +1,182 @@
+//! What a log needs to be a replica: appending a leader's batches unchanged, the durable epoch
+//! history, the high watermark, and a wait for new data (so a fetch can long-poll).
+//!
+//! A follower's log holds the leader's bytes at the leader's offsets: [`Log::append_replica`]
+//! never re-encodes, never re-stamps, and refuses anything that does not continue the log
+//! exactly (base offset == log end, epochs that never fall).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ReplicaGap, Result};
+use crate::format::Batch;
+
+use super::{Appended, EpochHistory, Inner, Log, lock};
+
+impl Log {
+    /// Appends a leader's batches exactly as they are: each must have passed
+    /// [`Batch::validate`] (header and CRC), start at the log's end and carry an epoch at or
+    /// above the log's current one. A batch of a new epoch records that epoch in the history
+    /// (durably) before it is written. Returns the offsets of all of them and the receipt of the
+    /// last, which completes once every one of them is acknowledged under the fsync policy.
+    ///
+    /// On [`Error::NotContiguous`] nothing of the refused batch was appended (earlier batches of
+    /// the same call were).
+    pub fn append_replica(&self, batches: &[Batch]) -> Result<Appended> {
+        let Some(first) = batches.first() else {
+            return Err(Error::InvalidArgument("no batch to append".into()));
+        };
+        let mut last = None;
+        for batch in batches {
+            let mut w = lock(&self.inner.writer);
+            self.inner.check_writable()?;
+            // Epochs of the records never fall; the leader's may be below this log's current
+            // epoch (a follower that was promoted and deposed keeps the higher number).
+            let latest = lock(&self.inner.epochs).latest();
+            if batch.base_offset() != w.next_offset
+                || latest.is_some_and(|e| batch.leader_epoch() < e)
+            {
+                return Err(Error::NotContiguous(ReplicaGap {
+                    offset: batch.base_offset(),
+                    epoch: batch.leader_epoch(),
+                    end: w.next_offset,
+                    current_epoch: latest.unwrap_or(0),
+                }));
+            }
+            if latest != Some(batch.leader_epoch()) {
+                self.inner
+                    .record_epoch(batch.leader_epoch(), batch.base_offset())?;
+            }
+            let bytes = batch.as_bytes();
+            if self
+                .inner
+                .should_roll(&w, bytes.len() as u64, batch.record_count())
+            {
+                self.inner.roll(&mut w).map_err(|e| self.inner.fail(e))?;
+            }
+            let appended = self.inner.write_batch(
+                &mut w,
+                bytes,
+                batch.base_offset(),
+                batch.record_count(),
+                batch.max_timestamp(),
+            )?;
+            last = Some(appended);
+        }
+        let last = last.expect("at least one batch");
+        Ok(Appended {
+            base_offset: first.base_offset(),
+            ..last
+        })
+    }
+
+    /// The log's epoch history: which leader epoch started at which offset.
+    pub fn epoch_history(&self) -> EpochHistory {
+        lock(&self.inner.epochs).clone()
+    }
+
+    /// The epoch of this log's newest records (what a follower asks the leader about when it
+    /// rejoins); `None` if it has no epoch history.
+    pub fn last_record_epoch(&self) -> Option<u64> {
+        lock(&self.inner.epochs).latest()
+    }
+
+    /// Where `epoch` ends in this log (Kafka's `OffsetsForLeaderEpoch`): the largest epoch at
+    /// or below it that the history knows, and one past its last offset (the start of the next
+    /// epoch, or the end offset for the newest). `None` if no known epoch is at or below it.
+    pub fn epoch_end(&self, epoch: u64) -> Option<(u64, u64)> {
+        lock(&self.inner.epochs).end_of(epoch, self.end_offset())
+    }
+
+    /// The high watermark: the offset below which records are committed (on enough replicas).
+    /// Until the replication layer sets one ([`Log::set_high_watermark`]) it is the end offset:
+    /// a log alone is its own quorum.
+    pub fn high_watermark(&self) -> u64 {
+        if self.inner.hw_managed.load(Ordering::Acquire) {
+            self.inner.high_watermark.load(Ordering::Acquire)
+        } else {
+            self.end_offset()
+        }
+    }
+
+    /// Sets the high watermark (the replication layer calls this: the leader as followers make
+    /// records durable, a follower from the leader's fetch answers). It never exceeds the end
+    /// offset; a truncation lowers it with the end.
+    pub fn set_high_watermark(&self, hw: u64) {
+        let hw = hw.min(self.end_offset());
+        self.inner.high_watermark.store(hw, Ordering::Release);
+        self.inner.hw_managed.store(true, Ordering::Release);
+    }
+
+    /// Waits until the end offset is above `offset` (a record at `offset` can be read) or
+    /// `timeout` passes; returns whether it is. For fetches that long-poll instead of spinning.
+    pub fn wait_for_data(&self, offset: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let inner = &self.inner;
+        let (mutex, condvar) = &inner.data_signal;
+        inner.data_waiters.fetch_add(1, Ordering::AcqRel);
+        let mut guard = lock(mutex);
+        let ready = loop {
+            if self.end_offset() > offset || inner.closed.load(Ordering::Acquire) {
+                break self.end_offset() > offset;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            guard = condvar
+                .wait_timeout(guard, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        };
+        drop(guard);
+        inner.data_waiters.fetch_sub(1, Ordering::AcqRel);
+        ready
+    }
+}
+
+impl Inner {
+    /// Raises the end offset readers see to `end` and wakes [`Log::wait_for_data`] waiters.
+    pub(super) fn publish_end(&self, end: u64) {
+        let before = self.end_offset.fetch_max(end, Ordering::AcqRel);
+        if end > before && self.data_waiters.load(Ordering::Acquire) > 0 {
+            // Taking the mutex orders this wake after a waiter's check of the end offset.
+            let _g = lock(&self.data_signal.0);
+            self.data_signal.1.notify_all();
+        }
+    }
+
+    /// Starts `epoch` (at least the current one) at `start` in the history, durably, and makes
+    /// it the epoch stamped into new local batches. Called with the writer lock held (so `start`
+    /// is the log's end).
+    pub(super) fn start_epoch(&self, epoch: u64, start: u64) -> Result<()> {
+        let mut epochs = lock(&self.epochs);
+        let raised = epochs.raise(epoch)?;
+        if epochs.assign(epoch, start)? || raised {
+            epochs.store(self.storage.as_ref(), &self.dir)?;
+        }
+        self.epoch.store(epochs.current(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Records that the replicated records of `epoch` start at `start` (the current epoch rises
+    /// to it if it is higher), durably. Called with the writer lock held.
+    fn record_epoch(&self, epoch: u64, start: u64) -> Result<()> {
+        let mut epochs = lock(&self.epochs);
+        if epochs.assign(epoch, start)? {
+            epochs.store(self.storage.as_ref(), &self.dir)?;
+        }
+        self.epoch.store(epochs.current(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Applies `cut` to the epoch history (after a truncation or retention) and stores it if it
+    /// changed.
+    pub(super) fn cut_epochs(&self, cut: impl FnOnce(&mut EpochHistory) -> bool) -> Result<()> {
+        let mut epochs = lock(&self.epochs);
+        if cut(&mut epochs) {
+            epochs.store(self.storage.as_ref(), &self.dir)?;
+        }
+        Ok(())
+    }
+}
