@@ -317,12 +317,48 @@ impl Log {
         let mut out = Vec::new();
         let mut taken = 0;
         // One segment at a time: a read costs the same however many segments follow.
-        let mut segment = self.inner.segment_holding(from);
+        let mut segment = match self.inner.segment_holding(from) {
+            Some(s) => Some(s),
+            None => {
+                // No segment starts at or below `from`. Retention raises the start offset
+                // before it drops segments, so if it ran since `start` was loaded, the start
+                // read now is above `from`: the offset is gone, which is not corruption.
+                let start = self.start_offset();
+                if from < start {
+                    return Err(Error::OffsetOutOfRange {
+                        offset: from,
+                        start,
+                        end: self.end_offset(),
+                    });
+                }
+                self.inner.first_segment()
+            }
+        };
         while let Some(s) = segment {
             if s.read_into(from, max_bytes, &mut taken, &mut out)? {
                 break;
             }
             segment = self.inner.segment_after(s.base);
+            if segment
+                .as_ref()
+                .is_some_and(|next| next.base != s.next_offset())
+                && self.start_offset() > s.base
+            {
+                // Retention removed `s` and the segments after it while this read was in it:
+                // what was read is still a valid answer, and the next segment does not follow
+                // on (reading it would be taken for corruption).
+                break;
+            }
+        }
+        if out.is_empty() {
+            let start = self.start_offset();
+            if from < start {
+                return Err(Error::OffsetOutOfRange {
+                    offset: from,
+                    start,
+                    end: self.end_offset(),
+                });
+            }
         }
         out.retain(|b| b.base_offset() < end);
         Ok(out)
@@ -474,13 +510,17 @@ impl Drop for Log {
 
 impl Inner {
     /// The segment whose offsets include `offset` (or the first one, if `offset` is below it).
+    /// The segment holding `offset`: the last one that starts at or below it, if any.
     fn segment_holding(&self, offset: u64) -> Option<Arc<Segment>> {
         let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        let found = segments
-            .range(..=offset)
-            .next_back()
-            .or_else(|| segments.iter().next());
+        let found = segments.range(..=offset).next_back();
         found.map(|(_, s)| s.clone())
+    }
+
+    /// The oldest segment.
+    fn first_segment(&self) -> Option<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        segments.values().next().cloned()
     }
 
     /// The segment after the one starting at `base`.
