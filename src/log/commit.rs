@@ -263,6 +263,11 @@ impl Commit {
         self.mode
     }
 
+    /// Locks the state, recovering it if a thread panicked while holding it (also after the
+    /// condition-variable waits below): the failure latch lives here, so it must stay reachable
+    /// to report the failure, and no critical section leaves a field half-updated (each is a
+    /// few assignments of counters and flags; the foreign code that runs under the lock, a
+    /// `Waker` or the store's notifier, runs after the fields were updated).
     pub fn lock(&self) -> MutexGuard<'_, CommitState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

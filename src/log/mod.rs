@@ -190,7 +190,12 @@ struct Inner {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
     config: Mutex<LogConfig>,
+    /// Poisoning: a panic while holding it fails the log (`Inner::lock_or_fail`), like
+    /// `checkpoint`, `maintenance` and `sync_gate`.
     writer: Mutex<Writer>,
+    /// Poisoning: the map is only assigned whole or filtered with `retain` (under the writer or
+    /// maintenance lock), so whatever a panic leaves is a map of real segments of the log; its
+    /// users recover the guard, and reads check every batch they serve.
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     start_offset: AtomicU64,
     /// One past the last offset readers may see.
@@ -245,6 +250,11 @@ pub fn now_ms() -> i64 {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The lock-poisoning policy (docs/SAFETY.md): this recovers the guard, so it is only for
+    // state a panic cannot leave half-updated: the config (a `Copy` value assigned whole), the
+    // flusher's join handle and the directory lock (slots taken whole), and, in recovery, locks
+    // of a log no other thread has seen yet. State a panic can leave half-updated goes through
+    // `Inner::lock_or_fail`.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -409,7 +419,9 @@ impl Log {
         if self.inner.read_only {
             return Err(Error::ReadOnly);
         }
-        let _m = lock(&self.inner.maintenance);
+        let _m = self
+            .inner
+            .lock_or_fail(&self.inner.maintenance, "maintenance")?;
         let mut current = lock(&self.inner.config);
         Meta {
             start_offset: self.start_offset(),
@@ -553,8 +565,28 @@ impl Inner {
         }
     }
 
+    /// Locks state a panic may leave half-updated: the writer, the checkpoint file, the sync
+    /// gate and the maintenance lock (held across multi-step changes of files and memory). If a
+    /// thread panicked while holding it, the log is latched as failed ([`Error::Poisoned`]
+    /// inside [`Error::Failed`]) and that error is returned: nothing carries on from a
+    /// half-updated writer, and reopening the log rebuilds the state from the files.
+    fn lock_or_fail<'a, T>(
+        &self,
+        m: &'a Mutex<T>,
+        what: &'static str,
+    ) -> Result<MutexGuard<'a, T>> {
+        m.lock().map_err(|_| {
+            let e = Error::Failed(self.commit.fail(Error::Poisoned { what }));
+            tracing::error!(
+                what,
+                "a thread panicked while holding a log lock; the log is failed until reopened"
+            );
+            e
+        })
+    }
+
     fn append_encoded(&self, mut batch: EncodedBatch) -> Result<Appended> {
-        let mut w = lock(&self.writer);
+        let mut w = self.lock_or_fail(&self.writer, "writer")?;
         self.check_writable()?;
         let len = batch.as_bytes().len() as u64;
         if self.should_roll(&w, len, batch.record_count()) {
@@ -752,7 +784,9 @@ impl Inner {
             first_append: None,
         };
         // Synced, so that after a power loss recovery starts in this segment at the latest.
-        if let Err(e) = lock(&self.checkpoint).write(w.checkpoint(false), w.generation, true, true)
+        // (A poisoned checkpoint lock has failed the log: nothing more to write.)
+        if let Ok(mut checkpoint) = self.lock_or_fail(&self.checkpoint, "checkpoint")
+            && let Err(e) = checkpoint.write(w.checkpoint(false), w.generation, true, true)
         {
             tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
         }
@@ -797,13 +831,17 @@ impl prealloc::Filler for Inner {
         };
         // What to fill; the loop stops at once if there is nothing (or the log closed).
         let (segment, generation, end, zeros) = {
-            let w = lock(&self.writer);
+            let Ok(w) = self.lock_or_fail(&self.writer, "writer") else {
+                return;
+            };
             let limit = lock(&self.config).segment_bytes;
             let end = (w.allocated.max(w.written) + prealloc::chunk_for(w.written)).min(limit);
             (w.active.clone(), w.generation, end, w.fill_zeros)
         };
         loop {
-            let mut w = lock(&self.writer);
+            let Ok(mut w) = self.lock_or_fail(&self.writer, "writer") else {
+                return;
+            };
             if stale(&w, &segment, generation) {
                 return;
             }
@@ -844,7 +882,10 @@ impl Syncer for Inner {
     /// One group-commit fsync, run by the flusher thread or a leading writer.
     fn sync_now(&self) {
         let (generation, seq, segment, written, next, max_ts) = {
-            let w = lock(&self.writer);
+            // A poisoned writer has failed the log, which wakes every waiting receipt.
+            let Ok(w) = self.lock_or_fail(&self.writer, "writer") else {
+                return;
+            };
             (
                 w.generation,
                 w.seq,
@@ -879,7 +920,9 @@ impl Syncer for Inner {
             next_offset: next,
             max_ts,
         };
-        if let Err(e) = lock(&self.checkpoint).write_after_fsync(c, generation, seq) {
+        if let Ok(mut checkpoint) = self.lock_or_fail(&self.checkpoint, "checkpoint")
+            && let Err(e) = checkpoint.write_after_fsync(c, generation, seq)
+        {
             tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
         }
     }
@@ -889,7 +932,7 @@ impl Inner {
     /// fsyncs a segment's `.log` file through the sync gate (see `sync_gate`); a failure fails
     /// the log.
     fn sync_segment(&self, segment: &Segment) -> Result<()> {
-        let _gate = lock(&self.sync_gate);
+        let _gate = self.lock_or_fail(&self.sync_gate, "sync gate")?;
         self.commit.check_failed()?;
         segment
             .file
@@ -898,18 +941,23 @@ impl Inner {
     }
 
     fn close(&self) -> Result<()> {
-        let mut w = lock(&self.writer);
+        let mut w = self.lock_or_fail(&self.writer, "writer")?;
         if self.closed.swap(true, Ordering::AcqRel) || self.read_only {
             return Ok(());
         }
         self.commit.check_failed()?;
         self.seal_active(&mut w)?;
-        lock(&self.checkpoint).write(w.checkpoint(true), w.generation, true, true)
+        self.lock_or_fail(&self.checkpoint, "checkpoint")?.write(
+            w.checkpoint(true),
+            w.generation,
+            true,
+            true,
+        )
     }
 
     fn truncate(&self, offset: u64) -> Result<()> {
-        let _m = lock(&self.maintenance);
-        let mut w = lock(&self.writer);
+        let _m = self.lock_or_fail(&self.maintenance, "maintenance")?;
+        let mut w = self.lock_or_fail(&self.writer, "writer")?;
         self.check_writable()?;
         if offset >= w.next_offset {
             return Ok(());
@@ -1084,11 +1132,16 @@ impl Inner {
         st.durable = st.written;
         self.end_offset.store(offset, Ordering::Release);
         drop(st);
-        lock(&self.checkpoint).write(w.checkpoint(false), w.generation, true, true)
+        self.lock_or_fail(&self.checkpoint, "checkpoint")?.write(
+            w.checkpoint(false),
+            w.generation,
+            true,
+            true,
+        )
     }
 
     fn apply_retention(&self, now_ms: i64) -> Result<usize> {
-        let _m = lock(&self.maintenance);
+        let _m = self.lock_or_fail(&self.maintenance, "maintenance")?;
         if self.read_only {
             return Err(Error::ReadOnly);
         }
