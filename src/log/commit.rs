@@ -282,6 +282,12 @@ impl Commit {
 
     /// Records `written` bytes in total and wakes the flusher if the policy wants a sync now.
     pub fn wrote(&self, st: &mut CommitState, written: u64) {
+        debug_assert!(
+            written >= st.written,
+            "written bytes never go back ({} -> {written})",
+            st.written
+        );
+        debug_assert!(st.durable <= st.written, "durable <= written");
         let was_idle = st.written == st.durable;
         st.written = written;
         let wake = match self.policy {
@@ -327,6 +333,11 @@ impl Commit {
         if upto <= st.durable {
             return Some(woken);
         }
+        debug_assert!(
+            upto <= st.written,
+            "made durable up to {upto}, beyond the {} bytes written",
+            st.written
+        );
         st.durable = upto;
         let mut i = 0;
         while i < st.wakers.len() {

@@ -371,6 +371,16 @@ impl Log {
             }
         }
         out.retain(|b| b.base_offset() < end);
+        debug_assert!(
+            out.windows(2)
+                .all(|p| p[1].base_offset() == p[0].last_offset() + 1),
+            "a read returns contiguous offsets"
+        );
+        debug_assert!(
+            out.first()
+                .is_none_or(|b| b.base_offset() <= from && from <= b.last_offset()),
+            "a read's first batch holds the offset asked for"
+        );
         Ok(out)
     }
 
@@ -614,6 +624,11 @@ impl Inner {
         {
             builder.apply(&planned);
         }
+        debug_assert!(batch.record_count() > 0, "an encoded batch holds a record");
+        debug_assert!(
+            base >= active.base && pos >= FILE_HEADER_LEN as u64,
+            "the batch lies in the active segment, after its header"
+        );
         w.written += len;
         w.allocated = w.allocated.max(w.written);
         w.next_offset = base + u64::from(batch.record_count());
@@ -622,6 +637,10 @@ impl Inner {
         self.want_fill(&mut w);
         let mut st = self.commit.lock();
         self.commit.wrote(&mut st, w.seq);
+        debug_assert!(
+            self.end_offset.load(Ordering::Acquire) <= base,
+            "nothing at or past this batch is visible before it is published"
+        );
         let target = if self.commit.policy().acks_durable() {
             w.seq
         } else {
@@ -764,6 +783,11 @@ impl Inner {
         crash::point("roll.after_seal");
         let (segment, index_file, time_file) = self.create_segment(w.next_offset)?;
         crash::point("roll.after_create");
+        debug_assert_eq!(
+            w.active.next_offset(),
+            w.next_offset,
+            "the sealed segment ends where the new one starts (offsets contiguous)"
+        );
         *w.active.index.write().unwrap_or_else(|e| e.into_inner()) = IndexState::Unloaded;
         self.segments
             .write()
@@ -906,6 +930,12 @@ impl Syncer for Inner {
             return;
         };
         if self.commit.policy().acks_durable() {
+            // Visible <= durable: only what this fsync covered is published.
+            debug_assert!(
+                st.durable >= seq,
+                "publishing bytes up to {seq} while only {} are durable",
+                st.durable
+            );
             segment.publish(written, next, max_ts);
             self.end_offset.fetch_max(next, Ordering::AcqRel);
         }
