@@ -19,9 +19,10 @@ use super::checkpoint::{Checkpoint, CheckpointFile, Meta};
 use super::commit::Commit;
 use super::index::{IndexBuilder, IndexState, index_file_bytes};
 use super::quarantine::{self, Quarantined};
-use super::segment::{BatchScan, Segment, SegmentPaths, parse_segment_name};
+use super::segment::{BatchScan, Segment, SegmentPaths};
 use super::{Inner, LogOptions, Writer};
 use crate::error::{Error, IoContext, Result};
+use crate::format::parse_segment_name;
 use crate::format::{
     FILE_HEADER_LEN, FileHeader, FileKind, FormatError, OffsetIndexEntry, TimeIndexEntry,
 };

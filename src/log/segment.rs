@@ -21,7 +21,10 @@ use super::index::{
     parse_times, sealed_tail_matches,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::format::{Batch, BatchHeader, FILE_HEADER_LEN, FileHeader, FileKind, FormatError};
+use crate::format::{
+    Batch, BatchHeader, FILE_HEADER_LEN, FileHeader, FileKind, FormatError, SegmentFile,
+    segment_file_name,
+};
 use crate::storage::{OpenMode, Storage, StorageFile};
 
 /// The three files of a segment.
@@ -35,9 +38,9 @@ pub(crate) struct SegmentPaths {
 impl SegmentPaths {
     pub fn new(dir: &Path, base: u64) -> Self {
         SegmentPaths {
-            log: dir.join(format!("{base:020}.log")),
-            index: dir.join(format!("{base:020}.index")),
-            time: dir.join(format!("{base:020}.timeindex")),
+            log: dir.join(segment_file_name(base, SegmentFile::Log)),
+            index: dir.join(segment_file_name(base, SegmentFile::OffsetIndex)),
+            time: dir.join(segment_file_name(base, SegmentFile::TimeIndex)),
         }
     }
 }
@@ -88,12 +91,6 @@ pub(crate) fn remove_segment_files<'a>(
         }
     }
     storage.sync_dir(dir).ctx("fsync directory", dir)
-}
-
-/// The base offset in a segment file name (`00000000000000000042.log`).
-pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".log")?;
-    (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok())?
 }
 
 /// Iterates the batches of a segment's bytes from a position, checking each one (header,

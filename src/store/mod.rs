@@ -883,7 +883,7 @@ impl Inner {
             .map(|names| {
                 names
                     .iter()
-                    .filter(|n| n.len() == 24 && n.ends_with(".log"))
+                    .filter(|n| crate::format::parse_segment_name(n).is_some())
                     .count()
             })
             .unwrap_or(0)
