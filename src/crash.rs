@@ -24,9 +24,28 @@ pub const POINTS: &[&str] = &[
     "truncate.after_prefix",
 ];
 
-/// Aborts the process here if this point is armed and its hit count is reached.
+#[cfg(feature = "crash-points")]
+thread_local! {
+    /// The point at which this thread panics next (see [`panic_at`]).
+    static PANIC_AT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes the calling thread panic the next time it reaches the point `name` (once), for
+/// in-process tests of what a panic leaves behind (the lock-poisoning policy). Only in builds
+/// with the `crash-points` feature.
+#[cfg(feature = "crash-points")]
+pub fn panic_at(name: &'static str) {
+    PANIC_AT.with(|p| p.set(Some(name)));
+}
+
+/// Aborts the process here if this point is armed and its hit count is reached; panics here if
+/// the calling thread armed it with [`panic_at`].
 #[cfg(feature = "crash-points")]
 pub fn point(name: &'static str) {
+    if PANIC_AT.with(|p| p.get() == Some(name)) {
+        PANIC_AT.with(|p| p.set(None));
+        panic!("panic point {name}");
+    }
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();

@@ -49,12 +49,23 @@ pub enum Error {
         source: FormatError,
     },
 
-    /// An earlier write or fsync failed, so the page cache can no longer be trusted. The log
-    /// refuses writes until it is closed and reopened (which runs recovery).
-    #[error(
-        "the log failed after an earlier I/O error and refuses writes; close and reopen it: {0}"
-    )]
+    /// An earlier write or fsync failed, so the page cache can no longer be trusted, or a
+    /// thread panicked while it held the writer ([`Error::Poisoned`]). The log refuses writes
+    /// until it is closed and reopened (which runs recovery).
+    #[error("the log failed after an earlier error and refuses writes; close and reopen it: {0}")]
     Failed(#[source] Arc<Error>),
+
+    /// A thread panicked while it held one of the log's locks that guard state a panic may
+    /// leave half-updated (the writer, the checkpoint, the sync gate, maintenance). The log is
+    /// latched as failed (returned inside [`Error::Failed`]): close and reopen it, and recovery
+    /// rebuilds the state from the files.
+    #[error(
+        "a thread panicked while holding the log's {what} lock, which may be half-updated; close and reopen the log"
+    )]
+    Poisoned {
+        /// Which lock.
+        what: &'static str,
+    },
 
     /// The offset is below the log start (deleted by retention) or beyond its end.
     #[error("offset {offset} is out of range: the log holds offsets {start}..{end}")]

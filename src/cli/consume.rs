@@ -317,15 +317,14 @@ fn segment_of(dir: &Path, offset: u64) -> PathBuf {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let stem = name.to_str()?.strip_suffix(".log")?;
-            (stem.len() == 20).then(|| stem.parse::<u64>().ok())?
-        })
+        .filter_map(|e| stratalog::format::parse_segment_name(e.file_name().to_str()?))
         .filter(|&b| b <= offset)
         .max()
         .unwrap_or(0);
-    dir.join(format!("{base:020}.log"))
+    dir.join(stratalog::format::segment_file_name(
+        base,
+        stratalog::format::SegmentFile::Log,
+    ))
 }
 
 /// A JSON string if the bytes are UTF-8, otherwise `{"hex":"..."}`.

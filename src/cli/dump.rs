@@ -55,8 +55,7 @@ pub fn run(path: &Path) -> Result<(), CliError> {
 
 /// Base offset from a segment file name (`00000000000000000042.log`).
 fn base_from_name(path: &Path) -> Option<u64> {
-    let stem = path.file_name()?.to_str()?.strip_suffix(".log")?;
-    (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok())?
+    stratalog::format::parse_segment_name(path.file_name()?.to_str()?)
 }
 
 /// Dumps one file; returns false if something in it was bad.

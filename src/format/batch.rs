@@ -240,6 +240,12 @@ impl BatchBuilder {
             reserved: 0.into(),
         };
         bytes[..BATCH_HEADER_LEN].copy_from_slice(header.as_bytes());
+        debug_assert_eq!(
+            header.length.get() as usize,
+            bytes.len(),
+            "the header's length is the encoded batch's"
+        );
+        debug_assert!(bytes.len() >= BATCH_HEADER_LEN);
         let mut payload_crc = crc32fast::Hasher::new();
         payload_crc.update(&bytes[BATCH_HEADER_LEN..]);
         Ok(EncodedBatch {
@@ -269,6 +275,15 @@ impl EncodedBatch {
     pub fn stamp(&mut self, base_offset: u64) {
         let (head, payload) = self.bytes.split_at_mut(BATCH_HEADER_LEN);
         let header = BatchHeader::mut_from_bytes(head).expect("header slice has the header's size");
+        debug_assert_eq!(
+            BATCH_HEADER_LEN + payload.len(),
+            header.length.get() as usize,
+            "a stamped batch keeps its encoded length"
+        );
+        debug_assert!(
+            base_offset.checked_add(u64::from(self.count)).is_some(),
+            "the batch's offsets fit in a u64"
+        );
         header.base_offset = base_offset.into();
         let mut crc = crc32fast::Hasher::new();
         crc.update(&header.as_bytes()[4..]);
@@ -420,6 +435,10 @@ impl Batch {
                 computed,
             });
         }
+        debug_assert!(
+            length >= BATCH_HEADER_LEN,
+            "a parsed header bounds the length"
+        );
         Ok(Batch {
             bytes: bytes.slice(..length),
             skips: None,

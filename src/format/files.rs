@@ -27,6 +27,67 @@ pub const CHECKPOINT_MAGIC: [u8; 8] = *b"STRACKP\0";
 /// Magic of the log metadata file.
 pub const META_MAGIC: [u8; 8] = *b"STRAMET\0";
 
+/// One of the three files of a segment, named `{base:020}` plus its suffix (docs/FORMAT.md,
+/// "Files"): this and [`segment_file_name`] / [`parse_segment_file_name`] are the one place
+/// segment file names are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentFile {
+    /// The record batches (`.log`).
+    Log,
+    /// The sparse offset index (`.index`).
+    OffsetIndex,
+    /// The sparse time index (`.timeindex`).
+    TimeIndex,
+}
+
+impl SegmentFile {
+    /// The three, in the order their names are listed.
+    pub const ALL: [SegmentFile; 3] = [
+        SegmentFile::Log,
+        SegmentFile::OffsetIndex,
+        SegmentFile::TimeIndex,
+    ];
+
+    /// The file name's suffix, with its dot.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            SegmentFile::Log => ".log",
+            SegmentFile::OffsetIndex => ".index",
+            SegmentFile::TimeIndex => ".timeindex",
+        }
+    }
+}
+
+/// Digits of the base offset in a segment file name (`u64::MAX` has 20).
+const SEGMENT_NAME_DIGITS: usize = 20;
+
+/// The name of a segment's `file` for base offset `base`, e.g. `00000000000000000042.log`.
+pub fn segment_file_name(base: u64, file: SegmentFile) -> String {
+    format!("{base:020}{}", file.suffix())
+}
+
+/// The base offset and kind of a segment file name: exactly 20 ASCII digits (a value that
+/// fits in a `u64`) followed by `.log`, `.index` or `.timeindex`. `None` for any other name
+/// (temporary files, quarantine files, the checkpoint, ...).
+pub fn parse_segment_file_name(name: &str) -> Option<(u64, SegmentFile)> {
+    SegmentFile::ALL.into_iter().find_map(|file| {
+        let stem = name.strip_suffix(file.suffix())?;
+        if stem.len() != SEGMENT_NAME_DIGITS || !stem.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some((stem.parse().ok()?, file))
+    })
+}
+
+/// The base offset in the name of a segment's record file (`00000000000000000042.log`);
+/// `None` for every other name, including a segment's index files.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    match parse_segment_file_name(name)? {
+        (base, SegmentFile::Log) => Some(base),
+        _ => None,
+    }
+}
+
 /// Which kind of file a header belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
@@ -294,5 +355,51 @@ impl MetaBody {
             });
         }
         Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_file_names_round_trip() {
+        for base in [0, 42, u64::MAX] {
+            for file in SegmentFile::ALL {
+                let name = segment_file_name(base, file);
+                assert_eq!(name.len(), 20 + file.suffix().len());
+                assert_eq!(parse_segment_file_name(&name), Some((base, file)));
+                assert_eq!(
+                    parse_segment_name(&name),
+                    (file == SegmentFile::Log).then_some(base)
+                );
+            }
+        }
+        assert_eq!(
+            segment_file_name(42, SegmentFile::Log),
+            "00000000000000000042.log"
+        );
+    }
+
+    #[test]
+    fn other_names_are_not_segment_files() {
+        for name in [
+            "42.log",
+            "000000000000000000042.log",
+            "0000000000000000004x.log",
+            "+0000000000000000042.log",
+            "99999999999999999999.log", // above u64::MAX
+            "00000000000000000042.log.tmp",
+            "00000000000000000042.index.tmp",
+            "00000000000000000042-000001.quarantine",
+            "00000000000000000042.LOG",
+            "recovery.checkpoint",
+            "log.meta",
+            ".lock",
+            "",
+        ] {
+            assert_eq!(parse_segment_file_name(name), None, "{name:?}");
+            assert_eq!(parse_segment_name(name), None, "{name:?}");
+        }
     }
 }

@@ -9,6 +9,7 @@
 mod batch;
 mod epochs;
 mod files;
+mod quarantine;
 mod record;
 
 pub use batch::{
@@ -23,6 +24,11 @@ pub use files::{
     CHECKPOINT_MAGIC, CheckpointSlot, FILE_HEADER_LEN, FILE_VERSION, FileHeader, FileKind,
     META_MAGIC, MetaBody, OFFSET_INDEX_MAGIC, OffsetIndexEntry, SEGMENT_MAGIC, TIME_INDEX_MAGIC,
     TimeIndexEntry,
+};
+pub use files::{SegmentFile, parse_segment_file_name, parse_segment_name, segment_file_name};
+pub use quarantine::{
+    QUARANTINE_HEADER_LEN, QUARANTINE_MAGIC, QUARANTINE_VERSION, QuarantineHeader,
+    parse_quarantine_file_name, quarantine_file_name,
 };
 pub use record::{Header, Record, RecordIter, RecordView};
 

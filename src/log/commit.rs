@@ -263,6 +263,11 @@ impl Commit {
         self.mode
     }
 
+    /// Locks the state, recovering it if a thread panicked while holding it (also after the
+    /// condition-variable waits below): the failure latch lives here, so it must stay reachable
+    /// to report the failure, and no critical section leaves a field half-updated (each is a
+    /// few assignments of counters and flags; the foreign code that runs under the lock, a
+    /// `Waker` or the store's notifier, runs after the fields were updated).
     pub fn lock(&self) -> MutexGuard<'_, CommitState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -277,6 +282,12 @@ impl Commit {
 
     /// Records `written` bytes in total and wakes the flusher if the policy wants a sync now.
     pub fn wrote(&self, st: &mut CommitState, written: u64) {
+        debug_assert!(
+            written >= st.written,
+            "written bytes never go back ({} -> {written})",
+            st.written
+        );
+        debug_assert!(st.durable <= st.written, "durable <= written");
         let was_idle = st.written == st.durable;
         st.written = written;
         let wake = match self.policy {
@@ -322,6 +333,11 @@ impl Commit {
         if upto <= st.durable {
             return Some(woken);
         }
+        debug_assert!(
+            upto <= st.written,
+            "made durable up to {upto}, beyond the {} bytes written",
+            st.written
+        );
         st.durable = upto;
         let mut i = 0;
         while i < st.wakers.len() {

@@ -96,6 +96,23 @@ impl IndexBuilder {
 
     /// Adds what [`IndexBuilder::plan`] planned.
     pub fn apply(&mut self, planned: &Planned) {
+        debug_assert!(
+            self.offsets
+                .last()
+                .zip(planned.offset)
+                .is_none_or(|(last, e)| {
+                    e.relative_offset.get() > last.relative_offset.get()
+                        && e.position.get() > last.position.get()
+                }),
+            "offset index entries rise in offset and position"
+        );
+        debug_assert!(
+            self.times
+                .last()
+                .zip(planned.time)
+                .is_none_or(|(last, e)| e.timestamp.get() > last.timestamp.get()),
+            "time index entries rise in timestamp"
+        );
         self.max_ts = planned.max_ts;
         self.last_rel = planned.last_rel;
         if let Some(e) = planned.offset {

@@ -193,7 +193,12 @@ struct Inner {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
     config: Mutex<LogConfig>,
+    /// Poisoning: a panic while holding it fails the log (`Inner::lock_or_fail`), like
+    /// `checkpoint`, `maintenance` and `sync_gate`.
     writer: Mutex<Writer>,
+    /// Poisoning: the map is only assigned whole or filtered with `retain` (under the writer or
+    /// maintenance lock), so whatever a panic leaves is a map of real segments of the log; its
+    /// users recover the guard, and reads check every batch they serve.
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     start_offset: AtomicU64,
     /// One past the last offset readers may see.
@@ -257,6 +262,11 @@ pub fn now_ms() -> i64 {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The lock-poisoning policy (docs/SAFETY.md): this recovers the guard, so it is only for
+    // state a panic cannot leave half-updated: the config (a `Copy` value assigned whole), the
+    // flusher's join handle and the directory lock (slots taken whole), and, in recovery, locks
+    // of a log no other thread has seen yet. State a panic can leave half-updated goes through
+    // `Inner::lock_or_fail`.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -329,14 +339,60 @@ impl Log {
         let mut out = Vec::new();
         let mut taken = 0;
         // One segment at a time: a read costs the same however many segments follow.
-        let mut segment = self.inner.segment_holding(from);
+        let mut segment = match self.inner.segment_holding(from) {
+            Some(s) => Some(s),
+            None => {
+                // No segment starts at or below `from`. Retention raises the start offset
+                // before it drops segments, so if it ran since `start` was loaded, the start
+                // read now is above `from`: the offset is gone, which is not corruption.
+                let start = self.start_offset();
+                if from < start {
+                    return Err(Error::OffsetOutOfRange {
+                        offset: from,
+                        start,
+                        end: self.end_offset(),
+                    });
+                }
+                self.inner.first_segment()
+            }
+        };
         while let Some(s) = segment {
             if s.read_into(from, max_bytes, &mut taken, &mut out)? {
                 break;
             }
             segment = self.inner.segment_after(s.base);
+            if segment
+                .as_ref()
+                .is_some_and(|next| next.base != s.next_offset())
+                && self.start_offset() > s.base
+            {
+                // Retention removed `s` and the segments after it while this read was in it:
+                // what was read is still a valid answer, and the next segment does not follow
+                // on (reading it would be taken for corruption).
+                break;
+            }
+        }
+        if out.is_empty() {
+            let start = self.start_offset();
+            if from < start {
+                return Err(Error::OffsetOutOfRange {
+                    offset: from,
+                    start,
+                    end: self.end_offset(),
+                });
+            }
         }
         out.retain(|b| b.base_offset() < end);
+        debug_assert!(
+            out.windows(2)
+                .all(|p| p[1].base_offset() == p[0].last_offset() + 1),
+            "a read returns contiguous offsets"
+        );
+        debug_assert!(
+            out.first()
+                .is_none_or(|b| b.base_offset() <= from && from <= b.last_offset()),
+            "a read's first batch holds the offset asked for"
+        );
         Ok(out)
     }
 
@@ -385,7 +441,9 @@ impl Log {
         if self.inner.read_only {
             return Err(Error::ReadOnly);
         }
-        let _m = lock(&self.inner.maintenance);
+        let _m = self
+            .inner
+            .lock_or_fail(&self.inner.maintenance, "maintenance")?;
         let mut current = lock(&self.inner.config);
         Meta {
             start_offset: self.start_offset(),
@@ -491,13 +549,17 @@ impl Drop for Log {
 
 impl Inner {
     /// The segment whose offsets include `offset` (or the first one, if `offset` is below it).
+    /// The segment holding `offset`: the last one that starts at or below it, if any.
     fn segment_holding(&self, offset: u64) -> Option<Arc<Segment>> {
         let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        let found = segments
-            .range(..=offset)
-            .next_back()
-            .or_else(|| segments.iter().next());
+        let found = segments.range(..=offset).next_back();
         found.map(|(_, s)| s.clone())
+    }
+
+    /// The oldest segment.
+    fn first_segment(&self) -> Option<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        segments.values().next().cloned()
     }
 
     /// The segment after the one starting at `base`.
@@ -530,8 +592,28 @@ impl Inner {
         }
     }
 
+    /// Locks state a panic may leave half-updated: the writer, the checkpoint file, the sync
+    /// gate and the maintenance lock (held across multi-step changes of files and memory). If a
+    /// thread panicked while holding it, the log is latched as failed ([`Error::Poisoned`]
+    /// inside [`Error::Failed`]) and that error is returned: nothing carries on from a
+    /// half-updated writer, and reopening the log rebuilds the state from the files.
+    fn lock_or_fail<'a, T>(
+        &self,
+        m: &'a Mutex<T>,
+        what: &'static str,
+    ) -> Result<MutexGuard<'a, T>> {
+        m.lock().map_err(|_| {
+            let e = Error::Failed(self.commit.fail(Error::Poisoned { what }));
+            tracing::error!(
+                what,
+                "a thread panicked while holding a log lock; the log is failed until reopened"
+            );
+            e
+        })
+    }
+
     fn append_encoded(&self, mut batch: EncodedBatch) -> Result<Appended> {
-        let mut w = lock(&self.writer);
+        let mut w = self.lock_or_fail(&self.writer, "writer")?;
         self.check_writable()?;
         let len = batch.as_bytes().len() as u64;
         if self.should_roll(&w, len, batch.record_count()) {
@@ -574,6 +656,11 @@ impl Inner {
         {
             builder.apply(&planned);
         }
+        debug_assert!(batch.record_count() > 0, "an encoded batch holds a record");
+        debug_assert!(
+            base >= active.base && pos >= FILE_HEADER_LEN as u64,
+            "the batch lies in the active segment, after its header"
+        );
         w.written += len;
         w.allocated = w.allocated.max(w.written);
         w.next_offset = base + u64::from(count);
@@ -582,6 +669,10 @@ impl Inner {
         self.want_fill(w);
         let mut st = self.commit.lock();
         self.commit.wrote(&mut st, w.seq);
+        debug_assert!(
+            self.end_offset.load(Ordering::Acquire) <= base,
+            "nothing at or past this batch is visible before it is published"
+        );
         let target = if self.commit.policy().acks_durable() {
             w.seq
         } else {
@@ -724,6 +815,11 @@ impl Inner {
         crash::point("roll.after_seal");
         let (segment, index_file, time_file) = self.create_segment(w.next_offset)?;
         crash::point("roll.after_create");
+        debug_assert_eq!(
+            w.active.next_offset(),
+            w.next_offset,
+            "the sealed segment ends where the new one starts (offsets contiguous)"
+        );
         *w.active.index.write().unwrap_or_else(|e| e.into_inner()) = IndexState::Unloaded;
         self.segments
             .write()
@@ -744,7 +840,9 @@ impl Inner {
             first_append: None,
         };
         // Synced, so that after a power loss recovery starts in this segment at the latest.
-        if let Err(e) = lock(&self.checkpoint).write(w.checkpoint(false), w.generation, true, true)
+        // (A poisoned checkpoint lock has failed the log: nothing more to write.)
+        if let Ok(mut checkpoint) = self.lock_or_fail(&self.checkpoint, "checkpoint")
+            && let Err(e) = checkpoint.write(w.checkpoint(false), w.generation, true, true)
         {
             tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
         }
@@ -789,13 +887,17 @@ impl prealloc::Filler for Inner {
         };
         // What to fill; the loop stops at once if there is nothing (or the log closed).
         let (segment, generation, end, zeros) = {
-            let w = lock(&self.writer);
+            let Ok(w) = self.lock_or_fail(&self.writer, "writer") else {
+                return;
+            };
             let limit = lock(&self.config).segment_bytes;
             let end = (w.allocated.max(w.written) + prealloc::chunk_for(w.written)).min(limit);
             (w.active.clone(), w.generation, end, w.fill_zeros)
         };
         loop {
-            let mut w = lock(&self.writer);
+            let Ok(mut w) = self.lock_or_fail(&self.writer, "writer") else {
+                return;
+            };
             if stale(&w, &segment, generation) {
                 return;
             }
@@ -836,7 +938,10 @@ impl Syncer for Inner {
     /// One group-commit fsync, run by the flusher thread or a leading writer.
     fn sync_now(&self) {
         let (generation, seq, segment, written, next, max_ts) = {
-            let w = lock(&self.writer);
+            // A poisoned writer has failed the log, which wakes every waiting receipt.
+            let Ok(w) = self.lock_or_fail(&self.writer, "writer") else {
+                return;
+            };
             (
                 w.generation,
                 w.seq,
@@ -857,6 +962,12 @@ impl Syncer for Inner {
             return;
         };
         if self.commit.policy().acks_durable() {
+            // Visible <= durable: only what this fsync covered is published.
+            debug_assert!(
+                st.durable >= seq,
+                "publishing bytes up to {seq} while only {} are durable",
+                st.durable
+            );
             segment.publish(written, next, max_ts);
             self.publish_end(next);
         }
@@ -871,7 +982,9 @@ impl Syncer for Inner {
             next_offset: next,
             max_ts,
         };
-        if let Err(e) = lock(&self.checkpoint).write_after_fsync(c, generation, seq) {
+        if let Ok(mut checkpoint) = self.lock_or_fail(&self.checkpoint, "checkpoint")
+            && let Err(e) = checkpoint.write_after_fsync(c, generation, seq)
+        {
             tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
         }
     }
@@ -881,7 +994,7 @@ impl Inner {
     /// fsyncs a segment's `.log` file through the sync gate (see `sync_gate`); a failure fails
     /// the log.
     fn sync_segment(&self, segment: &Segment) -> Result<()> {
-        let _gate = lock(&self.sync_gate);
+        let _gate = self.lock_or_fail(&self.sync_gate, "sync gate")?;
         self.commit.check_failed()?;
         segment
             .file
@@ -890,18 +1003,23 @@ impl Inner {
     }
 
     fn close(&self) -> Result<()> {
-        let mut w = lock(&self.writer);
+        let mut w = self.lock_or_fail(&self.writer, "writer")?;
         if self.closed.swap(true, Ordering::AcqRel) || self.read_only {
             return Ok(());
         }
         self.commit.check_failed()?;
         self.seal_active(&mut w)?;
-        lock(&self.checkpoint).write(w.checkpoint(true), w.generation, true, true)
+        self.lock_or_fail(&self.checkpoint, "checkpoint")?.write(
+            w.checkpoint(true),
+            w.generation,
+            true,
+            true,
+        )
     }
 
     fn truncate(&self, offset: u64) -> Result<()> {
-        let _m = lock(&self.maintenance);
-        let mut w = lock(&self.writer);
+        let _m = self.lock_or_fail(&self.maintenance, "maintenance")?;
+        let mut w = self.lock_or_fail(&self.writer, "writer")?;
         self.check_writable()?;
         if offset >= w.next_offset {
             return Ok(());
@@ -1078,11 +1196,16 @@ impl Inner {
         self.end_offset.store(offset, Ordering::Release);
         self.high_watermark.fetch_min(offset, Ordering::AcqRel);
         drop(st);
-        lock(&self.checkpoint).write(w.checkpoint(false), w.generation, true, true)
+        self.lock_or_fail(&self.checkpoint, "checkpoint")?.write(
+            w.checkpoint(false),
+            w.generation,
+            true,
+            true,
+        )
     }
 
     fn apply_retention(&self, now_ms: i64) -> Result<usize> {
-        let _m = lock(&self.maintenance);
+        let _m = self.lock_or_fail(&self.maintenance, "maintenance")?;
         if self.read_only {
             return Err(Error::ReadOnly);
         }

@@ -17,56 +17,17 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
-
 use crate::error::{IoContext, Result};
-use crate::format::FormatError;
+use crate::format::{FormatError, parse_quarantine_file_name, quarantine_file_name};
+pub use crate::format::{
+    QUARANTINE_HEADER_LEN, QUARANTINE_MAGIC, QUARANTINE_VERSION, QuarantineHeader,
+};
 use crate::storage::{OpenMode, Storage, read_all};
 
-/// Magic number of a quarantine file (`"STQ1"` as bytes on disk).
-pub const QUARANTINE_MAGIC: u32 = u32::from_le_bytes(*b"STQ1");
-/// The quarantine file format version.
-pub const QUARANTINE_VERSION: u16 = 1;
-/// Length of the [`QuarantineHeader`].
-pub const QUARANTINE_HEADER_LEN: usize = 64;
 /// Most cut bytes kept, in one file and in all quarantine files of a log together.
 pub const MAX_QUARANTINE_BYTES: u64 = 64 << 20;
 /// Most quarantine files kept in a log directory.
 pub const MAX_QUARANTINE_FILES: usize = 32;
-
-const SUFFIX: &str = ".quarantine";
-
-/// The fixed header of a quarantine file.
-#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-pub struct QuarantineHeader {
-    /// CRC-32 over bytes 4..64 of the header, the reason and the kept bytes.
-    pub crc: U32,
-    /// [`QUARANTINE_MAGIC`].
-    pub magic: U32,
-    /// [`QUARANTINE_VERSION`].
-    pub version: U16,
-    /// Length of the reason (UTF-8) that follows the header.
-    pub reason_len: U16,
-    /// 1 = a torn tail cut by recovery, 2 = a suffix removed by truncation.
-    pub kind: U32,
-    /// The first offset that was cut (the log's end right after the cut).
-    pub first_offset: U64,
-    /// One past the last offset the cut bytes held, as far as their batch headers tell;
-    /// equal to `first_offset` if no header in them could be read.
-    pub end_offset: U64,
-    /// Base offset of the segment the cut started in.
-    pub segment_base: U64,
-    /// Byte position in that segment where the cut started.
-    pub position: U64,
-    /// Bytes removed from the log.
-    pub cut_bytes: U64,
-    /// Bytes of them kept in this file, after the reason (at most [`MAX_QUARANTINE_BYTES`]).
-    pub kept_bytes: U64,
-}
-
-const _: () = assert!(size_of::<QuarantineHeader>() == QUARANTINE_HEADER_LEN);
 
 /// Why bytes were quarantined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,31 +134,24 @@ pub(crate) fn save(
 ) -> Result<Quarantined> {
     let kept = &data[..data.len().min(MAX_QUARANTINE_BYTES as usize)];
     let reason: String = loss.reason.chars().take(1000).collect();
-    let mut header = QuarantineHeader {
+    let (header, bytes) = QuarantineHeader {
         crc: 0.into(),
         magic: QUARANTINE_MAGIC.into(),
         version: QUARANTINE_VERSION.into(),
-        reason_len: (reason.len() as u16).into(),
+        reason_len: 0.into(),
         kind: loss.kind.code().into(),
         first_offset: loss.first_offset.into(),
         end_offset: loss.end_offset.max(loss.first_offset).into(),
         segment_base: loss.segment_base.into(),
         position: loss.position.into(),
         cut_bytes: loss.cut_bytes.into(),
-        kept_bytes: (kept.len() as u64).into(),
-    };
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&header.as_bytes()[4..]);
-    crc.update(reason.as_bytes());
-    crc.update(kept);
-    header.crc = crc.finalize().into();
-    let mut bytes = Vec::with_capacity(QUARANTINE_HEADER_LEN + reason.len() + kept.len());
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(reason.as_bytes());
-    bytes.extend_from_slice(kept);
+        kept_bytes: 0.into(),
+    }
+    .encode(&reason, kept)
+    .map_err(|e| crate::Error::InvalidArgument(format!("quarantine header: {e}")))?;
     let existing = names(storage, dir)?;
     let sequence = existing.iter().map(|(_, s)| s + 1).max().unwrap_or(0);
-    let path = dir.join(format!("{:020}-{sequence:06}{SUFFIX}", loss.first_offset));
+    let path = dir.join(quarantine_file_name(loss.first_offset, sequence));
     super::segment::replace_file(storage, &path, &bytes)?;
     let q = describe(&path, &header, reason);
     tracing::warn!(dir = %dir.display(), quarantine = %q, "bytes cut from the log were quarantined");
@@ -212,9 +166,7 @@ fn names(storage: &dyn Storage, dir: &Path) -> Result<Vec<(String, u64)>> {
         .ctx("list", dir)?
         .into_iter()
         .filter_map(|n| {
-            let stem = n.strip_suffix(SUFFIX)?;
-            let (_, seq) = stem.split_once('-')?;
-            let seq = seq.parse().ok()?;
+            let seq = parse_quarantine_file_name(&n)?;
             Some((n, seq))
         })
         .collect();
@@ -247,50 +199,14 @@ pub(crate) fn read(storage: &dyn Storage, path: &Path) -> Result<Quarantined, St
 }
 
 fn parse(bytes: &[u8]) -> Result<(QuarantineHeader, String), FormatError> {
-    let (header, rest) =
-        QuarantineHeader::read_from_prefix(bytes).map_err(|_| FormatError::Truncated {
-            what: "quarantine header",
-            needed: QUARANTINE_HEADER_LEN as u64,
-            available: bytes.len() as u64,
-        })?;
-    if header.magic.get() != QUARANTINE_MAGIC {
-        return Err(FormatError::BadMagic {
-            what: "quarantine file",
-            found: header.magic.get().into(),
-        });
-    }
-    if header.version.get() != QUARANTINE_VERSION {
-        return Err(FormatError::UnsupportedVersion {
-            what: "quarantine file",
-            found: header.version.get().into(),
-            supported: QUARANTINE_VERSION.into(),
-        });
-    }
-    let reason_len = usize::from(header.reason_len.get());
-    let need = reason_len as u64 + header.kept_bytes.get();
-    if rest.len() as u64 != need {
-        return Err(FormatError::Truncated {
-            what: "quarantine file",
-            needed: need,
-            available: rest.len() as u64,
-        });
-    }
-    let computed = crc32fast::hash(&bytes[4..]);
-    if computed != header.crc.get() {
-        return Err(FormatError::ChecksumMismatch {
-            what: "quarantine file",
-            stored: header.crc.get(),
-            computed,
-        });
-    }
+    let (header, reason, _kept) = QuarantineHeader::parse(bytes)?;
     if LossKind::from_code(header.kind.get()).is_none() {
         return Err(FormatError::Invalid {
             what: "quarantine kind",
             value: header.kind.get().into(),
         });
     }
-    let reason = String::from_utf8_lossy(&rest[..reason_len]).into_owned();
-    Ok((header, reason))
+    Ok((header, String::from_utf8_lossy(reason).into_owned()))
 }
 
 /// Every quarantine file of the log in `dir`, oldest first. A file that fails its checks is

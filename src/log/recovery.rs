@@ -19,9 +19,10 @@ use super::checkpoint::{Checkpoint, CheckpointFile, Meta};
 use super::commit::Commit;
 use super::index::{IndexBuilder, IndexState, index_file_bytes};
 use super::quarantine::{self, Quarantined};
-use super::segment::{BatchScan, Segment, SegmentPaths, parse_segment_name};
+use super::segment::{BatchScan, Segment, SegmentPaths};
 use super::{Inner, LogOptions, Writer};
 use crate::error::{Error, IoContext, Result};
+use crate::format::parse_segment_name;
 use crate::format::{
     FILE_HEADER_LEN, FileHeader, FileKind, FormatError, OffsetIndexEntry, TimeIndexEntry,
 };
@@ -79,8 +80,11 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
     let started = Instant::now();
     let storage = options.storage.clone();
     let read_only = options.read_only;
+    // Whether this open created the directory (and made its entry durable in its parent).
+    let mut created_dir = false;
     if options.create && !read_only {
-        storage.create_dir_all(dir).ctx("create directory", dir)?;
+        created_dir = crate::storage::create_dir_durable(storage.as_ref(), dir)
+            .ctx("create directory", dir)?;
     }
     let lock_path = dir.join(".lock");
     let lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
@@ -93,6 +97,13 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
         Some(meta) => meta,
         None if options.create && !read_only => {
             options.config.check()?;
+            if !created_dir {
+                // The log is born in a directory someone else made (`mkdir`, or a crash after
+                // our own mkdir): its entry must be durable before a record in it is
+                // acknowledged, and only an fsync of the parent makes it so.
+                let parent = crate::storage::parent_dir(dir);
+                storage.sync_dir(parent).ctx("fsync directory", parent)?;
+            }
             let meta = Meta {
                 start_offset: 0,
                 config: options.config,

@@ -21,7 +21,10 @@ use super::index::{
     parse_times, sealed_tail_matches,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::format::{Batch, BatchHeader, FILE_HEADER_LEN, FileHeader, FileKind, FormatError};
+use crate::format::{
+    Batch, BatchHeader, FILE_HEADER_LEN, FileHeader, FileKind, FormatError, SegmentFile,
+    segment_file_name,
+};
 use crate::storage::{OpenMode, Storage, StorageFile};
 
 /// The three files of a segment.
@@ -35,9 +38,9 @@ pub(crate) struct SegmentPaths {
 impl SegmentPaths {
     pub fn new(dir: &Path, base: u64) -> Self {
         SegmentPaths {
-            log: dir.join(format!("{base:020}.log")),
-            index: dir.join(format!("{base:020}.index")),
-            time: dir.join(format!("{base:020}.timeindex")),
+            log: dir.join(segment_file_name(base, SegmentFile::Log)),
+            index: dir.join(segment_file_name(base, SegmentFile::OffsetIndex)),
+            time: dir.join(segment_file_name(base, SegmentFile::TimeIndex)),
         }
     }
 }
@@ -88,12 +91,6 @@ pub(crate) fn remove_segment_files<'a>(
         }
     }
     storage.sync_dir(dir).ctx("fsync directory", dir)
-}
-
-/// The base offset in a segment file name (`00000000000000000042.log`).
-pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".log")?;
-    (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok())?
 }
 
 /// Iterates the batches of a segment's bytes from a position, checking each one (header,
@@ -150,16 +147,24 @@ pub(crate) struct Segment {
     visible: AtomicU64,
     next_offset: AtomicU64,
     max_ts: AtomicI64,
+    /// The cached mapping. Poisoning: the slot is assigned whole, so a panic cannot leave it
+    /// half-updated and its users recover the guard.
     mapping: Mutex<Option<Bytes>>,
     /// How much to map at once (the active segment maps its whole roll size).
     map_hint: u64,
     interval: u64,
+    /// The index entries. Poisoning: the active segment's index is appended to only under the
+    /// log's writer lock, so a panic there also poisons the writer and fails the log; a sealed
+    /// index is assigned whole. Users recover the guard: a half-updated index can only send a
+    /// read to a wrong position, and every batch is checked there (header, CRC, offsets follow
+    /// on) before it is served, so the worst is an error, never wrong data.
     pub index: RwLock<IndexState>,
     /// Batches whose CRC a read already checked, as `position << 32 | crc`: a later read of
     /// the same batch checks its header and bounds but not its CRC again (a random read of one
     /// record would otherwise checksum its whole batch). Each holds the batch's skip table,
     /// so that finding one record in it walks a few records, not all before it. Bounded by
-    /// [`MAX_VERIFIED`].
+    /// [`MAX_VERIFIED`]. Poisoning: a cache of whole entries; users recover the guard (a lost
+    /// entry only costs a CRC check).
     verified: RwLock<HashMap<u64, Option<Arc<[u32]>>>>,
 }
 

@@ -9,8 +9,9 @@ use zerocopy::FromBytes;
 use super::checkpoint::{Checkpoint, CheckpointFile, Meta};
 use super::index::{parse_offsets, parse_times};
 use super::quarantine::Quarantined;
-use super::segment::{BatchScan, SegmentPaths, parse_segment_name};
+use super::segment::{BatchScan, SegmentPaths};
 use crate::error::{IoContext, Result};
+use crate::format::parse_segment_name;
 use crate::format::{CheckpointSlot, FILE_HEADER_LEN, FileHeader, FileKind};
 use crate::storage::{OpenMode, Storage, read_all};
 

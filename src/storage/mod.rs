@@ -89,7 +89,8 @@ pub enum OpenMode {
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Opens a file for reading and writing.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
-    /// Creates a directory and its parents.
+    /// Creates a directory and its parents. Each new directory's entry is not durable until
+    /// [`Storage::sync_dir`] of its parent: use [`create_dir_durable`] to do both.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Names of the entries of a directory (files only, no `.`/`..`), in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
@@ -97,13 +98,51 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Renames a file, replacing `to`. Not durable until [`Storage::sync_dir`].
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
-    /// Makes the directory's entries (creates, renames, removes) durable.
+    /// Removes an empty directory. Not durable until [`Storage::sync_dir`] of its parent.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creates, renames, removes of files and of directories)
+    /// durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// True if a file exists at `path`.
     fn exists(&self, path: &Path) -> bool;
     /// Takes an exclusive lock on `path` (created if missing) for as long as the returned guard
     /// lives; fails with `WouldBlock` if another holder has it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+}
+
+/// The directory holding `path`, as a path that can be opened: `.` for a bare relative name.
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        Some(_) => Path::new("."),
+        None => path,
+    }
+}
+
+/// Creates `dir` and its missing parents, durably: after it returns, every directory it created
+/// survives a power loss, because the parent of each was fsynced after the creation (a new
+/// directory's entry lives in its parent, and only an fsync of the parent makes it durable).
+/// Returns true if `dir` itself was created.
+///
+/// A directory that already existed is not synced into its parent here: a caller that puts
+/// data it acknowledges into a directory someone else may have created (a new log in a
+/// directory made by `mkdir`) fsyncs [`parent_dir`] itself, once.
+pub fn create_dir_durable(storage: &dyn Storage, dir: &Path) -> io::Result<bool> {
+    // The missing directories, deepest first.
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .take_while(|a| !storage.exists(a))
+        .collect();
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    storage.create_dir_all(dir)?;
+    // Deepest first: the entry of each new directory lives in the next one up.
+    for created in &missing {
+        storage.sync_dir(parent_dir(created))?;
+    }
+    Ok(true)
 }
 
 /// Held while a log directory is locked.

@@ -6,8 +6,10 @@
 //! - the *durable* view (the disk): what survives a [`SimStorage::power_loss`].
 //!
 //! File contents become durable with [`StorageFile::sync`], directory entries (creates, renames,
-//! removes) with [`Storage::sync_dir`] of their parent directory. Directories themselves are
-//! always durable. Faults ([`Fault`]) make a chosen `fsync`, directory sync or write fail the way
+//! removes of files and of directories) with [`Storage::sync_dir`] of their parent directory. A
+//! directory created or removed since its parent's last sync comes back, or vanishes with
+//! everything in it, at a power loss; only the root (and a relative path's `.`) always exists.
+//! Faults ([`Fault`]) make a chosen `fsync`, directory sync or write fail the way
 //! Linux does, or cap the disk size.
 //!
 //! Everything random (torn writes, partial failed writes) comes from a small PRNG seeded by
@@ -133,7 +135,10 @@ struct State {
     inodes: BTreeMap<u64, Inode>,
     live_ns: BTreeMap<PathBuf, u64>,
     durable_ns: BTreeMap<PathBuf, u64>,
+    /// Directories as reads see them (the root and `.` are implicit).
     dirs: BTreeSet<PathBuf>,
+    /// Directories whose entry in their parent is durable.
+    durable_dirs: BTreeSet<PathBuf>,
     /// Held locks: path to the token of the guard holding it.
     locks: BTreeMap<PathBuf, u64>,
     faults: Vec<Pending>,
@@ -223,9 +228,23 @@ fn apply(buf: &mut Vec<u8>, op: &Op) -> io::Result<()> {
     }
 }
 
+/// True for the directories that always exist: the root and the current directory.
+fn is_root(dir: &Path) -> bool {
+    dir.as_os_str().is_empty() || dir == Path::new(".") || dir.parent().is_none()
+}
+
+/// `dir` as the parent of its entries is spelled (`.` is the empty path of bare names).
+fn dir_key(dir: &Path) -> &Path {
+    if dir == Path::new(".") {
+        Path::new("")
+    } else {
+        dir
+    }
+}
+
 /// True if `dir` can hold files: the root, the current directory or a created directory.
 fn dir_exists(state: &State, dir: &Path) -> bool {
-    dir.as_os_str().is_empty() || dir.parent().is_none() || state.dirs.contains(dir)
+    is_root(dir) || state.dirs.contains(dir)
 }
 
 /// The directory holding `path` ("" for a bare name).
@@ -385,6 +404,25 @@ impl State {
     fn power_loss(&mut self, mode: PowerLoss) {
         self.boot += 1;
         self.locks.clear();
+        // A directory survives if its entry, and that of every directory above it, is durable;
+        // an entry survives if its directory does.
+        let durable_dirs = &self.durable_dirs;
+        let surviving: BTreeSet<PathBuf> = durable_dirs
+            .iter()
+            .filter(|d| {
+                d.ancestors()
+                    .skip(1)
+                    .all(|a| is_root(a) || durable_dirs.contains(a))
+            })
+            .cloned()
+            .collect();
+        self.durable_dirs.clone_from(&surviving);
+        self.dirs = surviving;
+        let dirs = &self.dirs;
+        self.durable_ns.retain(|p, _| {
+            let parent = parent_of(p);
+            is_root(parent) || dirs.contains(parent)
+        });
         self.live_ns = self.durable_ns.clone();
         for inode in self.inodes.values_mut() {
             inode.handles = 0;
@@ -427,6 +465,7 @@ impl SimStorage {
             live_ns: BTreeMap::new(),
             durable_ns: BTreeMap::new(),
             dirs: BTreeSet::new(),
+            durable_dirs: BTreeSet::new(),
             locks: BTreeMap::new(),
             faults: Vec::new(),
             capacity: None,
@@ -510,7 +549,8 @@ impl SimStorage {
         {
             return;
         }
-        state.dirs.extend(ancestors);
+        state.dirs.extend(ancestors.iter().cloned());
+        state.durable_dirs.extend(ancestors);
         let ino = match state.live_ns.get(path) {
             Some(&ino) => ino,
             None => state.new_inode(),
@@ -602,6 +642,7 @@ impl Storage for SimStorage {
         if !dir_exists(&state, dir) {
             return Err(not_found(dir));
         }
+        let dir = dir_key(dir);
         Ok(state
             .live_ns
             .keys()
@@ -653,6 +694,15 @@ impl Storage for SimStorage {
         if !dir_exists(&state, dir) {
             return Err(not_found(dir));
         }
+        let dir = dir_key(dir);
+        let live_dirs: Vec<PathBuf> = state
+            .dirs
+            .iter()
+            .filter(|d| parent_of(d) == dir)
+            .cloned()
+            .collect();
+        state.durable_dirs.retain(|d| parent_of(d) != dir);
+        state.durable_dirs.extend(live_dirs);
         let dropped: Vec<u64> = state
             .durable_ns
             .iter()
@@ -673,9 +723,32 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        if state.live_ns.contains_key(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{}: not a directory", path.display()),
+            ));
+        }
+        if !state.dirs.contains(path) {
+            return Err(not_found(path));
+        }
+        if state.live_ns.keys().any(|p| parent_of(p) == path)
+            || state.dirs.iter().any(|d| parent_of(d) == path)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::DirectoryNotEmpty,
+                format!("{}: directory not empty", path.display()),
+            ));
+        }
+        state.dirs.remove(path);
+        Ok(())
+    }
+
     fn exists(&self, path: &Path) -> bool {
         let state = self.state();
-        state.live_ns.contains_key(path) || state.dirs.contains(path)
+        state.live_ns.contains_key(path) || dir_exists(&state, path)
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
@@ -844,11 +917,92 @@ mod tests {
         dir().join(name)
     }
 
-    /// A storage with `/log` created.
+    /// A storage with `/log` created, durably.
     fn sim(seed: u64) -> SimStorage {
         let sim = SimStorage::new(seed);
         sim.create_dir_all(dir()).unwrap();
+        sim.sync_dir(Path::new("/")).unwrap();
         sim
+    }
+
+    #[test]
+    fn new_directory_without_parent_sync_lost() {
+        let sim = SimStorage::new(1);
+        sim.create_dir_all(Path::new("/a/b/c")).unwrap();
+        let f = sim
+            .open(Path::new("/a/b/c/f"), OpenMode::CreateNew)
+            .unwrap();
+        f.write_at(b"x", 0).unwrap();
+        f.sync().unwrap();
+        sim.sync_dir(Path::new("/a/b/c")).unwrap();
+        sim.sync_dir(Path::new("/a/b")).unwrap();
+        // `/a` is not in `/`: everything below it goes, synced or not.
+        sim.power_loss(PowerLoss::DropUnsynced);
+        assert!(!sim.exists(Path::new("/a")));
+        assert!(!sim.exists(Path::new("/a/b/c")));
+        assert!(sim.file(Path::new("/a/b/c/f")).is_none());
+        assert_eq!(
+            sim.list(Path::new("/a/b/c")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+
+        sim.create_dir_all(Path::new("/a/b/c")).unwrap();
+        let f = sim
+            .open(Path::new("/a/b/c/f"), OpenMode::CreateNew)
+            .unwrap();
+        f.write_at(b"x", 0).unwrap();
+        f.sync().unwrap();
+        for d in ["/a/b/c", "/a/b", "/a", "/"] {
+            sim.sync_dir(Path::new(d)).unwrap();
+        }
+        sim.power_loss(PowerLoss::DropUnsynced);
+        assert_eq!(sim.file(Path::new("/a/b/c/f")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn remove_dir_needs_parent_sync_and_an_empty_directory() {
+        let sim = sim(1);
+        let sub = p("sub");
+        sim.create_dir_all(&sub).unwrap();
+        sim.sync_dir(dir()).unwrap();
+        sim.open(&sub.join("f"), OpenMode::CreateNew).unwrap();
+        assert_eq!(
+            sim.remove_dir(&sub).unwrap_err().kind(),
+            io::ErrorKind::DirectoryNotEmpty
+        );
+        assert_eq!(
+            sim.remove_dir(&sub.join("f")).unwrap_err().kind(),
+            io::ErrorKind::NotADirectory
+        );
+        sim.remove(&sub.join("f")).unwrap();
+        sim.remove_dir(&sub).unwrap();
+        assert!(!sim.exists(&sub));
+        assert_eq!(
+            sim.remove_dir(&sub).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        sim.power_loss(PowerLoss::DropUnsynced);
+        assert!(sim.exists(&sub), "the removal was not synced");
+        sim.remove_dir(&sub).unwrap();
+        sim.sync_dir(dir()).unwrap();
+        sim.power_loss(PowerLoss::DropUnsynced);
+        assert!(!sim.exists(&sub));
+    }
+
+    #[test]
+    fn create_dir_durable_syncs_each_new_parent() {
+        let sim = SimStorage::new(1);
+        let before = sim.counters().dir_syncs;
+        assert!(crate::storage::create_dir_durable(&sim, Path::new("/x/y/z")).unwrap());
+        assert_eq!(sim.counters().dir_syncs - before, 3);
+        assert!(!crate::storage::create_dir_durable(&sim, Path::new("/x/y/z")).unwrap());
+        assert_eq!(sim.counters().dir_syncs - before, 3);
+        sim.power_loss(PowerLoss::DropUnsynced);
+        assert!(sim.exists(Path::new("/x/y/z")));
+        // A relative path's parent is `.`.
+        assert!(crate::storage::create_dir_durable(&sim, Path::new("rel")).unwrap());
+        sim.power_loss(PowerLoss::DropUnsynced);
+        assert!(sim.exists(Path::new("rel")));
     }
 
     /// Creates `name` and makes its directory entry durable.
@@ -991,7 +1145,7 @@ mod tests {
         f.write_at(b"xyz", 0).unwrap();
 
         let c = sim.counters();
-        assert_eq!((c.writes, c.syncs, c.dir_syncs), (2, 5, 4));
+        assert_eq!((c.writes, c.syncs, c.dir_syncs), (2, 5, 5));
     }
 
     #[test]

@@ -83,6 +83,10 @@ impl Storage for UringStorage {
         self.fs.rename(from, to)
     }
 
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.fs.remove_dir(path)
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.fs.sync_dir(dir)
     }

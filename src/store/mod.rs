@@ -174,7 +174,7 @@ impl Store {
                 )));
             }
         };
-        storage.create_dir_all(&dir).ctx("create directory", &dir)?;
+        crate::storage::create_dir_durable(storage.as_ref(), &dir).ctx("create directory", &dir)?;
         let lock_path = dir.join(STORE_LOCK);
         let guard = storage.lock(&lock_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
@@ -770,7 +770,7 @@ impl Inner {
                 &partition_dir(&self.dir, &info.name, p),
             )?;
         }
-        let _ = std::fs::remove_dir(self.dir.join(&info.name));
+        let _ = self.storage.remove_dir(&self.dir.join(&info.name));
         let mut registry = lock(&self.registry);
         let next: Vec<Entry> = registry
             .iter()
@@ -891,7 +891,7 @@ impl Inner {
             .map(|names| {
                 names
                     .iter()
-                    .filter(|n| n.len() == 24 && n.ends_with(".log"))
+                    .filter(|n| crate::format::parse_segment_name(n).is_some())
                     .count()
             })
             .unwrap_or(0)

@@ -130,9 +130,9 @@ pub(crate) fn remove_dir_files(storage: &dyn Storage, dir: &Path) -> Result<()> 
         storage.remove(&path).ctx("remove", &path)?;
     }
     storage.sync_dir(dir).ctx("fsync directory", dir)?;
-    // The storage trait has no way to remove a directory: on the real file system the empty
-    // directory goes too (with a simulated storage there is nothing on disk to remove).
-    let _ = std::fs::remove_dir(dir);
+    // The empty directory goes too (durable with the parent's next fsync; an empty directory
+    // left by a crash is harmless).
+    let _ = storage.remove_dir(dir);
     Ok(())
 }
 
