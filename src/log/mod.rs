@@ -204,7 +204,9 @@ struct Inner {
     /// One past the last offset readers may see.
     end_offset: AtomicU64,
     epoch: AtomicU64,
-    /// Which epoch started where (the `log.epochs` file); changed under the `writer` lock.
+    /// Which epoch started where (the `log.epochs` file); changed under the `writer` lock
+    /// through `lock_or_fail`. Readers recover a poisoned guard: each change is one `Vec`
+    /// operation, which a panic cannot leave half-done.
     epochs: Mutex<EpochHistory>,
     /// The high watermark set by the replication layer, if it manages one (see
     /// [`Log::high_watermark`]).
@@ -477,7 +479,7 @@ impl Log {
     /// before this returns. The epoch only rises: a lower one is refused with
     /// [`Error::InvalidArgument`]; the current one again changes nothing.
     pub fn set_leader_epoch(&self, epoch: u64) -> Result<()> {
-        let w = lock(&self.inner.writer);
+        let w = self.inner.lock_or_fail(&self.inner.writer, "writer")?;
         self.inner.check_writable()?;
         self.inner.start_epoch(epoch, w.next_offset)
     }
@@ -656,7 +658,7 @@ impl Inner {
         {
             builder.apply(&planned);
         }
-        debug_assert!(batch.record_count() > 0, "an encoded batch holds a record");
+        debug_assert!(count > 0, "a batch holds a record");
         debug_assert!(
             base >= active.base && pos >= FILE_HEADER_LEN as u64,
             "the batch lies in the active segment, after its header"

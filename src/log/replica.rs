@@ -28,11 +28,14 @@ impl Log {
         };
         let mut last = None;
         for batch in batches {
-            let mut w = lock(&self.inner.writer);
+            let mut w = self.inner.lock_or_fail(&self.inner.writer, "writer")?;
             self.inner.check_writable()?;
             // Epochs of the records never fall; the leader's may be below this log's current
             // epoch (a follower that was promoted and deposed keeps the higher number).
-            let latest = lock(&self.inner.epochs).latest();
+            let latest = self
+                .inner
+                .lock_or_fail(&self.inner.epochs, "epochs")?
+                .latest();
             if batch.base_offset() != w.next_offset
                 || latest.is_some_and(|e| batch.leader_epoch() < e)
             {
@@ -150,7 +153,7 @@ impl Inner {
     /// it the epoch stamped into new local batches. Called with the writer lock held (so `start`
     /// is the log's end).
     pub(super) fn start_epoch(&self, epoch: u64, start: u64) -> Result<()> {
-        let mut epochs = lock(&self.epochs);
+        let mut epochs = self.lock_or_fail(&self.epochs, "epochs")?;
         let raised = epochs.raise(epoch)?;
         if epochs.assign(epoch, start)? || raised {
             epochs.store(self.storage.as_ref(), &self.dir)?;
@@ -162,7 +165,7 @@ impl Inner {
     /// Records that the replicated records of `epoch` start at `start` (the current epoch rises
     /// to it if it is higher), durably. Called with the writer lock held.
     fn record_epoch(&self, epoch: u64, start: u64) -> Result<()> {
-        let mut epochs = lock(&self.epochs);
+        let mut epochs = self.lock_or_fail(&self.epochs, "epochs")?;
         if epochs.assign(epoch, start)? {
             epochs.store(self.storage.as_ref(), &self.dir)?;
         }
@@ -173,7 +176,7 @@ impl Inner {
     /// Applies `cut` to the epoch history (after a truncation or retention) and stores it if it
     /// changed.
     pub(super) fn cut_epochs(&self, cut: impl FnOnce(&mut EpochHistory) -> bool) -> Result<()> {
-        let mut epochs = lock(&self.epochs);
+        let mut epochs = self.lock_or_fail(&self.epochs, "epochs")?;
         if cut(&mut epochs) {
             epochs.store(self.storage.as_ref(), &self.dir)?;
         }
