@@ -421,6 +421,7 @@ pub fn run(o: Options) -> Result<(), CliError> {
         truncate_every: o.truncate_every,
         retention: o.retention_bytes.is_some(),
         batches: 0,
+        pending: Vec::new(),
     };
     let produced = match o.count {
         Some(count) => generate(
@@ -465,7 +466,14 @@ struct Sink<'a> {
     truncate_every: Option<u64>,
     retention: bool,
     batches: u64,
+    /// Receipts not yet handed to the acker: they go in chunks of [`ACK_CHUNK`], or all at
+    /// once when no more input is available right now (so acks stay prompt), which spares a
+    /// wake-up of the acker thread per batch.
+    pending: Vec<Ack>,
 }
+
+/// Receipts handed to the acker at once while input keeps coming.
+const ACK_CHUNK: usize = 32;
 
 impl Sink<'_> {
     /// Adds a record for log `i`; appends that log's batch first if the record would not fit
@@ -507,11 +515,16 @@ impl Sink<'_> {
             .map_err(context("append failed"))?;
         builder.clear();
         let label = self.labelled.then_some(i as u32);
-        let sent = self
-            .acker
-            .send(label, appended.last_offset, appended.receipt);
+        self.pending
+            .push((label, appended.last_offset, appended.receipt));
+        let sent = self.pending.len() < ACK_CHUNK || self.hand_over();
         self.retain(i)?;
         Ok(sent)
+    }
+
+    /// Hands the pending receipts to the acker. False if it stopped.
+    fn hand_over(&mut self) -> bool {
+        self.pending.is_empty() || self.acker.send(std::mem::take(&mut self.pending))
     }
 
     fn retain(&self, i: usize) -> Result<(), CliError> {
@@ -523,13 +536,14 @@ impl Sink<'_> {
         Ok(())
     }
 
+    /// Appends every batch and hands every receipt to the acker.
     fn append_all(&mut self) -> Result<bool, CliError> {
         for i in 0..self.builders.len() {
             if !self.append(i)? {
                 return Ok(false);
             }
         }
-        Ok(true)
+        Ok(self.hand_over())
     }
 }
 
@@ -586,6 +600,7 @@ pub fn generate_into(log: &Log, count: u64, size: usize, batch: usize) -> Result
         truncate_every: None,
         retention: false,
         batches: 0,
+        pending: Vec::new(),
     };
     let router = Router {
         partitioner: None,
@@ -721,7 +736,8 @@ fn append_then_truncate(log: &Log, builder: &BatchBuilder, truncate: bool) -> Re
 fn undelivered(line: &str, e: &io::Error) -> CliError {
     format!(
         "cannot deliver the acknowledgements: writing `{line}` to standard output failed ({e}); \
-         produce stopped: the records of that batch are stored, later input was not appended"
+         produce stopped: the records up to that offset were appended and acknowledged, and \
+         input not yet appended was dropped"
     )
     .into()
 }
@@ -817,17 +833,17 @@ type Ack = (Option<u32>, u64, Receipt);
 /// Waits for receipts in append order on its own thread, so that appends go on while earlier
 /// batches are being made durable (their fsyncs are shared), and prints the acks.
 struct Acker {
-    tx: Option<SyncSender<Ack>>,
+    tx: Option<SyncSender<Vec<Ack>>>,
     handle: JoinHandle<Result<(), CliError>>,
 }
 
 impl Acker {
     fn spawn(print: bool) -> io::Result<Acker> {
-        let (tx, rx) = mpsc::sync_channel::<Ack>(1024);
+        let (tx, rx) = mpsc::sync_channel::<Vec<Ack>>(64);
         let handle = std::thread::Builder::new().name("acker".into()).spawn(
             move || -> Result<(), CliError> {
                 let stdout = io::stdout();
-                for (label, last_offset, receipt) in rx {
+                for (label, last_offset, receipt) in rx.into_iter().flatten() {
                     // Receipts complete in append order: once this one is done, every record
                     // up to `last_offset` is acknowledged.
                     receipt.wait().map_err(context_with(|| {
@@ -853,11 +869,9 @@ impl Acker {
         })
     }
 
-    /// False if the acker has stopped (after an error).
-    fn send(&self, label: Option<u32>, last_offset: u64, receipt: Receipt) -> bool {
-        self.tx
-            .as_ref()
-            .is_some_and(|tx| tx.send((label, last_offset, receipt)).is_ok())
+    /// Hands over receipts, in append order. False if the acker has stopped (after an error).
+    fn send(&self, acks: Vec<Ack>) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.send(acks).is_ok())
     }
 
     /// Waits for every receipt sent so far.
