@@ -3,7 +3,9 @@
 //! the figures of a two-second run on a shared machine mean nothing.)
 #![cfg(feature = "cli")]
 
-use std::process::Command;
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 #[test]
 fn bench_runs_every_step_and_cleans_up() {
@@ -30,6 +32,12 @@ fn bench_runs_every_step_and_cleans_up() {
         "random read by offset p50",
         "reopen after crash",
         "[io_uring] 64 durable writers",
+        // The README and --help promise p99.9.
+        "1 writers p99.9 latency",
+        "64 writers p99.9 latency",
+        "produce --count (100 B records, batch 100), fsync never",
+        "plain write of the same bytes",
+        "ratio to baseline",
     ] {
         assert!(stdout.contains(row), "no {row:?} row in:\n{stdout}");
     }
@@ -57,12 +65,68 @@ fn bench_runs_every_step_and_cleans_up() {
     assert!(left.is_empty(), "scratch files left behind: {left:?}");
 }
 
+/// `--seconds 99999999999999999999` used to be accepted and run without end.
 #[test]
 fn bench_refuses_a_bad_budget() {
-    let out = Command::new(env!("CARGO_BIN_EXE_stratalog"))
-        .args(["bench", "--seconds", "0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--seconds"));
+    for seconds in ["0", "-1", "NaN", "inf", "99999999999999999999", "86401"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_stratalog"))
+            .args([
+                "bench",
+                &format!("--seconds={}", seconds.trim_start_matches('=')),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "--seconds {seconds}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--seconds"),
+            "--seconds {seconds}"
+        );
+    }
+}
+
+/// Ctrl-C used to leave the scratch directory (up to hundreds of MB) behind. On SIGINT and
+/// SIGTERM bench removes it and exits 130.
+#[test]
+fn bench_removes_its_scratch_directory_when_interrupted() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let tmp = tempfile::tempdir().unwrap();
+        let scratch = tmp.path().join("scratch");
+        let svg = tmp.path().join("plot.svg");
+        let child = Command::new(env!("CARGO_BIN_EXE_stratalog"))
+            .args(["bench", "--seconds", "200", "--dir"])
+            .arg(&scratch)
+            .arg("--svg")
+            .arg(&svg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until a step wrote files into its scratch directory.
+        let started = Instant::now();
+        loop {
+            let written = fs::read_dir(&scratch)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| fs::read_dir(e.ok()?.path()).ok()?.next());
+            if written.is_some() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no scratch files after a minute"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let pid = i32::try_from(child.id()).unwrap();
+        // SAFETY: sends a signal to our own child process, which has not been waited for.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "signal {signal}: {stderr}");
+        assert!(stderr.contains("removed the scratch directory"), "{stderr}");
+        let left: Vec<_> = fs::read_dir(&scratch).unwrap().collect();
+        assert!(left.is_empty(), "signal {signal}: left behind {left:?}");
+        assert!(!svg.exists());
+    }
 }

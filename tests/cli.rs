@@ -100,13 +100,14 @@ fn produce_from_stdin_then_consume_text_and_json() {
         b"",
     );
     let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    // Every byte field is one object: hex always, utf8 a string or null.
     let values = [
-        r#""alpha""#,
-        r#""beta""#,
-        r#""""#,
-        r#""gamma é""#,
-        r#"{"hex":"fffe"}"#,
-        r#""last without newline""#,
+        r#"{"hex":"616c706861","utf8":"alpha"}"#,
+        r#"{"hex":"62657461","utf8":"beta"}"#,
+        r#"{"hex":"","utf8":""}"#,
+        r#"{"hex":"67616d6d6120c3a9","utf8":"gamma é"}"#,
+        r#"{"hex":"fffe","utf8":null}"#,
+        r#"{"hex":"6c61737420776974686f7574206e65776c696e65","utf8":"last without newline"}"#,
     ];
     assert_eq!(lines.len(), values.len(), "{lines:?}");
     for (i, (line, value)) in lines.iter().zip(values).enumerate() {

@@ -577,18 +577,18 @@ fn command_line_topics_produce_by_key_consume_as_group() {
     let mut partition_of: std::collections::HashMap<String, String> = Default::default();
     let mut last_seq: std::collections::HashMap<String, i64> = Default::default();
     for line in json.lines() {
-        // {"partition":P,"offset":...,"key":"keyK","value":"I,keyK,x",...}
+        // {"partition":P,"offset":...,"key":{"hex":..,"utf8":"keyK"},"value":{"hex":..,"utf8":"I,keyK,x"},...}
         let partition = line.split(',').next().unwrap().to_string();
         let key = line
-            .split("\"key\":\"")
+            .split("\"utf8\":\"")
             .nth(1)
             .unwrap()
             .split('"')
             .next()
             .unwrap();
         let value = line
-            .split("\"value\":\"")
-            .nth(1)
+            .split("\"utf8\":\"")
+            .nth(2)
             .unwrap()
             .split('"')
             .next()

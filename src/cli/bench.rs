@@ -1,8 +1,8 @@
 //! `stratalog bench`: what the engine does on this machine, next to what the machine can do.
 //!
-//! Every figure is measured in the same run as the limit it is bounded by (a plain file written
-//! with `write` + `sync_data`, the disk's fsync latency, a memory copy), and printed with its
-//! ratio to that limit. Each step runs for a share of a time budget, not a fixed count, so the
+//! Every figure is measured in the same run as the baseline it is compared with (a plain file
+//! written with `write` + `sync_data`, the disk's fsync latency, a memory copy, one fsync per
+//! append), and printed with its ratio to that baseline, named. Each step runs for a share of a time budget, not a fixed count, so the
 //! whole command takes about a minute by default (`--seconds`) whatever the disk.
 
 use std::fs::{self, File};
@@ -10,9 +10,10 @@ use std::hint::black_box;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use stratalog::storage::{IoEngine, Storage, real_storage};
@@ -20,26 +21,42 @@ use stratalog::{BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptio
 
 use super::{CliError, context, outln};
 
-/// What `bench` was asked to do.
-#[derive(Debug)]
+/// `stratalog bench`: its command line is its options.
+#[derive(Debug, Args)]
 pub struct Options {
-    /// Where to put the scratch files (a temporary directory inside it, removed at the end).
+    /// Directory on the disk to measure (a temporary directory is made inside it, and
+    /// removed at the end, or on SIGINT/SIGTERM, after which bench exits 130).
+    #[arg(short = 'd', long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// The write path to measure.
+    /// The write path: `std` (pwrite + fdatasync) or `uring` (io_uring).
+    #[arg(long, value_name = "ENGINE", default_value = "std")]
     pub io: IoEngine,
-    /// Total time budget in seconds (about how long the command runs).
+    /// About how long the whole run takes, in seconds (more than 0, at most 86400).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     pub seconds: f64,
-    /// Write the figures as JSON here.
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Write the writers plot here.
+    /// Where to write the plot (default `stratalog-bench.svg` in the current directory).
+    #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
-    /// Also compare the std and io_uring write paths, alternating them round by round.
+    /// Also run the write workloads on the std and the io_uring path alternately, round by
+    /// round, and print io_uring's median per-round ratio to std.
+    #[arg(long)]
     pub compare_io: bool,
-    /// How the logs preallocate their segments.
+    /// How segments are extended ahead of the writer: `auto` (zeros while fsyncs are small,
+    /// `fallocate` otherwise), `zeros` (written and fsynced in the background), `fallocate`
+    /// or `off`.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
     pub prealloc: Preallocate,
-    /// Also compare the preallocations, alternating them round by round.
+    /// Also run the write workloads with each preallocation alternately, round by round, and
+    /// print each one's median per-round ratio to `off`.
+    #[arg(long)]
     pub compare_prealloc: bool,
 }
+
+/// The largest `--seconds`: a day.
+const MAX_SECONDS: f64 = 86_400.0;
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -90,9 +107,19 @@ struct Bench {
 
 /// Runs `bench`.
 pub fn run(o: Options) -> Result<(), CliError> {
-    if !(o.seconds.is_finite() && o.seconds > 0.0) {
-        return Err(format!("--seconds must be a positive number, not {}", o.seconds).into());
+    if !(o.seconds.is_finite() && o.seconds > 0.0 && o.seconds <= MAX_SECONDS) {
+        return Err(format!(
+            "--seconds must be a number of seconds above 0 and at most {MAX_SECONDS} (a day), not {}",
+            o.seconds
+        )
+        .into());
     }
+    // Before any other thread starts (so that they all leave the signals to it), and before
+    // the scratch directory exists: a signal then removes whatever was made of it.
+    let scratch_path: Arc<OnceLock<PathBuf>> = Arc::new(OnceLock::new());
+    let to_remove = scratch_path.clone();
+    super::on_interrupt(move |signal| remove_scratch_and_exit(signal, to_remove.get()))
+        .map_err(context("cannot set up the SIGINT/SIGTERM handler"))?;
     let parent = o.dir.clone().unwrap_or_else(std::env::temp_dir);
     fs::create_dir_all(&parent).map_err(context(format!("cannot create {}", parent.display())))?;
     let scratch = tempfile::Builder::new()
@@ -102,8 +129,9 @@ pub fn run(o: Options) -> Result<(), CliError> {
             "cannot make a scratch directory in {}",
             parent.display()
         )))?;
+    let _ = scratch_path.set(scratch.path().to_path_buf());
     let (storage, io) = real_storage(o.io);
-    let steps = 11
+    let steps = 12
         + WRITERS.len() as u64
         + COMPARE_ROUNDS * (u64::from(o.compare_io) + u64::from(o.compare_prealloc));
     let progress = ProgressBar::new(steps);
@@ -181,6 +209,42 @@ pub fn run(o: Options) -> Result<(), CliError> {
     Ok(())
 }
 
+/// On SIGINT or SIGTERM: removes the scratch directory (while the steps may still be writing
+/// into it, hence the retries) and exits 130.
+fn remove_scratch_and_exit(signal: i32, scratch: Option<&PathBuf>) -> ! {
+    let name = if signal == libc::SIGTERM {
+        "SIGTERM"
+    } else {
+        "SIGINT"
+    };
+    if let Some(path) = scratch {
+        let mut removed = Ok(());
+        for _ in 0..50 {
+            removed = match fs::remove_dir_all(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            };
+            if removed.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match removed {
+            Ok(()) => eprintln!(
+                "\nstratalog bench: interrupted by {name}; removed the scratch directory {}",
+                path.display()
+            ),
+            Err(e) => eprintln!(
+                "\nerror: stratalog bench: interrupted by {name}; cannot remove the scratch directory {}: {e}; remove it by hand",
+                path.display()
+            ),
+        }
+    } else {
+        eprintln!("\nstratalog bench: interrupted by {name}");
+    }
+    std::process::exit(130);
+}
+
 impl Bench {
     fn step(&self, what: &str) {
         self.progress.set_message(what.to_string());
@@ -249,6 +313,21 @@ impl Bench {
         self.row("plain file, 1 MiB write + sync_data", plain / 1e6, "MB/s");
         self.done();
 
+        self.step("produce --count: generated records, fsync never, against a plain write");
+        let (produce, write, median) = produce_vs_write(self, self.budget * 2)?;
+        let row = self.row(
+            "produce --count (100 B records, batch 100), fsync never",
+            produce / 1e6,
+            "MB/s",
+        );
+        row.bound = Some(("plain write of the same bytes".into(), write / 1e6));
+        self.row(
+            "produce --count / plain write, median of 5 alternating rounds",
+            median,
+            "x",
+        );
+        self.done();
+
         // --- stratalog appends
         let mut batched = Vec::new();
         for (size, name) in [(128, "batched128"), (KIB, "batched1k")] {
@@ -289,6 +368,11 @@ impl Bench {
             );
             row.bound = Some(("fsync p99".into(), micros(fsync.p99)));
             row.lower_is_better = true;
+            self.row(
+                format!("{writers} writers p99.9 latency"),
+                micros(point.p999),
+                "us",
+            );
             points.push(point);
             self.done();
         }
@@ -308,6 +392,7 @@ impl Bench {
         let row = self.row("64 writers at half peak p50", micros(paced.p50), "us");
         row.bound = Some(("fsync p50".into(), micros(fsync.p50)));
         row.lower_is_better = true;
+        self.row("64 writers at half peak p99.9", micros(paced.p999), "us");
         self.done();
 
         // --- reads of the 1 KiB log (warm: just written)
@@ -513,6 +598,61 @@ impl Latency {
             mean: sample.iter().sum::<Duration>() / sample.len() as u32,
         }
     }
+}
+
+/// `produce --count` (its own code: generation, batching, appends, acks) into a log with
+/// fsync never, against a plain `write` of the same bytes in chunks of one batch's values (to
+/// a file, no fsync either), alternately round by round (the machine's speed drifts). Returns
+/// both rates in bytes of values per second over all rounds, and the median per-round ratio.
+fn produce_vs_write(b: &Bench, budget: Duration) -> Result<(f64, f64, f64), CliError> {
+    const SIZE: usize = 100;
+    const BATCH: usize = 100;
+    const ROUNDS: u32 = 5;
+    // A short run to size the rounds to the budget.
+    let probe = b.open("produce-probe", FsyncPolicy::Never)?;
+    let t = Instant::now();
+    super::produce::generate_into(&probe, 20_000, SIZE, BATCH)?;
+    let per_record = t.elapsed().as_secs_f64() / 20_000.0;
+    probe.close().map_err(context("closing a log failed"))?;
+    let round = budget.as_secs_f64() / f64::from(2 * ROUNDS);
+    let count = ((round / per_record.max(1e-9)) as u64).clamp(10_000, 5_000_000);
+
+    let log = b.open("produce", FsyncPolicy::Never)?;
+    let path = b.root.join("plain-write.file");
+    let mut file =
+        File::create(&path).map_err(context(format!("cannot create {}", path.display())))?;
+    let values = super::produce::Values::new(SIZE);
+    let chunk: Vec<u8> = (0..BATCH as u64)
+        .flat_map(|n| values.get(n).to_vec())
+        .collect();
+    let (mut produce_time, mut write_time, mut bytes) = (0.0, 0.0, 0u64);
+    let mut ratios = Vec::new();
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        let produced = super::produce::generate_into(&log, count, SIZE, BATCH)?;
+        let produce = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut written = 0u64;
+        while written < produced {
+            file.write_all(&chunk)
+                .map_err(context("the plain-write baseline failed"))?;
+            written += chunk.len() as u64;
+        }
+        let write = t.elapsed().as_secs_f64();
+        ratios.push(write / produce.max(1e-9));
+        produce_time += produce;
+        write_time += write;
+        bytes += produced;
+    }
+    log.close().map_err(context("closing a log failed"))?;
+    drop(file);
+    fs::remove_file(&path).map_err(context(format!("cannot remove {}", path.display())))?;
+    ratios.sort_by(f64::total_cmp);
+    Ok((
+        bytes as f64 / produce_time,
+        bytes as f64 / write_time,
+        ratios[ratios.len() / 2],
+    ))
 }
 
 /// Bytes per second of copying a 64 MiB buffer.
@@ -803,9 +943,14 @@ impl SplitMix {
 
 fn print_table(rows: &[Row], io: IoEngine, dir: &Path) -> Result<(), CliError> {
     outln!(
-        "stratalog bench: {io:?} write path, scratch files in {} (ratios are to the limit \
-         measured in this run; for latencies, limit / figure)",
+        "stratalog bench: {io:?} write path, scratch files in {}",
         dir.display()
+    );
+    outln!(
+        "ratio = figure / baseline (for latencies, baseline / figure; above 1 is better), the \
+         named baseline measured in this run: a limit of the machine (memory copy, plain \
+         file, fsync latency), or a reference that batching is meant to beat (one fsync per \
+         append)"
     );
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(10);
     outln!(
@@ -813,8 +958,8 @@ fn print_table(rows: &[Row], io: IoEngine, dir: &Path) -> Result<(), CliError> {
         "measurement",
         "figure",
         "unit",
-        "limit",
-        "ratio to limit"
+        "baseline",
+        "ratio to baseline"
     );
     for r in rows {
         let (limit, ratio) = match (&r.bound, r.ratio()) {
@@ -823,8 +968,10 @@ fn print_table(rows: &[Row], io: IoEngine, dir: &Path) -> Result<(), CliError> {
             }
             _ => (String::new(), String::new()),
         };
+        // Ratios (unit "x") need their second decimal.
+        let precision = if r.unit == "x" { 2 } else { 1 };
         outln!(
-            "{:width$}  {:>12.1} {:<13} {:>12}  {:<22}",
+            "{:width$}  {:>12.precision$} {:<13} {:>12}  {:<22}",
             r.name,
             r.value,
             r.unit,

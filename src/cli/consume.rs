@@ -1,62 +1,135 @@
-//! `stratalog consume`: print the records of a log from an offset to its end.
+//! `stratalog consume`: print the records of a log from an offset to its end, or follow it.
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use stratalog::store::{Store, StoreOptions};
-
+use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use stratalog::format::RecordView;
 use stratalog::storage::FsStorage;
+use stratalog::store::{Store, StoreOptions};
 use stratalog::{Batch, FsyncPolicy, Log, LogOptions};
 
-use super::{CliError, Target, context, context_with, is_broken_pipe};
+use super::{CliError, LogArgs, Target, context, context_with, is_broken_pipe};
 
 /// Bytes of batches asked for per read.
 const READ_BYTES: usize = 1 << 20;
 
-/// What `consume` reads.
-#[derive(Debug)]
-pub enum Source {
-    /// A plain log or one partition of a store topic.
-    Log(Target),
-    /// Every partition of a store topic, one after the other.
-    Topic {
-        /// The store's directory.
-        dir: PathBuf,
-        /// The topic.
-        topic: String,
-    },
+/// How long `--follow` sleeps when nothing new was found.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Set by SIGINT or SIGTERM while `--follow` runs: stop and exit 0.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// `stratalog consume`: its command line is its options.
+#[derive(Debug, Args)]
+pub struct Options {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Print every partition of this topic of the store in DIR, one partition after the other
+    /// (instead of `--log`). With `--format json` each line also has `"partition"`.
+    #[arg(short = 't', long, value_name = "TOPIC", conflicts_with = "name")]
+    pub topic: Option<String>,
+    /// Consume as this consumer group (needs a store partition or `--topic`): start at the
+    /// group's committed offset of each partition (`--from`/`--from-time` where it has none)
+    /// and commit as records are printed, after they were written out (at least once: after
+    /// a crash, records since the last commit are printed again, none is skipped).
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// With `--group`: commit once at least this many records were printed, and at the end
+    /// of each partition (with `--follow`, each time it has caught up).
+    #[arg(long, value_name = "N", default_value_t = 1000, requires = "group",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub commit_every: u64,
+    /// Where to start: an offset within the log (from its start up to its end; not with
+    /// `--topic`), `start` (the default) or `end` (only records appended from now on, with
+    /// `--follow`).
+    #[arg(short = 'o', long, value_name = "OFFSET|start|end", value_parser = parse_from)]
+    pub from: Option<From>,
+    /// Start at the first record whose timestamp (milliseconds since the Unix epoch) is at or
+    /// after this; with none, at the end.
+    #[arg(long, value_name = "MS", conflicts_with = "from")]
+    pub from_time: Option<i64>,
+    /// Print at most this many records.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub max: Option<u64>,
+    /// At the end of the log, keep waiting for new records and print them as they come (like
+    /// `tail -f`) until SIGINT or SIGTERM, then exit 0 (with `--group`, after committing what
+    /// was printed).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Output format (see `consume --help` for the JSON schema).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
-/// What `consume` was asked to do.
-#[derive(Debug)]
-pub struct Options {
-    /// What to read.
-    pub source: Source,
-    /// First offset to print (default: the log start).
-    pub from: Option<u64>,
-    /// Most records to print.
-    pub max: Option<u64>,
-    /// JSON lines instead of raw values.
-    pub json: bool,
-    /// Consumer group: start at its committed offsets and commit as records are printed.
-    pub group: Option<String>,
-    /// With a group, commit after at least this many records were printed (and flushed).
-    pub commit_every: u64,
+/// Where `--from` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// The log's first offset.
+    Start,
+    /// The log's end: only records appended later.
+    End,
+    /// This offset.
+    Offset(u64),
+}
+
+fn parse_from(s: &str) -> Result<From, String> {
+    match s {
+        "start" | "beginning" => Ok(From::Start),
+        "end" => Ok(From::End),
+        _ => s
+            .parse()
+            .map(From::Offset)
+            .map_err(|_| format!("{s:?} is not an offset (a number from 0), `start` or `end`")),
+    }
+}
+
+/// How `consume` prints records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Each value as raw bytes, followed by a newline.
+    Text,
+    /// One JSON object per line (see `consume --help`).
+    Json,
 }
 
 /// Runs `consume`.
 pub fn run(o: Options) -> Result<(), CliError> {
-    match &o.source {
-        Source::Log(Target::Log(dir)) => run_log(dir, &o),
-        Source::Log(Target::Partition {
-            dir,
-            topic,
-            partition,
-        }) => run_store(dir, topic, Some(*partition), &o),
-        Source::Topic { dir, topic } => run_store(dir, topic, None, &o),
+    if o.follow {
+        // Before any other thread starts, so that every thread leaves the signals to it.
+        super::on_interrupt(|_| STOP.store(true, Ordering::SeqCst))
+            .map_err(context("cannot set up the SIGINT/SIGTERM handler"))?;
     }
+    let source = match &o.topic {
+        Some(topic) => (o.log.dir.clone(), topic.clone(), None),
+        None => match Target::parse(&o.log.dir, &o.log.name)? {
+            Target::Log(dir) => {
+                if o.group.is_some() {
+                    return Err(
+                        "--group needs a store: use --log TOPIC/PARTITION or --topic TOPIC".into(),
+                    );
+                }
+                return run_log(&dir, &o);
+            }
+            Target::Partition {
+                dir,
+                topic,
+                partition,
+            } => (dir, topic, Some(partition)),
+        },
+    };
+    if o.topic.is_some() && matches!(o.from, Some(From::Offset(_))) {
+        return Err(
+            "--from OFFSET names an offset of one log: with --topic use `--from start`, \
+             `--from end` or --from-time"
+                .into(),
+        );
+    }
+    let (dir, topic, only) = source;
+    run_store(&dir, &topic, only, &o)
 }
 
 fn run_log(dir: &Path, o: &Options) -> Result<(), CliError> {
@@ -75,26 +148,10 @@ fn run_log(dir: &Path, o: &Options) -> Result<(), CliError> {
     .map_err(context(format!("cannot open the log in {}", dir.display())))?;
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let (start, end) = (log.start_offset(), log.end_offset());
-    let next = o.from.unwrap_or(start);
-    let printed = if next < start || next > end {
-        Err(format!(
-            "--from {next} is out of range: the log holds offsets {start}..{end} (from {start} up to {end} excluded)"
-        )
-        .into())
-    } else {
-        let mut left = o.max.unwrap_or(u64::MAX);
-        print_records(
-            &log,
-            next,
-            &mut left,
-            o.json,
-            None,
-            &mut out,
-            &mut |_, _, _| Ok(()),
-        )
-        .map(|_| ())
-    };
+    let printed = start_offset(&log, o, None, "the log").and_then(|next| {
+        let mut cursors = [Cursor::new(&log, 0, None, next, None)];
+        follow(&mut cursors, None, o, &mut out)
+    });
     let flushed = out.flush();
     drop(out);
     let closed = log.close().map_err(context("closing the log failed"));
@@ -113,6 +170,29 @@ fn finish(
         Ok(()) => {}
     }
     closed
+}
+
+/// The first offset to print of a log, from `--from` or `--from-time` (a group's committed
+/// offset is handled by the caller).
+fn start_offset(log: &Log, o: &Options, from: Option<u64>, what: &str) -> Result<u64, CliError> {
+    let (start, end) = (log.start_offset(), log.end_offset());
+    if let Some(ts) = o.from_time {
+        return Ok(log
+            .offset_for_timestamp(ts)
+            .map_err(context(format!(
+                "looking up timestamp {ts} in {what} failed"
+            )))?
+            .unwrap_or(end));
+    }
+    match o.from.or(from.map(From::Offset)) {
+        None | Some(From::Start) => Ok(start),
+        Some(From::End) => Ok(end),
+        Some(From::Offset(next)) if next < start || next > end => Err(format!(
+            "--from {next} is out of range: {what} holds offsets {start}..{end} (from {start} up to {end} excluded)"
+        )
+        .into()),
+        Some(From::Offset(next)) => Ok(next),
+    }
 }
 
 fn run_store(dir: &Path, topic: &str, only: Option<u32>, o: &Options) -> Result<(), CliError> {
@@ -152,22 +232,24 @@ fn consume_store(
         Some(p) => vec![p],
         None => (0..info.partitions()).collect(),
     };
-    let mut left = o.max.unwrap_or(u64::MAX);
-    for p in partitions {
-        if left == 0 {
-            break;
-        }
-        let log = store
-            .partition(topic, p)
-            .map_err(context(format!("cannot open partition {topic}/{p}")))?;
+    let mut logs = Vec::with_capacity(partitions.len());
+    for &p in &partitions {
+        logs.push(
+            store
+                .partition(topic, p)
+                .map_err(context(format!("cannot open partition {topic}/{p}")))?,
+        );
+    }
+    let mut cursors = Vec::with_capacity(logs.len());
+    for (&p, log) in partitions.iter().zip(&logs) {
         let (start, end) = (log.start_offset(), log.end_offset());
         let committed = o
             .group
             .as_deref()
             .and_then(|g| store.committed(g, topic, p))
             .map(|c| c.offset);
-        let next = match (committed, o.from) {
-            (Some(c), _) if c < start => {
+        let next = match committed {
+            Some(c) if c < start => {
                 tracing::warn!(
                     topic,
                     partition = p,
@@ -177,7 +259,7 @@ fn consume_store(
                 );
                 start
             }
-            (Some(c), _) if c > end => {
+            Some(c) if c > end => {
                 tracing::warn!(
                     topic,
                     partition = p,
@@ -187,43 +269,140 @@ fn consume_store(
                 );
                 end
             }
-            (Some(c), _) => c,
-            (None, Some(from)) if from < start || from > end => {
-                return Err(format!(
-                    "--from {from} is out of range: {topic}/{p} holds offsets {start}..{end} (from {start} up to {end} excluded)"
-                )
-                .into());
-            }
-            (None, Some(from)) => from,
-            (None, None) => start,
+            Some(c) => c,
+            None => start_offset(log, o, None, &format!("{topic}/{p}"))?,
         };
         let label = only.is_none().then_some(p);
-        let mut since_commit = 0u64;
-        let mut last_commit = committed;
-        let mut commit = |out: &mut dyn Write, next: u64, printed: u64| -> Result<(), CliError> {
-            let Some(group) = o.group.as_deref() else {
-                return Ok(());
-            };
-            since_commit += printed;
-            // `u64::MAX` printed means "the partition is done": commit what is left.
-            if since_commit >= o.commit_every || (printed == u64::MAX && last_commit != Some(next))
-            {
-                // At least once: everything below `next` was printed and flushed first.
-                out.flush()?;
-                store
-                    .commit(group, topic, p, next, log.leader_epoch())
-                    .map_err(context(format!("commit of {topic}/{p} at {next} failed")))?;
-                since_commit = 0;
-                last_commit = Some(next);
-            }
-            Ok(())
-        };
-        let next = print_records(&log, next, &mut left, o.json, label, out, &mut commit)?;
-        commit(out, next, u64::MAX)?;
+        cursors.push(Cursor::new(log, p, label, next, committed));
+    }
+    let committer = o.group.as_deref().map(|group| Committer {
+        store,
+        group,
+        topic,
+        every: o.commit_every,
+    });
+    follow(&mut cursors, committer.as_ref(), o, out)
+}
+
+/// Where the records printed are committed (`--group`).
+struct Committer<'a> {
+    store: &'a Store,
+    group: &'a str,
+    topic: &'a str,
+    every: u64,
+}
+
+/// A log being printed.
+struct Cursor<'a> {
+    log: &'a Log,
+    /// The partition to name in JSON lines.
+    label: Option<u32>,
+    /// The next offset to print.
+    next: u64,
+    commits: Commits,
+}
+
+/// What a cursor committed.
+struct Commits {
+    /// The partition.
+    partition: u32,
+    /// Records printed since the last commit.
+    since: u64,
+    /// The offset last committed.
+    last: Option<u64>,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(
+        log: &'a Log,
+        partition: u32,
+        label: Option<u32>,
+        next: u64,
+        committed: Option<u64>,
+    ) -> Self {
+        Cursor {
+            log,
+            label,
+            next,
+            commits: Commits {
+                partition,
+                since: 0,
+                last: committed,
+            },
+        }
+    }
+}
+
+/// Commits `next` for a cursor's partition if `printed` records brought it to the group's
+/// `--commit-every`, or if `caught_up` and it moved; after flushing `out` (at least once).
+fn maybe_commit(
+    committer: Option<&Committer<'_>>,
+    log: &Log,
+    commits: &mut Commits,
+    out: &mut dyn Write,
+    next: u64,
+    printed: u64,
+    caught_up: bool,
+) -> Result<(), CliError> {
+    let Some(c) = committer else {
+        return Ok(());
+    };
+    let partition = commits.partition;
+    commits.since += printed;
+    if commits.since >= c.every || (caught_up && commits.last != Some(next)) {
+        // At least once: everything below `next` was printed and flushed first.
+        out.flush()?;
+        c.store
+            .commit(c.group, c.topic, partition, next, log.leader_epoch())
+            .map_err(context(format!(
+                "commit of {}/{partition} at {next} failed",
+                c.topic
+            )))?;
+        commits.since = 0;
+        commits.last = Some(next);
     }
     Ok(())
 }
 
+/// Prints each cursor's records to the end of its log, one cursor after the other; with
+/// `--follow`, goes round again, sleeping a little whenever nothing was new, until SIGINT or
+/// SIGTERM (or `--max` records).
+fn follow(
+    cursors: &mut [Cursor<'_>],
+    committer: Option<&Committer<'_>>,
+    o: &Options,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let json = o.format == Format::Json;
+    let mut left = o.max.unwrap_or(u64::MAX);
+    loop {
+        let before = left;
+        for c in cursors.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            let Cursor {
+                log,
+                label,
+                next,
+                commits,
+            } = c;
+            let mut after_batch = |out: &mut dyn Write, next: u64, printed: u64| {
+                maybe_commit(committer, log, commits, out, next, printed, false)
+            };
+            *next = print_records(log, *next, &mut left, json, *label, out, &mut after_batch)?;
+            maybe_commit(committer, log, commits, out, *next, 0, true)?;
+        }
+        if !o.follow || left == 0 || STOP.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if left == before {
+            // Caught up: show what was printed, then wait for more.
+            out.flush()?;
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
 /// Called after each batch printed: `(output, next offset, records printed)`.
 type AfterBatch<'a> = dyn FnMut(&mut dyn Write, u64, u64) -> Result<(), CliError> + 'a;
 
@@ -240,7 +419,7 @@ fn print_records<W: Write>(
 ) -> Result<u64, CliError> {
     let end = log.end_offset();
     let mut budget = READ_BYTES;
-    while *left > 0 && next < end {
+    while *left > 0 && next < end && !STOP.load(Ordering::SeqCst) {
         let batches = match log.read(next, budget) {
             Ok(batches) => batches,
             // A bad batch fails the whole read: read again one batch at a time, so that every
@@ -327,15 +506,16 @@ fn segment_of(dir: &Path, offset: u64) -> PathBuf {
     ))
 }
 
-/// A JSON string if the bytes are UTF-8, otherwise `{"hex":"..."}`.
+/// Every byte field in JSON: `{"utf8":"<text>" or null,"hex":"<lowercase hex>"}`, so that
+/// one jq filter fits every record (`.value.utf8`, `.value.hex`).
 fn bytes_json(bytes: &[u8]) -> Value {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => Value::String(s.to_owned()),
-        Err(_) => {
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            json!({ "hex": hex })
-        }
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 15)]));
     }
+    json!({ "utf8": std::str::from_utf8(bytes).ok(), "hex": hex })
 }
 
 /// One JSON line, fields in a fixed order: (partition,) offset, timestamp, key, value, headers.

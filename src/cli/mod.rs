@@ -10,7 +10,12 @@ pub mod verify;
 
 use std::error::Error;
 use std::fmt;
+use std::io;
 use std::path::{Component, Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use stratalog::store::PartitionerKind;
+use stratalog::{Compression, FsyncPolicy};
 
 /// Any error a command reports; printed as `error: <message>: <source>: ...`.
 pub type CliError = Box<dyn Error + Send + Sync>;
@@ -154,4 +159,85 @@ impl Target {
             } => stratalog::store::partition_dir(dir, topic, *partition),
         }
     }
+}
+
+/// Where the log is (`produce` and `consume`).
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Directory holding the logs (or the store).
+    #[arg(short = 'd', long, value_name = "DIR", env = "STRATALOG_DIR")]
+    pub dir: PathBuf,
+    /// Name of the log: its files are in DIR/NAME. `TOPIC/PARTITION` names a partition of a
+    /// topic of the store in DIR (see `stratalog topics`).
+    #[arg(
+        short = 'l',
+        long = "log",
+        value_name = "NAME",
+        default_value = "default"
+    )]
+    pub name: String,
+}
+
+/// The `--compression` of batches.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompressionArg {
+    /// Stored as is.
+    None,
+    /// One LZ4 block per batch.
+    Lz4,
+}
+
+impl CompressionArg {
+    /// The library's value.
+    pub fn into_compression(self) -> Compression {
+        match self {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Lz4 => Compression::Lz4,
+        }
+    }
+}
+
+/// Parses `--fsync`: `always`, `never`, `<N>ms` or `<N>b`.
+pub fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+    s.parse()
+}
+
+/// Parses `--partitioner` (see `topics create --help`).
+pub fn parse_partitioner(s: &str) -> Result<PartitionerKind, String> {
+    s.parse()
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread, and so in every thread it starts from now
+/// on, and starts a thread that waits for them and calls `on_signal` with the first one.
+///
+/// Call it from the main thread before any other thread is started: a thread started earlier
+/// keeps the default action (the process dies at once).
+pub fn on_interrupt(on_signal: impl FnOnce(i32) + Send + 'static) -> io::Result<()> {
+    // SAFETY: `sigset_t` is plain data for which all zeros is a valid value, and
+    // `sigemptyset`/`sigaddset` only write into the set we own.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    };
+    // SAFETY: `set` is an initialised signal set; a null old set is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            loop {
+                let mut signal = 0;
+                // SAFETY: `set` is an initialised signal set and `signal` a valid out pointer.
+                if unsafe { libc::sigwait(&set, &mut signal) } == 0 {
+                    on_signal(signal);
+                    return;
+                }
+            }
+        })?;
+    Ok(())
 }

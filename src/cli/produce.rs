@@ -1,12 +1,15 @@
 //! `stratalog produce`: append lines of standard input, or generated records, to a log.
 
 use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use clap::Args;
+use stratalog::format::{BATCH_HEADER_LEN, MAX_BATCH_BYTES};
 use stratalog::storage::{IoEngine, real_storage};
 use stratalog::store::{Partitioner, PartitionerKind, Store, StoreOptions, TopicInfo};
 use stratalog::{
@@ -14,60 +17,178 @@ use stratalog::{
     Record, now_ms,
 };
 
-use super::{CliError, Target, context, context_with, outln};
+use super::{
+    CliError, CompressionArg, LogArgs, Target, context, context_with, outln, parse_fsync,
+    parse_partitioner,
+};
 
 /// A batch is appended early once its records take this many bytes, well below the format's
 /// limit on a batch.
 const BATCH_BYTES: usize = 8 << 20;
 
+/// Bytes of lines the stdin reader may have read ahead of the appender.
+const READ_AHEAD_BYTES: usize = 64 << 20;
+
+/// `stratalog produce`: its command line is its options.
+#[derive(Debug, Args)]
+pub struct Options {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Append to every partition of this topic of the store in DIR (instead of `--log`),
+    /// spreading records with the topic's partitioner (or `--partitioner`).
+    #[arg(short = 't', long, value_name = "TOPIC", conflicts_with = "name")]
+    pub topic: Option<String>,
+    /// With `--topic`: the record key is this field (1-based) of the line, fields being
+    /// separated by `--delimiter`; the value is the whole line. Records with the same key go
+    /// to the same partition under a keyed partitioner, so they keep their order. A line
+    /// with fewer fields gets no key: stderr says how many lines had none (see
+    /// `--strict-keys`).
+    #[arg(long, value_name = "N", requires = "topic",
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub key_field: Option<u64>,
+    /// With `--key-field`: the character separating the fields of a line; one ASCII
+    /// character (one byte), `\t` for a tab.
+    #[arg(long, value_name = "CHAR", default_value = ",", requires = "key_field",
+          value_parser = parse_delimiter)]
+    pub delimiter: u8,
+    /// With `--key-field`: refuse a line that has no such field (the lines before it are
+    /// appended, nothing from it on), instead of appending it with no key.
+    #[arg(long, requires = "key_field")]
+    pub strict_keys: bool,
+    /// Every record's key (UTF-8 text). With `--topic`, records are routed by it.
+    #[arg(short = 'k', long, value_name = "KEY", conflicts_with = "key_field")]
+    pub key: Option<String>,
+    /// A header `NAME=VALUE` added to every record (repeatable; the value may be empty and
+    /// may hold `=`).
+    #[arg(short = 'H', long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// With `--topic`: spread records with this partitioner instead of the topic's (see
+    /// `topics create --help`).
+    #[arg(long, value_name = "KIND", requires = "topic", value_parser = parse_partitioner)]
+    pub partitioner: Option<PartitionerKind>,
+    /// When appends are made durable and acknowledged: `always` (fsync before each
+    /// acknowledgement, concurrent batches share an fsync), `never` (only on segment roll and
+    /// close), `<N>ms` (every N milliseconds) or `<N>b` (every N bytes written). Default
+    /// `always`; for a store topic, its own setting applies.
+    #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
+    pub fsync: Option<FsyncPolicy>,
+    /// Largest number of records per batch.
+    #[arg(short = 'b', long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub batch: u32,
+    /// Compression of the batches (default none; for a store topic, its own setting).
+    #[arg(long, value_enum)]
+    pub compression: Option<CompressionArg>,
+    /// Segment size at which the log rolls to a new segment (default 1 GiB). Applies only
+    /// when the log is created: an existing log keeps its own.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64)
+          .range(LogConfig::MIN_SEGMENT_BYTES..=LogConfig::MAX_SEGMENT_BYTES))]
+    pub segment_bytes: Option<u64>,
+    /// Print `acked <offset>` (and flush) each time every record up to and including
+    /// <offset> has been acknowledged under the fsync policy (durable with `--fsync always`).
+    /// With `--topic`, `acked <partition> <offset>`. If the acknowledgements cannot be
+    /// written (standard output closed), produce stops, says so and exits 1.
+    #[arg(long)]
+    pub print_acks: bool,
+    /// The write path: `std` (pwrite + fdatasync) or `uring` (io_uring; falls back to std
+    /// with a warning if the kernel refuses it).
+    #[arg(long, value_name = "ENGINE", default_value = "std")]
+    pub io: IoEngine,
+    /// How the log's segments are extended ahead of the writer: `auto` (zeros while fsyncs
+    /// are small, `fallocate` otherwise), `zeros` (written and fsynced in the background),
+    /// `fallocate` or `off`.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub prealloc: Preallocate,
+    /// Append this many generated records instead of reading standard input.
+    #[arg(short = 'c', long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Size in bytes of each generated record's value (with `--count`); at most the largest
+    /// record a batch can hold (a little under 64 MiB).
+    #[arg(
+        short = 's',
+        long,
+        value_name = "BYTES",
+        requires = "count",
+        default_value_t = 100
+    )]
+    pub size: u64,
+    /// Testing only: retention limit for a new log, applied after every batch.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub retention_bytes: Option<u64>,
+    /// Testing only: truncate every N-th batch (from stdin) away again after its ack, and
+    /// print `truncated <offset>`. Acks are then printed by the appending thread, in order
+    /// with the truncations.
+    #[arg(long, value_name = "N", hide = true, conflicts_with = "count")]
+    pub truncate_every: Option<u64>,
+}
+
+/// `--delimiter`: one ASCII character (a multi-byte character could never split a line of
+/// bytes), or `\t`.
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s.as_bytes() {
+        [b] if b.is_ascii() => Ok(*b),
+        b"\\t" => Ok(b'\t'),
+        _ => Err(format!(
+            "{s:?} is not one ASCII character: the delimiter must be a single byte \
+             (for example `,`, `;`, `|`, or `\\t` for a tab)"
+        )),
+    }
+}
+
+/// `--header NAME=VALUE`.
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!(
+            "{s:?} is not NAME=VALUE (a non-empty name, then `=`)"
+        )),
+    }
+}
+
+/// The largest value a record can have so that its batch, holding it alone, stays within the
+/// format's limit on a batch. `fixed` is what else the record holds (key and headers); an LZ4
+/// block can be slightly larger than its input.
+pub fn max_value_len(compression: Compression, fixed: usize) -> usize {
+    let room = MAX_BATCH_BYTES as usize - BATCH_HEADER_LEN;
+    let room = match compression {
+        Compression::Lz4 => room - room / 255 - 16,
+        _ => room,
+    };
+    room.saturating_sub(Record::default().encoded_len() + fixed)
+}
+
+/// The values of generated records (`produce --count`): value `n` is `size` bytes, byte `j`
+/// being `b'a' + (n + j) % 26` (varied but compressible). Every value is a slice of one
+/// pattern, so making one costs nothing.
+pub struct Values {
+    pattern: Vec<u8>,
+    size: usize,
+}
+
+impl Values {
+    /// Values of `size` bytes.
+    pub fn new(size: usize) -> Values {
+        let pattern = (0..size + 26).map(|j| b'a' + (j % 26) as u8).collect();
+        Values { pattern, size }
+    }
+
+    /// The value of record `n`.
+    pub fn get(&self, n: u64) -> &[u8] {
+        let from = (n % 26) as usize;
+        &self.pattern[from..from + self.size]
+    }
+}
+
 /// Where `produce` appends.
 #[derive(Debug)]
-pub enum Dest {
+enum Dest {
     /// A plain log or one partition of a store topic.
     Log(Target),
     /// Every partition of a store topic, records routed by a partitioner.
     Topic {
-        /// The store's directory.
-        dir: PathBuf,
-        /// The topic.
+        dir: std::path::PathBuf,
         topic: String,
-        /// The strategy (default: the topic's current partitioner).
-        partitioner: Option<PartitionerKind>,
-        /// The key is this field (1-based) of the line.
-        key_field: Option<usize>,
-        /// What separates the fields of a line.
-        delimiter: u8,
     },
-}
-
-/// What `produce` was asked to do.
-#[derive(Debug)]
-pub struct Options {
-    /// Where to append.
-    pub dest: Dest,
-    /// The fsync policy (`None`: always for a plain log, the topic's for a store).
-    pub fsync: Option<FsyncPolicy>,
-    /// Largest number of records per batch.
-    pub batch: usize,
-    /// Compression of the batches (`None`: none for a plain log, the topic's for a store).
-    pub compression: Option<Compression>,
-    /// `LogConfig::segment_bytes` for a new log.
-    pub segment_bytes: Option<u64>,
-    /// Print `acked <offset>` lines.
-    pub print_acks: bool,
-    /// The write path of the logs.
-    pub io: IoEngine,
-    /// How the logs (or the store's partitions) preallocate their segments.
-    pub prealloc: Preallocate,
-    /// `(count, size)`: generate records instead of reading stdin.
-    pub generate: Option<(u64, usize)>,
-    /// For crash tests: `LogConfig::retention_bytes` for a new log, and retention applied
-    /// after every batch.
-    pub retention_bytes: Option<u64>,
-    /// For crash tests: every this many batches (read from stdin), truncate the last batch
-    /// away and print `truncated <offset>`. Acks are then printed by the appending thread, in
-    /// order with the truncations.
-    pub truncate_every: Option<u64>,
 }
 
 /// The open logs: a plain log, or partitions of a store.
@@ -95,18 +216,29 @@ impl Opened {
     }
 }
 
-/// How records are spread over the open logs.
+/// How records are keyed and spread over the open logs.
 struct Router {
     partitioner: Option<Partitioner>,
     key_field: Option<usize>,
     delimiter: u8,
+    /// `--key`: every record's key.
+    key: Option<Vec<u8>>,
 }
 
 impl Router {
-    /// The key of a line: its `key_field`-th field, if there is one.
-    fn key<'a>(&self, line: &'a [u8]) -> Option<&'a [u8]> {
-        let field = self.key_field?;
-        line.split(|&b| b == self.delimiter).nth(field - 1)
+    /// The key of a line: `--key`, or its `key_field`-th field if it has one. `Err(())` if a
+    /// key field is asked for and the line has no such field.
+    fn key<'a>(&'a self, line: &'a [u8]) -> Result<Option<&'a [u8]>, ()> {
+        if let Some(key) = &self.key {
+            return Ok(Some(key));
+        }
+        let Some(field) = self.key_field else {
+            return Ok(None);
+        };
+        match line.split(|&b| b == self.delimiter).nth(field - 1) {
+            Some(key) => Ok(Some(key)),
+            None => Err(()),
+        }
     }
 
     fn route(&self, key: Option<&[u8]>) -> usize {
@@ -116,9 +248,12 @@ impl Router {
     }
 }
 
-fn open_log(o: &Options, dir: &std::path::Path) -> Result<Log, CliError> {
+fn open_log(o: &Options, dir: &Path) -> Result<Log, CliError> {
     let mut config = LogConfig {
-        compression: o.compression.unwrap_or_default(),
+        compression: o
+            .compression
+            .map(CompressionArg::into_compression)
+            .unwrap_or_default(),
         ..LogConfig::default()
     };
     if let Some(bytes) = o.segment_bytes {
@@ -152,7 +287,7 @@ fn open_log(o: &Options, dir: &std::path::Path) -> Result<Log, CliError> {
 
 fn open_store_partitions(
     o: &Options,
-    dir: &std::path::Path,
+    dir: &Path,
     topic: &str,
     only: Option<u32>,
 ) -> Result<(Opened, TopicInfo), CliError> {
@@ -193,18 +328,60 @@ fn open_store_partitions(
     Ok((Opened::Store(store, logs), info))
 }
 
+/// What every record carries besides its value.
+struct Fixed<'a> {
+    headers: Vec<(&'a [u8], &'a [u8])>,
+    /// Bytes the key (`--key`) and headers add to each record.
+    len: usize,
+}
+
 /// Runs `produce`.
 pub fn run(o: Options) -> Result<(), CliError> {
-    let (opened, router, compression, labelled) = match &o.dest {
+    let dest = match &o.topic {
+        Some(topic) => Dest::Topic {
+            dir: o.log.dir.clone(),
+            topic: topic.clone(),
+        },
+        None => Dest::Log(Target::parse(&o.log.dir, &o.log.name)?),
+    };
+    let headers: Vec<(&[u8], &[u8])> = o
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    let fixed = Fixed {
+        len: o.key.as_ref().map_or(0, String::len)
+            + headers
+                .iter()
+                .map(|(n, v)| 6 + n.len() + v.len())
+                .sum::<usize>(),
+        headers,
+    };
+    // Refuse a size no batch can hold before allocating anything for it (the compression of
+    // a store topic is only known once it is open: an LZ4 batch that grows is refused by
+    // the append, cleanly).
+    let compression_asked = o.compression.map(CompressionArg::into_compression);
+    let largest = max_value_len(compression_asked.unwrap_or_default(), fixed.len);
+    if let Some(count) = o.count
+        && count > 0
+        && o.size > largest as u64
+    {
+        return Err(format!(
+            "--size {} is larger than the largest record a batch can hold: {largest} bytes of \
+             value (with these key and headers)",
+            o.size
+        )
+        .into());
+    }
+    let (opened, partitioner, compression, labelled) = match &dest {
         Dest::Log(Target::Log(dir)) => {
             let log = open_log(&o, dir)?;
-            let router = Router {
-                partitioner: None,
-                key_field: None,
-                delimiter: b',',
-            };
-            let compression = o.compression.unwrap_or_default();
-            (Opened::Log(log), router, compression, false)
+            (
+                Opened::Log(log),
+                None,
+                compression_asked.unwrap_or_default(),
+                false,
+            )
         }
         Dest::Log(Target::Partition {
             dir,
@@ -212,33 +389,23 @@ pub fn run(o: Options) -> Result<(), CliError> {
             partition,
         }) => {
             let (opened, info) = open_store_partitions(&o, dir, topic, Some(*partition))?;
-            let router = Router {
-                partitioner: None,
-                key_field: None,
-                delimiter: b',',
-            };
-            let compression = o.compression.unwrap_or(info.config.log.compression);
-            (opened, router, compression, false)
+            let compression = compression_asked.unwrap_or(info.config.log.compression);
+            (opened, None, compression, false)
         }
-        Dest::Topic {
-            dir,
-            topic,
-            partitioner,
-            key_field,
-            delimiter,
-        } => {
+        Dest::Topic { dir, topic } => {
             let (opened, info) = open_store_partitions(&o, dir, topic, None)?;
-            let kind = partitioner.unwrap_or(info.current().kind);
+            let kind = o.partitioner.unwrap_or(info.current().kind);
             let partitioner =
                 Partitioner::new(kind, info.partitions()).map_err(context("bad --partitioner"))?;
-            let router = Router {
-                partitioner: Some(partitioner),
-                key_field: *key_field,
-                delimiter: *delimiter,
-            };
-            let compression = o.compression.unwrap_or(info.config.log.compression);
-            (opened, router, compression, true)
+            let compression = compression_asked.unwrap_or(info.config.log.compression);
+            (opened, Some(partitioner), compression, true)
         }
+    };
+    let router = Router {
+        partitioner,
+        key_field: o.key_field.map(|f| f as usize),
+        delimiter: o.delimiter,
+        key: o.key.as_ref().map(|k| k.as_bytes().to_vec()),
     };
     let started = Instant::now();
     let acker = Acker::spawn(o.print_acks).map_err(context("cannot start the acker thread"))?;
@@ -254,10 +421,18 @@ pub fn run(o: Options) -> Result<(), CliError> {
         truncate_every: o.truncate_every,
         retention: o.retention_bytes.is_some(),
         batches: 0,
+        pending: Vec::new(),
     };
-    let produced = match o.generate {
-        Some((count, size)) => generate(&mut sink, &o, &router, count, size),
-        None => from_stdin(&mut sink, &o, &router),
+    let produced = match o.count {
+        Some(count) => generate(
+            &mut sink,
+            o.batch as usize,
+            &router,
+            &fixed,
+            count,
+            o.size as usize,
+        ),
+        None => from_stdin(&mut sink, &o, &router, &fixed, compression),
     };
     drop(sink);
     let acked = acker.finish();
@@ -268,7 +443,7 @@ pub fn run(o: Options) -> Result<(), CliError> {
     let (records, bytes) = produced?;
     acked?;
     closed?;
-    if o.generate.is_some() {
+    if o.count.is_some() {
         let secs = elapsed.as_secs_f64().max(1e-9);
         outln!(
             "produced {records} records ({bytes} bytes of values) in {secs:.3} s: {:.0} records/s, {:.2} MB/s",
@@ -291,12 +466,26 @@ struct Sink<'a> {
     truncate_every: Option<u64>,
     retention: bool,
     batches: u64,
+    /// Receipts not yet handed to the acker: they go in chunks of [`ACK_CHUNK`], or all at
+    /// once when no more input is available right now (so acks stay prompt), which spares a
+    /// wake-up of the acker thread per batch.
+    pending: Vec<Ack>,
 }
 
+/// Receipts handed to the acker at once while input keeps coming.
+const ACK_CHUNK: usize = 32;
+
 impl Sink<'_> {
-    /// Adds a record for log `i`; appends that log's batch once it is full. Returns false if
-    /// the acker stopped.
+    /// Adds a record for log `i`; appends that log's batch first if the record would not fit
+    /// in it, and after if it is full. Returns false if the acker stopped.
     fn push(&mut self, i: usize, record: &Record<'_>, batch: usize) -> Result<bool, CliError> {
+        let builder = &self.builders[i];
+        if !builder.is_empty()
+            && builder.records_len() + record.encoded_len() > BATCH_BYTES
+            && !self.append(i)?
+        {
+            return Ok(false);
+        }
         let builder = &mut self.builders[i];
         builder.push(record).map_err(context_with(|| {
             format!("record of {} bytes", record.value.len())
@@ -326,11 +515,16 @@ impl Sink<'_> {
             .map_err(context("append failed"))?;
         builder.clear();
         let label = self.labelled.then_some(i as u32);
-        let sent = self
-            .acker
-            .send(label, appended.last_offset, appended.receipt);
+        self.pending
+            .push((label, appended.last_offset, appended.receipt));
+        let sent = self.pending.len() < ACK_CHUNK || self.hand_over();
         self.retain(i)?;
         Ok(sent)
+    }
+
+    /// Hands the pending receipts to the acker. False if it stopped.
+    fn hand_over(&mut self) -> bool {
+        self.pending.is_empty() || self.acker.send(std::mem::take(&mut self.pending))
     }
 
     fn retain(&self, i: usize) -> Result<(), CliError> {
@@ -342,46 +536,49 @@ impl Sink<'_> {
         Ok(())
     }
 
+    /// Appends every batch and hands every receipt to the acker.
     fn append_all(&mut self) -> Result<bool, CliError> {
         for i in 0..self.builders.len() {
             if !self.append(i)? {
                 return Ok(false);
             }
         }
-        Ok(true)
+        Ok(self.hand_over())
     }
 }
 
 fn generate(
     sink: &mut Sink<'_>,
-    o: &Options,
+    batch: usize,
     router: &Router,
+    fixed: &Fixed<'_>,
     count: u64,
     size: usize,
 ) -> Result<(u64, u64), CliError> {
-    let mut value = vec![0u8; size];
+    let values = Values::new(if count == 0 { 0 } else { size });
+    let key = router.key.as_deref();
+    let i_fixed = router.route(key);
+    let mut ts = now_ms();
     let mut done = 0u64;
-    if size > BATCH_BYTES {
-        return Err(format!("--size {size} is larger than a batch may be").into());
-    }
     while done < count {
-        let ts = now_ms();
-        // Varied but compressible bytes.
-        for (j, b) in value.iter_mut().enumerate() {
-            *b = b'a' + ((done as usize + j) % 26) as u8;
+        // One clock read per batch's worth of records.
+        if done.is_multiple_of(batch as u64) {
+            ts = now_ms();
         }
-        let i = router.route(None);
+        // A round-robin or random partitioner spreads even keyless records.
+        let i = if router.partitioner.is_some() && key.is_none() {
+            router.route(None)
+        } else {
+            i_fixed
+        };
         let record = Record {
             timestamp: ts,
-            key: None,
-            value: &value,
-            headers: &[],
+            key,
+            value: values.get(done),
+            headers: &fixed.headers,
         };
-        if sink.builders[i].records_len() + size > BATCH_BYTES && !sink.append(i)? {
-            return Ok((done, done * size as u64));
-        }
         done += 1;
-        if !sink.push(i, &record, o.batch)? {
+        if !sink.push(i, &record, batch)? {
             return Ok((done, done * size as u64));
         }
     }
@@ -389,28 +586,99 @@ fn generate(
     Ok((done, done * size as u64))
 }
 
-fn from_stdin(sink: &mut Sink<'_>, o: &Options, router: &Router) -> Result<(u64, u64), CliError> {
-    let lines = spawn_stdin_reader(o.batch.clamp(64, 4096))
+/// What `produce --count COUNT --size SIZE --batch BATCH` does, into an open log, with no
+/// acks printed: the same generation, batching, appends and acknowledgements (for `bench`).
+/// Returns the bytes of values appended, once every batch is acknowledged.
+pub fn generate_into(log: &Log, count: u64, size: usize, batch: usize) -> Result<u64, CliError> {
+    let acker = Acker::spawn(false).map_err(context("cannot start the acker thread"))?;
+    let logs = [log];
+    let mut sink = Sink {
+        logs: &logs,
+        builders: vec![BatchBuilder::new(Compression::None)],
+        labelled: false,
+        acker: &acker,
+        truncate_every: None,
+        retention: false,
+        batches: 0,
+        pending: Vec::new(),
+    };
+    let router = Router {
+        partitioner: None,
+        key_field: None,
+        delimiter: b',',
+        key: None,
+    };
+    let fixed = Fixed {
+        headers: Vec::new(),
+        len: 0,
+    };
+    let produced = generate(&mut sink, batch, &router, &fixed, count, size);
+    drop(sink);
+    let acked = acker.finish();
+    let (_, bytes) = produced?;
+    acked?;
+    Ok(bytes)
+}
+
+fn from_stdin(
+    sink: &mut Sink<'_>,
+    o: &Options,
+    router: &Router,
+    fixed: &Fixed<'_>,
+    compression: Compression,
+) -> Result<(u64, u64), CliError> {
+    // A line with a key field holds its key twice (the key, and the value: the whole line).
+    let limit = match router.key_field {
+        Some(_) => max_value_len(compression, fixed.len) / 2,
+        None => max_value_len(compression, fixed.len),
+    };
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let lines = spawn_stdin_reader(o.batch.clamp(64, 4096) as usize, limit, in_flight.clone())
         .map_err(context("cannot start the stdin reader thread"))?;
     let (mut records, mut bytes) = (0u64, 0u64);
+    let mut keyless = 0u64;
     // Wait for one line, then take the lines that are already there, appending each batch once
     // it is full, and every batch once no more input is available right now.
-    while let Ok(first) = lines.recv() {
+    let outcome = 'read: loop {
+        let Ok(first) = lines.recv() else {
+            break 'read Ok(());
+        };
         let ts = now_ms();
         let mut next = Some(first);
         while let Some(line) = next.take() {
-            let line = line.map_err(context("reading standard input failed"))?;
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => break 'read Err(e),
+            };
+            in_flight.fetch_sub(line.len(), Ordering::Relaxed);
+            let key = match router.key(&line) {
+                Ok(key) => key,
+                Err(()) if o.strict_keys => {
+                    break 'read Err(format!(
+                        "line {} has no field {} (fields separated by {:?}) and --strict-keys \
+                         refuses a line without a key: it was not appended, the lines before \
+                         it were",
+                        records + 1,
+                        router.key_field.unwrap_or(0),
+                        char::from(router.delimiter)
+                    )
+                    .into());
+                }
+                Err(()) => {
+                    keyless += 1;
+                    None
+                }
+            };
             bytes += line.len() as u64;
             records += 1;
-            let key = router.key(&line);
             let i = router.route(key);
             let record = Record {
                 timestamp: ts,
                 key,
                 value: &line,
-                headers: &[],
+                headers: &fixed.headers,
             };
-            if !sink.push(i, &record, o.batch)? {
+            if !sink.push(i, &record, o.batch as usize)? {
                 return Ok((records, bytes));
             }
             match lines.try_recv() {
@@ -419,8 +687,22 @@ fn from_stdin(sink: &mut Sink<'_>, o: &Options, router: &Router) -> Result<(u64,
             }
         }
         if !sink.append_all()? {
-            break;
+            return Ok((records, bytes));
         }
+    };
+    if keyless > 0 {
+        tracing::warn!(
+            "{keyless} of {records} lines had no field {} (fields separated by {:?}): they were \
+             appended with no key (--strict-keys refuses them)",
+            router.key_field.unwrap_or(0),
+            char::from(router.delimiter)
+        );
+    }
+    // On an input error, append what was read before it, then report the input error (an
+    // append failing now would only be reported after it, so it is left to the acks).
+    if let Err(e) = outcome {
+        let _ = sink.append_all();
+        return Err(e);
     }
     Ok((records, bytes))
 }
@@ -437,7 +719,7 @@ fn append_then_truncate(log: &Log, builder: &BatchBuilder, truncate: bool) -> Re
     let print = |out: &mut io::StdoutLock<'_>, line: String| {
         writeln!(out, "{line}")
             .and_then(|()| out.flush())
-            .map_err(context("writing to standard output failed"))
+            .map_err(|e| undelivered(&line, &e))
     };
     print(&mut out, format!("acked {}", appended.last_offset))?;
     if truncate {
@@ -448,28 +730,54 @@ fn append_then_truncate(log: &Log, builder: &BatchBuilder, truncate: bool) -> Re
     Ok(())
 }
 
-/// Reads stdin on a thread, one line (without its `\n`) per message, so that the appender can
-/// tell which lines are already available. The thread ends at EOF or on a read error.
-fn spawn_stdin_reader(capacity: usize) -> io::Result<Receiver<io::Result<Vec<u8>>>> {
+/// The error when an acknowledgement cannot be written out. Deliberately without the
+/// `io::Error` as its source: a closed pipe here is a failure (the producer's reader did not
+/// get its acks), not the quiet end of `... | head`.
+fn undelivered(line: &str, e: &io::Error) -> CliError {
+    format!(
+        "cannot deliver the acknowledgements: writing `{line}` to standard output failed ({e}); \
+         produce stopped: the records up to that offset were appended and acknowledged, and \
+         input not yet appended was dropped"
+    )
+    .into()
+}
+
+/// Reads stdin on a thread, one line (without its `\n`, at most `limit` bytes) per message,
+/// so that the appender can tell which lines are already available. The thread ends at EOF or
+/// on an error (a read error, or a line longer than `limit`: reading stops there, so a line
+/// without a newline never takes more than `limit` bytes of memory). It waits while the lines
+/// it has sent take more than [`READ_AHEAD_BYTES`] (`in_flight`, which the appender lowers).
+fn spawn_stdin_reader(
+    capacity: usize,
+    limit: usize,
+    in_flight: Arc<AtomicUsize>,
+) -> io::Result<Receiver<Result<Vec<u8>, CliError>>> {
     let (tx, rx) = mpsc::sync_channel(capacity);
     std::thread::Builder::new()
         .name("stdin-reader".into())
         .spawn(move || {
             let mut stdin = io::stdin().lock();
+            let mut number = 0u64;
             loop {
                 let mut line = Vec::new();
-                let message = match stdin.read_until(b'\n', &mut line) {
-                    Ok(0) => return,
-                    Ok(_) => {
-                        if line.last() == Some(&b'\n') {
-                            line.pop();
-                        }
-                        Ok(line)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => Err(e),
+                number += 1;
+                let message = match read_line(&mut stdin, &mut line, limit) {
+                    Ok(false) => return,
+                    Ok(true) => Ok(line),
+                    Err(LineError::TooLong) => Err(format!(
+                        "line {number} is longer than {limit} bytes, the largest record a batch \
+                         can hold: it was not appended, the lines before it were"
+                    )
+                    .into()),
+                    Err(LineError::Io(e)) => Err(context("reading standard input failed")(e)),
                 };
                 let failed = message.is_err();
+                if let Ok(line) = &message {
+                    while in_flight.load(Ordering::Relaxed) > READ_AHEAD_BYTES {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    in_flight.fetch_add(line.len(), Ordering::Relaxed);
+                }
                 if tx.send(message).is_err() || failed {
                     return;
                 }
@@ -478,36 +786,78 @@ fn spawn_stdin_reader(capacity: usize) -> io::Result<Receiver<io::Result<Vec<u8>
     Ok(rx)
 }
 
+/// Why [`read_line`] stopped.
+#[derive(Debug)]
+enum LineError {
+    /// The line is longer than the limit (what was read of it is dropped).
+    TooLong,
+    /// Reading failed.
+    Io(io::Error),
+}
+
+/// Reads one line into `line` without its `\n`, refusing it as soon as it is longer than
+/// `limit` bytes. Returns false at the end of the input with nothing read.
+fn read_line(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> Result<bool, LineError> {
+    let mut read_any = false;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LineError::Io(e)),
+        };
+        if buf.is_empty() {
+            return Ok(read_any);
+        }
+        read_any = true;
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let chunk = &buf[..newline.unwrap_or(buf.len())];
+        if line.len() + chunk.len() > limit {
+            return Err(LineError::TooLong);
+        }
+        line.extend_from_slice(chunk);
+        let used = newline.map_or(buf.len(), |at| at + 1);
+        input.consume(used);
+        if newline.is_some() {
+            return Ok(true);
+        }
+    }
+}
+
 /// (partition to name in the ack line, last offset of the batch, its receipt).
 type Ack = (Option<u32>, u64, Receipt);
 
 /// Waits for receipts in append order on its own thread, so that appends go on while earlier
 /// batches are being made durable (their fsyncs are shared), and prints the acks.
 struct Acker {
-    tx: Option<SyncSender<Ack>>,
+    tx: Option<SyncSender<Vec<Ack>>>,
     handle: JoinHandle<Result<(), CliError>>,
 }
 
 impl Acker {
     fn spawn(print: bool) -> io::Result<Acker> {
-        let (tx, rx) = mpsc::sync_channel::<Ack>(1024);
+        let (tx, rx) = mpsc::sync_channel::<Vec<Ack>>(64);
         let handle = std::thread::Builder::new().name("acker".into()).spawn(
             move || -> Result<(), CliError> {
                 let stdout = io::stdout();
-                for (label, last_offset, receipt) in rx {
+                for (label, last_offset, receipt) in rx.into_iter().flatten() {
                     // Receipts complete in append order: once this one is done, every record
                     // up to `last_offset` is acknowledged.
                     receipt.wait().map_err(context_with(|| {
                         format!("the batch ending at offset {last_offset} was not acknowledged")
                     }))?;
                     if print {
+                        let line = match label {
+                            Some(p) => format!("acked {p} {last_offset}"),
+                            None => format!("acked {last_offset}"),
+                        };
                         let mut out = stdout.lock();
-                        match label {
-                            Some(p) => writeln!(out, "acked {p} {last_offset}"),
-                            None => writeln!(out, "acked {last_offset}"),
-                        }
-                        .and_then(|()| out.flush())
-                        .map_err(context("writing to standard output failed"))?;
+                        writeln!(out, "{line}")
+                            .and_then(|()| out.flush())
+                            .map_err(|e| undelivered(&line, &e))?;
                     }
                 }
                 Ok(())
@@ -519,11 +869,9 @@ impl Acker {
         })
     }
 
-    /// False if the acker has stopped (after an error).
-    fn send(&self, label: Option<u32>, last_offset: u64, receipt: Receipt) -> bool {
-        self.tx
-            .as_ref()
-            .is_some_and(|tx| tx.send((label, last_offset, receipt)).is_ok())
+    /// Hands over receipts, in append order. False if the acker has stopped (after an error).
+    fn send(&self, acks: Vec<Ack>) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.send(acks).is_ok())
     }
 
     /// Waits for every receipt sent so far.
@@ -532,5 +880,53 @@ impl Acker {
         self.handle
             .join()
             .unwrap_or_else(|_| Err("the acker thread panicked".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_line_stops_at_the_limit_and_keeps_lines_apart() {
+        let mut input = io::Cursor::new(b"ab\n\nabcdef\nxyz".to_vec());
+        let mut line = Vec::new();
+        assert!(read_line(&mut input, &mut line, 4).unwrap());
+        assert_eq!(line, b"ab");
+        line.clear();
+        assert!(read_line(&mut input, &mut line, 4).unwrap());
+        assert_eq!(line, b"");
+        line.clear();
+        assert!(matches!(
+            read_line(&mut input, &mut line, 4),
+            Err(LineError::TooLong)
+        ));
+        assert!(line.len() <= 4);
+        let mut input = io::Cursor::new(b"xyz".to_vec());
+        line.clear();
+        assert!(read_line(&mut input, &mut line, 4).unwrap());
+        assert_eq!(line, b"xyz");
+        line.clear();
+        assert!(!read_line(&mut input, &mut line, 4).unwrap());
+    }
+
+    #[test]
+    fn generated_values_are_the_documented_pattern() {
+        let values = Values::new(30);
+        for n in [0u64, 1, 25, 26, 1000] {
+            let want: Vec<u8> = (0..30)
+                .map(|j| b'a' + ((n as usize + j) % 26) as u8)
+                .collect();
+            assert_eq!(values.get(n), &want[..], "value {n}");
+        }
+    }
+
+    #[test]
+    fn the_delimiter_is_one_ascii_byte() {
+        assert_eq!(parse_delimiter(","), Ok(b','));
+        assert_eq!(parse_delimiter("\\t"), Ok(b'\t'));
+        assert!(parse_delimiter("é").is_err());
+        assert!(parse_delimiter(",,").is_err());
+        assert!(parse_delimiter("").is_err());
     }
 }
