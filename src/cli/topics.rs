@@ -135,6 +135,7 @@ fn fsync_name(p: FsyncPolicy) -> String {
 fn print_settings(t: &TopicInfo) -> Result<(), CliError> {
     let c = &t.config.log;
     outln!("topic {}", t.name);
+    outln!("  id {}", t.id);
     outln!("  partitions {}", t.partitions());
     outln!("  fsync {}", fsync_name(t.config.fsync));
     outln!("  segment_bytes {}", c.segment_bytes);

@@ -9,6 +9,7 @@
 mod batch;
 mod files;
 mod record;
+pub mod store;
 
 pub use batch::{
     BATCH_HEADER_LEN, BATCH_MAGIC, BATCH_VERSION, Batch, BatchBuilder, BatchHeader, Compression,
