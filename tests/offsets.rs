@@ -41,7 +41,7 @@ fn commit_resume_and_refusals() {
         .unwrap();
     fill(&store, "t", 0, 10);
     fill(&store, "t", 1, 4);
-    assert_eq!(store.committed("g", "t", 0), None);
+    assert_eq!(store.committed("g", "t", 0).unwrap(), None);
     store.commit("g", "t", 0, 7, 0).unwrap();
     store.commit("g", "t", 1, 4, 0).unwrap();
     store.commit("other", "t", 0, 2, 0).unwrap();
@@ -57,7 +57,7 @@ fn commit_resume_and_refusals() {
             ..
         }
     ));
-    assert_eq!(store.committed("g", "t", 1).unwrap().offset, 4);
+    assert_eq!(store.committed("g", "t", 1).unwrap().unwrap().offset, 4);
 
     // A new leader epoch: commits from the old one are refused, from the new one accepted.
     store.set_leader_epoch("t", 0, 3).unwrap();
@@ -75,7 +75,7 @@ fn commit_resume_and_refusals() {
         store.commit("g", "t", 0, 8, 4),
         Err(Error::StaleEpoch { .. })
     ));
-    assert_eq!(store.committed("g", "t", 0).unwrap().offset, 7);
+    assert_eq!(store.committed("g", "t", 0).unwrap().unwrap().offset, 7);
     store.commit("g", "t", 0, 9, 3).unwrap();
     // All or none: one bad entry refuses the whole commit.
     assert!(
@@ -83,7 +83,7 @@ fn commit_resume_and_refusals() {
             .commit_many("g", &[("t", 0, 10, 3), ("t", 1, 99, 0)])
             .is_err()
     );
-    assert_eq!(store.committed("g", "t", 0).unwrap().offset, 9);
+    assert_eq!(store.committed("g", "t", 0).unwrap().unwrap().offset, 9);
     assert!(matches!(
         store.commit("g", "nope", 0, 0, 0),
         Err(Error::UnknownTopic { .. })
@@ -113,7 +113,7 @@ fn commit_resume_and_refusals() {
     // Reopen: the state comes back from the offsets log, and the partition's epoch from it
     // (no batch was appended in epoch 3).
     let store = open(dir.path(), FsStorage::shared());
-    let c = store.committed("g", "t", 0).unwrap();
+    let c = store.committed("g", "t", 0).unwrap().unwrap();
     assert_eq!((c.offset, c.leader_epoch), (9, 3));
     assert_eq!(store.partition("t", 0).unwrap().leader_epoch(), 3);
     assert!(matches!(
@@ -121,12 +121,12 @@ fn commit_resume_and_refusals() {
         Err(Error::StaleEpoch { current: 3, .. })
     ));
     store.commit("g", "t", 0, 10, 3).unwrap();
-    assert_eq!(store.groups(), ["g", "other"]);
+    assert_eq!(store.groups().unwrap(), ["g", "other"]);
     store.delete_group("other").unwrap();
     store.close().unwrap();
     let store = open(dir.path(), FsStorage::shared());
-    assert_eq!(store.groups(), ["g"]);
-    assert_eq!(store.committed("g", "t", 0).unwrap().offset, 10);
+    assert_eq!(store.groups().unwrap(), ["g"]);
+    assert_eq!(store.committed("g", "t", 0).unwrap().unwrap().offset, 10);
     println!("reopen: commits, epochs and a deleted group as they were");
 }
 
@@ -158,6 +158,7 @@ fn acknowledged_commits_survive_power_loss() {
         let store = open(dir, sim.shared());
         let c = store
             .committed("g", "t", 0)
+            .unwrap()
             .expect("the acknowledged commit");
         assert_eq!(c.offset, acked, "seed {seed}: acknowledged commit lost");
         assert_eq!(store.partition("t", 0).unwrap().end_offset(), 50);
@@ -188,16 +189,20 @@ fn offsets_log_is_compacted_and_keeps_the_state() {
                 &[("t", p, (i / 4) % 4, 0), ("t", (p + 1) % 4, 3, 0)],
             )
             .unwrap();
-        max_records = max_records.max(store.offsets_log_records());
+        max_records = max_records.max(store.offsets_log_records().unwrap());
     }
-    let now = store.offsets_log_records();
+    let now = store.offsets_log_records().unwrap();
     println!(
         "{commits} commits of 2 partitions: offsets log peaked at {max_records} records, holds {now} now"
     );
     assert!(max_records <= 10_002, "never compacted: {max_records}");
     let before: Vec<_> = store.group_offsets(None).unwrap();
     let compacted_dir = store.compact_offsets().unwrap();
-    assert_eq!(store.offsets_log_records(), 12, "3 groups x 4 partitions");
+    assert_eq!(
+        store.offsets_log_records().unwrap(),
+        12,
+        "3 groups x 4 partitions"
+    );
     store.close().unwrap();
     let store = open(dir.path(), FsStorage::shared());
     let after: Vec<_> = store.group_offsets(None).unwrap();

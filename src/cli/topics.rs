@@ -106,7 +106,10 @@ pub fn create(
 /// `topics list`.
 pub fn list(dir: &Path) -> Result<(), CliError> {
     let store = open_store(dir, false)?;
-    for t in store.topics() {
+    let topics = store
+        .topics()
+        .map_err(context("cannot read the topic registry"))?;
+    for t in topics {
         let v = t.current();
         outln!(
             "{} partitions={} partitioner={} version={}",

@@ -241,9 +241,28 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Locks one of the mutexes that only signal (the stop flag, the flush queue, the holds of the
+/// store's own threads). Every change made under them is a single step that leaves them
+/// consistent, so a panic elsewhere while one was held is ignored.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Locks one of the store's state mutexes (the topic registry and live topics, the open
+/// partitions, the consumer offsets). The poisoning policy: a thread that panicked while it
+/// held one may have left the state half-changed (a registry written but not installed, an
+/// offsets state ahead of its log), so every later use fails with [`Error::StorePoisoned`]
+/// and the store must be closed and opened again, which rebuilds the state from the files.
+/// This matches the log, which latches itself failed when its writer is poisoned. Only
+/// closing the store goes on through a poisoned lock: it flushes and closes each log, whose
+/// own state is not behind these locks.
+fn state<'a, T>(m: &'a Mutex<T>, what: &'static str) -> Result<MutexGuard<'a, T>> {
+    m.lock().map_err(|_| Error::StorePoisoned { what })
+}
+
+const REGISTRY: &str = "topic registry";
+const PARTITIONS: &str = "open partitions";
+const OFFSETS: &str = "consumer offsets";
 
 /// The directory of a partition's log.
 pub fn partition_dir(dir: &Path, topic: &str, partition: u32) -> PathBuf {
@@ -303,7 +322,7 @@ impl Store {
             preallocate: options.preallocate,
             _lock: guard,
         });
-        let deleting: Vec<TopicInfo> = lock(&inner.registry)
+        let deleting: Vec<TopicInfo> = state(&inner.registry, REGISTRY)?
             .iter()
             .filter(|e| e.deleting)
             .map(|e| e.info.clone())
@@ -357,7 +376,7 @@ impl Store {
         config.log.check()?;
         check_partitions(partitions)?;
         Partitioner::new(partitioner, partitions)?;
-        let mut registry = lock(&self.inner.registry);
+        let mut registry = state(&self.inner.registry, REGISTRY)?;
         if let Some(e) = registry.iter().find(|e| e.info.name == name) {
             if !e.deleting {
                 return Err(Error::TopicExists {
@@ -367,7 +386,7 @@ impl Store {
             let t = e.info.clone();
             drop(registry);
             self.inner.finish_delete(&t)?;
-            registry = lock(&self.inner.registry);
+            registry = state(&self.inner.registry, REGISTRY)?;
         }
         // A new incarnation: an id no topic of the store has (a crash may have left commits of
         // a deleted one behind; they name its id, never this one).
@@ -399,19 +418,19 @@ impl Store {
         });
         topic::write(self.inner.storage.as_ref(), &self.inner.dir, &next)?;
         *registry = next;
-        lock(&self.inner.live).insert(info.name.clone(), info.id);
+        state(&self.inner.live, REGISTRY)?.insert(info.name.clone(), info.id);
         Ok(info)
     }
 
     /// Every topic, sorted by name.
-    pub fn topics(&self) -> Vec<TopicInfo> {
-        let mut topics: Vec<TopicInfo> = lock(&self.inner.registry)
+    pub fn topics(&self) -> Result<Vec<TopicInfo>> {
+        let mut topics: Vec<TopicInfo> = state(&self.inner.registry, REGISTRY)?
             .iter()
             .filter(|e| !e.deleting)
             .map(|e| e.info.clone())
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
-        topics
+        Ok(topics)
     }
 
     /// One topic.
@@ -429,7 +448,7 @@ impl Store {
             t.config = config;
             Ok(())
         })?;
-        let open: Vec<Arc<Log>> = lock(&self.inner.partitions)
+        let open: Vec<Arc<Log>> = state(&self.inner.partitions, PARTITIONS)?
             .iter()
             .filter(|((t, _), _)| t == name)
             .map(|(_, l)| l.clone())
@@ -503,7 +522,7 @@ impl Store {
         // moment before the deletion is refused.
         let deadline = Instant::now() + Duration::from_millis(100);
         let taken: Vec<(PartitionKey, Arc<Log>)> = loop {
-            let mut partitions = lock(&self.inner.partitions);
+            let mut partitions = state(&self.inner.partitions, PARTITIONS)?;
             let keys: Vec<PartitionKey> = partitions
                 .keys()
                 .filter(|(t, _)| t == name)
@@ -529,7 +548,7 @@ impl Store {
                     });
                 }
                 None => {
-                    lock(&self.inner.live).remove(name);
+                    state(&self.inner.live, REGISTRY)?.remove(name);
                     break keys
                         .into_iter()
                         .filter_map(|k| partitions.remove(&k).map(|log| (k, log)))
@@ -550,7 +569,7 @@ impl Store {
             e.deleting = true;
             Ok(())
         }) {
-            lock(&self.inner.live).insert(info.name.clone(), info.id);
+            state(&self.inner.live, REGISTRY)?.insert(info.name.clone(), info.id);
             return Err(e);
         }
         // The groups' offsets go with the topic (a crash before this is made up for at the
@@ -646,27 +665,28 @@ impl Store {
 
     /// What `group` committed for `topic/partition`, if anything. A commit made for an earlier
     /// topic of the same name (deleted since) is never returned.
-    pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Option<Committed> {
-        let id = self.topic(topic).ok()?.id;
-        self.inner
-            .with_offsets(|o| {
-                Ok(o.state()
-                    .get(&(group.to_string(), topic.to_string(), partition))
-                    .filter(|s| s.topic == id)
-                    .map(|s| s.committed))
-            })
-            .ok()
-            .flatten()
+    /// Fails only if the store is closed or poisoned (an unknown topic has no commits).
+    pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<Option<Committed>> {
+        let id = match self.topic(topic) {
+            Ok(info) => info.id,
+            Err(Error::UnknownTopic { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.inner.with_offsets(|o| {
+            Ok(o.state()
+                .get(&(group.to_string(), topic.to_string(), partition))
+                .filter(|s| s.topic == id)
+                .map(|s| s.committed))
+        })
     }
 
     /// Names of the groups that have committed offsets, sorted.
-    pub fn groups(&self) -> Vec<String> {
+    pub fn groups(&self) -> Result<Vec<String>> {
         let mut groups: Vec<String> = self
             .inner
-            .with_offsets(|o| Ok(o.state().keys().map(|(g, _, _)| g.clone()).collect()))
-            .unwrap_or_default();
+            .with_offsets(|o| Ok(o.state().keys().map(|(g, _, _)| g.clone()).collect()))?;
         groups.dedup();
-        groups
+        Ok(groups)
     }
 
     /// Every committed offset of `group` (or of every group), with the partitions' end
@@ -789,10 +809,8 @@ impl Store {
     }
 
     /// Records in the consumer offsets log (grows with every commit until it is compacted).
-    pub fn offsets_log_records(&self) -> u64 {
-        self.inner
-            .with_offsets(|o| Ok(o.records()))
-            .unwrap_or_default()
+    pub fn offsets_log_records(&self) -> Result<u64> {
+        self.inner.with_offsets(|o| Ok(o.records()))
     }
 
     /// Compacts the consumer offsets log now (it is also compacted automatically, see
@@ -831,6 +849,7 @@ impl Store {
             }
         }
         let mut first = Ok(());
+        // Closing goes on through a poisoned lock (see `state`): each log closes on its own.
         let logs: Vec<(PartitionKey, Arc<Log>)> = lock(&self.inner.partitions).drain().collect();
         for ((t, p), log) in logs {
             let result = match Arc::try_unwrap(log) {
@@ -898,7 +917,7 @@ fn check_group_name(group: &str) -> Result<()> {
 
 impl Inner {
     fn topic(&self, name: &str) -> Result<TopicInfo> {
-        lock(&self.registry)
+        state(&self.registry, REGISTRY)?
             .iter()
             .find(|e| e.info.name == name && !e.deleting)
             .map(|e| e.info.clone())
@@ -908,7 +927,7 @@ impl Inner {
     }
 
     fn update_entry(&self, name: &str, f: impl FnOnce(&mut Entry) -> Result<()>) -> Result<Entry> {
-        let mut registry = lock(&self.registry);
+        let mut registry = state(&self.registry, REGISTRY)?;
         let mut next = registry.clone();
         let entry = next
             .iter_mut()
@@ -932,7 +951,7 @@ impl Inner {
     }
 
     fn with_offsets<T>(&self, f: impl FnOnce(&mut Offsets) -> Result<T>) -> Result<T> {
-        match lock(&self.offsets).as_mut() {
+        match state(&self.offsets, OFFSETS)?.as_mut() {
             Some(o) => f(o),
             None => Err(Error::Closed),
         }
@@ -948,11 +967,11 @@ impl Inner {
             });
         }
         let key = (topic.to_string(), partition);
-        let mut partitions = lock(&self.partitions);
+        let mut partitions = state(&self.partitions, PARTITIONS)?;
         if *lock(&self.stop) {
             return Err(Error::Closed);
         }
-        if lock(&self.live).get(topic) != Some(&info.id) {
+        if state(&self.live, REGISTRY)?.get(topic) != Some(&info.id) {
             // Deleted (and perhaps created again) since `info` was read.
             return Err(Error::UnknownTopic {
                 topic: topic.to_string(),
@@ -1024,7 +1043,7 @@ impl Inner {
             )?;
         }
         let _ = std::fs::remove_dir(self.dir.join(&info.name));
-        let mut registry = lock(&self.registry);
+        let mut registry = state(&self.registry, REGISTRY)?;
         let next: Vec<Entry> = registry
             .iter()
             .filter(|e| !(e.info.name == info.name && e.deleting))
@@ -1035,9 +1054,11 @@ impl Inner {
         Ok(())
     }
 
-    /// The open log of a partition, held as the store's own (`None` if it is not open).
+    /// The open log of a partition, held as the store's own (`None` if it is not open, or if
+    /// the partitions lock is poisoned: the background threads then leave the partition
+    /// alone, and the store's calls report the poisoning).
     fn hold(&self, key: &PartitionKey) -> Option<Held<'_>> {
-        let partitions = lock(&self.partitions);
+        let partitions = state(&self.partitions, PARTITIONS).ok()?;
         let log = partitions.get(key)?.clone();
         *lock(&self.holds.count).entry(key.clone()).or_default() += 1;
         Some(Held {
@@ -1050,7 +1071,7 @@ impl Inner {
     /// Removes the committed offsets that belong to no live topic: commits for a topic deleted
     /// by a run that crashed before removing them, or by a version that kept them.
     fn drop_stale_offsets(&self) -> Result<()> {
-        let live: HashMap<String, TopicId> = lock(&self.registry)
+        let live: HashMap<String, TopicId> = state(&self.registry, REGISTRY)?
             .iter()
             .filter(|e| !e.deleting)
             .map(|e| (e.info.name.clone(), e.info.id))
@@ -1139,12 +1160,19 @@ impl Inner {
     }
 
     fn apply_retention(self: &Arc<Self>) -> RetentionPass {
-        let topics: Vec<TopicInfo> = lock(&self.registry)
-            .iter()
-            .filter(|e| !e.deleting)
-            .map(|e| e.info.clone())
-            .collect();
         let mut pass = RetentionPass::default();
+        let topics: Vec<TopicInfo> = match state(&self.registry, REGISTRY) {
+            Ok(registry) => registry
+                .iter()
+                .filter(|e| !e.deleting)
+                .map(|e| e.info.clone())
+                .collect(),
+            Err(e) => {
+                pass.errors += 1;
+                tracing::warn!(error = %e, "retention skipped");
+                return pass;
+            }
+        };
         for t in topics {
             let c = t.config.log;
             if c.retention_bytes.is_none() && c.retention_ms.is_none() {
@@ -1192,5 +1220,77 @@ impl Inner {
                     .count()
             })
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poison<T>(m: &Mutex<T>) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = m.lock();
+            panic!("poisoning the lock on purpose");
+        }));
+        assert!(m.is_poisoned());
+    }
+
+    fn store(dir: &Path) -> Store {
+        let store = Store::open(
+            dir,
+            StoreOptions {
+                retention_interval: None,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        store
+            .create_topic("t", 1, TopicConfig::default(), PartitionerKind::Jump)
+            .unwrap();
+        store
+    }
+
+    /// The poisoning policy: once a state lock is poisoned every call that needs it fails with
+    /// `StorePoisoned` (none carries on with half-changed state); closing still works, and a
+    /// reopened store is whole.
+    #[test]
+    fn a_poisoned_state_lock_fails_every_use_until_reopened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path());
+        s.partition("t", 0)
+            .unwrap()
+            .append_records(&["a"])
+            .unwrap()
+            .receipt
+            .wait()
+            .unwrap();
+        s.commit("g", "t", 0, 1, 0).unwrap();
+        poison(&s.inner.registry);
+        let poisoned = |r: Result<()>| matches!(r, Err(Error::StorePoisoned { .. }));
+        assert!(poisoned(s.topics().map(drop)));
+        assert!(poisoned(s.partition("t", 0).map(drop)));
+        assert!(poisoned(s.committed("g", "t", 0).map(drop)));
+        assert!(poisoned(
+            s.create_topic("u", 1, TopicConfig::default(), PartitionerKind::Jump)
+                .map(drop)
+        ));
+        assert!(poisoned(s.delete_topic("t")));
+        assert_eq!(s.apply_retention().errors, 1);
+        s.close().unwrap();
+
+        let s = store(&tmp.path().join("other"));
+        poison(&s.inner.offsets);
+        assert!(matches!(
+            s.groups(),
+            Err(Error::StorePoisoned {
+                what: "consumer offsets"
+            })
+        ));
+        assert!(poisoned(s.commit("g", "t", 0, 0, 0)));
+        drop(s);
+
+        let s = Store::open(tmp.path(), StoreOptions::default()).unwrap();
+        assert_eq!(s.committed("g", "t", 0).unwrap().unwrap().offset, 1);
+        s.close().unwrap();
     }
 }
