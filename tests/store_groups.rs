@@ -351,3 +351,104 @@ fn delete_topic_is_not_refused_for_the_stores_own_threads() {
     assert_eq!(refused, 0, "a false InUse");
     store.close().unwrap();
 }
+
+/// The reproduction of item 3 on the command line, then `groups reset` and `groups
+/// delete`: after `topics delete` and `topics create` of the same name, `consume --group`
+/// prints the new topic's records (101 and 102) instead of skipping them.
+#[cfg(feature = "cli")]
+#[test]
+fn command_line_recreated_topic_groups_reset_and_delete() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    const BIN: &str = env!("CARGO_BIN_EXE_stratalog");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = |args: &[&str], input: &str| -> (bool, String, String) {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let ok = |args: &[&str], input: &str| -> String {
+        let (success, out, err) = run(args, input);
+        assert!(success, "stratalog {args:?} failed: {err}");
+        out
+    };
+    ok(&["topics", "create", "--dir", d, "t"], "");
+    ok(&["produce", "--dir", d, "--log", "t/0"], "1\n2\n3\n4\n5\n");
+    assert_eq!(
+        ok(&["consume", "--dir", d, "--log", "t/0", "--group", "g"], ""),
+        "1\n2\n3\n4\n5\n"
+    );
+    ok(&["topics", "delete", "--dir", d, "t"], "");
+    ok(&["topics", "create", "--dir", d, "t"], "");
+    ok(&["produce", "--dir", d, "--log", "t/0"], "101\n102\n");
+    assert_eq!(
+        ok(&["consume", "--dir", d, "--log", "t/0", "--group", "g"], ""),
+        "101\n102\n"
+    );
+    let described = ok(&["groups", "describe", "--dir", d, "g"], "");
+    assert!(described.contains("\ng t 0 2 2 0 "), "{described}");
+
+    let reset = ok(
+        &[
+            "groups", "reset", "--dir", d, "g", "--topic", "t", "--to", "earliest",
+        ],
+        "",
+    );
+    assert!(reset.contains("\ng t 0 0 2 2\n"), "{reset}");
+    assert_eq!(
+        ok(&["consume", "--dir", d, "--log", "t/0", "--group", "g"], ""),
+        "101\n102\n"
+    );
+    ok(
+        &[
+            "groups",
+            "reset",
+            "--dir",
+            d,
+            "g",
+            "--topic",
+            "t",
+            "--partition",
+            "0",
+            "--to",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(
+        ok(&["consume", "--dir", d, "--log", "t/0", "--group", "g"], ""),
+        "102\n"
+    );
+    let (success, _, err) = run(
+        &[
+            "groups", "reset", "--dir", d, "g", "--topic", "t", "--to", "9",
+        ],
+        "",
+    );
+    assert!(!success && err.contains("out of range"), "{err}");
+    let (success, _, err) = run(
+        &[
+            "groups", "reset", "--dir", d, "g", "--topic", "t", "--to", "soon",
+        ],
+        "",
+    );
+    assert!(!success && err.contains("time:MS"), "{err}");
+    ok(&["groups", "delete", "--dir", d, "g"], "");
+    assert_eq!(ok(&["groups", "list", "--dir", d], ""), "");
+    let (success, _, err) = run(&["groups", "delete", "--dir", d, "g"], "");
+    assert!(!success && err.contains("no committed offsets"), "{err}");
+}

@@ -16,6 +16,15 @@
 //! every partition; it never holds a lock an append needs.
 //!
 //! One process at a time opens a store (the directory is locked), as with a single log.
+//!
+//! Each topic has an id ([`TopicId`]), new each time a topic is created: a consumer group's
+//! commit names the id it was made for, so a topic deleted and created again under the same
+//! name starts with no committed offsets (deleting a topic also deletes its offsets).
+//! [`verify_store`] checks the store's own files without opening it. Names starting with `__`
+//! are the store's own ([`check_log_name`]).
+//!
+//! Poisoning: see [`Error::StorePoisoned`]; a panic while the store's state was being changed
+//! makes every later call fail until the store is opened again.
 
 pub mod offsets;
 pub mod partitioner;
