@@ -41,7 +41,7 @@ fn commit_resume_and_refusals() {
         .unwrap();
     fill(&store, "t", 0, 10);
     fill(&store, "t", 1, 4);
-    assert_eq!(store.committed("g", "t", 0).unwrap(), None);
+    assert_eq!(store.committed("g", "t", 0), None);
     store.commit("g", "t", 0, 7, 0).unwrap();
     store.commit("g", "t", 1, 4, 0).unwrap();
     store.commit("other", "t", 0, 2, 0).unwrap();
@@ -57,7 +57,7 @@ fn commit_resume_and_refusals() {
             ..
         }
     ));
-    assert_eq!(store.committed("g", "t", 1).unwrap().unwrap().offset, 4);
+    assert_eq!(store.committed("g", "t", 1).unwrap().offset, 4);
 
     // A new leader epoch: commits from the old one are refused, from the new one accepted.
     store.set_leader_epoch("t", 0, 3).unwrap();
@@ -75,7 +75,7 @@ fn commit_resume_and_refusals() {
         store.commit("g", "t", 0, 8, 4),
         Err(Error::StaleEpoch { .. })
     ));
-    assert_eq!(store.committed("g", "t", 0).unwrap().unwrap().offset, 7);
+    assert_eq!(store.committed("g", "t", 0).unwrap().offset, 7);
     store.commit("g", "t", 0, 9, 3).unwrap();
     // All or none: one bad entry refuses the whole commit.
     assert!(
@@ -83,7 +83,7 @@ fn commit_resume_and_refusals() {
             .commit_many("g", &[("t", 0, 10, 3), ("t", 1, 99, 0)])
             .is_err()
     );
-    assert_eq!(store.committed("g", "t", 0).unwrap().unwrap().offset, 9);
+    assert_eq!(store.committed("g", "t", 0).unwrap().offset, 9);
     assert!(matches!(
         store.commit("g", "nope", 0, 0, 0),
         Err(Error::UnknownTopic { .. })
@@ -113,7 +113,7 @@ fn commit_resume_and_refusals() {
     // Reopen: the state comes back from the offsets log, and the partition's epoch from it
     // (no batch was appended in epoch 3).
     let store = open(dir.path(), FsStorage::shared());
-    let c = store.committed("g", "t", 0).unwrap().unwrap();
+    let c = store.committed("g", "t", 0).unwrap();
     assert_eq!((c.offset, c.leader_epoch), (9, 3));
     assert_eq!(store.partition("t", 0).unwrap().leader_epoch(), 3);
     assert!(matches!(
@@ -126,7 +126,7 @@ fn commit_resume_and_refusals() {
     store.close().unwrap();
     let store = open(dir.path(), FsStorage::shared());
     assert_eq!(store.groups().unwrap(), ["g"]);
-    assert_eq!(store.committed("g", "t", 0).unwrap().unwrap().offset, 10);
+    assert_eq!(store.committed("g", "t", 0).unwrap().offset, 10);
     println!("reopen: commits, epochs and a deleted group as they were");
 }
 
@@ -158,7 +158,6 @@ fn acknowledged_commits_survive_power_loss() {
         let store = open(dir, sim.shared());
         let c = store
             .committed("g", "t", 0)
-            .unwrap()
             .expect("the acknowledged commit");
         assert_eq!(c.offset, acked, "seed {seed}: acknowledged commit lost");
         assert_eq!(store.partition("t", 0).unwrap().end_offset(), 50);

@@ -141,10 +141,10 @@ fn recreated_topic_does_not_inherit_group_offsets() {
     assert_ne!(first.id, second.id);
     assert_ne!(second.id, TopicId::LEGACY);
     fill(&store, "t", 0, &["101", "102"]);
-    assert_eq!(store.committed("g", "t", 0).unwrap(), None);
+    assert_eq!(store.committed("g", "t", 0), None);
     store.close().unwrap();
     let store = open(tmp.path());
-    assert_eq!(store.committed("g", "t", 0).unwrap(), None);
+    assert_eq!(store.committed("g", "t", 0), None);
     assert_eq!(
         store.topic("t").unwrap().id,
         second.id,
@@ -183,11 +183,11 @@ fn commits_left_behind_by_a_deleted_topic_never_apply() {
         &tmp.path().join("__consumer_offsets"),
     );
     let store = open(tmp.path());
-    assert_eq!(store.committed("g", "t", 0).unwrap(), None);
+    assert_eq!(store.committed("g", "t", 0), None);
     assert_eq!(store.group_offsets(Some("g")).unwrap(), vec![]);
     // A commit for the new topic works and is kept.
     store.commit("g", "t", 0, 1, 0).unwrap();
-    assert_eq!(store.committed("g", "t", 0).unwrap().unwrap().offset, 1);
+    assert_eq!(store.committed("g", "t", 0).unwrap().offset, 1);
     store.close().unwrap();
 }
 
@@ -217,23 +217,23 @@ fn groups_delete_and_reset() {
         moved.iter().map(|o| o.committed.offset).collect::<Vec<_>>(),
         [2, 2]
     );
-    assert_eq!(store.committed("g", "t", 1).unwrap().unwrap().offset, 2);
+    assert_eq!(store.committed("g", "t", 1).unwrap().offset, 2);
     store
         .reset_group("g", "t", Some(0), ResetTo::Earliest)
         .unwrap();
-    assert_eq!(store.committed("g", "t", 0).unwrap().unwrap().offset, 0);
-    assert_eq!(store.committed("g", "t", 1).unwrap().unwrap().offset, 2);
+    assert_eq!(store.committed("g", "t", 0).unwrap().offset, 0);
+    assert_eq!(store.committed("g", "t", 1).unwrap().offset, 2);
     store.reset_group("g", "t", None, ResetTo::Latest).unwrap();
-    assert_eq!(store.committed("g", "t", 0).unwrap().unwrap().offset, 4);
+    assert_eq!(store.committed("g", "t", 0).unwrap().offset, 4);
     store
         .reset_group("g", "t", Some(1), ResetTo::Offset(3))
         .unwrap();
-    assert_eq!(store.committed("g", "t", 1).unwrap().unwrap().offset, 3);
+    assert_eq!(store.committed("g", "t", 1).unwrap().offset, 3);
     // After the last record's time: the end.
     store
         .reset_group("g", "t", Some(1), ResetTo::Time(9999))
         .unwrap();
-    assert_eq!(store.committed("g", "t", 1).unwrap().unwrap().offset, 4);
+    assert_eq!(store.committed("g", "t", 1).unwrap().offset, 4);
     assert!(matches!(
         store.reset_group("g", "t", Some(1), ResetTo::Offset(5)),
         Err(Error::OffsetOutOfRange { .. })
@@ -255,8 +255,8 @@ fn groups_delete_and_reset() {
     assert_eq!(store.groups().unwrap(), ["other"]);
     store.close().unwrap();
     let store = open(tmp.path());
-    assert_eq!(store.committed("g", "t", 0).unwrap(), None);
-    assert_eq!(store.committed("other", "t", 0).unwrap().unwrap().offset, 2);
+    assert_eq!(store.committed("g", "t", 0), None);
+    assert_eq!(store.committed("other", "t", 0).unwrap().offset, 2);
     store.close().unwrap();
 }
 
@@ -272,14 +272,7 @@ fn version_1_store_fixture_opens_with_its_offsets() {
     let store = open(tmp.path());
     let orders = store.topic("orders").unwrap();
     assert_eq!((orders.partitions(), orders.id), (2, TopicId::LEGACY));
-    assert_eq!(
-        store
-            .committed("billing", "orders", 0)
-            .unwrap()
-            .unwrap()
-            .offset,
-        3
-    );
+    assert_eq!(store.committed("billing", "orders", 0).unwrap().offset, 3);
     assert_eq!(store.partition("orders", 0).unwrap().end_offset(), 5);
     store
         .create_topic("fresh", 1, TopicConfig::default(), PartitionerKind::Jump)
@@ -289,14 +282,7 @@ fn version_1_store_fixture_opens_with_its_offsets() {
     assert_eq!(u32::from_le_bytes(registry[8..12].try_into().unwrap()), 2);
     let store = open(tmp.path());
     assert_eq!(store.topic("orders").unwrap().id, TopicId::LEGACY);
-    assert_eq!(
-        store
-            .committed("billing", "orders", 0)
-            .unwrap()
-            .unwrap()
-            .offset,
-        3
-    );
+    assert_eq!(store.committed("billing", "orders", 0).unwrap().offset, 3);
     store.close().unwrap();
 }
 

@@ -164,10 +164,7 @@ fn consume_store(
         let committed = o
             .group
             .as_deref()
-            .map(|g| store.committed(g, topic, p))
-            .transpose()
-            .map_err(context("cannot read the group's committed offset"))?
-            .flatten()
+            .and_then(|g| store.committed(g, topic, p))
             .map(|c| c.offset);
         let next = match (committed, o.from) {
             (Some(c), _) if c < start => {

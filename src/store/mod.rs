@@ -340,7 +340,11 @@ impl Store {
             tracing::info!(topic = %t.name, "finishing the deletion of a topic");
             inner.finish_delete(&t)?;
         }
-        inner.drop_stale_offsets()?;
+        // Housekeeping only: every read already ignores a commit whose topic id is not the
+        // topic's, so a failure here (a full disk) does not keep the store from opening.
+        if let Err(e) = inner.drop_stale_offsets() {
+            tracing::warn!(error = %e, "could not remove the consumer offsets of deleted topics; they are ignored");
+        }
         let retention = match options.retention_interval {
             Some(every) => {
                 let inner = inner.clone();
@@ -673,9 +677,20 @@ impl Store {
     }
 
     /// What `group` committed for `topic/partition`, if anything. A commit made for an earlier
-    /// topic of the same name (deleted since) is never returned.
-    /// Fails only if the store is closed or poisoned (an unknown topic has no commits).
-    pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<Option<Committed>> {
+    /// topic of the same name (deleted since) is never returned. `None` also when the store
+    /// is closed or its state poisoned: [`Store::try_committed`] tells those apart.
+    pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Option<Committed> {
+        self.try_committed(group, topic, partition).ok().flatten()
+    }
+
+    /// [`Store::committed`], failing if the store is closed ([`Error::Closed`]) or poisoned
+    /// ([`Error::StorePoisoned`]) instead of answering `None`. An unknown topic has no commits.
+    pub fn try_committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<Committed>> {
         let id = match self.topic(topic) {
             Ok(info) => info.id,
             Err(Error::UnknownTopic { .. }) => return Ok(None),
@@ -1278,7 +1293,8 @@ mod tests {
         let poisoned = |r: Result<()>| matches!(r, Err(Error::StorePoisoned { .. }));
         assert!(poisoned(s.topics().map(drop)));
         assert!(poisoned(s.partition("t", 0).map(drop)));
-        assert!(poisoned(s.committed("g", "t", 0).map(drop)));
+        assert!(poisoned(s.try_committed("g", "t", 0).map(drop)));
+        assert_eq!(s.committed("g", "t", 0), None);
         assert!(poisoned(
             s.create_topic("u", 1, TopicConfig::default(), PartitionerKind::Jump)
                 .map(drop)
@@ -1299,7 +1315,7 @@ mod tests {
         drop(s);
 
         let s = Store::open(tmp.path(), StoreOptions::default()).unwrap();
-        assert_eq!(s.committed("g", "t", 0).unwrap().unwrap().offset, 1);
+        assert_eq!(s.committed("g", "t", 0).unwrap().offset, 1);
         s.close().unwrap();
     }
 }
