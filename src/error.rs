@@ -125,7 +125,7 @@ pub enum Error {
     /// partitions or consumer offsets), which may be half-changed in memory. Nothing more is
     /// done with it; the files are sound (every change is written before it is installed).
     #[error(
-        "the store's {what} were left half-changed by a panicking thread; close the store and open it again"
+        "the store's state ({what}) was left half-changed by a panicking thread; close the store and open it again"
     )]
     StorePoisoned {
         /// Which part of the store's state.
