@@ -132,6 +132,17 @@ pub enum Error {
         what: String,
     },
 
+    /// A thread panicked while it changed the store's state (its topic registry, open
+    /// partitions or consumer offsets), which may be half-changed in memory. Nothing more is
+    /// done with it; the files are sound (every change is written before it is installed).
+    #[error(
+        "the store's state ({what}) was left half-changed by a panicking thread; close the store and open it again"
+    )]
+    StorePoisoned {
+        /// Which part of the store's state.
+        what: &'static str,
+    },
+
     /// A consumer offset commit names an offset past the end of the partition: the group
     /// cannot have processed records that do not exist. Nothing was committed.
     #[error(

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use stratalog::store::PartitionerKind;
+use stratalog::store::{PartitionerKind, ResetTo};
 use stratalog::{FsyncPolicy, LogConfig};
 
 mod cli;
@@ -102,7 +102,7 @@ enum Command {
     /// with `--topic TOPIC`.
     #[command(subcommand)]
     Topics(TopicsCommand),
-    /// List and describe consumer groups: their committed offsets and lag.
+    /// List, describe, delete and reset consumer groups: their committed offsets and lag.
     #[command(subcommand)]
     Groups(GroupsCommand),
 }
@@ -222,6 +222,36 @@ enum GroupsCommand {
         /// The group (default: every group).
         group: Option<String>,
     },
+    /// Remove every committed offset of a group.
+    Delete {
+        /// The store's directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The group.
+        group: String,
+    },
+    /// Move a group's committed position on a topic (every partition, or one).
+    Reset {
+        /// The store's directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The group.
+        group: String,
+        /// The topic.
+        #[arg(long, value_name = "TOPIC")]
+        topic: String,
+        /// Only this partition (default: every partition of the topic).
+        #[arg(long, value_name = "P")]
+        partition: Option<u32>,
+        /// The new position: `earliest`, `latest`, an offset, or `time:MS` (the first record at
+        /// or after MS milliseconds since the Unix epoch, found with the time index).
+        #[arg(long, value_name = "POSITION", value_parser = parse_reset_to)]
+        to: ResetTo,
+    },
+}
+
+fn parse_reset_to(s: &str) -> Result<ResetTo, String> {
+    s.parse()
 }
 
 #[derive(Debug, Args)]
@@ -316,6 +346,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Groups(g) => match g {
             GroupsCommand::List { dir } => cli::groups::list(&dir),
             GroupsCommand::Describe { dir, group } => cli::groups::describe(&dir, group.as_deref()),
+            GroupsCommand::Delete { dir, group } => cli::groups::delete(&dir, &group),
+            GroupsCommand::Reset {
+                dir,
+                group,
+                topic,
+                partition,
+                to,
+            } => cli::groups::reset(&dir, &group, &topic, partition, to),
         },
     }
 }

@@ -368,3 +368,23 @@ fn warnings_have_no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(stderr.contains("is ignored"), "{stderr}");
     assert!(!stderr.contains('\x1b'), "ANSI codes in a pipe: {stderr:?}");
 }
+
+/// Issue 10, item 2: `produce --log __consumer_offsets` wrote into the store's own offsets log
+/// and broke every store command afterwards. The `__` names are refused, and the store still
+/// works.
+#[test]
+fn the_stores_own_logs_are_unreachable_through_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = s(tmp.path());
+    ok(&["topics", "create", "--dir", dir, "t"], b"");
+    for name in ["__consumer_offsets", "__anything"] {
+        let stderr = fails_with(
+            1,
+            &["produce", "--dir", dir, "--log", name, "--count", "1"],
+            b"",
+        );
+        assert!(stderr.contains("reserved"), "{stderr}");
+    }
+    assert!(!tmp.path().join("__anything").exists());
+    ok(&["topics", "list", "--dir", dir], b"");
+}

@@ -89,7 +89,10 @@ fn decode(
     let mut last = 0i128;
     for row in rows {
         let (field, ty) = (row[0].as_str(), row[1].as_str());
-        if ty.ends_with("bytes") {
+        if ty == "[u8; 16]" {
+            let hex: String = r.take(16).iter().map(|b| format!("{b:02x}")).collect();
+            fields.insert(format!("{field}:{hex}"), 16);
+        } else if ty.ends_with("bytes") {
             let text = String::from_utf8(r.take(last as usize).to_vec()).expect("UTF-8");
             fields.insert(format!("{field}:{text}"), last);
         } else if ty.contains('×') {
@@ -138,6 +141,7 @@ fn registry_matches_the_documented_layout() {
     store
         .create_topic("orders", 3, config, PartitionerKind::Ring { vnodes: 64 })
         .unwrap();
+    let id = store.topic("orders").unwrap().id;
     let log = store.partition("orders", 1).unwrap();
     log.append_records(&["a", "b"])
         .unwrap()
@@ -173,7 +177,7 @@ fn registry_matches_the_documented_layout() {
         .max()
         .unwrap();
     assert_eq!(header_len, 32, "the doc says the header is 32 bytes");
-    assert_eq!(h["version"], 1);
+    assert_eq!(h["version"], 2);
     assert_eq!(h["topic_count"], 1);
     assert_eq!(h["body_len"] as usize, bytes.len() - 32);
     assert_eq!(h["body_crc"] as u32, crc32fast::hash(&bytes[32..]));
@@ -193,6 +197,7 @@ fn registry_matches_the_documented_layout() {
     );
     let t = &decoded[0];
     assert!(t.contains_key("name:orders"), "{t:?}");
+    assert!(t.contains_key(&format!("topic_id:{id}")), "{t:?}");
     assert_eq!(t["state"], 0);
     assert_eq!((t["fsync_kind"], t["fsync_value"]), (2, 7));
     assert_eq!(t["segment_bytes"], 1 << 20);
@@ -243,6 +248,7 @@ fn consumer_offset_record_matches_the_documented_layout() {
         .wait()
         .unwrap();
     let epoch = log.leader_epoch();
+    let id = store.topic("t").unwrap().id;
     drop(log);
     store.commit("billing", "t", 1, 2, epoch).unwrap();
     store.close().unwrap();
@@ -253,7 +259,8 @@ fn consumer_offset_record_matches_the_documented_layout() {
     assert!(
         key_doc.starts_with("u16 group_len, group (UTF-8), u16 topic_len, topic, u32 partition")
     );
-    assert!(value_doc.contains("25 bytes"));
+    assert!(value_doc.contains("41 bytes"));
+    assert!(value_doc.ends_with("[u8; 16] topic_id; 41 bytes"));
 
     let offsets = Log::open(
         tmp.path().join("__consumer_offsets"),
@@ -276,13 +283,15 @@ fn consumer_offset_record_matches_the_documented_layout() {
     assert_eq!(k.take(topic_len), b"t");
     assert_eq!(k.int("u32"), 1);
     assert_eq!(k.pos, key.len());
-    assert_eq!(record.value.len(), 25);
+    assert_eq!(record.value.len(), 41);
     let mut v = Reader {
         bytes: &record.value,
         pos: 0,
     };
-    assert_eq!(v.int("u8"), 1, "version");
+    assert_eq!(v.int("u8"), 2, "version");
     assert_eq!(v.int("u64"), 2, "offset");
     assert_eq!(v.int("u64"), i128::from(epoch), "leader_epoch");
     assert!(v.int("i64") > 0, "commit_ms");
+    assert_eq!(v.take(16), id.0, "topic_id");
+    assert_eq!(v.pos, record.value.len());
 }

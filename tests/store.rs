@@ -57,7 +57,12 @@ fn topics_crud_and_settings_survive_reopen() {
         store.create_topic("zero", 0, small(), PartitionerKind::Jump),
         Err(Error::InvalidArgument(_))
     ));
-    let names: Vec<String> = store.topics().into_iter().map(|t| t.name).collect();
+    let names: Vec<String> = store
+        .topics()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(names, ["alpha", "beta"]);
 
     // Write to two partitions; change settings; add partitions.
@@ -287,7 +292,12 @@ fn registry_is_crash_safe_and_checked() {
     sim.power_loss(stratalog::storage::PowerLoss::DropUnsynced);
     drop(store); // its handles are stale now: closing fails and changes nothing
     let store = Store::open(dir, options(sim.shared())).unwrap();
-    let names: Vec<String> = store.topics().into_iter().map(|t| t.name).collect();
+    let names: Vec<String> = store
+        .topics()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(names, ["keep"]);
     assert_eq!(store.partition("keep", 0).unwrap().end_offset(), 2);
     assert!(
@@ -464,7 +474,7 @@ fn open_time() {
             let started = Instant::now();
             let store = Store::open(dir.path(), options(FsStorage::shared())).unwrap();
             open.push(started.elapsed());
-            assert_eq!(store.topics().len(), topics);
+            assert_eq!(store.topics().unwrap().len(), topics);
             store.close().unwrap();
         }
         let all = open_every_partition(dir.path(), &names, per_topic);

@@ -1,7 +1,10 @@
-//! `stratalog groups list|describe`: consumer groups, their committed offsets and lag.
+//! `stratalog groups list|describe|delete|reset`: consumer groups, their committed offsets and
+//! lag; removing a group's offsets, moving its position.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+
+use stratalog::store::ResetTo;
 
 use super::topics::open_store;
 use super::{CliError, context, outln};
@@ -50,6 +53,52 @@ pub fn describe(dir: &Path, group: Option<&str>) -> Result<(), CliError> {
             show(o.end_offset),
             show(o.lag()),
             o.committed.leader_epoch
+        );
+    }
+    Ok(())
+}
+
+/// `groups delete`: removes every committed offset of `group`.
+pub fn delete(dir: &Path, group: &str) -> Result<(), CliError> {
+    let store = open_store(dir, false)?;
+    let removed = store
+        .delete_group(group)
+        .map_err(context(format!("cannot delete group {group:?}")));
+    store.close().map_err(context("closing the store failed"))?;
+    match removed? {
+        0 => Err(format!("no committed offsets for group {group:?}").into()),
+        n => {
+            outln!("deleted group {group} ({n} partition(s))");
+            Ok(())
+        }
+    }
+}
+
+/// `groups reset`: sets the committed offset of `group` on `topic` (one partition or all) to
+/// `to`, and prints the new positions.
+pub fn reset(
+    dir: &Path,
+    group: &str,
+    topic: &str,
+    partition: Option<u32>,
+    to: ResetTo,
+) -> Result<(), CliError> {
+    let store = open_store(dir, false)?;
+    let reset = store
+        .reset_group(group, topic, partition, to)
+        .map_err(context(format!("cannot reset group {group:?} on {topic}")));
+    store.close().map_err(context("closing the store failed"))?;
+    outln!("GROUP TOPIC PARTITION COMMITTED END LAG");
+    for o in reset? {
+        let show = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+        outln!(
+            "{} {} {} {} {} {}",
+            o.group,
+            o.topic,
+            o.partition,
+            o.committed.offset,
+            show(o.end_offset),
+            show(o.lag())
         );
     }
     Ok(())

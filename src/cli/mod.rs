@@ -104,6 +104,9 @@ pub fn is_broken_pipe(e: &(dyn Error + 'static)) -> bool {
 
 /// `DIR/NAME`, refusing a NAME that is not a plain directory name.
 pub fn log_dir(dir: &Path, name: &str) -> Result<PathBuf, CliError> {
+    // `__consumer_offsets` and the like are the store's own logs: written through `--log` they
+    // would break every store command.
+    stratalog::store::check_log_name(name)?;
     let mut components = Path::new(name).components();
     match (components.next(), components.next()) {
         (Some(Component::Normal(_)), None) if !name.contains('/') => Ok(dir.join(name)),

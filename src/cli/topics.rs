@@ -106,7 +106,10 @@ pub fn create(
 /// `topics list`.
 pub fn list(dir: &Path) -> Result<(), CliError> {
     let store = open_store(dir, false)?;
-    for t in store.topics() {
+    let topics = store
+        .topics()
+        .map_err(context("cannot read the topic registry"))?;
+    for t in topics {
         let v = t.current();
         outln!(
             "{} partitions={} partitioner={} version={}",
@@ -135,6 +138,7 @@ fn fsync_name(p: FsyncPolicy) -> String {
 fn print_settings(t: &TopicInfo) -> Result<(), CliError> {
     let c = &t.config.log;
     outln!("topic {}", t.name);
+    outln!("  id {}", t.id);
     outln!("  partitions {}", t.partitions());
     outln!("  fsync {}", fsync_name(t.config.fsync));
     outln!("  segment_bytes {}", c.segment_bytes);

@@ -11,6 +11,7 @@ mod epochs;
 mod files;
 mod quarantine;
 mod record;
+pub mod store;
 
 pub use batch::{
     BATCH_HEADER_LEN, BATCH_MAGIC, BATCH_VERSION, Batch, BatchBuilder, BatchHeader, Compression,

@@ -16,10 +16,20 @@
 //! every partition; it never holds a lock an append needs.
 //!
 //! One process at a time opens a store (the directory is locked), as with a single log.
+//!
+//! Each topic has an id ([`TopicId`]), new each time a topic is created: a consumer group's
+//! commit names the id it was made for, so a topic deleted and created again under the same
+//! name starts with no committed offsets (deleting a topic also deletes its offsets).
+//! [`verify_store`] checks the store's own files without opening it. Names starting with `__`
+//! are the store's own ([`check_log_name`]).
+//!
+//! Poisoning: see [`Error::StorePoisoned`]; a panic while the store's state was being changed
+//! makes every later call fail until the store is opened again.
 
 pub mod offsets;
 pub mod partitioner;
 pub mod topic;
+mod verify;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -28,10 +38,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use offsets::Committed;
-use offsets::Offsets;
+use offsets::{Offsets, Stored};
 pub use partitioner::{Partitioner, PartitionerKind, jump_hash, key_hash};
 use topic::Entry;
-pub use topic::{PartitionerVersion, TopicConfig, TopicInfo, check_topic_name};
+pub use topic::{PartitionerVersion, TopicConfig, TopicId, TopicInfo, check_topic_name};
+pub use verify::{StoreProblem, StoreVerifyReport, verify_store};
 
 use crate::error::{Error, IoContext, Result};
 use crate::log::{GroupCommit, Log, LogOptions, Preallocate, now_ms};
@@ -90,6 +101,41 @@ impl GroupOffset {
     }
 }
 
+/// Where [`Store::reset_group`] moves a group's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// The partition's first offset (everything still held is read again).
+    Earliest,
+    /// The partition's end (everything produced so far is skipped).
+    Latest,
+    /// This offset (within the partition's start and end).
+    Offset(u64),
+    /// The first record whose timestamp (milliseconds since the Unix epoch) is at or above
+    /// this one, found with the time index; the end if there is none.
+    Time(i64),
+}
+
+impl std::str::FromStr for ResetTo {
+    type Err = String;
+
+    /// `earliest`, `latest`, `OFFSET` (a number) or `time:MS` (a millisecond timestamp).
+    fn from_str(s: &str) -> std::result::Result<ResetTo, String> {
+        let bad = || {
+            format!(
+                "invalid position {s:?}: use earliest, latest, an offset, or time:MS (a timestamp in milliseconds since the Unix epoch)"
+            )
+        };
+        match s {
+            "earliest" => Ok(ResetTo::Earliest),
+            "latest" => Ok(ResetTo::Latest),
+            _ => match s.strip_prefix("time:") {
+                Some(ms) => ms.parse().map(ResetTo::Time).map_err(|_| bad()),
+                None => s.parse().map(ResetTo::Offset).map_err(|_| bad()),
+            },
+        }
+    }
+}
+
 /// What [`Store::apply_retention`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionPass {
@@ -110,6 +156,58 @@ struct FlushQueue {
     signal: Condvar,
 }
 
+/// Counts the partition logs that the store's own threads (the shared flusher, retention) hold
+/// for a moment, so that [`Store::delete_topic`] can tell them from handles held by the
+/// application (which make it fail with [`Error::InUse`]) and wait for them instead.
+#[derive(Default)]
+struct Holds {
+    count: Mutex<HashMap<PartitionKey, usize>>,
+    released: Condvar,
+}
+
+impl Holds {
+    /// Waits until no hold of the store's own threads is left on any of `keys` (taken out of
+    /// the partitions map first, so no new hold can start).
+    fn wait_released<'a>(&self, keys: impl Iterator<Item = &'a PartitionKey> + Clone) {
+        let mut count = lock(&self.count);
+        while keys.clone().any(|k| count.contains_key(k)) {
+            count = self.released.wait(count).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A partition's log held by one of the store's own threads, counted in [`Holds`].
+struct Held<'a> {
+    holds: &'a Holds,
+    key: PartitionKey,
+    log: Option<Arc<Log>>,
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Log;
+
+    fn deref(&self) -> &Log {
+        self.log.as_ref().expect("set until dropped")
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        // The clone goes first, then the count: a deleter that sees the count at zero can
+        // unwrap the log.
+        drop(self.log.take());
+        let mut count = lock(&self.holds.count);
+        if let Some(n) = count.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                count.remove(&self.key);
+            }
+        }
+        drop(count);
+        self.holds.released.notify_all();
+    }
+}
+
 /// The shared flusher never sleeps less than this between two looks at one partition.
 const MIN_FLUSH_WAIT: Duration = Duration::from_micros(100);
 
@@ -120,6 +218,12 @@ struct Inner {
     /// `offsets`.
     registry: Mutex<Vec<Entry>>,
     partitions: Mutex<HashMap<PartitionKey, Arc<Log>>>,
+    /// The id of every live topic, checked by [`Inner::partition`] under the `partitions` lock
+    /// so that a partition is never opened for a topic whose deletion has begun. Lock order:
+    /// `partitions` → `live`.
+    live: Mutex<HashMap<String, TopicId>>,
+    /// Partition logs held for a moment by the store's own threads (see [`Held`]).
+    holds: Holds,
     offsets: Mutex<Option<Offsets>>,
     /// Set when the store closes; the retention thread waits on it.
     stop: Mutex<bool>,
@@ -146,9 +250,28 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Locks one of the mutexes that only signal (the stop flag, the flush queue, the holds of the
+/// store's own threads). Every change made under them is a single step that leaves them
+/// consistent, so a panic elsewhere while one was held is ignored.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Locks one of the store's state mutexes (the topic registry and live topics, the open
+/// partitions, the consumer offsets). The poisoning policy: a thread that panicked while it
+/// held one may have left the state half-changed (a registry written but not installed, an
+/// offsets state ahead of its log), so every later use fails with [`Error::StorePoisoned`]
+/// and the store must be closed and opened again, which rebuilds the state from the files.
+/// This matches the log, which latches itself failed when its writer is poisoned. Only
+/// closing the store goes on through a poisoned lock: it flushes and closes each log, whose
+/// own state is not behind these locks.
+fn state<'a, T>(m: &'a Mutex<T>, what: &'static str) -> Result<MutexGuard<'a, T>> {
+    m.lock().map_err(|_| Error::StorePoisoned { what })
+}
+
+const REGISTRY: &str = "topic registry";
+const PARTITIONS: &str = "open partitions";
+const OFFSETS: &str = "consumer offsets";
 
 /// The directory of a partition's log.
 pub fn partition_dir(dir: &Path, topic: &str, partition: u32) -> PathBuf {
@@ -189,11 +312,18 @@ impl Store {
             topic::write(storage.as_ref(), &dir, &registry)?;
         }
         let offsets = Offsets::open(&storage, &dir)?;
+        let live = registry
+            .iter()
+            .filter(|e| !e.deleting)
+            .map(|e| (e.info.name.clone(), e.info.id))
+            .collect();
         let inner = Arc::new(Inner {
             dir: dir.clone(),
             storage,
             registry: Mutex::new(registry),
             partitions: Mutex::new(HashMap::new()),
+            live: Mutex::new(live),
+            holds: Holds::default(),
             offsets: Mutex::new(Some(offsets)),
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
@@ -201,7 +331,7 @@ impl Store {
             preallocate: options.preallocate,
             _lock: guard,
         });
-        let deleting: Vec<TopicInfo> = lock(&inner.registry)
+        let deleting: Vec<TopicInfo> = state(&inner.registry, REGISTRY)?
             .iter()
             .filter(|e| e.deleting)
             .map(|e| e.info.clone())
@@ -209,6 +339,11 @@ impl Store {
         for t in deleting {
             tracing::info!(topic = %t.name, "finishing the deletion of a topic");
             inner.finish_delete(&t)?;
+        }
+        // Housekeeping only: every read already ignores a commit whose topic id is not the
+        // topic's, so a failure here (a full disk) does not keep the store from opening.
+        if let Err(e) = inner.drop_stale_offsets() {
+            tracing::warn!(error = %e, "could not remove the consumer offsets of deleted topics; they are ignored");
         }
         let retention = match options.retention_interval {
             Some(every) => {
@@ -254,7 +389,7 @@ impl Store {
         config.log.check()?;
         check_partitions(partitions)?;
         Partitioner::new(partitioner, partitions)?;
-        let mut registry = lock(&self.inner.registry);
+        let mut registry = state(&self.inner.registry, REGISTRY)?;
         if let Some(e) = registry.iter().find(|e| e.info.name == name) {
             if !e.deleting {
                 return Err(Error::TopicExists {
@@ -264,10 +399,19 @@ impl Store {
             let t = e.info.clone();
             drop(registry);
             self.inner.finish_delete(&t)?;
-            registry = lock(&self.inner.registry);
+            registry = state(&self.inner.registry, REGISTRY)?;
         }
+        // A new incarnation: an id no topic of the store has (a crash may have left commits of
+        // a deleted one behind; they name its id, never this one).
+        let id = loop {
+            let id = TopicId::generate();
+            if registry.iter().all(|e| e.info.id != id) {
+                break id;
+            }
+        };
         let info = TopicInfo {
             name: name.to_string(),
+            id,
             config,
             versions: vec![PartitionerVersion {
                 version: 1,
@@ -287,18 +431,19 @@ impl Store {
         });
         topic::write(self.inner.storage.as_ref(), &self.inner.dir, &next)?;
         *registry = next;
+        state(&self.inner.live, REGISTRY)?.insert(info.name.clone(), info.id);
         Ok(info)
     }
 
     /// Every topic, sorted by name.
-    pub fn topics(&self) -> Vec<TopicInfo> {
-        let mut topics: Vec<TopicInfo> = lock(&self.inner.registry)
+    pub fn topics(&self) -> Result<Vec<TopicInfo>> {
+        let mut topics: Vec<TopicInfo> = state(&self.inner.registry, REGISTRY)?
             .iter()
             .filter(|e| !e.deleting)
             .map(|e| e.info.clone())
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
-        topics
+        Ok(topics)
     }
 
     /// One topic.
@@ -316,7 +461,7 @@ impl Store {
             t.config = config;
             Ok(())
         })?;
-        let open: Vec<Arc<Log>> = lock(&self.inner.partitions)
+        let open: Vec<Arc<Log>> = state(&self.inner.partitions, PARTITIONS)?
             .iter()
             .filter(|((t, _), _)| t == name)
             .map(|(_, l)| l.clone())
@@ -384,30 +529,73 @@ impl Store {
     /// is first recorded in the registry, so a crash half way is finished at the next open.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         let info = self.topic(name)?;
-        // Close the open partitions, all or none.
-        {
-            let mut partitions = lock(&self.inner.partitions);
+        // Close the open partitions, all or none. A clone held by the store's own flusher or
+        // retention thread is not a use: it is waited for below. A clone held elsewhere is,
+        // but one that is being handed to the store's own threads is looked at again for a
+        // moment before the deletion is refused.
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let taken: Vec<(PartitionKey, Arc<Log>)> = loop {
+            let mut partitions = state(&self.inner.partitions, PARTITIONS)?;
             let keys: Vec<PartitionKey> = partitions
                 .keys()
                 .filter(|(t, _)| t == name)
                 .cloned()
                 .collect();
-            if let Some(k) = keys.iter().find(|k| Arc::strong_count(&partitions[*k]) > 1) {
-                return Err(Error::InUse {
-                    what: format!("partition {}/{}", k.0, k.1),
-                });
+            let busy = {
+                let holds = lock(&self.inner.holds.count);
+                keys.iter()
+                    .find(|k| {
+                        let own = holds.get(*k).copied().unwrap_or(0);
+                        Arc::strong_count(&partitions[*k]) > 1 + own
+                    })
+                    .cloned()
+            };
+            match busy {
+                Some(_) if Instant::now() < deadline => {
+                    drop(partitions);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Some(k) => {
+                    return Err(Error::InUse {
+                        what: format!("partition {}/{}", k.0, k.1),
+                    });
+                }
+                None => {
+                    state(&self.inner.live, REGISTRY)?.remove(name);
+                    break keys
+                        .into_iter()
+                        .filter_map(|k| partitions.remove(&k).map(|log| (k, log)))
+                        .collect();
+                }
             }
-            for k in keys {
-                if let Some(log) = partitions.remove(&k)
-                    && let Ok(log) = Arc::try_unwrap(log)
-                {
-                    log.close()?;
+        };
+        self.inner.holds.wait_released(taken.iter().map(|(k, _)| k));
+        for ((t, p), log) in taken {
+            match Arc::try_unwrap(log) {
+                Ok(log) => log.close()?,
+                Err(_) => {
+                    tracing::warn!(topic = %t, partition = p, "a deleted partition was still held; it closes when dropped");
                 }
             }
         }
-        self.inner.update_entry(name, |e| {
+        if let Err(e) = self.inner.update_entry(name, |e| {
             e.deleting = true;
             Ok(())
+        }) {
+            state(&self.inner.live, REGISTRY)?.insert(info.name.clone(), info.id);
+            return Err(e);
+        }
+        // The groups' offsets go with the topic (a crash before this is made up for at the
+        // next open, and a commit names the topic's id, so it could never apply to a topic
+        // created later under the name anyway).
+        self.inner.with_offsets(|o| {
+            let keys: Vec<(offsets::Key, Option<Stored>)> = o
+                .state()
+                .keys()
+                .filter(|(_, t, _)| t == name)
+                .map(|k| (k.clone(), None))
+                .collect();
+            o.commit(&keys)
         })?;
         self.inner.finish_delete(&info)
     }
@@ -450,6 +638,7 @@ impl Store {
         let now = now_ms();
         let mut checked = Vec::with_capacity(commits.len());
         for &(topic, partition, offset, epoch) in commits {
+            let id = self.topic(topic)?.id;
             let log = self.partition(topic, partition)?;
             let end = log.end_offset();
             if offset > end {
@@ -473,42 +662,60 @@ impl Store {
             }
             checked.push((
                 (group.to_string(), topic.to_string(), partition),
-                Some(Committed {
-                    offset,
-                    leader_epoch: epoch,
-                    commit_ms: now,
+                Some(Stored {
+                    committed: Committed {
+                        offset,
+                        leader_epoch: epoch,
+                        commit_ms: now,
+                    },
+                    topic: id,
                 }),
             ));
         }
         self.inner.with_offsets(|o| o.commit(&checked))
     }
 
-    /// What `group` committed for `topic/partition`, if anything.
+    /// What `group` committed for `topic/partition`, if anything. A commit made for an earlier
+    /// topic of the same name (deleted since) is never returned. `None` also when the store
+    /// is closed or its state poisoned: [`Store::try_committed`] tells those apart.
     pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Option<Committed> {
-        self.inner
-            .with_offsets(|o| {
-                Ok(o.state()
-                    .get(&(group.to_string(), topic.to_string(), partition))
-                    .copied())
-            })
-            .ok()
-            .flatten()
+        self.try_committed(group, topic, partition).ok().flatten()
+    }
+
+    /// [`Store::committed`], failing if the store is closed ([`Error::Closed`]) or poisoned
+    /// ([`Error::StorePoisoned`]) instead of answering `None`. An unknown topic has no commits.
+    pub fn try_committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<Committed>> {
+        let id = match self.topic(topic) {
+            Ok(info) => info.id,
+            Err(Error::UnknownTopic { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.inner.with_offsets(|o| {
+            Ok(o.state()
+                .get(&(group.to_string(), topic.to_string(), partition))
+                .filter(|s| s.topic == id)
+                .map(|s| s.committed))
+        })
     }
 
     /// Names of the groups that have committed offsets, sorted.
-    pub fn groups(&self) -> Vec<String> {
+    pub fn groups(&self) -> Result<Vec<String>> {
         let mut groups: Vec<String> = self
             .inner
-            .with_offsets(|o| Ok(o.state().keys().map(|(g, _, _)| g.clone()).collect()))
-            .unwrap_or_default();
+            .with_offsets(|o| Ok(o.state().keys().map(|(g, _, _)| g.clone()).collect()))?;
         groups.dedup();
-        groups
+        Ok(groups)
     }
 
     /// Every committed offset of `group` (or of every group), with the partitions' end
     /// offsets for the lag. Opens the partitions it reports on.
     pub fn group_offsets(&self, group: Option<&str>) -> Result<Vec<GroupOffset>> {
-        let entries: Vec<(offsets::Key, Committed)> = self.inner.with_offsets(|o| {
+        let entries: Vec<(offsets::Key, Stored)> = self.inner.with_offsets(|o| {
             Ok(o.state()
                 .iter()
                 .filter(|((g, _, _), _)| group.is_none_or(|want| g == want))
@@ -516,7 +723,13 @@ impl Store {
                 .collect())
         })?;
         let mut out = Vec::with_capacity(entries.len());
-        for ((group, topic, partition), committed) in entries {
+        for ((group, topic, partition), stored) in entries {
+            let committed = stored.committed;
+            match self.topic(&topic) {
+                // A commit for an earlier topic of this name: not this topic's.
+                Ok(info) if info.id != stored.topic => continue,
+                _ => {}
+            }
             let end_offset = match self.partition(&topic, partition) {
                 Ok(log) => Some(log.end_offset()),
                 Err(Error::UnknownTopic { .. } | Error::UnknownPartition { .. }) => None,
@@ -533,24 +746,94 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes every committed offset of `group` (durably).
-    pub fn delete_group(&self, group: &str) -> Result<()> {
+    /// Removes every committed offset of `group` (durably). Returns how many partitions'
+    /// offsets were removed (0: the group had none).
+    pub fn delete_group(&self, group: &str) -> Result<usize> {
+        check_group_name(group)?;
         self.inner.with_offsets(|o| {
-            let keys: Vec<(offsets::Key, Option<Committed>)> = o
+            let keys: Vec<(offsets::Key, Option<Stored>)> = o
                 .state()
                 .keys()
                 .filter(|(g, _, _)| g == group)
                 .map(|k| (k.clone(), None))
                 .collect();
-            o.commit(&keys)
+            o.commit(&keys)?;
+            Ok(keys.len())
         })
     }
 
+    /// Sets the committed offset of `group` on `topic` (one partition, or every partition with
+    /// `None`) to the position `to` names, durably and in one write. Each commit is made in the
+    /// partition's current leader epoch for the topic's current incarnation. Returns the new
+    /// positions. Refused ([`Error::OffsetOutOfRange`]) if an explicit offset is outside a
+    /// partition's `start..=end`.
+    pub fn reset_group(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: Option<u32>,
+        to: ResetTo,
+    ) -> Result<Vec<GroupOffset>> {
+        check_group_name(group)?;
+        let info = self.topic(topic)?;
+        let partitions: Vec<u32> = match partition {
+            Some(p) if p >= info.partitions() => {
+                return Err(Error::UnknownPartition {
+                    topic: topic.to_string(),
+                    partition: p,
+                    partitions: info.partitions(),
+                });
+            }
+            Some(p) => vec![p],
+            None => (0..info.partitions()).collect(),
+        };
+        let now = now_ms();
+        let mut commits = Vec::with_capacity(partitions.len());
+        let mut out = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            let log = self.partition(topic, p)?;
+            let (start, end) = (log.start_offset(), log.end_offset());
+            let offset = match to {
+                ResetTo::Earliest => start,
+                ResetTo::Latest => end,
+                ResetTo::Offset(o) if (start..=end).contains(&o) => o,
+                ResetTo::Offset(o) => {
+                    return Err(Error::OffsetOutOfRange {
+                        offset: o,
+                        start,
+                        end,
+                    });
+                }
+                // No record at or after the time: the group has nothing left to read.
+                ResetTo::Time(ts) => log.offset_for_timestamp(ts)?.unwrap_or(end).max(start),
+            };
+            let committed = Committed {
+                offset,
+                leader_epoch: log.leader_epoch(),
+                commit_ms: now,
+            };
+            commits.push((
+                (group.to_string(), topic.to_string(), p),
+                Some(Stored {
+                    committed,
+                    topic: info.id,
+                }),
+            ));
+            out.push(GroupOffset {
+                group: group.to_string(),
+                topic: topic.to_string(),
+                partition: p,
+                committed,
+                end_offset: Some(end),
+            });
+        }
+        self.inner.with_offsets(|o| o.commit(&commits))?;
+        Ok(out)
+    }
+
     /// Records in the consumer offsets log (grows with every commit until it is compacted).
-    pub fn offsets_log_records(&self) -> u64 {
-        self.inner
-            .with_offsets(|o| Ok(o.records()))
-            .unwrap_or_default()
+    pub fn offsets_log_records(&self) -> Result<u64> {
+        self.inner.with_offsets(|o| Ok(o.records()))
     }
 
     /// Compacts the consumer offsets log now (it is also compacted automatically, see
@@ -589,6 +872,7 @@ impl Store {
             }
         }
         let mut first = Ok(());
+        // Closing goes on through a poisoned lock (see `state`): each log closes on its own.
         let logs: Vec<(PartitionKey, Arc<Log>)> = lock(&self.inner.partitions).drain().collect();
         for ((t, p), log) in logs {
             let result = match Arc::try_unwrap(log) {
@@ -631,6 +915,20 @@ fn check_partitions(partitions: u32) -> Result<()> {
     Ok(())
 }
 
+/// Checks the name of a log that a tool creates in a store's directory (or any data
+/// directory): names starting with `__` are reserved for the store's own logs (the consumer
+/// offsets log `__consumer_offsets`), whose records a plain append would make unreadable.
+/// Tools that open a plain log `DIR/NAME` for writing call this first.
+pub fn check_log_name(name: &str) -> Result<()> {
+    if name.starts_with("__") {
+        return Err(Error::InvalidArgument(format!(
+            "log name {name:?} is reserved: names starting with \"__\" are the store's own logs \
+             (consumer offsets); use another name, and `stratalog groups` for the offsets"
+        )));
+    }
+    Ok(())
+}
+
 fn check_group_name(group: &str) -> Result<()> {
     if group.is_empty() || group.len() > 255 {
         return Err(Error::InvalidArgument(format!(
@@ -642,7 +940,7 @@ fn check_group_name(group: &str) -> Result<()> {
 
 impl Inner {
     fn topic(&self, name: &str) -> Result<TopicInfo> {
-        lock(&self.registry)
+        state(&self.registry, REGISTRY)?
             .iter()
             .find(|e| e.info.name == name && !e.deleting)
             .map(|e| e.info.clone())
@@ -652,7 +950,7 @@ impl Inner {
     }
 
     fn update_entry(&self, name: &str, f: impl FnOnce(&mut Entry) -> Result<()>) -> Result<Entry> {
-        let mut registry = lock(&self.registry);
+        let mut registry = state(&self.registry, REGISTRY)?;
         let mut next = registry.clone();
         let entry = next
             .iter_mut()
@@ -676,7 +974,7 @@ impl Inner {
     }
 
     fn with_offsets<T>(&self, f: impl FnOnce(&mut Offsets) -> Result<T>) -> Result<T> {
-        match lock(&self.offsets).as_mut() {
+        match state(&self.offsets, OFFSETS)?.as_mut() {
             Some(o) => f(o),
             None => Err(Error::Closed),
         }
@@ -692,9 +990,15 @@ impl Inner {
             });
         }
         let key = (topic.to_string(), partition);
-        let mut partitions = lock(&self.partitions);
+        let mut partitions = state(&self.partitions, PARTITIONS)?;
         if *lock(&self.stop) {
             return Err(Error::Closed);
+        }
+        if state(&self.live, REGISTRY)?.get(topic) != Some(&info.id) {
+            // Deleted (and perhaps created again) since `info` was read.
+            return Err(Error::UnknownTopic {
+                topic: topic.to_string(),
+            });
         }
         if let Some(log) = partitions.get(&key) {
             return Ok(log.clone());
@@ -741,8 +1045,8 @@ impl Inner {
             .with_offsets(|o| {
                 Ok(o.state()
                     .iter()
-                    .filter(|((_, t, p), _)| t == topic && *p == partition)
-                    .map(|(_, c)| c.leader_epoch)
+                    .filter(|((_, t, p), s)| t == topic && *p == partition && s.topic == info.id)
+                    .map(|(_, s)| s.committed.leader_epoch)
                     .max()
                     .unwrap_or(0))
             })
@@ -771,7 +1075,7 @@ impl Inner {
             )?;
         }
         let _ = self.storage.remove_dir(&self.dir.join(&info.name));
-        let mut registry = lock(&self.registry);
+        let mut registry = state(&self.registry, REGISTRY)?;
         let next: Vec<Entry> = registry
             .iter()
             .filter(|e| !(e.info.name == info.name && e.deleting))
@@ -780,6 +1084,45 @@ impl Inner {
         topic::write(self.storage.as_ref(), &self.dir, &next)?;
         *registry = next;
         Ok(())
+    }
+
+    /// The open log of a partition, held as the store's own (`None` if it is not open, or if
+    /// the partitions lock is poisoned: the background threads then leave the partition
+    /// alone, and the store's calls report the poisoning).
+    fn hold(&self, key: &PartitionKey) -> Option<Held<'_>> {
+        let partitions = state(&self.partitions, PARTITIONS).ok()?;
+        let log = partitions.get(key)?.clone();
+        *lock(&self.holds.count).entry(key.clone()).or_default() += 1;
+        Some(Held {
+            holds: &self.holds,
+            key: key.clone(),
+            log: Some(log),
+        })
+    }
+
+    /// Removes the committed offsets that belong to no live topic: commits for a topic deleted
+    /// by a run that crashed before removing them, or by a version that kept them.
+    fn drop_stale_offsets(&self) -> Result<()> {
+        let live: HashMap<String, TopicId> = state(&self.registry, REGISTRY)?
+            .iter()
+            .filter(|e| !e.deleting)
+            .map(|e| (e.info.name.clone(), e.info.id))
+            .collect();
+        self.with_offsets(|o| {
+            let stale: Vec<(offsets::Key, Option<Stored>)> = o
+                .state()
+                .iter()
+                .filter(|((_, t, _), s)| live.get(t) != Some(&s.topic))
+                .map(|(k, _)| (k.clone(), None))
+                .collect();
+            if !stale.is_empty() {
+                tracing::info!(
+                    commits = stale.len(),
+                    "removing consumer offsets of deleted topics"
+                );
+            }
+            o.commit(&stale)
+        })
     }
 
     fn stopping(&self) -> bool {
@@ -817,8 +1160,7 @@ impl Inner {
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in due {
-                let log = lock(&self.partitions).get(&k).cloned();
-                match log.and_then(|log| log.sync_due()) {
+                match self.hold(&k).and_then(|log| log.sync_due()) {
                     Some(d) => {
                         watch.insert(k, Instant::now() + d.max(MIN_FLUSH_WAIT));
                     }
@@ -850,12 +1192,19 @@ impl Inner {
     }
 
     fn apply_retention(self: &Arc<Self>) -> RetentionPass {
-        let topics: Vec<TopicInfo> = lock(&self.registry)
-            .iter()
-            .filter(|e| !e.deleting)
-            .map(|e| e.info.clone())
-            .collect();
         let mut pass = RetentionPass::default();
+        let topics: Vec<TopicInfo> = match state(&self.registry, REGISTRY) {
+            Ok(registry) => registry
+                .iter()
+                .filter(|e| !e.deleting)
+                .map(|e| e.info.clone())
+                .collect(),
+            Err(e) => {
+                pass.errors += 1;
+                tracing::warn!(error = %e, "retention skipped");
+                return pass;
+            }
+        };
         for t in topics {
             let c = t.config.log;
             if c.retention_bytes.is_none() && c.retention_ms.is_none() {
@@ -866,10 +1215,18 @@ impl Inner {
                     return pass;
                 }
                 pass.partitions += 1;
-                let open = lock(&self.partitions).get(&(t.name.clone(), p)).cloned();
-                let log = match open {
+                let key = (t.name.clone(), p);
+                let log = match self.hold(&key) {
                     Some(log) => Ok(log),
-                    None if self.segment_count(&t.name, p) > 1 => self.partition(&t.name, p),
+                    None if self.segment_count(&t.name, p) > 1 => {
+                        match self.partition(&t.name, p).map(drop) {
+                            Ok(()) => match self.hold(&key) {
+                                Some(log) => Ok(log),
+                                None => continue,
+                            },
+                            Err(e) => Err(e),
+                        }
+                    }
                     None => continue,
                 };
                 match log.and_then(|log| log.apply_retention()) {
@@ -895,5 +1252,78 @@ impl Inner {
                     .count()
             })
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poison<T>(m: &Mutex<T>) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = m.lock();
+            panic!("poisoning the lock on purpose");
+        }));
+        assert!(m.is_poisoned());
+    }
+
+    fn store(dir: &Path) -> Store {
+        let store = Store::open(
+            dir,
+            StoreOptions {
+                retention_interval: None,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        store
+            .create_topic("t", 1, TopicConfig::default(), PartitionerKind::Jump)
+            .unwrap();
+        store
+    }
+
+    /// The poisoning policy: once a state lock is poisoned every call that needs it fails with
+    /// `StorePoisoned` (none carries on with half-changed state); closing still works, and a
+    /// reopened store is whole.
+    #[test]
+    fn a_poisoned_state_lock_fails_every_use_until_reopened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path());
+        s.partition("t", 0)
+            .unwrap()
+            .append_records(&["a"])
+            .unwrap()
+            .receipt
+            .wait()
+            .unwrap();
+        s.commit("g", "t", 0, 1, 0).unwrap();
+        poison(&s.inner.registry);
+        let poisoned = |r: Result<()>| matches!(r, Err(Error::StorePoisoned { .. }));
+        assert!(poisoned(s.topics().map(drop)));
+        assert!(poisoned(s.partition("t", 0).map(drop)));
+        assert!(poisoned(s.try_committed("g", "t", 0).map(drop)));
+        assert_eq!(s.committed("g", "t", 0), None);
+        assert!(poisoned(
+            s.create_topic("u", 1, TopicConfig::default(), PartitionerKind::Jump)
+                .map(drop)
+        ));
+        assert!(poisoned(s.delete_topic("t")));
+        assert_eq!(s.apply_retention().errors, 1);
+        s.close().unwrap();
+
+        let s = store(&tmp.path().join("other"));
+        poison(&s.inner.offsets);
+        assert!(matches!(
+            s.groups(),
+            Err(Error::StorePoisoned {
+                what: "consumer offsets"
+            })
+        ));
+        assert!(poisoned(s.commit("g", "t", 0, 0, 0)));
+        drop(s);
+
+        let s = Store::open(tmp.path(), StoreOptions::default()).unwrap();
+        assert_eq!(s.committed("g", "t", 0).unwrap().offset, 1);
+        s.close().unwrap();
     }
 }

@@ -15,29 +15,30 @@
 //! leaves the old log in charge (the half-written new one is removed at the next open); after
 //! it, the new one.
 //!
-//! Record layout (docs/FORMAT.md, "Consumer offsets"):
+//! Record layout (docs/FORMAT.md, "Consumer offset record", in [`crate::format::store`]):
 //! key = `u16 group_len | group | u16 topic_len | topic | u32 partition`,
-//! value = `u8 version (1) | u64 offset | u64 leader_epoch | i64 commit_ms` (empty = deleted).
+//! value = `u8 version (2) | u64 offset | u64 leader_epoch | i64 commit_ms | [u8; 16] topic_id`
+//! (empty = deleted; version 1 values, without the topic id, are still read and name
+//! [`TopicId::LEGACY`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
+use crate::format::store as fs;
 use crate::format::{BatchBuilder, Compression, FormatError, Record};
 use crate::log::{FsyncPolicy, Log, LogConfig, LogOptions, now_ms};
 use crate::storage::{OpenMode, Storage, read_all};
 
-use super::topic::replace_file;
+use super::topic::{TopicId, replace_file};
 
 /// Directory name of the offsets log of generation 0; later generations add `.<generation>`.
 pub const OFFSETS_LOG: &str = "__consumer_offsets";
 /// The pointer file naming the current generation of the offsets log (absent = generation 0).
 pub const GENERATION_FILE: &str = "consumer_offsets.generation";
 /// Magic of the pointer file.
-pub const GENERATION_MAGIC: [u8; 8] = *b"STRAOFG\0";
-/// Version byte of an offset commit value.
-const VALUE_VERSION: u8 = 1;
+pub const GENERATION_MAGIC: [u8; 8] = fs::GENERATION_MAGIC;
 /// The offsets log is compacted only once it holds at least this many records.
 pub const COMPACT_MIN_RECORDS: u64 = 10_000;
 
@@ -55,49 +56,51 @@ pub struct Committed {
 /// (group, topic, partition).
 pub(crate) type Key = (String, String, u32);
 
-fn encode_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + group.len() + topic.len());
-    k.extend_from_slice(&(group.len() as u16).to_le_bytes());
-    k.extend_from_slice(group.as_bytes());
-    k.extend_from_slice(&(topic.len() as u16).to_le_bytes());
-    k.extend_from_slice(topic.as_bytes());
-    k.extend_from_slice(&partition.to_le_bytes());
-    k
+/// A commit as kept in the state: what was committed, and for which incarnation of the topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub committed: Committed,
+    /// The topic id the commit was made for ([`TopicId::LEGACY`] for a version 1 record).
+    pub topic: TopicId,
 }
 
-fn decode_key(k: &[u8]) -> Option<Key> {
-    let take_str = |k: &[u8], at: usize| -> Option<(String, usize)> {
-        let len = u16::from_le_bytes(k.get(at..at + 2)?.try_into().ok()?) as usize;
-        let s = std::str::from_utf8(k.get(at + 2..at + 2 + len)?).ok()?;
-        Some((s.to_string(), at + 2 + len))
-    };
-    let (group, at) = take_str(k, 0)?;
-    let (topic, at) = take_str(k, at)?;
-    let partition = u32::from_le_bytes(k.get(at..at + 4)?.try_into().ok()?);
-    (at + 4 == k.len()).then_some((group, topic, partition))
-}
-
-fn encode_value(c: &Committed) -> [u8; 25] {
-    let mut v = [0u8; 25];
-    v[0] = VALUE_VERSION;
-    v[1..9].copy_from_slice(&c.offset.to_le_bytes());
-    v[9..17].copy_from_slice(&c.leader_epoch.to_le_bytes());
-    v[17..25].copy_from_slice(&c.commit_ms.to_le_bytes());
-    v
-}
-
-fn decode_value(v: &[u8]) -> Option<Committed> {
-    if v.len() != 25 || v[0] != VALUE_VERSION {
-        return None;
-    }
-    Some(Committed {
-        offset: u64::from_le_bytes(v[1..9].try_into().ok()?),
-        leader_epoch: u64::from_le_bytes(v[9..17].try_into().ok()?),
-        commit_ms: i64::from_le_bytes(v[17..25].try_into().ok()?),
+fn encode_value(s: &Stored) -> [u8; fs::OFFSET_VALUE_LEN] {
+    fs::encode_offset_value(&fs::OffsetValue {
+        offset: s.committed.offset,
+        leader_epoch: s.committed.leader_epoch,
+        commit_ms: s.committed.commit_ms,
+        topic_id: s.topic.0,
     })
 }
 
-fn log_dir(dir: &Path, generation: u64) -> PathBuf {
+/// Decodes one record of the offsets log: its key and its value (`None`: a deletion).
+pub(crate) fn decode_record(
+    key: Option<&[u8]>,
+    value: &[u8],
+) -> Result<(Key, Option<Stored>), FormatError> {
+    let key = key.ok_or(FormatError::Invalid {
+        what: "consumer offset record without a key, length",
+        value: 0,
+    })?;
+    let key = fs::decode_offset_key(key)?;
+    if value.is_empty() {
+        return Ok((key, None));
+    }
+    let v = fs::decode_offset_value(value)?;
+    Ok((
+        key,
+        Some(Stored {
+            committed: Committed {
+                offset: v.offset,
+                leader_epoch: v.leader_epoch,
+                commit_ms: v.commit_ms,
+            },
+            topic: TopicId(v.topic_id),
+        }),
+    ))
+}
+
+pub(crate) fn log_dir(dir: &Path, generation: u64) -> PathBuf {
     if generation == 0 {
         dir.join(OFFSETS_LOG)
     } else {
@@ -143,7 +146,7 @@ pub(crate) struct Offsets {
     storage: Arc<dyn Storage>,
     generation: u64,
     log: Log,
-    state: BTreeMap<Key, Committed>,
+    state: BTreeMap<Key, Stored>,
     /// Records in the log (live or replaced).
     records: u64,
 }
@@ -204,21 +207,19 @@ impl Offsets {
                         continue;
                     }
                     self.records += 1;
-                    let bad = || Error::Corrupt {
-                        path: path.clone(),
-                        position: 0,
-                        source: FormatError::Invalid {
-                            what: "consumer offset record at offset",
-                            value: r.offset,
-                        },
+                    let (key, stored) =
+                        decode_record(r.key.as_deref(), &r.value).map_err(|_| Error::Corrupt {
+                            path: path.clone(),
+                            position: 0,
+                            source: FormatError::Invalid {
+                                what: "consumer offset record at offset",
+                                value: r.offset,
+                            },
+                        })?;
+                    match stored {
+                        Some(s) => self.state.insert(key, s),
+                        None => self.state.remove(&key),
                     };
-                    let key = r.key.as_deref().and_then(decode_key).ok_or_else(bad)?;
-                    if r.value.is_empty() {
-                        self.state.remove(&key);
-                    } else {
-                        let c = decode_value(&r.value).ok_or_else(bad)?;
-                        self.state.insert(key, c);
-                    }
                 }
                 next = next.max(batch.last_offset() + 1);
             }
@@ -227,7 +228,7 @@ impl Offsets {
     }
 
     /// The committed state.
-    pub fn state(&self) -> &BTreeMap<Key, Committed> {
+    pub fn state(&self) -> &BTreeMap<Key, Stored> {
         &self.state
     }
 
@@ -242,13 +243,13 @@ impl Offsets {
     }
 
     /// Appends the commits (or, with `None`, deletions) as one batch and waits until durable.
-    pub fn commit(&mut self, commits: &[(Key, Option<Committed>)]) -> Result<()> {
+    pub fn commit(&mut self, commits: &[(Key, Option<Stored>)]) -> Result<()> {
         if commits.is_empty() {
             return Ok(());
         }
         let keys: Vec<Vec<u8>> = commits
             .iter()
-            .map(|((g, t, p), _)| encode_key(g, t, *p))
+            .map(|((g, t, p), _)| fs::encode_offset_key(g, t, *p))
             .collect();
         let values: Vec<Vec<u8>> = commits
             .iter()
@@ -282,10 +283,10 @@ impl Offsets {
         remove_dir_files(self.storage.as_ref(), &new_dir)?;
         let log = Log::open(&new_dir, log_options(&self.storage))?;
         let ts = now_ms();
-        let entries: Vec<(Vec<u8>, [u8; 25])> = self
+        let entries: Vec<(Vec<u8>, [u8; fs::OFFSET_VALUE_LEN])> = self
             .state
             .iter()
-            .map(|((g, t, p), c)| (encode_key(g, t, *p), encode_value(c)))
+            .map(|((g, t, p), c)| (fs::encode_offset_key(g, t, *p), encode_value(c)))
             .collect();
         for chunk in entries.chunks(4096) {
             let batch = keyed_batch(chunk.iter().map(|(k, v)| (&k[..], &v[..])), ts)?;
@@ -315,49 +316,26 @@ impl Offsets {
     }
 }
 
-fn read_generation(storage: &dyn Storage, dir: &Path) -> Result<u64> {
+pub(crate) fn read_generation(storage: &dyn Storage, dir: &Path) -> Result<u64> {
     let path = dir.join(GENERATION_FILE);
     if !storage.exists(&path) {
         return Ok(0);
     }
     let file = storage.open(&path, OpenMode::Existing).ctx("open", &path)?;
     let bytes = read_all(file.as_ref()).ctx("read", &path)?;
-    let corrupt = |source| Error::Corrupt {
-        path: path.clone(),
+    fs::decode_generation(&bytes).map_err(|source| Error::Corrupt {
+        path,
         position: 0,
         source,
-    };
-    if bytes.len() != 20 {
-        return Err(corrupt(FormatError::Truncated {
-            what: "consumer offsets generation",
-            needed: 20,
-            available: bytes.len() as u64,
-        }));
-    }
-    if bytes[..8] != GENERATION_MAGIC {
-        return Err(corrupt(FormatError::BadMagic {
-            what: "consumer offsets generation",
-            found: u64::from_le_bytes(bytes[..8].try_into().unwrap()),
-        }));
-    }
-    let stored = u32::from_le_bytes(bytes[16..20].try_into().unwrap());
-    let computed = crc32fast::hash(&bytes[..16]);
-    if stored != computed {
-        return Err(corrupt(FormatError::ChecksumMismatch {
-            what: "consumer offsets generation",
-            stored,
-            computed,
-        }));
-    }
-    Ok(u64::from_le_bytes(bytes[8..16].try_into().unwrap()))
+    })
 }
 
 fn write_generation(storage: &dyn Storage, dir: &Path, generation: u64) -> Result<()> {
-    let mut bytes = GENERATION_MAGIC.to_vec();
-    bytes.extend_from_slice(&generation.to_le_bytes());
-    let crc = crc32fast::hash(&bytes);
-    bytes.extend_from_slice(&crc.to_le_bytes());
-    replace_file(storage, &dir.join(GENERATION_FILE), &bytes)
+    replace_file(
+        storage,
+        &dir.join(GENERATION_FILE),
+        &fs::encode_generation(generation),
+    )
 }
 
 /// One uncompressed batch of keyed records, all stamped `ts`.

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
+use crate::format::store as fs;
 use crate::format::{Compression, FormatError};
 use crate::log::{FsyncPolicy, LogConfig};
 use crate::storage::{OpenMode, Storage, read_all};
@@ -17,11 +18,9 @@ use super::partitioner::{Partitioner, PartitionerKind};
 /// Name of the registry file in the store's directory.
 pub const REGISTRY_NAME: &str = "stratalog.store";
 /// Magic of the registry file.
-pub const REGISTRY_MAGIC: [u8; 8] = *b"STRASTO\0";
-/// Registry format version this build writes and reads.
-pub const REGISTRY_VERSION: u32 = 1;
-/// Length of the registry's header.
-const HEADER_LEN: usize = 32;
+pub const REGISTRY_MAGIC: [u8; 8] = fs::REGISTRY_MAGIC;
+/// Registry format version this build writes (it also reads version 1).
+pub const REGISTRY_VERSION: u32 = fs::REGISTRY_VERSION;
 /// Longest topic name.
 pub const MAX_TOPIC_NAME: usize = 200;
 /// Most partitions a topic may have.
@@ -71,11 +70,59 @@ impl PartitionerVersion {
     }
 }
 
-/// A topic: its name, settings and partitioner history.
+/// A topic's id: which incarnation of a topic name this is (as Kafka's KIP-516 topic ids). A
+/// topic deleted and created again under the same name gets a new id, and a consumer offset
+/// commit names the id it was made for, so it never applies to a later topic of that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct TopicId(pub [u8; 16]);
+
+impl TopicId {
+    /// The id of topics created before topics had ids (read from a version 1 registry), and of
+    /// the offset commits made before then.
+    pub const LEGACY: TopicId = TopicId([0; 16]);
+
+    /// A new random id (never [`TopicId::LEGACY`]).
+    pub fn generate() -> TopicId {
+        use std::hash::{BuildHasher, Hasher};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut id = [0u8; 16];
+        for (i, half) in id.chunks_mut(8).enumerate() {
+            // `RandomState` keys come from the operating system's random source.
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(nanos);
+            h.write_u64(count);
+            h.write_u32(std::process::id());
+            h.write_usize(i);
+            half.copy_from_slice(&h.finish().to_le_bytes());
+        }
+        if id == [0; 16] {
+            id[0] = 1;
+        }
+        TopicId(id)
+    }
+}
+
+impl std::fmt::Display for TopicId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A topic: its name, id, settings and partitioner history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
     /// The topic's name.
     pub name: String,
+    /// The topic's id: a topic deleted and created again under its name gets a new one.
+    pub id: TopicId,
     /// Its settings.
     pub config: TopicConfig,
     /// Every partitioner version, oldest first (never empty).
@@ -148,238 +195,125 @@ fn fsync_decode(kind: u8, value: u64) -> Option<FsyncPolicy> {
     })
 }
 
-/// Encodes the registry: header, then one entry per topic.
+/// Encodes the registry (in the current version, see [`crate::format::store`]).
 pub(crate) fn encode(entries: &[Entry]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for e in entries {
-        let t = &e.info;
-        body.extend_from_slice(&(t.name.len() as u16).to_le_bytes());
-        body.extend_from_slice(t.name.as_bytes());
-        body.push(u8::from(e.deleting));
-        let (fk, fv) = fsync_encode(t.config.fsync);
-        body.push(fk);
-        body.extend_from_slice(&fv.to_le_bytes());
-        let c = &t.config.log;
-        for v in [
-            c.segment_bytes,
-            c.segment_ms.unwrap_or(0),
-            c.retention_bytes.unwrap_or(u64::MAX),
-            c.retention_ms.unwrap_or(u64::MAX),
-        ] {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
-        body.extend_from_slice(&c.index_interval_bytes.to_le_bytes());
-        body.push(u8::from(c.compression == Compression::Lz4));
-        body.extend_from_slice(&(t.versions.len() as u32).to_le_bytes());
-        for v in &t.versions {
-            let (kind, vnodes) = v.kind.encode();
-            body.extend_from_slice(&v.version.to_le_bytes());
-            body.extend_from_slice(&v.partitions.to_le_bytes());
-            body.push(kind);
-            body.extend_from_slice(&vnodes.to_le_bytes());
-            body.extend_from_slice(&v.created_ms.to_le_bytes());
-            body.extend_from_slice(&(v.start_offsets.len() as u32).to_le_bytes());
-            for o in &v.start_offsets {
-                body.extend_from_slice(&o.to_le_bytes());
-            }
-        }
-    }
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(&REGISTRY_MAGIC);
-    out.extend_from_slice(&REGISTRY_VERSION.to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    let header_crc = crc32fast::hash(&out[..28]);
-    out.extend_from_slice(&header_crc.to_le_bytes());
-    out.extend_from_slice(&body);
-    out
-}
-
-/// Reads fields from a byte slice, failing with the position of a short read.
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], (u64, FormatError)> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        let Some(end) = end else {
-            return Err((
-                self.pos as u64,
-                FormatError::Truncated {
-                    what,
-                    needed: n as u64,
-                    available: (self.buf.len() - self.pos) as u64,
+    let topics: Vec<fs::RegistryTopic> = entries
+        .iter()
+        .map(|e| {
+            let t = &e.info;
+            let (fsync_kind, fsync_value) = fsync_encode(t.config.fsync);
+            let c = &t.config.log;
+            fs::RegistryTopic {
+                name: t.name.clone(),
+                settings: fs::TopicSettings {
+                    state: u8::from(e.deleting),
+                    fsync_kind,
+                    fsync_value: fsync_value.into(),
+                    segment_bytes: c.segment_bytes.into(),
+                    segment_ms: c.segment_ms.unwrap_or(0).into(),
+                    retention_bytes: c.retention_bytes.unwrap_or(u64::MAX).into(),
+                    retention_ms: c.retention_ms.unwrap_or(u64::MAX).into(),
+                    index_interval_bytes: c.index_interval_bytes.into(),
+                    compression: u8::from(c.compression == Compression::Lz4),
                 },
-            ));
-        };
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-    fn u8(&mut self, what: &'static str) -> Result<u8, (u64, FormatError)> {
-        Ok(self.take(1, what)?[0])
-    }
-    fn u16(&mut self, what: &'static str) -> Result<u16, (u64, FormatError)> {
-        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().unwrap()))
-    }
-    fn u32(&mut self, what: &'static str) -> Result<u32, (u64, FormatError)> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().unwrap()))
-    }
-    fn u64(&mut self, what: &'static str) -> Result<u64, (u64, FormatError)> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap()))
-    }
-    fn invalid(&self, what: &'static str, value: u64) -> (u64, FormatError) {
-        (self.pos as u64, FormatError::Invalid { what, value })
-    }
+                topic_id: t.id.0,
+                versions: t
+                    .versions
+                    .iter()
+                    .map(|v| {
+                        let (kind, vnodes) = v.kind.encode();
+                        fs::RegistryVersion {
+                            fixed: fs::PartitionerVersionFixed {
+                                version: v.version.into(),
+                                partitions: v.partitions.into(),
+                                kind,
+                                vnodes: vnodes.into(),
+                                created_ms: v.created_ms.into(),
+                                start_count: (v.start_offsets.len() as u32).into(),
+                            },
+                            start_offsets: v.start_offsets.clone(),
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    fs::encode_registry(&topics)
 }
 
-/// Decodes and checks a registry file.
+/// Decodes and checks a registry file (version 1 or 2): the layout in the format layer, then
+/// every value (names, settings, partitioner history). Errors carry the byte position where
+/// the layout is wrong, 0 for a value that is wrong.
 pub(crate) fn decode(buf: &[u8]) -> Result<Vec<Entry>, (u64, FormatError)> {
-    let mut c = Cursor { buf, pos: 0 };
-    let magic = c.take(8, "store registry header")?;
-    if magic != REGISTRY_MAGIC {
-        return Err((
-            0,
-            FormatError::BadMagic {
-                what: "store registry header",
-                found: u64::from_le_bytes(magic.try_into().unwrap()),
-            },
-        ));
-    }
-    let header_crc = crc32fast::hash(&buf[..28.min(buf.len())]);
-    let version = c.u32("store registry header")?;
-    let count = c.u32("store registry header")?;
-    let body_len = c.u64("store registry header")?;
-    let body_crc = c.u32("store registry header")?;
-    let stored = c.u32("store registry header")?;
-    if stored != header_crc {
-        return Err((
-            28,
-            FormatError::ChecksumMismatch {
-                what: "store registry header",
-                stored,
-                computed: header_crc,
-            },
-        ));
-    }
-    if version != REGISTRY_VERSION {
-        return Err((
-            8,
-            FormatError::UnsupportedVersion {
-                what: "store registry",
-                found: version,
-                supported: REGISTRY_VERSION,
-            },
-        ));
-    }
-    if body_len != (buf.len() - HEADER_LEN) as u64 {
-        return Err((
-            16,
-            FormatError::Invalid {
-                what: "store registry body length",
-                value: body_len,
-            },
-        ));
-    }
-    let computed = crc32fast::hash(&buf[HEADER_LEN..]);
-    if computed != body_crc {
-        return Err((
-            HEADER_LEN as u64,
-            FormatError::ChecksumMismatch {
-                what: "store registry body",
-                stored: body_crc,
-                computed,
-            },
-        ));
-    }
-    let mut entries = Vec::new();
-    for _ in 0..count {
-        let name_len = c.u16("topic name length")? as usize;
-        let name = c.take(name_len, "topic name")?;
-        let name = std::str::from_utf8(name)
-            .ok()
-            .filter(|n| check_topic_name(n).is_ok())
-            .ok_or_else(|| c.invalid("topic name", name_len as u64))?
-            .to_string();
-        let deleting = match c.u8("topic state")? {
+    let registry = fs::decode_registry(buf)?;
+    let invalid = |what: &'static str, value: u64| (0, FormatError::Invalid { what, value });
+    let mut entries = Vec::with_capacity(registry.topics.len());
+    for t in registry.topics {
+        if check_topic_name(&t.name).is_err() {
+            return Err(invalid("topic name", t.name.len() as u64));
+        }
+        let s = t.settings;
+        let deleting = match s.state {
             0 => false,
             1 => true,
-            other => return Err(c.invalid("topic state", other.into())),
+            other => return Err(invalid("topic state", other.into())),
         };
-        let fk = c.u8("fsync kind")?;
-        let fv = c.u64("fsync value")?;
-        let fsync = fsync_decode(fk, fv).ok_or_else(|| c.invalid("fsync kind", fk.into()))?;
-        let segment_bytes = c.u64("segment_bytes")?;
-        let segment_ms = c.u64("segment_ms")?;
-        let retention_bytes = c.u64("retention_bytes")?;
-        let retention_ms = c.u64("retention_ms")?;
-        let index_interval_bytes = c.u32("index_interval_bytes")?;
-        let compression = match c.u8("compression")? {
+        let fsync = fsync_decode(s.fsync_kind, s.fsync_value.get())
+            .ok_or_else(|| invalid("fsync kind", s.fsync_kind.into()))?;
+        let compression = match s.compression {
             0 => Compression::None,
             1 => Compression::Lz4,
-            other => return Err(c.invalid("compression", other.into())),
+            other => return Err(invalid("compression", other.into())),
         };
         let limit = |v: u64| (v != u64::MAX).then_some(v);
         let log = LogConfig {
-            segment_bytes,
-            segment_ms: (segment_ms != 0).then_some(segment_ms),
-            retention_bytes: limit(retention_bytes),
-            retention_ms: limit(retention_ms),
-            index_interval_bytes,
+            segment_bytes: s.segment_bytes.get(),
+            segment_ms: (s.segment_ms.get() != 0).then_some(s.segment_ms.get()),
+            retention_bytes: limit(s.retention_bytes.get()),
+            retention_ms: limit(s.retention_ms.get()),
+            index_interval_bytes: s.index_interval_bytes.get(),
             compression,
         };
         if log.check().is_err() {
-            return Err(c.invalid("topic log settings", segment_bytes));
+            return Err(invalid("topic log settings", s.segment_bytes.get()));
         }
-        let n_versions = c.u32("partitioner version count")?;
-        if n_versions == 0 {
-            return Err(c.invalid("partitioner version count", 0));
+        if t.versions.is_empty() {
+            return Err(invalid("partitioner version count", 0));
         }
-        let mut versions: Vec<PartitionerVersion> = Vec::new();
-        for _ in 0..n_versions {
-            let version = c.u32("partitioner version")?;
-            let partitions = c.u32("partition count")?;
-            let kind = c.u8("partitioner kind")?;
-            let vnodes = c.u32("partitioner vnodes")?;
-            let created_ms = c.u64("partitioner version time")? as i64;
-            let n = c.u32("start offset count")?;
-            let kind = PartitionerKind::decode(kind, vnodes)
-                .ok_or_else(|| c.invalid("partitioner kind", kind.into()))?;
-            let previous = versions.last().map(|v| (v.version, v.partitions));
+        let mut versions: Vec<PartitionerVersion> = Vec::with_capacity(t.versions.len());
+        for v in t.versions {
+            let f = v.fixed;
+            let (version, partitions) = (f.version.get(), f.partitions.get());
+            let kind = PartitionerKind::decode(f.kind, f.vnodes.get())
+                .ok_or_else(|| invalid("partitioner kind", f.kind.into()))?;
+            let n = v.start_offsets.len() as u32;
             let sound = (1..=MAX_PARTITIONS).contains(&partitions)
-                && match previous {
+                && match versions.last().map(|v| (v.version, v.partitions)) {
                     None => version == 1 && n == 0,
-                    Some((pv, pp)) => version == pv + 1 && partitions >= pp && n == pp,
+                    Some((pv, pp)) => {
+                        pv.checked_add(1) == Some(version) && partitions >= pp && n == pp
+                    }
                 };
             if !sound {
-                return Err(c.invalid("partitioner version", version.into()));
-            }
-            let mut start_offsets = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                start_offsets.push(c.u64("start offset")?);
+                return Err(invalid("partitioner version", version.into()));
             }
             versions.push(PartitionerVersion {
                 version,
                 partitions,
                 kind,
-                created_ms,
-                start_offsets,
+                created_ms: f.created_ms.get(),
+                start_offsets: v.start_offsets,
             });
         }
         entries.push(Entry {
             info: TopicInfo {
-                name,
+                name: t.name,
+                id: TopicId(t.topic_id),
                 config: TopicConfig { log, fsync },
                 versions,
             },
             deleting,
         });
-    }
-    if c.pos != buf.len() {
-        return Err(c.invalid("store registry trailing bytes", (buf.len() - c.pos) as u64));
     }
     Ok(entries)
 }
