@@ -165,3 +165,29 @@ fn deleted_topic_directories_go_through_storage() {
     let store = Store::open(dir, store_options(&sim)).unwrap();
     assert!(store.topics().unwrap().is_empty());
 }
+
+/// An active segment's index files that are missing at open (deleted, or lost) are created
+/// again by recovery, durably: after a power loss they are still there.
+#[test]
+fn recreated_index_files_survive_power_loss() {
+    let sim = SimStorage::new(6);
+    let dir = Path::new("/idx");
+    let log = Log::open(dir, log_options(&sim, GroupCommit::Leader)).unwrap();
+    log.append(&batch(&["a"])).unwrap().receipt.wait().unwrap();
+    log.close().unwrap();
+    let index = dir.join("00000000000000000000.index");
+    let time = dir.join("00000000000000000000.timeindex");
+    sim.remove(&index).unwrap();
+    sim.remove(&time).unwrap();
+    sim.sync_dir(dir).unwrap();
+    let log = Log::open(dir, log_options(&sim, GroupCommit::Leader)).unwrap();
+    assert!(sim.exists(&index) && sim.exists(&time));
+    sim.power_loss(PowerLoss::DropUnsynced);
+    drop(log);
+    assert!(
+        sim.exists(&index) && sim.exists(&time),
+        "the recreated index files' entries were not made durable"
+    );
+    let log = Log::open(dir, log_options(&sim, GroupCommit::Leader)).unwrap();
+    assert_eq!(values(&log).unwrap(), [b"a".to_vec()]);
+}

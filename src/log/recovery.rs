@@ -574,6 +574,7 @@ impl Recovery<'_> {
         map_hint: u64,
     ) -> Result<(Arc<Segment>, Writer)> {
         let paths = SegmentPaths::new(self.dir, base);
+        let missing = !self.storage.exists(&paths.index) || !self.storage.exists(&paths.time);
         let index_file = self
             .storage
             .open(&paths.index, OpenMode::CreateOrOpen)
@@ -582,6 +583,13 @@ impl Recovery<'_> {
             .storage
             .open(&paths.time, OpenMode::CreateOrOpen)
             .ctx("open", &paths.time)?;
+        if missing && !self.read_only {
+            // Recreated index files: their directory entries must be durable like those of a
+            // new segment, or the next power loss loses them (and their entries) again.
+            self.storage
+                .sync_dir(self.dir)
+                .ctx("fsync directory", self.dir)?;
+        }
         if rewrite {
             for (file, path, kind, entries) in [
                 (
