@@ -68,20 +68,34 @@ fn bench_runs_every_step_and_cleans_up() {
 /// `--seconds 99999999999999999999` used to be accepted and run without end.
 #[test]
 fn bench_refuses_a_bad_budget() {
+    let tmp = tempfile::tempdir().unwrap();
     for seconds in ["0", "-1", "NaN", "inf", "99999999999999999999", "86401"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_stratalog"))
-            .args([
-                "bench",
-                &format!("--seconds={}", seconds.trim_start_matches('=')),
-            ])
-            .output()
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stratalog"))
+            .args(["bench", &format!("--seconds={seconds}"), "--dir"])
+            .arg(tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        // Refused at once; a bench that starts would run until the deadline: stop it there.
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(30) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("--seconds {seconds} was accepted: bench is still running after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(1), "--seconds {seconds}");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("--seconds"),
             "--seconds {seconds}"
         );
     }
+    let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "scratch files left behind: {left:?}");
 }
 
 /// Ctrl-C used to leave the scratch directory (up to hundreds of MB) behind. On SIGINT and

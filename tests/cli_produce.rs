@@ -292,9 +292,9 @@ fn a_delimiter_is_one_ascii_character() {
             2,
             &[
                 "produce",
-                "-d",
+                "--dir",
                 d,
-                "-t",
+                "--topic",
                 "t",
                 "--key-field",
                 "1",
@@ -308,9 +308,9 @@ fn a_delimiter_is_one_ascii_character() {
     ok(
         &[
             "produce",
-            "-d",
+            "--dir",
             d,
-            "-t",
+            "--topic",
             "t",
             "--key-field",
             "2",
@@ -319,7 +319,10 @@ fn a_delimiter_is_one_ascii_character() {
         ],
         b"a\tk1\tz\n",
     );
-    let out = ok(&["consume", "-d", d, "-t", "t", "--format", "json"], b"");
+    let out = ok(
+        &["consume", "--dir", d, "--topic", "t", "--format", "json"],
+        b"",
+    );
     let record: serde_json::Value = serde_json::from_str(&lines(&out)[0]).unwrap();
     assert_eq!(record["key"]["utf8"], "k1");
 }
@@ -362,8 +365,11 @@ fn lines_without_the_key_field_are_counted_or_refused() {
 fn warnings_have_no_colour_codes_when_stderr_is_not_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let d = s(dir.path());
-    ok(&["produce", "-d", d], b"x\n");
-    let out = ok(&["produce", "-d", d, "--segment-bytes", "1048576"], b"y\n");
+    ok(&["produce", "--dir", d], b"x\n");
+    let out = ok(
+        &["produce", "--dir", d, "--segment-bytes", "1048576"],
+        b"y\n",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("is ignored"), "{stderr}");
     assert!(!stderr.contains('\x1b'), "ANSI codes in a pipe: {stderr:?}");

@@ -49,15 +49,17 @@ pub struct Options {
     #[arg(short = 'o', long, value_name = "OFFSET|start|end", value_parser = parse_from)]
     pub from: Option<From>,
     /// Start at the first record whose timestamp (milliseconds since the Unix epoch) is at or
-    /// after this; with none, at the end.
+    /// after this; if no record is that recent, at the end of the log.
     #[arg(long, value_name = "MS", conflicts_with = "from")]
     pub from_time: Option<i64>,
     /// Print at most this many records.
     #[arg(short = 'n', long, value_name = "N")]
     pub max: Option<u64>,
     /// At the end of the log, keep waiting for new records and print them as they come (like
-    /// `tail -f`) until SIGINT or SIGTERM, then exit 0 (with `--group`, after committing what
-    /// was printed).
+    /// `tail -f`; with `--topic`, polling each partition in turn) until SIGINT or SIGTERM,
+    /// then exit 0 (with `--group`, after committing what was printed). Note: consume still
+    /// opens the log (or store) with its lock, so while it follows, a producer in another
+    /// process cannot open it.
     #[arg(short = 'f', long)]
     pub follow: bool,
     /// Output format (see `consume --help` for the JSON schema).
