@@ -7,11 +7,11 @@ mod common;
 use std::path::Path;
 
 use common::values;
-use stratalog::log::BatchScan;
+use stratalog::log::{BatchScan, QUARANTINE_HEADER_LEN};
 use stratalog::storage::SimStorage;
 use stratalog::{
     BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions, LossKind,
-    MAX_QUARANTINE_FILES, QUARANTINE_HEADER_LEN,
+    MAX_QUARANTINE_FILES,
 };
 
 fn opts(sim: &SimStorage) -> LogOptions {

@@ -30,10 +30,13 @@ use commit::{Commit, Syncer};
 pub use commit::{FsyncPolicy, GroupCommit, Receipt};
 pub use epochs::EpochHistory;
 use index::{IndexBuilder, IndexState, Planned};
-pub use prealloc::{AUTO_WINDOW, CHUNK as PREALLOCATE_CHUNK, Preallocate, ZEROS_BELOW};
+pub use prealloc::Preallocate;
+#[cfg(feature = "test-support")]
+pub use prealloc::{AUTO_WINDOW, CHUNK as PREALLOCATE_CHUNK, ZEROS_BELOW};
+pub use quarantine::{LossKind, MAX_QUARANTINE_BYTES, MAX_QUARANTINE_FILES, Quarantined};
+#[cfg(feature = "test-support")]
 pub use quarantine::{
-    LossKind, MAX_QUARANTINE_BYTES, MAX_QUARANTINE_FILES, QUARANTINE_HEADER_LEN, QUARANTINE_MAGIC,
-    QUARANTINE_VERSION, QuarantineHeader, Quarantined,
+    QUARANTINE_HEADER_LEN, QUARANTINE_MAGIC, QUARANTINE_VERSION, QuarantineHeader,
 };
 pub use recovery::{RecoveryReport, TornTail};
 pub use segment::BatchScan;
@@ -109,7 +112,8 @@ pub struct LogOptions {
     pub config: LogConfig,
     /// When appends are made durable.
     pub fsync: FsyncPolicy,
-    /// The file system: [`FsStorage`] or, in tests, [`crate::storage::SimStorage`].
+    /// The file system: [`FsStorage`] or, in tests, the simulated storage of the
+    /// `test-support` feature.
     pub storage: Arc<dyn Storage>,
     /// Create the log if it does not exist (default true).
     pub create: bool,

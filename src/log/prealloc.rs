@@ -46,7 +46,7 @@ pub enum Preallocate {
     /// large ones.
     Zeros,
     /// The default: [`Preallocate::Zeros`] while the log's group-commit fsyncs covered less
-    /// than [`ZEROS_BELOW`] bytes each on average over the last [`AUTO_WINDOW`] bytes appended
+    /// than 64 KiB each on average over the last 256 KiB appended
     /// (small durable appends, where zeros were measured fastest), no preallocation otherwise
     /// (large batches, or fsyncs rare under the policy: there writing every byte twice, and
     /// the preallocation's own fsyncs, cost more than they save). It starts with none.

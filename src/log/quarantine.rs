@@ -18,10 +18,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
+#[cfg(feature = "test-support")]
+pub use crate::format::QUARANTINE_HEADER_LEN;
 use crate::format::{FormatError, parse_quarantine_file_name, quarantine_file_name};
-pub use crate::format::{
-    QUARANTINE_HEADER_LEN, QUARANTINE_MAGIC, QUARANTINE_VERSION, QuarantineHeader,
-};
+pub use crate::format::{QUARANTINE_MAGIC, QUARANTINE_VERSION, QuarantineHeader};
 use crate::storage::{OpenMode, Storage, read_all};
 
 /// Most cut bytes kept, in one file and in all quarantine files of a log together.

@@ -1,13 +1,14 @@
 //! The file and directory operations the engine needs, behind a trait.
 //!
 //! [`FsStorage`] is the real thing (positional writes, `fdatasync`, `mmap` for reads).
-//! [`SimStorage`] keeps files in memory and can lose everything that was not fsynced, tear the
+//! `SimStorage` (feature `test-support`) keeps files in memory and can lose everything that was not fsynced, tear the
 //! last write, fail an fsync with `EIO` or a write with `ENOSPC`: tests use it to play power
 //! losses and disk faults that a killed process cannot show (a SIGKILL keeps the page cache).
 //!
 //! The storage layer knows nothing about records: it moves bytes.
 
 mod fs;
+#[cfg(any(test, feature = "test-support"))]
 mod sim;
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 mod uring;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use fs::FsStorage;
+#[cfg(any(test, feature = "test-support"))]
 pub use sim::{Fault, PowerLoss, SimCounters, SimStorage};
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 pub use uring::UringStorage;

@@ -26,9 +26,9 @@
 //! Poisoning: see [`Error::StorePoisoned`]; a panic while the store's state was being changed
 //! makes every later call fail until the store is opened again.
 
-pub mod offsets;
-pub mod partitioner;
-pub mod topic;
+mod offsets;
+mod partitioner;
+mod topic;
 mod verify;
 
 use std::collections::{HashMap, HashSet};
@@ -54,7 +54,8 @@ pub const STORE_LOCK: &str = ".store.lock";
 /// How to open a store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// The file system ([`FsStorage`] or, in tests, [`crate::storage::SimStorage`]).
+    /// The file system ([`FsStorage`] or, in tests, the simulated storage of the `test-support`
+    /// feature).
     pub storage: Arc<dyn Storage>,
     /// Create the store if the directory holds none (default true).
     pub create: bool,
@@ -837,7 +838,7 @@ impl Store {
     }
 
     /// Compacts the consumer offsets log now (it is also compacted automatically, see
-    /// [`offsets`]). Returns the directory of the new log.
+    /// the module docs). Returns the directory of the new log.
     pub fn compact_offsets(&self) -> Result<PathBuf> {
         self.inner.with_offsets(|o| {
             o.compact()?;

@@ -37,8 +37,6 @@ use super::topic::{TopicId, replace_file};
 pub const OFFSETS_LOG: &str = "__consumer_offsets";
 /// The pointer file naming the current generation of the offsets log (absent = generation 0).
 pub const GENERATION_FILE: &str = "consumer_offsets.generation";
-/// Magic of the pointer file.
-pub const GENERATION_MAGIC: [u8; 8] = fs::GENERATION_MAGIC;
 /// The offsets log is compacted only once it holds at least this many records.
 pub const COMPACT_MIN_RECORDS: u64 = 10_000;
 

@@ -17,10 +17,6 @@ use super::partitioner::{Partitioner, PartitionerKind};
 
 /// Name of the registry file in the store's directory.
 pub const REGISTRY_NAME: &str = "stratalog.store";
-/// Magic of the registry file.
-pub const REGISTRY_MAGIC: [u8; 8] = fs::REGISTRY_MAGIC;
-/// Registry format version this build writes (it also reads version 1).
-pub const REGISTRY_VERSION: u32 = fs::REGISTRY_VERSION;
 /// Longest topic name.
 pub const MAX_TOPIC_NAME: usize = 200;
 /// Most partitions a topic may have.
