@@ -53,7 +53,9 @@ enum Command {
     /// Exits 0 at the end of the log. On corrupt data nothing of the bad batch is printed,
     /// the file and byte position are named on stderr and the exit status is 1.
     Consume(ConsumeArgs),
-    /// Check logs without changing them (no log is opened, so no recovery runs).
+    /// Check logs without changing them: every file is opened read-only and no lock is
+    /// taken, so it works on a read-only mount and beside a running producer (no log is
+    /// opened, so no recovery runs).
     ///
     /// `--dir DIR` checks every log under DIR (each directory at any depth holding a
     /// `log.meta`); `--dir DIR --log NAME` only DIR/NAME. Checks every batch of every segment
@@ -61,7 +63,10 @@ enum Command {
     /// per log, each note (what a crash leaves and the next open repairs, such as a torn tail
     /// after the last fsync), each quarantine file (bytes cut earlier by recovery or
     /// truncation: offset range, bytes, reason) and each problem. Exits 0 only if no log has
-    /// a problem (and at least one log was found).
+    /// a problem (and at least one log was found). Every bad range of a segment is a problem
+    /// of its own (the check goes on at the next sound batch); when some offsets are not
+    /// readable, a second line gives `offsets START..END: R records, L offsets in bad ranges or
+    /// gaps`, with R + L = END - START.
     Verify(VerifyArgs),
     /// Print the batches of a segment file, or of every segment of a log directory.
     ///

@@ -90,6 +90,16 @@ fn verify_one(dir: &Path) -> Result<usize, CliError> {
         report.records,
         report.end_offset
     );
+    if report.start_offset > 0 || report.offsets_lost > 0 {
+        // The two counts agree: records + offsets lost = end offset - start offset.
+        outln!(
+            "offsets {}..{}: {} records, {} offsets in bad ranges or gaps",
+            report.start_offset,
+            report.end_offset,
+            report.records,
+            report.offsets_lost
+        );
+    }
     for note in &report.notes {
         outln!("note: {note}");
     }

@@ -310,7 +310,15 @@ impl Segment {
             Ok(Some(pair)) => pair,
             Ok(None) | Err(_) => {
                 tracing::warn!(segment = %self.paths.log.display(), "index failed its checks; rebuilding it");
-                self.rebuild_index()?
+                match self.rebuild_index() {
+                    Ok(pair) => pair,
+                    // A read-only log (or a full disk) cannot write the new files: serve from
+                    // an index built in memory; a later writable open writes it.
+                    Err(e) => {
+                        tracing::warn!(segment = %self.paths.log.display(), error = %e, "could not write the rebuilt index; keeping it in memory");
+                        self.index_in_memory()?
+                    }
+                }
             }
         };
         let max_ts = IndexState::Sealed {
@@ -332,6 +340,16 @@ impl Segment {
             .ctx("open", path)?;
         let len = file.len().ctx("stat", path)?;
         Ok(file.map(len).ctx("mmap", path)?.bytes)
+    }
+
+    /// The bytes of fresh index files for the whole segment, from a scan, written nowhere.
+    fn index_in_memory(&self) -> Result<(Bytes, Bytes)> {
+        let mut builder = self.scan_index(self.visible_len())?;
+        let offsets =
+            index_file_bytes(FileKind::OffsetIndex, self.base, builder.offsets.as_bytes());
+        builder.seal();
+        let times = index_file_bytes(FileKind::TimeIndex, self.base, builder.times.as_bytes());
+        Ok((Bytes::from(offsets), Bytes::from(times)))
     }
 
     /// Scans the whole segment and writes fresh index files (to a temporary file, fsynced and

@@ -54,6 +54,13 @@ pub struct StoreOptions {
     /// Each busy partition taking small durable appends keeps up to 4 MiB of zeros ahead of
     /// its writer; with very many such partitions, [`Preallocate::Off`] saves that space.
     pub preallocate: Preallocate,
+    /// Open for inspection only (default false), while another process may have the store
+    /// open for writing: no store lock is taken, no thread is started, nothing is created,
+    /// repaired or written, and partitions open read-only ([`LogOptions::read_only`]: they
+    /// serve what the writer had published when they were opened; [`Log::refresh`] takes in
+    /// what it appended since). Every change (topics, commits, appends) fails with
+    /// [`Error::ReadOnly`]. `create`, `retention_interval` and `preallocate` are ignored.
+    pub read_only: bool,
 }
 
 impl Default for StoreOptions {
@@ -63,6 +70,7 @@ impl Default for StoreOptions {
             create: true,
             retention_interval: Some(Duration::from_secs(60)),
             preallocate: Preallocate::default(),
+            read_only: false,
         }
     }
 }
@@ -127,7 +135,10 @@ struct Inner {
     /// Partitions that may need a group-commit fsync from the shared flusher thread.
     flush: Arc<FlushQueue>,
     preallocate: Preallocate,
-    _lock: Box<dyn LockGuard>,
+    /// Opened with [`StoreOptions::read_only`].
+    read_only: bool,
+    /// The store lock (none for a read-only store).
+    _lock: Option<Box<dyn LockGuard>>,
 }
 
 /// Topics, partitions and consumer offsets in one directory. `Send + Sync`: share it with an
@@ -160,6 +171,9 @@ impl Store {
     /// offsets; opens no partition (they open on first use). Finishes a topic deletion that a
     /// crash interrupted.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        if options.read_only {
+            return Self::open_read_only(dir.as_ref(), options.storage);
+        }
         let dir = dir.as_ref().to_path_buf();
         let storage = options.storage.clone();
         let registry = topic::read(storage.as_ref(), &dir)?;
@@ -199,7 +213,8 @@ impl Store {
             stop_signal: Condvar::new(),
             flush: Arc::new(FlushQueue::default()),
             preallocate: options.preallocate,
-            _lock: guard,
+            read_only: false,
+            _lock: Some(guard),
         });
         let deleting: Vec<TopicInfo> = lock(&inner.registry)
             .iter()
@@ -236,6 +251,75 @@ impl Store {
         })
     }
 
+    /// Opens the store in `dir` for inspection only, beside a writer that may have it open
+    /// (see [`StoreOptions::read_only`]). The same as [`Store::open`] with `read_only: true`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+    ///
+    /// let writer = Store::open(dir.path(), StoreOptions::default())?;
+    /// writer.create_topic("t", 2, TopicConfig::default(), PartitionerKind::default())?;
+    /// writer.partition("t", 0)?.append_records(&["a"])?.receipt.wait()?;
+    /// let reader = Store::open_read_only(dir.path(), stratalog::storage::FsStorage::shared())?;
+    /// assert_eq!(reader.partition("t", 0)?.end_offset(), 1);
+    /// // Never produced to: no log yet.
+    /// assert!(reader.try_partition("t", 1)?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_read_only(dir: impl AsRef<Path>, storage: Arc<dyn Storage>) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        // Every file opened read-only, every change refused, whatever code path asks.
+        let storage: Arc<dyn Storage> = Arc::new(crate::log::readonly::ReadOnlyStorage(storage));
+        let Some(registry) = topic::read(storage.as_ref(), &dir)? else {
+            return Err(Error::InvalidArgument(format!(
+                "no store in {} (no {} file)",
+                dir.display(),
+                topic::REGISTRY_NAME
+            )));
+        };
+        let offsets = Offsets::open_read_only(&storage, &dir)?;
+        let inner = Arc::new(Inner {
+            dir,
+            storage,
+            registry: Mutex::new(registry),
+            partitions: Mutex::new(HashMap::new()),
+            offsets: Mutex::new(offsets),
+            stop: Mutex::new(false),
+            stop_signal: Condvar::new(),
+            flush: Arc::new(FlushQueue::default()),
+            preallocate: Preallocate::Off,
+            read_only: true,
+            _lock: None,
+        });
+        Ok(Store {
+            inner,
+            retention: Mutex::new(None),
+            flusher: Mutex::new(None),
+        })
+    }
+
+    /// True if the store was opened read-only ([`StoreOptions::read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// Like [`Store::partition`], but `Ok(None)` for a partition of a read-only store that has
+    /// no log yet (nothing was ever produced to it, so it holds no record). On a writable
+    /// store it is [`Store::partition`] (which creates the log).
+    pub fn try_partition(&self, topic: &str, partition: u32) -> Result<Option<Arc<Log>>> {
+        if self.inner.read_only {
+            self.inner.topic(topic)?;
+            let dir = partition_dir(&self.inner.dir, topic, partition);
+            if partition < self.inner.topic(topic)?.partitions()
+                && !self.inner.storage.exists(&dir.join("log.meta"))
+            {
+                return Ok(None);
+            }
+        }
+        self.inner.partition(topic, partition).map(Some)
+    }
+
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
@@ -250,6 +334,7 @@ impl Store {
         config: TopicConfig,
         partitioner: PartitionerKind,
     ) -> Result<TopicInfo> {
+        self.inner.check_writable()?;
         check_topic_name(name)?;
         config.log.check()?;
         check_partitions(partitions)?;
@@ -311,6 +396,7 @@ impl Store {
     /// to partitions opened from now on (partitions already open keep theirs until the store is
     /// closed).
     pub fn set_topic_config(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+        self.inner.check_writable()?;
         config.log.check()?;
         let info = self.inner.update_topic(name, |t| {
             t.config = config;
@@ -332,6 +418,7 @@ impl Store {
     /// above it were produced under the new version. With a consistent partitioner about
     /// `added / partitions` of the keys move, all to the new partitions.
     pub fn add_partitions(&self, name: &str, partitions: u32) -> Result<TopicInfo> {
+        self.inner.check_writable()?;
         check_partitions(partitions)?;
         let current = self.topic(name)?.partitions();
         if partitions <= current {
@@ -345,6 +432,7 @@ impl Store {
 
     /// Changes the partitioner of a topic (a new version; no data moves).
     pub fn set_partitioner(&self, name: &str, kind: PartitionerKind) -> Result<TopicInfo> {
+        self.inner.check_writable()?;
         let partitions = self.topic(name)?.partitions();
         Partitioner::new(kind, partitions)?;
         self.new_version(name, partitions, kind)
@@ -383,6 +471,7 @@ impl Store {
     /// partition log handed out by [`Store::partition`] is still held elsewhere. The deletion
     /// is first recorded in the registry, so a crash half way is finished at the next open.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        self.inner.check_writable()?;
         let info = self.topic(name)?;
         // Close the open partitions, all or none.
         {
@@ -447,6 +536,7 @@ impl Store {
     /// Commits several partitions at once (one durable write, all or none): each entry is
     /// `(topic, partition, offset, leader_epoch)` as in [`Store::commit`].
     pub fn commit_many(&self, group: &str, commits: &[(&str, u32, u64, u64)]) -> Result<()> {
+        self.inner.check_writable()?;
         check_group_name(group)?;
         let now = now_ms();
         let mut checked = Vec::with_capacity(commits.len());
@@ -509,6 +599,10 @@ impl Store {
     /// Every committed offset of `group` (or of every group), with the partitions' end
     /// offsets for the lag. Opens the partitions it reports on.
     pub fn group_offsets(&self, group: Option<&str>) -> Result<Vec<GroupOffset>> {
+        if self.inner.read_only && lock(&self.inner.offsets).is_none() {
+            // A read-only store whose offsets log was never created: no commit yet.
+            return Ok(Vec::new());
+        }
         let entries: Vec<(offsets::Key, Committed)> = self.inner.with_offsets(|o| {
             Ok(o.state()
                 .iter()
@@ -518,8 +612,10 @@ impl Store {
         })?;
         let mut out = Vec::with_capacity(entries.len());
         for ((group, topic, partition), committed) in entries {
-            let end_offset = match self.partition(&topic, partition) {
-                Ok(log) => Some(log.end_offset()),
+            let end_offset = match self.try_partition(&topic, partition) {
+                Ok(Some(log)) => Some(log.end_offset()),
+                // A read-only store's partition with no log yet holds nothing.
+                Ok(None) => Some(0),
                 Err(Error::UnknownTopic { .. } | Error::UnknownPartition { .. }) => None,
                 Err(e) => return Err(e),
             };
@@ -536,6 +632,7 @@ impl Store {
 
     /// Removes every committed offset of `group` (durably).
     pub fn delete_group(&self, group: &str) -> Result<()> {
+        self.inner.check_writable()?;
         self.inner.with_offsets(|o| {
             let keys: Vec<(offsets::Key, Option<Committed>)> = o
                 .state()
@@ -557,6 +654,7 @@ impl Store {
     /// Compacts the consumer offsets log now (it is also compacted automatically, see
     /// [`offsets`]). Returns the directory of the new log.
     pub fn compact_offsets(&self) -> Result<PathBuf> {
+        self.inner.check_writable()?;
         self.inner.with_offsets(|o| {
             o.compact()?;
             Ok(o.log_dir().to_path_buf())
@@ -642,6 +740,14 @@ fn check_group_name(group: &str) -> Result<()> {
 }
 
 impl Inner {
+    /// [`Error::ReadOnly`] for a read-only store.
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+
     fn topic(&self, name: &str) -> Result<TopicInfo> {
         lock(&self.registry)
             .iter()
@@ -699,6 +805,19 @@ impl Inner {
         }
         if let Some(log) = partitions.get(&key) {
             return Ok(log.clone());
+        }
+        if self.read_only {
+            let log = Arc::new(Log::open(
+                partition_dir(&self.dir, topic, partition),
+                LogOptions {
+                    storage: self.storage.clone(),
+                    create: false,
+                    read_only: true,
+                    ..Default::default()
+                },
+            )?);
+            partitions.insert(key, log.clone());
+            return Ok(log);
         }
         let log = Log::open(
             partition_dir(&self.dir, topic, partition),
@@ -842,6 +961,9 @@ impl Inner {
     }
 
     fn apply_retention(self: &Arc<Self>) -> RetentionPass {
+        if self.read_only {
+            return RetentionPass::default();
+        }
         let topics: Vec<TopicInfo> = lock(&self.registry)
             .iter()
             .filter(|e| !e.deleting)
