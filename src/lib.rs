@@ -6,6 +6,7 @@
 pub mod crash;
 pub mod error;
 pub mod format;
+pub mod limits;
 pub mod log;
 pub mod storage;
 pub mod store;

@@ -419,6 +419,10 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_tracing();
+    // As servers do: a store of many partitions needs more than the usual 1024 descriptors.
+    if let Err(e) = stratalog::limits::raise_fd_limit() {
+        tracing::debug!(error = %e, "could not raise the open file limit");
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader went away (`stratalog topics list | head`): nothing left to tell anyone.

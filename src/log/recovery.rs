@@ -264,10 +264,30 @@ impl Recovery<'_> {
                 };
                 self.check_sealed(&segment, from, expected, next)?;
             }
+            // Keep the mapping, not the descriptor (see `MappedFile`).
+            let segment = match super::segment::MappedFile::of(
+                files[i].as_ref(),
+                &segment.paths.log,
+                lens[i],
+            )? {
+                Some(mapped) => Arc::new(Segment::new(
+                    self.storage.clone(),
+                    self.dir,
+                    base,
+                    Arc::new(mapped),
+                    lens[i],
+                    next,
+                    0,
+                    self.interval,
+                    IndexState::Unloaded,
+                )),
+                None => segment,
+            };
             segments.push(segment);
         }
         let file = files.pop().expect("at least one segment");
         let len = lens.pop().expect("at least one segment");
+        drop(files); // the sealed segments' descriptors
         let (active, writer) = self.active(last, file, len, &start, clean, map_hint)?;
         segments.push(active);
         Ok((segments, writer))

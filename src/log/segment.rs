@@ -497,6 +497,74 @@ impl Segment {
     }
 }
 
+/// A sealed segment's file once mapped: serves the mapping and holds no file descriptor
+/// (a store of many partitions would otherwise hold one per sealed segment). A sealed
+/// segment is never written again (truncation writes a new file), so nothing is lost.
+#[derive(Debug)]
+pub(crate) struct MappedFile {
+    path: PathBuf,
+    bytes: Bytes,
+}
+
+impl MappedFile {
+    /// The segment's file, mapped whole, if the storage maps files live (the real one); else
+    /// `None` and the caller keeps the descriptor.
+    pub fn of(file: &dyn StorageFile, path: &Path, len: u64) -> Result<Option<MappedFile>> {
+        let mapping = file.map(len).ctx("mmap", path)?;
+        Ok(
+            (mapping.live && mapping.bytes.len() as u64 >= len).then(|| MappedFile {
+                path: path.to_path_buf(),
+                bytes: mapping.bytes.slice(..len as usize),
+            }),
+        )
+    }
+
+    fn sealed(&self) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is sealed and mapped: not written again",
+                self.path.display()
+            ),
+        )
+    }
+}
+
+impl StorageFile for MappedFile {
+    fn write_at(&self, _buf: &[u8], _pos: u64) -> std::io::Result<()> {
+        Err(self.sealed())
+    }
+
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
+        let src = usize::try_from(pos)
+            .ok()
+            .and_then(|p| self.bytes.get(p..)?.get(..buf.len()))
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    /// Nothing to do: the file was fsynced before it was sealed and mapped.
+    fn sync(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.bytes.len() as u64)
+    }
+
+    fn set_len(&self, _len: u64) -> std::io::Result<()> {
+        Err(self.sealed())
+    }
+
+    fn map(&self, _len: u64) -> std::io::Result<crate::storage::Mapping> {
+        Ok(crate::storage::Mapping {
+            bytes: self.bytes.clone(),
+            live: true,
+        })
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, fsync of the directory.
 pub(crate) fn replace_file(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!(

@@ -61,7 +61,19 @@ pub struct StoreOptions {
     /// what it appended since). Every change (topics, commits, appends) fails with
     /// [`Error::ReadOnly`]. `create`, `retention_interval` and `preallocate` are ignored.
     pub read_only: bool,
+    /// At most this many partition logs are kept open; opening one more first closes
+    /// (cleanly) the least recently used ones that no one else holds. `None` (the default)
+    /// sizes it from the open-file limit ([`crate::limits::default_max_open_partitions`]).
+    /// A partition handle kept by the caller ([`Store::partition`]) stays open whatever the
+    /// bound: hold handles briefly when a topic has many partitions.
+    pub max_open_partitions: Option<usize>,
 }
+
+/// The most partitions a topic may have. Each partition is a directory of its own and an
+/// entry in every partitioner version of the registry, and adding partitions records the end
+/// offset of every existing one; beyond this the registry and directory grow past what one
+/// store serves well.
+pub const MAX_TOPIC_PARTITIONS: u32 = 10_000;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -71,6 +83,7 @@ impl Default for StoreOptions {
             retention_interval: Some(Duration::from_secs(60)),
             preallocate: Preallocate::default(),
             read_only: false,
+            max_open_partitions: None,
         }
     }
 }
@@ -137,6 +150,12 @@ struct Inner {
     preallocate: Preallocate,
     /// Opened with [`StoreOptions::read_only`].
     read_only: bool,
+    /// [`StoreOptions::max_open_partitions`], resolved.
+    max_open: usize,
+    /// When each open partition was last handed out (a tick of `clock`), for closing the least
+    /// recently used. Only touched with `partitions` locked.
+    used: Mutex<HashMap<PartitionKey, u64>>,
+    clock: std::sync::atomic::AtomicU64,
     /// The store lock (none for a read-only store).
     _lock: Option<Box<dyn LockGuard>>,
 }
@@ -172,7 +191,11 @@ impl Store {
     /// crash interrupted.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         if options.read_only {
-            return Self::open_read_only(dir.as_ref(), options.storage);
+            return Self::open_read_only_with(
+                dir.as_ref(),
+                options.storage,
+                options.max_open_partitions,
+            );
         }
         let dir = dir.as_ref().to_path_buf();
         let storage = options.storage.clone();
@@ -214,6 +237,9 @@ impl Store {
             flush: Arc::new(FlushQueue::default()),
             preallocate: options.preallocate,
             read_only: false,
+            max_open: max_open(options.max_open_partitions),
+            used: Mutex::new(HashMap::new()),
+            clock: Default::default(),
             _lock: Some(guard),
         });
         let deleting: Vec<TopicInfo> = lock(&inner.registry)
@@ -268,7 +294,15 @@ impl Store {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_read_only(dir: impl AsRef<Path>, storage: Arc<dyn Storage>) -> Result<Store> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_read_only_with(dir.as_ref(), storage, None)
+    }
+
+    fn open_read_only_with(
+        dir: &Path,
+        storage: Arc<dyn Storage>,
+        max_open_partitions: Option<usize>,
+    ) -> Result<Store> {
+        let dir = dir.to_path_buf();
         // Every file opened read-only, every change refused, whatever code path asks.
         let storage: Arc<dyn Storage> = Arc::new(crate::log::readonly::ReadOnlyStorage(storage));
         let Some(registry) = topic::read(storage.as_ref(), &dir)? else {
@@ -290,6 +324,9 @@ impl Store {
             flush: Arc::new(FlushQueue::default()),
             preallocate: Preallocate::Off,
             read_only: true,
+            max_open: max_open(max_open_partitions),
+            used: Mutex::new(HashMap::new()),
+            clock: Default::default(),
             _lock: None,
         });
         Ok(Store {
@@ -721,13 +758,20 @@ impl Drop for Store {
 }
 
 fn check_partitions(partitions: u32) -> Result<()> {
-    if !(1..=topic::MAX_PARTITIONS).contains(&partitions) {
+    let cap = MAX_TOPIC_PARTITIONS.min(topic::MAX_PARTITIONS);
+    if !(1..=cap).contains(&partitions) {
         return Err(Error::InvalidArgument(format!(
-            "a topic has 1..={} partitions, not {partitions}",
-            topic::MAX_PARTITIONS
+            "a topic has 1..={cap} partitions (the store's cap, MAX_TOPIC_PARTITIONS), not {partitions}; use fewer partitions or more topics"
         )));
     }
     Ok(())
+}
+
+/// [`StoreOptions::max_open_partitions`], resolved (at least 1).
+fn max_open(option: Option<usize>) -> usize {
+    option
+        .unwrap_or_else(crate::limits::default_max_open_partitions)
+        .max(1)
 }
 
 fn check_group_name(group: &str) -> Result<()> {
@@ -803,9 +847,15 @@ impl Inner {
         if *lock(&self.stop) {
             return Err(Error::Closed);
         }
+        let tick = self
+            .clock
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(log) = partitions.get(&key) {
+            lock(&self.used).insert(key, tick);
             return Ok(log.clone());
         }
+        self.close_idle(&mut partitions);
+        lock(&self.used).insert(key.clone(), tick);
         if self.read_only {
             let log = Arc::new(Log::open(
                 partition_dir(&self.dir, topic, partition),
@@ -865,6 +915,32 @@ impl Inner {
         let log = Arc::new(log);
         partitions.insert(key, log.clone());
         Ok(log)
+    }
+
+    /// Makes room for one more open partition: closes the least recently used partitions that
+    /// no one else holds while `max_open` or more are open. With the `partitions` lock held,
+    /// so that no one reopens a partition while it is being closed (its directory lock is
+    /// released by the close).
+    fn close_idle(&self, partitions: &mut HashMap<PartitionKey, Arc<Log>>) {
+        if partitions.len() < self.max_open {
+            return;
+        }
+        let mut used = lock(&self.used);
+        let mut idle: Vec<(u64, PartitionKey)> = partitions
+            .iter()
+            .filter(|(_, log)| Arc::strong_count(log) == 1)
+            .map(|(k, _)| (used.get(k).copied().unwrap_or(0), k.clone()))
+            .collect();
+        idle.sort_unstable();
+        let excess = partitions.len() + 1 - self.max_open;
+        for (_, key) in idle.into_iter().take(excess) {
+            used.remove(&key);
+            if let Some(log) = partitions.remove(&key)
+                && let Err(e) = log.close()
+            {
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "closing an idle partition failed; the next open recovers it");
+            }
+        }
     }
 
     /// Removes the files of every partition of a topic marked deleting, then the topic.
