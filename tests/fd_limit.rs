@@ -136,6 +136,12 @@ fn a_store_keeps_at_most_max_open_partitions_open() {
         assert_eq!(log.read_one(1).unwrap().value, format!("{p}-1").as_bytes());
         assert!(log.recovery_report().clean, "closed cleanly when evicted");
     }
+    // A leader epoch set on a partition survives its being closed as idle and reopened.
+    store.set_leader_epoch("t", 3, 7).unwrap();
+    for p in 50..70 {
+        store.partition("t", p).unwrap();
+    }
+    assert_eq!(store.partition("t", 3).unwrap().leader_epoch(), 7);
     // A handle held elsewhere is never closed under its holder.
     let held = store.partition("t", 5).unwrap();
     for p in 10..40 {

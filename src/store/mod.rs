@@ -155,6 +155,8 @@ struct Inner {
     /// When each open partition was last handed out (a tick of `clock`), for closing the least
     /// recently used. Only touched with `partitions` locked.
     used: Mutex<HashMap<PartitionKey, u64>>,
+    /// Leader epochs set with [`Store::set_leader_epoch`] since the store was opened.
+    epochs: Mutex<HashMap<PartitionKey, u64>>,
     clock: std::sync::atomic::AtomicU64,
     /// The store lock (none for a read-only store).
     _lock: Option<Box<dyn LockGuard>>,
@@ -239,6 +241,7 @@ impl Store {
             read_only: false,
             max_open: max_open(options.max_open_partitions),
             used: Mutex::new(HashMap::new()),
+            epochs: Mutex::new(HashMap::new()),
             clock: Default::default(),
             _lock: Some(guard),
         });
@@ -326,6 +329,7 @@ impl Store {
             read_only: true,
             max_open: max_open(max_open_partitions),
             used: Mutex::new(HashMap::new()),
+            epochs: Mutex::new(HashMap::new()),
             clock: Default::default(),
             _lock: None,
         });
@@ -549,6 +553,9 @@ impl Store {
     /// appended from now on carry it, and consumer offset commits must be made in it.
     pub fn set_leader_epoch(&self, topic: &str, partition: u32, epoch: u64) -> Result<()> {
         self.partition(topic, partition)?.set_leader_epoch(epoch);
+        // Kept for as long as the store is open: a partition closed as idle and reopened
+        // (see `StoreOptions::max_open_partitions`) gets it back.
+        lock(&self.inner.epochs).insert((topic.to_string(), partition), epoch);
         Ok(())
     }
 
@@ -911,7 +918,11 @@ impl Inner {
                     .unwrap_or(0))
             })
             .unwrap_or(0);
-        log.set_leader_epoch(last_batch_epoch.max(commit_epoch));
+        let set_epoch = lock(&self.epochs)
+            .get(&(topic.to_string(), partition))
+            .copied()
+            .unwrap_or(0);
+        log.set_leader_epoch(last_batch_epoch.max(commit_epoch).max(set_epoch));
         let log = Arc::new(log);
         partitions.insert(key, log.clone());
         Ok(log)
