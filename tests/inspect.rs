@@ -476,3 +476,33 @@ fn close_through_a_shared_handle() {
     assert_eq!(again.record_count(), 10);
     drop(other);
 }
+
+#[test]
+fn refresh_follows_the_writers_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Log::open(
+        dir.path(),
+        LogOptions {
+            config: LogConfig {
+                retention_bytes: Some(1),
+                ..config(1024)
+            },
+            ..writable(1024)
+        },
+    )
+    .unwrap();
+    fill(&writer, 20);
+    let reader = Log::open(dir.path(), read_only(FsStorage::shared())).unwrap();
+    assert_eq!(reader.start_offset(), 0);
+    fill(&writer, 20);
+    assert!(writer.apply_retention().unwrap() > 0);
+    let start = writer.start_offset();
+    assert_eq!(reader.refresh().unwrap(), 200);
+    assert_eq!(reader.start_offset(), start);
+    assert!(matches!(
+        reader.read(start - 1, 100),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(values_from(&reader, start), expected(start, 200));
+    assert_eq!(reader.record_count(), 200 - start);
+}

@@ -603,20 +603,26 @@ impl Inner {
         let _m = lock(&self.maintenance);
         let mut w = lock(&self.writer);
         // Retention: the writer raises the start in log.meta before it deletes segments.
-        if let Some(meta) = Meta::read(self.storage.as_ref(), &self.dir)? {
+        let meta_start = match Meta::read(self.storage.as_ref(), &self.dir)? {
+            Some(meta) => {
+                *lock(&self.config) = meta.config;
+                meta.start_offset
+            }
+            None => 0,
+        };
+        let follow_start = |w: &Writer| {
             let start = self.start_offset.load(Ordering::Acquire);
-            if meta.start_offset > start && meta.start_offset <= w.active.base {
-                self.start_offset
-                    .store(meta.start_offset, Ordering::Release);
+            if meta_start > start && meta_start <= w.active.base {
+                self.start_offset.store(meta_start, Ordering::Release);
                 let mut segments = self.segments.write().unwrap_or_else(|e| e.into_inner());
                 let keep_from = segments
-                    .range(..=meta.start_offset)
+                    .range(..=meta_start)
                     .next_back()
                     .map_or(0, |(b, _)| *b);
                 segments.retain(|base, _| *base >= keep_from);
             }
-            *lock(&self.config) = meta.config;
-        }
+        };
+        follow_start(&w);
         loop {
             // List before reading the tail: a segment the writer rolled to exists only after
             // the one before it was sealed, so the tail read below is then complete.
@@ -629,7 +635,11 @@ impl Inner {
                 .filter(|&b| b > w.active.base)
                 .min();
             self.refresh_active(&mut w)?;
-            let Some(next_base) = later.filter(|&b| b == w.next_offset) else {
+            // The next segment follows on, or retention deleted those in between (they are
+            // below the new start).
+            let Some(next_base) =
+                later.filter(|&b| b == w.next_offset || (b > w.next_offset && b <= meta_start))
+            else {
                 // Nothing rolled (or the files do not follow on: a truncation; not followed).
                 return Ok(());
             };
@@ -672,6 +682,10 @@ impl Inner {
             w.active = segment;
             w.written = FILE_HEADER_LEN as u64;
             w.allocated = w.written;
+            w.next_offset = next_base;
+            // After a gap left by retention, the end is at least the new segment's base.
+            self.end_offset.fetch_max(next_base, Ordering::AcqRel);
+            follow_start(&w);
         }
     }
 
