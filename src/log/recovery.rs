@@ -160,7 +160,10 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
         super::lock(&inner.checkpoint).write(w.checkpoint(false), 0, true, true)?;
     }
     report.duration = started.elapsed();
-    if !report.torn.is_empty() || report.rebuilt_indexes > 0 {
+    if read_only && (!report.torn.is_empty() || report.rebuilt_indexes > 0) {
+        // Usually a writer in the middle of an append, not a crash: nothing was changed.
+        tracing::debug!(dir = %dir.display(), ?report, "read-only open: serving the valid prefix");
+    } else if !report.torn.is_empty() || report.rebuilt_indexes > 0 {
         tracing::warn!(dir = %dir.display(), ?report, "recovered the log after a crash");
     }
     Ok(Inner { report, ..inner })
