@@ -17,6 +17,7 @@
 pub mod crash;
 mod error;
 pub mod format;
+pub mod limits;
 #[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub mod log;

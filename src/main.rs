@@ -55,12 +55,18 @@ enum Command {
     /// `null` when the bytes are not valid UTF-8; a record without a key has `"key":null`.
     /// So `jq -r .value.utf8` prints text values and `.value.hex` any value.
     ///
-    /// Opening the log takes its lock and recovers it after a crash (a torn tail is cut).
+    /// Without `--group` the log (or store) is opened read-only: no lock is taken and nothing
+    /// is written, so it reads beside a running producer, and `--follow` tails what that
+    /// producer appends; after a crash it serves the valid prefix and repairs nothing (that is
+    /// `stratalog recover`'s job, or the next writer's). With `--group` the store is opened
+    /// writable, to commit, and recovered.
     /// Exits 0 at the end of the log (with `--follow`, on SIGINT or SIGTERM). On corrupt data
     /// nothing of the bad batch is printed, the file and byte position are named on stderr and
     /// the exit status is 1.
     Consume(cli::consume::Options),
-    /// Check logs without changing them (no log is opened, so no recovery runs).
+    /// Check logs without changing them: every file is opened read-only and no lock is
+    /// taken, so it works on a read-only mount and beside a running producer (no log is
+    /// opened, so no recovery runs).
     ///
     /// `--dir DIR` checks every log under DIR (each directory at any depth holding a
     /// `log.meta`); `--dir DIR --log NAME` only DIR/NAME. Checks every batch of every segment
@@ -68,8 +74,20 @@ enum Command {
     /// per log, each note (what a crash leaves and the next open repairs, such as a torn tail
     /// after the last fsync), each quarantine file (bytes cut earlier by recovery or
     /// truncation: offset range, bytes, reason) and each problem. Exits 0 only if no log has
-    /// a problem (and at least one log was found).
+    /// a problem (and at least one log was found). Every bad range of a segment is a problem
+    /// of its own (the check goes on at the next sound batch); when some offsets are not
+    /// readable, a second line gives `offsets START..END: R records, L offsets in bad ranges or
+    /// gaps`, with R + L = END - START.
     Verify(VerifyArgs),
+    /// Open logs writable and close them cleanly: runs recovery after a crash (a torn tail is
+    /// cut and kept in quarantine, damaged indexes are rebuilt, an interrupted retention is
+    /// finished) and prints what it did.
+    ///
+    /// `--dir DIR` recovers every log under DIR; `--dir DIR --log NAME` only DIR/NAME. The
+    /// other commands that read (`consume`, `verify`, `dump`, `topics list|describe`, `groups
+    /// list|describe`) never change a file; the next writer (`produce`, a broker) recovers as
+    /// this does. Fails if another process holds a log.
+    Recover(VerifyArgs),
     /// Print the batches of a segment file, or of every segment of a log directory.
     ///
     /// One line per batch: byte position, base and last offset, record count, leader epoch,
@@ -279,6 +297,10 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_tracing();
+    // As servers do: a store of many partitions needs more than the usual 1024 descriptors.
+    if let Err(e) = stratalog::limits::raise_fd_limit() {
+        tracing::debug!(error = %e, "could not raise the open file limit");
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader went away (`stratalog topics list | head`): nothing left to tell anyone.
@@ -309,6 +331,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Verify(a) => match a.name {
             Some(name) => cli::verify::run(&cli::Target::parse(&a.dir, &name)?.log_dir()),
             None => cli::verify::run_all(&a.dir),
+        },
+        Command::Recover(a) => match a.name {
+            Some(name) => cli::recover::run(&cli::Target::parse(&a.dir, &name)?.log_dir()),
+            None => cli::recover::run_all(&a.dir),
         },
         Command::Dump(a) => cli::dump::run(&a.path),
         Command::Bench(o) => cli::bench::run(o),

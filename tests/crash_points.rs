@@ -2,9 +2,9 @@
 //! point armed (`STRATALOG_CRASH_POINT=NAME:N`, see `src/crash.rs`) and aborts the N-th time it
 //! gets there: after the write, before and after the fsync, during the index update, in the
 //! segment roll, around the directory fsync, in retention's delete and in truncation. After
-//! each abort `stratalog verify` must pass, `stratalog consume` (which opens and recovers the
-//! log) must show every acknowledged record and only records that were sent, in order, and a
-//! second `verify` must pass without notes.
+//! each abort `stratalog verify` must pass, `stratalog consume` (read-only) must show every
+//! acknowledged record and only records that were sent, in order, and after `stratalog recover`
+//! a second `verify` must pass without notes.
 //!
 //! The crash points exist only in test builds: this test's build of the binary has them
 //! through the dev-dependency on the crate with the `crash-points` feature.
@@ -229,6 +229,13 @@ fn every_crash_point_many_times() {
             assert!(
                 numbers.iter().all(|&n| n < r.sent),
                 "{context}: a record beyond what was sent"
+            );
+            // consume only reads; recovery is what the next writer (or `recover`) does.
+            let out = stratalog(&["recover", "--dir", d, "--log", "default"]);
+            assert!(
+                out.status.success(),
+                "{context}: recover failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
             );
             let out = stratalog(&["verify", "--dir", d, "--log", "default"]);
             let text = String::from_utf8_lossy(&out.stdout).to_string();

@@ -138,12 +138,15 @@ fn run_log(dir: &Path, o: &Options) -> Result<(), CliError> {
     if !dir.join("log.meta").exists() {
         return Err(format!("no log in {}", dir.display()).into());
     }
+    // Read-only: no lock and nothing written, so it reads beside a producer that holds the
+    // log (and `--follow` tails it), and never repairs a crashed log behind anyone's back.
     let log = Log::open(
         dir,
         LogOptions {
             fsync: FsyncPolicy::Never,
             storage: FsStorage::shared(),
             create: false,
+            read_only: true,
             ..LogOptions::default()
         },
     )
@@ -198,12 +201,15 @@ fn start_offset(log: &Log, o: &Options, from: Option<u64>, what: &str) -> Result
 }
 
 fn run_store(dir: &Path, topic: &str, only: Option<u32>, o: &Options) -> Result<(), CliError> {
+    // Without a group nothing is written: read-only, beside a producer that holds the store.
+    // A group commits, which needs the store itself.
     let store = Store::open(
         dir,
         StoreOptions {
             storage: FsStorage::shared(),
             create: false,
             retention_interval: None,
+            read_only: o.group.is_none(),
             ..StoreOptions::default()
         },
     )
@@ -235,15 +241,20 @@ fn consume_store(
         None => (0..info.partitions()).collect(),
     };
     let mut logs = Vec::with_capacity(partitions.len());
+    let mut opened = Vec::with_capacity(partitions.len());
     for &p in &partitions {
-        logs.push(
-            store
-                .partition(topic, p)
-                .map_err(context(format!("cannot open partition {topic}/{p}")))?,
-        );
+        // A partition of a read-only store that was never produced to has no log: nothing to
+        // print (a partition created after this started is not followed).
+        if let Some(log) = store
+            .try_partition(topic, p)
+            .map_err(context(format!("cannot open partition {topic}/{p}")))?
+        {
+            logs.push(log);
+            opened.push(p);
+        }
     }
     let mut cursors = Vec::with_capacity(logs.len());
-    for (&p, log) in partitions.iter().zip(&logs) {
+    for (&p, log) in opened.iter().zip(&logs) {
         let (start, end) = (log.start_offset(), log.end_offset());
         let committed = o
             .group
@@ -399,9 +410,15 @@ fn follow(
             return Ok(());
         }
         if left == before {
-            // Caught up: show what was printed, then wait for more.
+            // Caught up: show what was printed, then wait for more. A read-only log sees what
+            // another process appended only once it looks again.
             out.flush()?;
             std::thread::sleep(POLL_INTERVAL);
+            for c in cursors.iter() {
+                c.log
+                    .refresh()
+                    .map_err(context("following the log failed"))?;
+            }
         }
     }
 }

@@ -6,12 +6,12 @@ use std::path::Path;
 
 use stratalog::store::ResetTo;
 
-use super::topics::open_store;
+use super::topics::{open_store, open_store_read_only};
 use super::{CliError, context, outln};
 
 /// `groups list`: one line per group with the partitions it committed and its total lag.
 pub fn list(dir: &Path) -> Result<(), CliError> {
-    let store = open_store(dir, false)?;
+    let store = open_store_read_only(dir)?;
     let offsets = store
         .group_offsets(None)
         .map_err(context("cannot read the consumer offsets"));
@@ -30,7 +30,7 @@ pub fn list(dir: &Path) -> Result<(), CliError> {
 
 /// `groups describe`: one line per committed partition of `group` (or of every group).
 pub fn describe(dir: &Path, group: Option<&str>) -> Result<(), CliError> {
-    let store = open_store(dir, false)?;
+    let store = open_store_read_only(dir)?;
     let offsets = store
         .group_offsets(group)
         .map_err(context("cannot read the consumer offsets"));

@@ -5,6 +5,7 @@ pub mod consume;
 pub mod dump;
 pub mod groups;
 pub mod produce;
+pub mod recover;
 pub mod topics;
 pub mod verify;
 

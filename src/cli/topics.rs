@@ -76,6 +76,15 @@ pub fn open_store(dir: &Path, create: bool) -> Result<Store, CliError> {
     )))
 }
 
+/// Opens the store in `dir` read-only: no lock is taken and nothing is written, so it works
+/// beside a producer that holds the store, and on a read-only mount.
+pub fn open_store_read_only(dir: &Path) -> Result<Store, CliError> {
+    Store::open_read_only(dir, FsStorage::shared()).map_err(context(format!(
+        "cannot open the store in {}",
+        dir.display()
+    )))
+}
+
 fn close(store: Store) -> Result<(), CliError> {
     store.close().map_err(context("closing the store failed"))
 }
@@ -105,7 +114,7 @@ pub fn create(
 
 /// `topics list`.
 pub fn list(dir: &Path) -> Result<(), CliError> {
-    let store = open_store(dir, false)?;
+    let store = open_store_read_only(dir)?;
     let topics = store
         .topics()
         .map_err(context("cannot read the topic registry"))?;
@@ -162,22 +171,22 @@ fn print_settings(t: &TopicInfo) -> Result<(), CliError> {
 
 /// `topics describe`: settings, partitioner versions, and each partition's offsets.
 pub fn describe(dir: &Path, name: &str) -> Result<(), CliError> {
-    let store = open_store(dir, false)?;
+    let store = open_store_read_only(dir)?;
     let result = (|| -> Result<(), CliError> {
         let t = store
             .topic(name)
             .map_err(context(format!("cannot describe topic {name:?}")))?;
         print_settings(&t)?;
         for p in 0..t.partitions() {
-            let log = store
-                .partition(name, p)
-                .map_err(context(format!("cannot open partition {name}/{p}")))?;
-            outln!(
-                "  partition {p} start={} end={} leader_epoch={}",
-                log.start_offset(),
-                log.end_offset(),
-                log.leader_epoch()
-            );
+            // A partition never produced to has no log yet: it holds nothing.
+            let (start, end, epoch) = match store
+                .try_partition(name, p)
+                .map_err(context(format!("cannot open partition {name}/{p}")))?
+            {
+                Some(log) => (log.start_offset(), log.end_offset(), log.leader_epoch()),
+                None => (0, 0, 0),
+            };
+            outln!("  partition {p} start={start} end={end} leader_epoch={epoch}");
         }
         Ok(())
     })();

@@ -99,6 +99,27 @@ impl CheckpointFile {
         ))
     }
 
+    /// For a read-only log: the newest valid slot, read without creating or repairing the
+    /// file; the returned file refuses every write (a read-only log never writes one).
+    pub fn open_read_only(
+        storage: &dyn Storage,
+        dir: &Path,
+    ) -> Result<(CheckpointFile, Option<Checkpoint>)> {
+        let path = dir.join(Self::NAME);
+        let checkpoint = super::verify::read_checkpoint(storage, dir)?;
+        let file: Arc<dyn StorageFile> = Arc::new(super::readonly::NoFile(path.clone()));
+        Ok((
+            CheckpointFile {
+                path,
+                file,
+                sequence: 0,
+                last: (0, 0, 0),
+                synced_seq: 0,
+            },
+            checkpoint,
+        ))
+    }
+
     /// Writes `c` after a group-commit fsync that made `seq` log bytes durable, fsyncing it
     /// every [`CHECKPOINT_SYNC_BYTES`].
     pub fn write_after_fsync(&mut self, c: Checkpoint, generation: u64, seq: u64) -> Result<()> {
@@ -158,7 +179,7 @@ impl Meta {
         if !storage.exists(&path) {
             return Ok(None);
         }
-        let file = storage.open(&path, OpenMode::Existing).ctx("open", &path)?;
+        let file = storage.open(&path, OpenMode::Read).ctx("open", &path)?;
         let bytes = read_all(file.as_ref()).ctx("read", &path)?;
         let corrupt = |position, source| Error::Corrupt {
             path: path.clone(),

@@ -54,7 +54,7 @@ impl EpochHistory {
         if !storage.exists(&path) {
             return Ok(EpochHistory::default());
         }
-        let file = storage.open(&path, OpenMode::Existing).ctx("open", &path)?;
+        let file = storage.open(&path, OpenMode::Read).ctx("open", &path)?;
         let bytes = read_all(file.as_ref()).ctx("read", &path)?;
         let (current, entries) = decode_epochs(&bytes).map_err(|source| Error::Corrupt {
             path: path.clone(),

@@ -11,6 +11,7 @@ mod epochs;
 mod index;
 mod prealloc;
 mod quarantine;
+pub(crate) mod readonly;
 mod recovery;
 mod replica;
 mod segment;
@@ -119,11 +120,13 @@ pub struct LogOptions {
     pub create: bool,
     /// Who runs the group-commit fsync (see [`GroupCommit`]).
     pub group_commit: GroupCommit,
-    /// Open without changing anything (default false): recovery serves the valid prefix of a
-    /// torn tail but does not cut or quarantine it, no index or checkpoint is rewritten, and
-    /// appends, truncation, retention and `set_config` fail with [`Error::ReadOnly`]. For a
-    /// log on a full disk (where a writable open may fail with [`Error::NoSpace`]) or a copy
-    /// being examined. The directory lock is still taken.
+    /// Open without changing anything (default false): no directory lock is taken (a writer
+    /// may have the log open meanwhile), every file is opened read-only, recovery serves the
+    /// valid prefix of a torn tail but does not cut or quarantine it, no index or checkpoint
+    /// is written, no thread is started, and appends, truncation, retention and `set_config`
+    /// fail with [`Error::ReadOnly`]. [`Log::refresh`] takes in what a writer appended since.
+    /// For inspecting a log a producer is writing, a log on a full disk (where a writable
+    /// open may fail with [`Error::NoSpace`]) or on a read-only mount. See docs/SAFETY.md.
     pub read_only: bool,
     /// How the active segment's file is extended ahead of the writer (see [`Preallocate`]).
     pub preallocate: Preallocate,
@@ -285,7 +288,8 @@ impl Log {
         inner.commit.set_syncer(syncer);
         let filler: Weak<dyn prealloc::Filler> = Arc::downgrade(&inner) as _;
         let _ = inner.this.set(filler);
-        if inner.commit.mode() == GroupCommit::External {
+        if inner.commit.mode() == GroupCommit::External || inner.read_only {
+            // A read-only log never fsyncs: no flusher thread.
             // A shared thread does the flusher's work (see `Log::sync_due`).
             return Ok(Log {
                 inner,
@@ -334,6 +338,9 @@ impl Log {
     /// if any is there). The batches point into the mapped segment files (no copy) and were
     /// checked (CRC) before they are returned. Reading at [`Log::end_offset`] returns nothing.
     pub fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         let (start, end) = (self.start_offset(), self.end_offset());
         if from < start || from > end {
             return Err(Error::OffsetOutOfRange {
@@ -400,6 +407,103 @@ impl Log {
             "a read's first batch holds the offset asked for"
         );
         Ok(out)
+    }
+
+    /// The record at `offset`, or [`Error::OffsetOutOfRange`] if the log does not hold it
+    /// (below [`Log::start_offset`], deleted by retention; at or past [`Log::end_offset`]).
+    /// Reads the one batch that holds it, checked (CRC) like every read.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use stratalog::{Error, Log, LogOptions};
+    ///
+    /// let log = Log::open(dir.path(), LogOptions::default())?;
+    /// log.append_records(&["a", "b", "c"])?.receipt.wait()?;
+    /// assert_eq!(&log.read_one(1)?.value[..], b"b");
+    /// assert!(matches!(log.read_one(3), Err(Error::OffsetOutOfRange { end: 3, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_one(&self, offset: u64) -> Result<crate::RecordView> {
+        let (start, end) = (self.start_offset(), self.end_offset());
+        if offset < start || offset >= end {
+            return Err(Error::OffsetOutOfRange { offset, start, end });
+        }
+        let batches = self.read(offset, 1)?;
+        let batch = batches
+            .first()
+            .filter(|b| b.base_offset() <= offset && offset <= b.last_offset())
+            .ok_or(Error::OffsetOutOfRange { offset, start, end })?;
+        let corrupt = |source| Error::Corrupt {
+            path: self.dir().to_path_buf(),
+            position: 0,
+            source,
+        };
+        batch
+            .records()
+            .map_err(corrupt)?
+            .nth((offset - batch.base_offset()) as usize)
+            .ok_or(Error::OffsetOutOfRange { offset, start, end })?
+            .map_err(corrupt)
+    }
+
+    /// How many records the log holds: those at offsets [`Log::start_offset`] to
+    /// [`Log::end_offset`] (exclusive), the ones a reader can read now. Every record has its
+    /// own offset and the log never has holes (retention and truncation remove whole
+    /// segments or suffixes), so this is `end_offset - start_offset`. Records written but
+    /// not yet acknowledged under [`FsyncPolicy::Always`] are not counted.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use stratalog::{Log, LogOptions};
+    ///
+    /// let log = Log::open(dir.path(), LogOptions::default())?;
+    /// log.append_records(&["a", "b"])?.receipt.wait()?;
+    /// log.append_records(&["c"])?.receipt.wait()?;
+    /// assert_eq!(log.record_count(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn record_count(&self) -> u64 {
+        // The start first: both only grow, so the count is never negative.
+        let start = self.start_offset();
+        self.end_offset().saturating_sub(start)
+    }
+
+    /// For a log opened read-only ([`LogOptions::read_only`]): takes in what a writer (another
+    /// process, or another `Log` in this one) appended since the open or the last refresh,
+    /// and returns the new [`Log::end_offset`]. Only whole batches that pass their checks
+    /// (CRC, offsets following on) are taken; a batch the writer is still writing is taken
+    /// by a later call. Follows the writer's segment rolls and retention (the start offset
+    /// rises). A truncation by the writer is not followed: reopen the log after one. Cheap
+    /// when nothing changed (a `stat` and a directory listing): call it in a loop to tail a
+    /// log. On a writable log it does nothing and returns the end offset.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use stratalog::{Log, LogOptions};
+    ///
+    /// let writer = Log::open(dir.path(), LogOptions::default())?;
+    /// writer.append_records(&["a"])?.receipt.wait()?;
+    /// // No lock is taken: the writer keeps the log open.
+    /// let reader = Log::open(dir.path(), LogOptions { read_only: true, ..Default::default() })?;
+    /// assert_eq!(reader.end_offset(), 1);
+    /// writer.append_records(&["b", "c"])?.receipt.wait()?;
+    /// assert_eq!(reader.refresh()?, 3);
+    /// assert_eq!(&reader.read_one(2)?.value[..], b"c");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn refresh(&self) -> Result<u64> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if self.inner.read_only {
+            self.inner.refresh()?;
+        }
+        Ok(self.end_offset())
+    }
+
+    /// True if the log was opened read-only ([`LogOptions::read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
     }
 
     /// Offset of the first record whose timestamp is at or above `ts`, if any.
@@ -529,8 +633,28 @@ impl Log {
         self.inner.apply_retention(now_ms())
     }
 
-    /// Syncs everything and marks the log cleanly closed, so the next open scans nothing.
-    pub fn close(self) -> Result<()> {
+    /// Syncs everything and marks the log cleanly closed, so the next open scans nothing, and
+    /// releases the directory lock. Takes `&self`, so a log shared in an `Arc` can be closed
+    /// by any holder: afterwards appends, reads and flushes fail with [`Error::Closed`], and
+    /// further calls return `Ok(())` (the first call reports whether closing succeeded).
+    /// Dropping the last handle closes an open log too, but can only log a failure.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::sync::Arc;
+    /// use stratalog::{Error, Log, LogOptions};
+    ///
+    /// let log = Arc::new(Log::open(dir.path(), LogOptions::default())?);
+    /// let other = log.clone();
+    /// log.append_records(&["a"])?.receipt.wait()?;
+    /// log.close()?;
+    /// assert!(matches!(other.append_records(&["b"]), Err(Error::Closed)));
+    /// // The directory is unlocked: it can be opened again while `other` still exists.
+    /// let again = Log::open(dir.path(), LogOptions::default())?;
+    /// assert_eq!(again.end_offset(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(&self) -> Result<()> {
         self.close_inner()
     }
 
@@ -554,6 +678,134 @@ impl Drop for Log {
 }
 
 impl Inner {
+    /// [`Log::refresh`] of a read-only log: takes in the writer's retention, then the batches
+    /// appended to the active segment and to the segments it rolled to since.
+    fn refresh(&self) -> Result<()> {
+        let _m = lock(&self.maintenance);
+        let mut w = lock(&self.writer);
+        // Retention: the writer raises the start in log.meta before it deletes segments.
+        let meta_start = match Meta::read(self.storage.as_ref(), &self.dir)? {
+            Some(meta) => {
+                *lock(&self.config) = meta.config;
+                meta.start_offset
+            }
+            None => 0,
+        };
+        let follow_start = |w: &Writer| {
+            let start = self.start_offset.load(Ordering::Acquire);
+            if meta_start > start && meta_start <= w.active.base {
+                self.start_offset.store(meta_start, Ordering::Release);
+                let mut segments = self.segments.write().unwrap_or_else(|e| e.into_inner());
+                let keep_from = segments
+                    .range(..=meta_start)
+                    .next_back()
+                    .map_or(0, |(b, _)| *b);
+                segments.retain(|base, _| *base >= keep_from);
+            }
+        };
+        follow_start(&w);
+        loop {
+            // List before reading the tail: a segment the writer rolled to exists only after
+            // the one before it was sealed, so the tail read below is then complete.
+            let later: Option<u64> = self
+                .storage
+                .list(&self.dir)
+                .ctx("list", &self.dir)?
+                .iter()
+                .filter_map(|n| crate::format::parse_segment_name(n))
+                .filter(|&b| b > w.active.base)
+                .min();
+            self.refresh_active(&mut w)?;
+            // The next segment follows on, or retention deleted those in between (they are
+            // below the new start).
+            let Some(next_base) =
+                later.filter(|&b| b == w.next_offset || (b > w.next_offset && b <= meta_start))
+            else {
+                // Nothing rolled (or the files do not follow on: a truncation; not followed).
+                return Ok(());
+            };
+            let paths = segment::SegmentPaths::new(&self.dir, next_base);
+            let file = self
+                .storage
+                .open(&paths.log, OpenMode::Read)
+                .ctx("open", &paths.log)?;
+            let mut header = [0u8; FILE_HEADER_LEN];
+            if file.read_at(&mut header, 0).is_err()
+                || crate::format::FileHeader::parse(
+                    &header,
+                    crate::format::FileKind::Segment,
+                    next_base,
+                )
+                .is_err()
+            {
+                // The writer is creating it: a later refresh takes it.
+                return Ok(());
+            }
+            let config = *lock(&self.config);
+            let interval = u64::from(config.index_interval_bytes);
+            let segment = Arc::new(Segment::new(
+                self.storage.clone(),
+                &self.dir,
+                next_base,
+                file,
+                FILE_HEADER_LEN as u64,
+                next_base,
+                config.segment_bytes + u64::from(MAX_BATCH_BYTES),
+                interval,
+                IndexState::Active(IndexBuilder::new(interval)),
+            ));
+            // The one before is sealed now: its index files are complete; load them on use.
+            *w.active.index.write().unwrap_or_else(|e| e.into_inner()) = IndexState::Unloaded;
+            self.segments
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(next_base, segment.clone());
+            w.active = segment;
+            w.written = FILE_HEADER_LEN as u64;
+            w.allocated = w.written;
+            w.next_offset = next_base;
+            // After a gap left by retention, the end is at least the new segment's base.
+            self.end_offset.fetch_max(next_base, Ordering::AcqRel);
+            follow_start(&w);
+        }
+    }
+
+    /// Takes in the whole, sound batches past what a read-only log serves of its active
+    /// segment (read with positional reads: see `readonly::read_batches`).
+    fn refresh_active(&self, w: &mut Writer) -> Result<()> {
+        let active = w.active.clone();
+        let len = active.file.len().ctx("stat", &active.paths.log)?;
+        if len <= w.written {
+            return Ok(());
+        }
+        let (found, _stopped) =
+            readonly::read_batches(active.file.as_ref(), w.written, len, w.next_offset);
+        let Some(&(pos, _, last, _, size)) = found.last() else {
+            return Ok(());
+        };
+        let max_ts = {
+            let mut index = active.index.write().unwrap_or_else(|e| e.into_inner());
+            let IndexState::Active(builder) = &mut *index else {
+                unreachable!("the active segment's index is always the in-memory one");
+            };
+            for &(pos, first, last, max_ts, _) in &found {
+                builder.observe(
+                    (first - active.base) as u32,
+                    (last - active.base) as u32,
+                    pos,
+                    max_ts,
+                );
+            }
+            builder.max_ts
+        };
+        w.written = pos + size;
+        w.allocated = w.written;
+        w.next_offset = last + 1;
+        active.publish(w.written, w.next_offset, max_ts);
+        self.end_offset.fetch_max(w.next_offset, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// The segment whose offsets include `offset` (or the first one, if `offset` is below it).
     /// The segment holding `offset`: the last one that starts at or below it, if any.
     fn segment_holding(&self, offset: u64) -> Option<Arc<Segment>> {

@@ -190,7 +190,7 @@ fn describe(path: &Path, h: &QuarantineHeader, reason: String) -> Quarantined {
 /// Reads and checks one quarantine file (header, CRC over everything).
 pub(crate) fn read(storage: &dyn Storage, path: &Path) -> Result<Quarantined, String> {
     let file = storage
-        .open(path, OpenMode::Existing)
+        .open(path, OpenMode::Read)
         .map_err(|e| format!("open: {e}"))?;
     let bytes = read_all(file.as_ref()).map_err(|e| format!("read: {e}"))?;
     parse(&bytes)

@@ -78,21 +78,31 @@ struct ScanStart {
 
 pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
     let started = Instant::now();
-    let storage = options.storage.clone();
     let read_only = options.read_only;
     // Whether this open created the directory (and made its entry durable in its parent).
     let mut created_dir = false;
+    // A read-only open reads through a storage that refuses every change (see `readonly`),
+    // and takes no lock: a writer may hold the log open meanwhile.
+    let storage: Arc<dyn Storage> = if read_only {
+        Arc::new(super::readonly::ReadOnlyStorage(options.storage.clone()))
+    } else {
+        options.storage.clone()
+    };
     if options.create && !read_only {
         created_dir = crate::storage::create_dir_durable(storage.as_ref(), dir)
             .ctx("create directory", dir)?;
     }
-    let lock_path = dir.join(".lock");
-    let lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::WouldBlock => Error::Locked {
-            path: lock_path.clone(),
-        },
-        _ => Error::io("lock", &lock_path, e),
-    })?;
+    let lock = if read_only {
+        None
+    } else {
+        let lock_path = dir.join(".lock");
+        Some(storage.lock(&lock_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Locked {
+                path: lock_path.clone(),
+            },
+            _ => Error::io("lock", &lock_path, e),
+        })?)
+    };
     let meta = match Meta::read(storage.as_ref(), dir)? {
         Some(meta) => meta,
         None if options.create && !read_only => {
@@ -119,7 +129,11 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
         }
     };
     let bases = list_segments(storage.as_ref(), dir, meta.start_offset, read_only)?;
-    let (checkpoint_file, checkpoint) = CheckpointFile::open(storage.as_ref(), dir)?;
+    let (checkpoint_file, checkpoint) = if read_only {
+        CheckpointFile::open_read_only(storage.as_ref(), dir)?
+    } else {
+        CheckpointFile::open(storage.as_ref(), dir)?
+    };
     let mut report = RecoveryReport::default();
     let mut recovery = Recovery {
         storage: storage.clone(),
@@ -163,7 +177,7 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
         segments: RwLock::new(segments.into_iter().map(|s| (s.base, s)).collect()),
         writer: Mutex::new(writer),
         report: RecoveryReport::default(),
-        dir_lock: Mutex::new(Some(lock)),
+        dir_lock: Mutex::new(lock),
     };
     // From here on a crash must not be taken for a clean close.
     if !read_only {
@@ -171,7 +185,10 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
         super::lock(&inner.checkpoint).write(w.checkpoint(false), 0, true, true)?;
     }
     report.duration = started.elapsed();
-    if !report.torn.is_empty() || report.rebuilt_indexes > 0 {
+    if read_only && (!report.torn.is_empty() || report.rebuilt_indexes > 0) {
+        // Usually a writer in the middle of an append, not a crash: nothing was changed.
+        tracing::debug!(dir = %dir.display(), ?report, "read-only open: serving the valid prefix");
+    } else if !report.torn.is_empty() || report.rebuilt_indexes > 0 {
         tracing::warn!(dir = %dir.display(), ?report, "recovered the log after a crash");
     }
     Ok(Inner { report, ..inner })
@@ -275,10 +292,30 @@ impl Recovery<'_> {
                 };
                 self.check_sealed(&segment, from, expected, next)?;
             }
+            // Keep the mapping, not the descriptor (see `MappedFile`).
+            let segment = match super::segment::MappedFile::of(
+                files[i].as_ref(),
+                &segment.paths.log,
+                lens[i],
+            )? {
+                Some(mapped) => Arc::new(Segment::new(
+                    self.storage.clone(),
+                    self.dir,
+                    base,
+                    Arc::new(mapped),
+                    lens[i],
+                    next,
+                    0,
+                    self.interval,
+                    IndexState::Unloaded,
+                )),
+                None => segment,
+            };
             segments.push(segment);
         }
         let file = files.pop().expect("at least one segment");
         let len = lens.pop().expect("at least one segment");
+        drop(files); // the sealed segments' descriptors
         let (active, writer) = self.active(last, file, len, &start, clean, map_hint)?;
         segments.push(active);
         Ok((segments, writer))
@@ -469,6 +506,9 @@ impl Recovery<'_> {
         if clean && from == len {
             return self.finish_active(base, file, len, next, builder, false, map_hint);
         }
+        if self.read_only {
+            return self.active_read_only(base, file, len, from, next, builder, map_hint);
+        }
         // Scan the tail: before any mapping of this file exists, so cutting it is safe.
         let probe = probe_of(len);
         let bytes = probe.bytes(len)?;
@@ -560,6 +600,49 @@ impl Recovery<'_> {
         self.finish_active(base, file, end, expected, builder, rewrite, map_hint)
     }
 
+    /// The active segment of a read-only open: its tail scanned with positional reads (a
+    /// writer may be appending to it, or trimming its preallocated space, meanwhile), nothing
+    /// cut; the valid prefix is served.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the same state as `active`, which calls it"
+    )]
+    fn active_read_only(
+        &mut self,
+        base: u64,
+        file: Arc<dyn StorageFile>,
+        len: u64,
+        from: u64,
+        next: u64,
+        mut builder: IndexBuilder,
+        map_hint: u64,
+    ) -> Result<(Arc<Segment>, Writer)> {
+        let (found, stopped) = super::readonly::read_batches(file.as_ref(), from, len, next);
+        let (mut end, mut expected) = (from, next);
+        for &(pos, first, last, max_ts, size) in &found {
+            builder.observe((first - base) as u32, (last - base) as u32, pos, max_ts);
+            self.report.scanned_bytes += size;
+            end = pos + size;
+            expected = last + 1;
+        }
+        if let Some(reason) = stopped {
+            if super::readonly::zeros_to(file.as_ref(), end, len) {
+                self.report.preallocated_bytes += len - end;
+            } else {
+                // Not cut (nothing is changed); a writer may also be in the middle of it.
+                self.report.torn.push(TornTail {
+                    path: SegmentPaths::new(self.dir, base).log,
+                    position: end,
+                    bytes: len - end,
+                    offset: expected,
+                    reason,
+                    quarantine: None,
+                });
+            }
+        }
+        self.finish_active(base, file, end, expected, builder, false, map_hint)
+    }
+
     /// Writes the active segment's index files from `builder` (if `rewrite`) and makes the
     /// active segment and the writer.
     #[allow(clippy::too_many_arguments)]
@@ -574,22 +657,34 @@ impl Recovery<'_> {
         map_hint: u64,
     ) -> Result<(Arc<Segment>, Writer)> {
         let paths = SegmentPaths::new(self.dir, base);
-        let missing = !self.storage.exists(&paths.index) || !self.storage.exists(&paths.time);
-        let index_file = self
-            .storage
-            .open(&paths.index, OpenMode::CreateOrOpen)
-            .ctx("open", &paths.index)?;
-        let time_file = self
-            .storage
-            .open(&paths.time, OpenMode::CreateOrOpen)
-            .ctx("open", &paths.time)?;
-        if missing && !self.read_only {
-            // Recreated index files: their directory entries must be durable like those of a
-            // new segment, or the next power loss loses them (and their entries) again.
-            self.storage
-                .sync_dir(self.dir)
-                .ctx("fsync directory", self.dir)?;
-        }
+        let (index_file, time_file): (Arc<dyn StorageFile>, Arc<dyn StorageFile>) = if self
+            .read_only
+        {
+            // Never written: the index of a read-only log lives in memory.
+            (
+                Arc::new(super::readonly::NoFile(paths.index.clone())),
+                Arc::new(super::readonly::NoFile(paths.time.clone())),
+            )
+        } else {
+            let missing = !self.storage.exists(&paths.index) || !self.storage.exists(&paths.time);
+            let files = (
+                self.storage
+                    .open(&paths.index, OpenMode::CreateOrOpen)
+                    .ctx("open", &paths.index)?,
+                self.storage
+                    .open(&paths.time, OpenMode::CreateOrOpen)
+                    .ctx("open", &paths.time)?,
+            );
+            if missing {
+                // Recreated index files: their directory entries must be durable like
+                // those of a new segment, or the next power loss loses them (and their
+                // entries) again.
+                self.storage
+                    .sync_dir(self.dir)
+                    .ctx("fsync directory", self.dir)?;
+            }
+            files
+        };
         if rewrite {
             for (file, path, kind, entries) in [
                 (

@@ -315,7 +315,15 @@ impl Segment {
             Ok(Some(pair)) => pair,
             Ok(None) | Err(_) => {
                 tracing::warn!(segment = %self.paths.log.display(), "index failed its checks; rebuilding it");
-                self.rebuild_index()?
+                match self.rebuild_index() {
+                    Ok(pair) => pair,
+                    // A read-only log (or a full disk) cannot write the new files: serve from
+                    // an index built in memory; a later writable open writes it.
+                    Err(e) => {
+                        tracing::warn!(segment = %self.paths.log.display(), error = %e, "could not write the rebuilt index; keeping it in memory");
+                        self.index_in_memory()?
+                    }
+                }
             }
         };
         let max_ts = IndexState::Sealed {
@@ -337,6 +345,16 @@ impl Segment {
             .ctx("open", path)?;
         let len = file.len().ctx("stat", path)?;
         Ok(file.map(len).ctx("mmap", path)?.bytes)
+    }
+
+    /// The bytes of fresh index files for the whole segment, from a scan, written nowhere.
+    fn index_in_memory(&self) -> Result<(Bytes, Bytes)> {
+        let mut builder = self.scan_index(self.visible_len())?;
+        let offsets =
+            index_file_bytes(FileKind::OffsetIndex, self.base, builder.offsets.as_bytes());
+        builder.seal();
+        let times = index_file_bytes(FileKind::TimeIndex, self.base, builder.times.as_bytes());
+        Ok((Bytes::from(offsets), Bytes::from(times)))
     }
 
     /// Scans the whole segment and writes fresh index files (to a temporary file, fsynced and
@@ -481,6 +499,74 @@ impl Segment {
             }
             from = batches.last().map_or(from, |b| b.last_offset() + 1);
         }
+    }
+}
+
+/// A sealed segment's file once mapped: serves the mapping and holds no file descriptor
+/// (a store of many partitions would otherwise hold one per sealed segment). A sealed
+/// segment is never written again (truncation writes a new file), so nothing is lost.
+#[derive(Debug)]
+pub(crate) struct MappedFile {
+    path: PathBuf,
+    bytes: Bytes,
+}
+
+impl MappedFile {
+    /// The segment's file, mapped whole, if the storage maps files live (the real one); else
+    /// `None` and the caller keeps the descriptor.
+    pub fn of(file: &dyn StorageFile, path: &Path, len: u64) -> Result<Option<MappedFile>> {
+        let mapping = file.map(len).ctx("mmap", path)?;
+        Ok(
+            (mapping.live && mapping.bytes.len() as u64 >= len).then(|| MappedFile {
+                path: path.to_path_buf(),
+                bytes: mapping.bytes.slice(..len as usize),
+            }),
+        )
+    }
+
+    fn sealed(&self) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is sealed and mapped: not written again",
+                self.path.display()
+            ),
+        )
+    }
+}
+
+impl StorageFile for MappedFile {
+    fn write_at(&self, _buf: &[u8], _pos: u64) -> std::io::Result<()> {
+        Err(self.sealed())
+    }
+
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
+        let src = usize::try_from(pos)
+            .ok()
+            .and_then(|p| self.bytes.get(p..)?.get(..buf.len()))
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    /// Nothing to do: the file was fsynced before it was sealed and mapped.
+    fn sync(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.bytes.len() as u64)
+    }
+
+    fn set_len(&self, _len: u64) -> std::io::Result<()> {
+        Err(self.sealed())
+    }
+
+    fn map(&self, _len: u64) -> std::io::Result<crate::storage::Mapping> {
+        Ok(crate::storage::Mapping {
+            bytes: self.bytes.clone(),
+            live: true,
+        })
     }
 }
 

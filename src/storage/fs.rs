@@ -26,12 +26,12 @@ struct FsFile {
     file: File,
 }
 
-/// Opens a file for reading and writing as `mode` says.
+/// Opens a file for reading and writing (or only reading) as `mode` says.
 pub(super) fn open_file(path: &Path, mode: OpenMode) -> io::Result<File> {
     let mut options = OpenOptions::new();
-    options.read(true).write(true);
+    options.read(true).write(mode != OpenMode::Read);
     match mode {
-        OpenMode::Existing => {}
+        OpenMode::Existing | OpenMode::Read => {}
         OpenMode::CreateNew => {
             options.create_new(true);
         }

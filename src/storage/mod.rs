@@ -81,6 +81,10 @@ pub fn real_storage(engine: IoEngine) -> (Arc<dyn Storage>, IoEngine) {
 pub enum OpenMode {
     /// Open an existing file for reading and writing; fail if it does not exist.
     Existing,
+    /// Open an existing file for reading only (`O_RDONLY`); fail if it does not exist. Writes,
+    /// `set_len` and `allocate` through the handle fail. Works on a read-only mount and on
+    /// files the process may not write. Read-only opens and `stratalog verify` use only this.
+    Read,
     /// Create the file; fail if it exists.
     CreateNew,
     /// Open the file, creating it empty if it does not exist.
@@ -89,7 +93,7 @@ pub enum OpenMode {
 
 /// A file system, real or simulated.
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
-    /// Opens a file for reading and writing.
+    /// Opens a file for reading and writing, or for reading only with [`OpenMode::Read`].
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
     /// Creates a directory and its parents. Each new directory's entry is not durable until
     /// [`Storage::sync_dir`] of its parent: use [`create_dir_durable`] to do both.

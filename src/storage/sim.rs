@@ -567,7 +567,13 @@ impl SimStorage {
         }
     }
 
-    fn handle(&self, state: &mut State, path: &Path, ino: u64) -> Arc<dyn StorageFile> {
+    fn handle(
+        &self,
+        state: &mut State,
+        path: &Path,
+        ino: u64,
+        read_only: bool,
+    ) -> Arc<dyn StorageFile> {
         if let Some(inode) = state.inodes.get_mut(&ino) {
             inode.handles += 1;
         }
@@ -576,6 +582,7 @@ impl SimStorage {
             ino,
             boot: state.boot,
             path: path.to_path_buf(),
+            read_only,
         })
     }
 }
@@ -610,14 +617,15 @@ impl Storage for SimStorage {
                 ));
             }
             (_, Some(ino)) => ino,
-            (OpenMode::Existing, None) => return Err(not_found(path)),
+            (OpenMode::Existing | OpenMode::Read, None) => return Err(not_found(path)),
             (OpenMode::CreateNew | OpenMode::CreateOrOpen, None) => {
                 let ino = state.new_inode();
                 state.live_ns.insert(path.to_path_buf(), ino);
                 ino
             }
         };
-        Ok(self.handle(&mut state, path, ino))
+        let file = self.handle(&mut state, path, ino, mode == OpenMode::Read);
+        Ok(file)
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -783,6 +791,8 @@ struct SimFile {
     boot: u64,
     /// The path it was opened at, for debugging.
     path: PathBuf,
+    /// Opened with [`OpenMode::Read`]: writes fail with `EBADF`, as on a real file.
+    read_only: bool,
 }
 
 impl SimFile {
@@ -793,6 +803,14 @@ impl SimFile {
             return Err(stale());
         }
         Ok(state)
+    }
+
+    /// `EBADF` for a change through a handle opened with [`OpenMode::Read`].
+    fn check_writable(&self) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        Ok(())
     }
 
     fn with_inode<T>(&self, f: impl FnOnce(&mut Inode) -> io::Result<T>) -> io::Result<T> {
@@ -825,6 +843,7 @@ impl Drop for SimFile {
 
 impl StorageFile for SimFile {
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.check_writable()?;
         self.state()?.write(self.ino, buf, pos)
     }
 
@@ -854,6 +873,7 @@ impl StorageFile for SimFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.check_writable()?;
         let len = file_len(len)?;
         self.with_inode(|inode| {
             let op = Op::SetLen(len);

@@ -66,7 +66,26 @@ pub struct StoreOptions {
     /// Each busy partition taking small durable appends keeps up to 4 MiB of zeros ahead of
     /// its writer; with very many such partitions, [`Preallocate::Off`] saves that space.
     pub preallocate: Preallocate,
+    /// Open for inspection only (default false), while another process may have the store
+    /// open for writing: no store lock is taken, no thread is started, nothing is created,
+    /// repaired or written, and partitions open read-only ([`LogOptions::read_only`]: they
+    /// serve what the writer had published when they were opened; [`Log::refresh`] takes in
+    /// what it appended since). Every change (topics, commits, appends) fails with
+    /// [`Error::ReadOnly`]. `create`, `retention_interval` and `preallocate` are ignored.
+    pub read_only: bool,
+    /// At most this many partition logs are kept open; opening one more first closes
+    /// (cleanly) the least recently used ones that no one else holds. `None` (the default)
+    /// sizes it from the open-file limit ([`crate::limits::default_max_open_partitions`]).
+    /// A partition handle kept by the caller ([`Store::partition`]) stays open whatever the
+    /// bound: hold handles briefly when a topic has many partitions.
+    pub max_open_partitions: Option<usize>,
 }
+
+/// The most partitions a topic may have. Each partition is a directory of its own and an
+/// entry in every partitioner version of the registry, and adding partitions records the end
+/// offset of every existing one; beyond this the registry and directory grow past what one
+/// store serves well.
+pub const MAX_TOPIC_PARTITIONS: u32 = 10_000;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -75,6 +94,8 @@ impl Default for StoreOptions {
             create: true,
             retention_interval: Some(Duration::from_secs(60)),
             preallocate: Preallocate::default(),
+            read_only: false,
+            max_open_partitions: None,
         }
     }
 }
@@ -232,7 +253,16 @@ struct Inner {
     /// Partitions that may need a group-commit fsync from the shared flusher thread.
     flush: Arc<FlushQueue>,
     preallocate: Preallocate,
-    _lock: Box<dyn LockGuard>,
+    /// Opened with [`StoreOptions::read_only`].
+    read_only: bool,
+    /// [`StoreOptions::max_open_partitions`], resolved.
+    max_open: usize,
+    /// When each open partition was last handed out (a tick of `clock`), for closing the least
+    /// recently used. Only touched with `partitions` locked.
+    used: Mutex<HashMap<PartitionKey, u64>>,
+    clock: std::sync::atomic::AtomicU64,
+    /// The store lock (none for a read-only store).
+    _lock: Option<Box<dyn LockGuard>>,
 }
 
 /// Topics, partitions and consumer offsets in one directory. `Send + Sync`: share it with an
@@ -284,6 +314,13 @@ impl Store {
     /// offsets; opens no partition (they open on first use). Finishes a topic deletion that a
     /// crash interrupted.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        if options.read_only {
+            return Self::open_read_only_with(
+                dir.as_ref(),
+                options.storage,
+                options.max_open_partitions,
+            );
+        }
         let dir = dir.as_ref().to_path_buf();
         let storage = options.storage.clone();
         let registry = topic::read(storage.as_ref(), &dir)?;
@@ -330,7 +367,11 @@ impl Store {
             stop_signal: Condvar::new(),
             flush: Arc::new(FlushQueue::default()),
             preallocate: options.preallocate,
-            _lock: guard,
+            read_only: false,
+            max_open: max_open(options.max_open_partitions),
+            used: Mutex::new(HashMap::new()),
+            clock: Default::default(),
+            _lock: Some(guard),
         });
         let deleting: Vec<TopicInfo> = state(&inner.registry, REGISTRY)?
             .iter()
@@ -372,6 +413,93 @@ impl Store {
         })
     }
 
+    /// Opens the store in `dir` for inspection only, beside a writer that may have it open
+    /// (see [`StoreOptions::read_only`]). The same as [`Store::open`] with `read_only: true`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+    ///
+    /// let writer = Store::open(dir.path(), StoreOptions::default())?;
+    /// writer.create_topic("t", 2, TopicConfig::default(), PartitionerKind::default())?;
+    /// writer.partition("t", 0)?.append_records(&["a"])?.receipt.wait()?;
+    /// let reader = Store::open_read_only(dir.path(), stratalog::storage::FsStorage::shared())?;
+    /// assert_eq!(reader.partition("t", 0)?.end_offset(), 1);
+    /// // Never produced to: no log yet.
+    /// assert!(reader.try_partition("t", 1)?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_read_only(dir: impl AsRef<Path>, storage: Arc<dyn Storage>) -> Result<Store> {
+        Self::open_read_only_with(dir.as_ref(), storage, None)
+    }
+
+    fn open_read_only_with(
+        dir: &Path,
+        storage: Arc<dyn Storage>,
+        max_open_partitions: Option<usize>,
+    ) -> Result<Store> {
+        let dir = dir.to_path_buf();
+        // Every file opened read-only, every change refused, whatever code path asks.
+        let storage: Arc<dyn Storage> = Arc::new(crate::log::readonly::ReadOnlyStorage(storage));
+        let Some(registry) = topic::read(storage.as_ref(), &dir)? else {
+            return Err(Error::InvalidArgument(format!(
+                "no store in {} (no {} file)",
+                dir.display(),
+                topic::REGISTRY_NAME
+            )));
+        };
+        let offsets = Offsets::open_read_only(&storage, &dir)?;
+        let live = registry
+            .iter()
+            .filter(|e| !e.deleting)
+            .map(|e| (e.info.name.clone(), e.info.id))
+            .collect();
+        let inner = Arc::new(Inner {
+            dir,
+            storage,
+            registry: Mutex::new(registry),
+            partitions: Mutex::new(HashMap::new()),
+            live: Mutex::new(live),
+            holds: Holds::default(),
+            offsets: Mutex::new(offsets),
+            stop: Mutex::new(false),
+            stop_signal: Condvar::new(),
+            flush: Arc::new(FlushQueue::default()),
+            preallocate: Preallocate::Off,
+            read_only: true,
+            max_open: max_open(max_open_partitions),
+            used: Mutex::new(HashMap::new()),
+            clock: Default::default(),
+            _lock: None,
+        });
+        Ok(Store {
+            inner,
+            retention: Mutex::new(None),
+            flusher: Mutex::new(None),
+        })
+    }
+
+    /// True if the store was opened read-only ([`StoreOptions::read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// Like [`Store::partition`], but `Ok(None)` for a partition of a read-only store that has
+    /// no log yet (nothing was ever produced to it, so it holds no record). On a writable
+    /// store it is [`Store::partition`] (which creates the log).
+    pub fn try_partition(&self, topic: &str, partition: u32) -> Result<Option<Arc<Log>>> {
+        if self.inner.read_only {
+            self.inner.topic(topic)?;
+            let dir = partition_dir(&self.inner.dir, topic, partition);
+            if partition < self.inner.topic(topic)?.partitions()
+                && !self.inner.storage.exists(&dir.join("log.meta"))
+            {
+                return Ok(None);
+            }
+        }
+        self.inner.partition(topic, partition).map(Some)
+    }
+
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
@@ -386,6 +514,7 @@ impl Store {
         config: TopicConfig,
         partitioner: PartitionerKind,
     ) -> Result<TopicInfo> {
+        self.inner.check_writable()?;
         check_topic_name(name)?;
         config.log.check()?;
         check_partitions(partitions)?;
@@ -457,6 +586,7 @@ impl Store {
     /// to partitions opened from now on (partitions already open keep theirs until the store is
     /// closed).
     pub fn set_topic_config(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+        self.inner.check_writable()?;
         config.log.check()?;
         let info = self.inner.update_topic(name, |t| {
             t.config = config;
@@ -478,6 +608,7 @@ impl Store {
     /// above it were produced under the new version. With a consistent partitioner about
     /// `added / partitions` of the keys move, all to the new partitions.
     pub fn add_partitions(&self, name: &str, partitions: u32) -> Result<TopicInfo> {
+        self.inner.check_writable()?;
         check_partitions(partitions)?;
         let current = self.topic(name)?.partitions();
         if partitions <= current {
@@ -491,6 +622,7 @@ impl Store {
 
     /// Changes the partitioner of a topic (a new version; no data moves).
     pub fn set_partitioner(&self, name: &str, kind: PartitionerKind) -> Result<TopicInfo> {
+        self.inner.check_writable()?;
         let partitions = self.topic(name)?.partitions();
         Partitioner::new(kind, partitions)?;
         self.new_version(name, partitions, kind)
@@ -529,6 +661,7 @@ impl Store {
     /// partition log handed out by [`Store::partition`] is still held elsewhere. The deletion
     /// is first recorded in the registry, so a crash half way is finished at the next open.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        self.inner.check_writable()?;
         let info = self.topic(name)?;
         // Close the open partitions, all or none. A clone held by the store's own flusher or
         // retention thread is not a use: it is waited for below. A clone held elsewhere is,
@@ -635,6 +768,7 @@ impl Store {
     /// Commits several partitions at once (one durable write, all or none): each entry is
     /// `(topic, partition, offset, leader_epoch)` as in [`Store::commit`].
     pub fn commit_many(&self, group: &str, commits: &[(&str, u32, u64, u64)]) -> Result<()> {
+        self.inner.check_writable()?;
         check_group_name(group)?;
         let now = now_ms();
         let mut checked = Vec::with_capacity(commits.len());
@@ -716,6 +850,10 @@ impl Store {
     /// Every committed offset of `group` (or of every group), with the partitions' end
     /// offsets for the lag. Opens the partitions it reports on.
     pub fn group_offsets(&self, group: Option<&str>) -> Result<Vec<GroupOffset>> {
+        if self.inner.read_only && lock(&self.inner.offsets).is_none() {
+            // A read-only store whose offsets log was never created: no commit yet.
+            return Ok(Vec::new());
+        }
         let entries: Vec<(offsets::Key, Stored)> = self.inner.with_offsets(|o| {
             Ok(o.state()
                 .iter()
@@ -731,8 +869,10 @@ impl Store {
                 Ok(info) if info.id != stored.topic => continue,
                 _ => {}
             }
-            let end_offset = match self.partition(&topic, partition) {
-                Ok(log) => Some(log.end_offset()),
+            let end_offset = match self.try_partition(&topic, partition) {
+                Ok(Some(log)) => Some(log.end_offset()),
+                // A read-only store's partition with no log yet holds nothing.
+                Ok(None) => Some(0),
                 Err(Error::UnknownTopic { .. } | Error::UnknownPartition { .. }) => None,
                 Err(e) => return Err(e),
             };
@@ -750,6 +890,7 @@ impl Store {
     /// Removes every committed offset of `group` (durably). Returns how many partitions'
     /// offsets were removed (0: the group had none).
     pub fn delete_group(&self, group: &str) -> Result<usize> {
+        self.inner.check_writable()?;
         check_group_name(group)?;
         self.inner.with_offsets(|o| {
             let keys: Vec<(offsets::Key, Option<Stored>)> = o
@@ -840,6 +981,7 @@ impl Store {
     /// Compacts the consumer offsets log now (it is also compacted automatically, see
     /// the module docs). Returns the directory of the new log.
     pub fn compact_offsets(&self) -> Result<PathBuf> {
+        self.inner.check_writable()?;
         self.inner.with_offsets(|o| {
             o.compact()?;
             Ok(o.log_dir().to_path_buf())
@@ -907,10 +1049,10 @@ impl Drop for Store {
 }
 
 fn check_partitions(partitions: u32) -> Result<()> {
-    if !(1..=topic::MAX_PARTITIONS).contains(&partitions) {
+    let cap = MAX_TOPIC_PARTITIONS.min(topic::MAX_PARTITIONS);
+    if !(1..=cap).contains(&partitions) {
         return Err(Error::InvalidArgument(format!(
-            "a topic has 1..={} partitions, not {partitions}",
-            topic::MAX_PARTITIONS
+            "a topic has 1..={cap} partitions (the store's cap, MAX_TOPIC_PARTITIONS), not {partitions}; use fewer partitions or more topics"
         )));
     }
     Ok(())
@@ -930,6 +1072,13 @@ pub fn check_log_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// [`StoreOptions::max_open_partitions`], resolved (at least 1).
+fn max_open(option: Option<usize>) -> usize {
+    option
+        .unwrap_or_else(crate::limits::default_max_open_partitions)
+        .max(1)
+}
+
 fn check_group_name(group: &str) -> Result<()> {
     if group.is_empty() || group.len() > 255 {
         return Err(Error::InvalidArgument(format!(
@@ -940,6 +1089,14 @@ fn check_group_name(group: &str) -> Result<()> {
 }
 
 impl Inner {
+    /// [`Error::ReadOnly`] for a read-only store.
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+
     fn topic(&self, name: &str) -> Result<TopicInfo> {
         state(&self.registry, REGISTRY)?
             .iter()
@@ -1001,8 +1158,27 @@ impl Inner {
                 topic: topic.to_string(),
             });
         }
+        let tick = self
+            .clock
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(log) = partitions.get(&key) {
+            lock(&self.used).insert(key, tick);
             return Ok(log.clone());
+        }
+        self.close_idle(&mut partitions);
+        lock(&self.used).insert(key.clone(), tick);
+        if self.read_only {
+            let log = Arc::new(Log::open(
+                partition_dir(&self.dir, topic, partition),
+                LogOptions {
+                    storage: self.storage.clone(),
+                    create: false,
+                    read_only: true,
+                    ..Default::default()
+                },
+            )?);
+            partitions.insert(key, log.clone());
+            return Ok(log);
         }
         let log = Log::open(
             partition_dir(&self.dir, topic, partition),
@@ -1053,12 +1229,38 @@ impl Inner {
             })
             .unwrap_or(0);
         let epoch = last_batch_epoch.max(commit_epoch);
-        if epoch > 0 {
+        if epoch > 0 && !self.read_only {
             log.set_leader_epoch(epoch)?;
         }
         let log = Arc::new(log);
         partitions.insert(key, log.clone());
         Ok(log)
+    }
+
+    /// Makes room for one more open partition: closes the least recently used partitions that
+    /// no one else holds while `max_open` or more are open. With the `partitions` lock held,
+    /// so that no one reopens a partition while it is being closed (its directory lock is
+    /// released by the close).
+    fn close_idle(&self, partitions: &mut HashMap<PartitionKey, Arc<Log>>) {
+        if partitions.len() < self.max_open {
+            return;
+        }
+        let mut used = lock(&self.used);
+        let mut idle: Vec<(u64, PartitionKey)> = partitions
+            .iter()
+            .filter(|(_, log)| Arc::strong_count(log) == 1)
+            .map(|(k, _)| (used.get(k).copied().unwrap_or(0), k.clone()))
+            .collect();
+        idle.sort_unstable();
+        let excess = partitions.len() + 1 - self.max_open;
+        for (_, key) in idle.into_iter().take(excess) {
+            used.remove(&key);
+            if let Some(log) = partitions.remove(&key)
+                && let Err(e) = log.close()
+            {
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "closing an idle partition failed; the next open recovers it");
+            }
+        }
     }
 
     /// Removes the files of every partition of a topic marked deleting, then the topic.
@@ -1193,6 +1395,9 @@ impl Inner {
     }
 
     fn apply_retention(self: &Arc<Self>) -> RetentionPass {
+        if self.read_only {
+            return RetentionPass::default();
+        }
         let mut pass = RetentionPass::default();
         let topics: Vec<TopicInfo> = match state(&self.registry, REGISTRY) {
             Ok(registry) => registry

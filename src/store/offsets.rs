@@ -176,6 +176,33 @@ impl Offsets {
         Ok(offsets)
     }
 
+    /// Opens the consumer offsets read-only (for a read-only store): no lock, no clean-up of
+    /// unfinished compactions, nothing written; commits fail with [`Error::ReadOnly`]. A store
+    /// that never had a commit has an empty state.
+    pub fn open_read_only(storage: &Arc<dyn Storage>, dir: &Path) -> Result<Option<Offsets>> {
+        let generation = read_generation(storage.as_ref(), dir)?;
+        let log_dir = log_dir(dir, generation);
+        if !storage.exists(&log_dir.join("log.meta")) {
+            return Ok(None);
+        }
+        let options = LogOptions {
+            read_only: true,
+            create: false,
+            ..log_options(storage)
+        };
+        let log = Log::open(&log_dir, options)?;
+        let mut offsets = Offsets {
+            dir: dir.to_path_buf(),
+            storage: storage.clone(),
+            generation,
+            log,
+            state: BTreeMap::new(),
+            records: 0,
+        };
+        offsets.load()?;
+        Ok(Some(offsets))
+    }
+
     fn load(&mut self) -> Result<()> {
         let log = &self.log;
         let path = log.dir().to_path_buf();
