@@ -151,6 +151,7 @@ impl Walk<'_> {
                 "u16" | "error" => Value::Int(self.int(2, &field)),
                 "u32" => Value::Int(self.int(4, &field)),
                 "u64" => Value::Int(self.int(8, &field)),
+                "[u8; 16]" => Value::Bytes(self.take(16, &field).to_vec()),
                 "str" => {
                     let n = self.int(2, &field) as usize;
                     Value::Str(String::from_utf8(self.take(n, &field).to_vec()).unwrap())
@@ -363,7 +364,7 @@ fn expected(m: &Message) -> BTreeMap<String, Value> {
                         .map(|t| {
                             map(vec![
                                 ("topic", s(&t.topic)),
-                                ("topic_id", int(t.topic_id)),
+                                ("topic_id", Value::Bytes(t.topic_id.to_vec())),
                                 ("partitions", int(t.partitions)),
                             ])
                         })
@@ -489,7 +490,7 @@ fn samples() -> Vec<Message> {
             leader: "127.0.0.1:9000".into(),
             topics: vec![TopicMetadata {
                 topic: "t".into(),
-                topic_id: 0xdead_beef,
+                topic_id: [7; 16],
                 partitions: 4,
             }],
         },

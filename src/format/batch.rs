@@ -268,6 +268,24 @@ pub struct EncodedBatch {
 const REHASH_BELOW: usize = 16 << 10;
 
 impl EncodedBatch {
+    /// A batch encoded elsewhere (by a producer across the network), to be appended under this
+    /// log's offsets in `leader_epoch`: its records are kept byte for byte; the header's base
+    /// offset and leader epoch are replaced (and the CRC with them) when it is stamped. `batch`
+    /// was checked ([`Batch::validate`]).
+    pub fn from_batch(batch: &Batch, leader_epoch: u64) -> EncodedBatch {
+        let mut bytes = batch.as_bytes().to_vec();
+        let header = BatchHeader::mut_from_bytes(&mut bytes[..BATCH_HEADER_LEN])
+            .expect("header slice has the header's size");
+        header.leader_epoch = leader_epoch.into();
+        let mut payload_crc = crc32fast::Hasher::new();
+        payload_crc.update(&bytes[BATCH_HEADER_LEN..]);
+        EncodedBatch {
+            bytes,
+            payload_crc,
+            count: batch.record_count(),
+        }
+    }
+
     /// Sets the base offset and the CRC. For a large batch only the 60 header bytes are hashed
     /// here: the CRC of the payload was computed in [`BatchBuilder::encode`], outside the log's
     /// lock, and is combined. Combining costs a fixed ~0.25 µs, more than hashing a small

@@ -73,22 +73,47 @@ impl Log {
         })
     }
 
+    /// Appends a batch encoded elsewhere (a producer's, received by a leader): its records are
+    /// kept byte for byte, the log gives it its offsets and its current leader epoch. The batch
+    /// must have passed [`Batch::validate`]; its records are decoded once here, so that a batch
+    /// whose CRC is right but whose records are not is refused rather than stored.
+    pub fn append_batch(&self, batch: &Batch) -> Result<Appended> {
+        let records = batch
+            .records()
+            .map_err(|e| Error::InvalidArgument(format!("bad records in the batch: {e}")))?;
+        for record in records {
+            record.map_err(|e| Error::InvalidArgument(format!("bad record in the batch: {e}")))?;
+        }
+        let encoded = crate::format::EncodedBatch::from_batch(batch, self.leader_epoch());
+        self.inner.append_encoded(encoded)
+    }
+
     /// The log's epoch history: which leader epoch started at which offset.
+    ///
+    /// Records written before any epoch was set are in epoch 0: a log that holds records and
+    /// has no history reports `(0, start offset)`.
     pub fn epoch_history(&self) -> EpochHistory {
-        lock(&self.inner.epochs).clone()
+        let history = lock(&self.inner.epochs).clone();
+        if history.entries().is_empty() && self.end_offset() > self.start_offset() {
+            let mut seeded = history;
+            // Cannot fail: the history is empty.
+            let _ = seeded.assign(0, self.start_offset());
+            return seeded;
+        }
+        history
     }
 
     /// The epoch of this log's newest records (what a follower asks the leader about when it
     /// rejoins); `None` if it has no epoch history.
     pub fn last_record_epoch(&self) -> Option<u64> {
-        lock(&self.inner.epochs).latest()
+        self.epoch_history().latest()
     }
 
     /// Where `epoch` ends in this log (Kafka's `OffsetsForLeaderEpoch`): the largest epoch at
     /// or below it that the history knows, and one past its last offset (the start of the next
     /// epoch, or the end offset for the newest). `None` if no known epoch is at or below it.
     pub fn epoch_end(&self, epoch: u64) -> Option<(u64, u64)> {
-        lock(&self.inner.epochs).end_of(epoch, self.end_offset())
+        self.epoch_history().end_of(epoch, self.end_offset())
     }
 
     /// The high watermark: the offset below which records are committed (on enough replicas).
@@ -154,6 +179,7 @@ impl Inner {
     /// is the log's end).
     pub(super) fn start_epoch(&self, epoch: u64, start: u64) -> Result<()> {
         let mut epochs = self.lock_or_fail(&self.epochs, "epochs")?;
+        self.seed_epoch_zero(&mut epochs, start)?;
         let raised = epochs.raise(epoch)?;
         if epochs.assign(epoch, start)? || raised {
             epochs.store(self.storage.as_ref(), &self.dir)?;
@@ -166,10 +192,22 @@ impl Inner {
     /// to it if it is higher), durably. Called with the writer lock held.
     fn record_epoch(&self, epoch: u64, start: u64) -> Result<()> {
         let mut epochs = self.lock_or_fail(&self.epochs, "epochs")?;
+        self.seed_epoch_zero(&mut epochs, start)?;
         if epochs.assign(epoch, start)? {
             epochs.store(self.storage.as_ref(), &self.dir)?;
         }
         self.epoch.store(epochs.current(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Records written before the first epoch was set are in epoch 0: when the first entry is
+    /// added at `start` above the log start, `(0, log start)` goes in first, so that the
+    /// history answers for those records too.
+    fn seed_epoch_zero(&self, epochs: &mut EpochHistory, start: u64) -> Result<()> {
+        let log_start = self.start_offset.load(Ordering::Acquire);
+        if epochs.entries().is_empty() && start > log_start {
+            epochs.assign(0, log_start)?;
+        }
         Ok(())
     }
 

@@ -272,7 +272,7 @@ pub struct TopicMetadata {
     /// The topic.
     pub topic: String,
     /// The topic's incarnation (a re-created topic gets a new one).
-    pub topic_id: u64,
+    pub topic_id: [u8; 16],
     /// How many partitions it has.
     pub partitions: u32,
 }
@@ -760,7 +760,7 @@ impl Message {
                 w.len("topics", topics.len())?;
                 for t in topics {
                     w.str("topic", &t.topic)?;
-                    w.u64(t.topic_id);
+                    w.out.extend_from_slice(&t.topic_id);
                     w.u32(t.partitions);
                 }
             }
@@ -874,7 +874,7 @@ impl Message {
                 topics: r.list("topics", |r| {
                     Ok(TopicMetadata {
                         topic: r.str("topic")?,
-                        topic_id: r.u64("topic_id")?,
+                        topic_id: r.array("topic_id")?,
                         partitions: r.u32("partitions")?,
                     })
                 })?,
@@ -1206,7 +1206,7 @@ mod tests {
                 leader: "127.0.0.1:9000".into(),
                 topics: vec![TopicMetadata {
                     topic: "t".into(),
-                    topic_id: 0xdead_beef,
+                    topic_id: [7; 16],
                     partitions: 4,
                 }],
             },

@@ -9,6 +9,7 @@
 
 pub mod frame;
 pub mod isr;
+pub mod node;
 pub mod transport;
 
 use std::io::{self, Read, Write};

@@ -1,0 +1,742 @@
+//! A node: serves a [`Store`] over the protocol, as the leader of every partition or as a
+//! follower of a leader, with operator-driven failover ([`Message::PromoteRequest`]).
+//!
+//! What this first step does (see docs/REPLICATION.md for what is still missing):
+//! - A leader appends produced batches (keeping the producer's records byte for byte; the log
+//!   gives offsets and the epoch), waits until they are durable locally, then until the asked
+//!   acknowledgement level is reached ([`ReplicaTracker`]).
+//! - A leader answers fetches with whole batches as stored (slices of the mapped segment
+//!   files, written with `writev`), long-polling when nothing is new; followers read to the
+//!   log end, consumers and mirrors to the high watermark. A follower's fetch offset is its
+//!   durable end: it moves the in-sync set and the high watermark.
+//! - A follower runs one fetcher per partition: it asks from its log end with the epoch of its
+//!   last batch; when the leader answers with a diverging end it truncates there (KIP-101), else
+//!   it checks each batch's CRC, appends the bytes unchanged at the same offsets, waits until
+//!   they are durable and fetches again.
+//! - A promote makes the node the leader of a new epoch, higher than every epoch it has seen;
+//!   the epoch is durable in every partition's epoch history before the node answers.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::WireError;
+use super::frame::{
+    Acks, ErrorCode, FetchRole, FollowerStatus, Message, PartitionStatus, Role, TopicMetadata,
+};
+use super::isr::{AckState, ReplicaTracker};
+use super::transport::{Client, Handler, Reply, Server, ServerOptions};
+use crate::error::{Error, Result};
+use crate::format::Batch;
+use crate::log::Log;
+use crate::store::Store;
+
+/// How a [`Node`] runs.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// This node's id (what followers are known by on the leader).
+    pub node_id: String,
+    /// Where to listen (port 0: any free port, see [`Node::addr`]).
+    pub listen: String,
+    /// The leader to follow; `None`: this node leads.
+    pub leader: Option<String>,
+    /// A follower not caught up for this long leaves the in-sync set.
+    pub replica_lag_timeout: Duration,
+    /// `acks=all` is refused while fewer replicas (the leader included) are in sync.
+    pub min_in_sync: usize,
+    /// Replicas of each partition, the leader included (for `acks=quorum`).
+    pub replicas: usize,
+    /// How long a fetch waits on the leader when nothing is new.
+    pub fetch_wait: Duration,
+    /// At most this many bytes of batches in one fetch answer.
+    pub fetch_max_bytes: u32,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            node_id: "node".into(),
+            listen: "127.0.0.1:0".into(),
+            leader: None,
+            replica_lag_timeout: Duration::from_secs(5),
+            min_in_sync: 1,
+            replicas: 1,
+            fetch_wait: Duration::from_millis(500),
+            fetch_max_bytes: 1 << 20,
+        }
+    }
+}
+
+type Key = (String, u32);
+
+struct State {
+    role: Role,
+    /// The epoch this node leads in, or last saw its leader in.
+    epoch: u64,
+    /// The leader's address (this node's own when it leads).
+    leader: String,
+    /// Bumped on every role change: fetchers and waiting produces of an older generation stop.
+    generation: u64,
+}
+
+struct Shared {
+    store: Arc<Store>,
+    options: NodeOptions,
+    /// Set once the server listens.
+    addr: std::sync::OnceLock<SocketAddr>,
+    state: Mutex<State>,
+    trackers: Mutex<HashMap<Key, ReplicaTracker>>,
+    /// Signalled when a high watermark moves or the role changes (produces waiting for acks).
+    progress: Condvar,
+    stop: AtomicBool,
+    fetchers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A running node. Dropping it stops the server and every fetcher.
+pub struct Node {
+    shared: Arc<Shared>,
+    server: Option<Server>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The node's maps and role are replaced whole under these locks: a panic cannot leave one
+    // half-written.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Node {
+    /// Starts serving `store`: as its leader, or following `options.leader`.
+    pub fn start(store: Arc<Store>, options: NodeOptions) -> Result<Node> {
+        let epoch = current_epoch(&store)?;
+        let shared = Arc::new(Shared {
+            store,
+            addr: std::sync::OnceLock::new(),
+            state: Mutex::new(State {
+                role: if options.leader.is_some() {
+                    Role::Follower
+                } else {
+                    Role::Leader
+                },
+                epoch,
+                leader: options.leader.clone().unwrap_or_default(),
+                generation: 0,
+            }),
+            options,
+            trackers: Mutex::new(HashMap::new()),
+            progress: Condvar::new(),
+            stop: AtomicBool::new(false),
+            fetchers: Mutex::new(Vec::new()),
+        });
+        let handler = Arc::new(NodeHandler(shared.clone()));
+        let server = Server::start(
+            shared.options.listen.as_str(),
+            handler,
+            ServerOptions::default(),
+        )
+        .map_err(|e| Error::io("listen", shared.options.listen.clone(), e))?;
+        let _ = shared.addr.set(server.addr());
+        let node = Node {
+            shared,
+            server: Some(server),
+        };
+        if lock(&node.shared.state).role == Role::Leader {
+            lock(&node.shared.state).leader = server_addr(&node.shared).to_string();
+        } else {
+            node.shared.start_fetchers()?;
+        }
+        Ok(node)
+    }
+
+    /// The address the node listens on.
+    pub fn addr(&self) -> SocketAddr {
+        server_addr(&self.shared)
+    }
+
+    /// This node's role.
+    pub fn role(&self) -> Role {
+        lock(&self.shared.state).role
+    }
+
+    /// Makes this node the leader of a new epoch (see [`Message::PromoteRequest`]).
+    pub fn promote(&self, min_epoch: u64) -> Result<u64> {
+        self.shared.promote(min_epoch)
+    }
+
+    /// Stops serving and fetching; waits for every thread.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.progress.notify_all();
+        if let Some(server) = self.server.take() {
+            server.stop();
+        }
+        self.shared.join_fetchers();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// The highest current epoch over the store's partitions.
+fn current_epoch(store: &Store) -> Result<u64> {
+    let mut epoch = 0;
+    for t in store.topics()? {
+        for p in 0..t.partitions() {
+            epoch = epoch.max(store.partition(&t.name, p)?.leader_epoch());
+        }
+    }
+    Ok(epoch)
+}
+
+fn server_addr(shared: &Shared) -> SocketAddr {
+    *shared
+        .addr
+        .get()
+        .expect("set as soon as the server listens")
+}
+
+impl Shared {
+    fn partition(&self, topic: &str, partition: u32) -> std::result::Result<Arc<Log>, ErrorCode> {
+        self.store.partition(topic, partition).map_err(|e| match e {
+            Error::UnknownTopic { .. } | Error::UnknownPartition { .. } => {
+                ErrorCode::UnknownTopicOrPartition
+            }
+            Error::InvalidArgument(_) => ErrorCode::InvalidRequest,
+            _ => ErrorCode::StorageError,
+        })
+    }
+
+    /// `Some(leader address)` if this node does not lead.
+    fn not_leader(&self) -> Option<String> {
+        let st = lock(&self.state);
+        (st.role != Role::Leader).then(|| st.leader.clone())
+    }
+
+    fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        acks: Acks,
+        timeout: Duration,
+        bytes: Bytes,
+    ) -> Message {
+        let answer = |error, base, last, acks, epoch| Message::ProduceResponse {
+            error,
+            base_offset: base,
+            last_offset: last,
+            acks,
+            epoch,
+        };
+        let (generation, epoch) = {
+            let st = lock(&self.state);
+            (st.generation, st.epoch)
+        };
+        let log = match self.partition(topic, partition) {
+            Ok(log) => log,
+            Err(code) => return answer(code, 0, 0, acks, epoch),
+        };
+        let batches = match split_batches(bytes) {
+            Ok(b) if !b.is_empty() => b,
+            _ => return answer(ErrorCode::CorruptMessage, 0, 0, acks, epoch),
+        };
+        let (mut base, mut last) = (None, 0);
+        for batch in &batches {
+            let appended = match log.append_batch(batch) {
+                Ok(a) => a,
+                Err(Error::InvalidArgument(_)) => {
+                    return answer(ErrorCode::CorruptMessage, 0, 0, acks, epoch);
+                }
+                Err(_) => return answer(ErrorCode::StorageError, 0, 0, acks, epoch),
+            };
+            if appended.receipt.wait().is_err() {
+                return answer(ErrorCode::StorageError, 0, 0, acks, epoch);
+            }
+            base.get_or_insert(appended.base_offset);
+            last = appended.last_offset;
+        }
+        let base = base.unwrap_or(0);
+        let end = last + 1;
+        let key = (topic.to_string(), partition);
+        let deadline = Instant::now() + timeout;
+        let mut trackers = lock(&self.trackers);
+        loop {
+            if lock(&self.state).generation != generation || self.stop.load(Ordering::Acquire) {
+                return answer(ErrorCode::LeadershipLost, base, last, acks, epoch);
+            }
+            let durable = log.end_offset();
+            let tracker = trackers
+                .entry(key.clone())
+                .or_insert_with(|| self.tracker(&log));
+            tracker.expire(Instant::now());
+            let hw = tracker.advance(durable);
+            log.set_high_watermark(hw);
+            match tracker.ack_state(acks, end, durable, self.options.replicas) {
+                AckState::Reached => {
+                    return answer(ErrorCode::None, base, last, acks, epoch);
+                }
+                AckState::NotEnoughReplicas { .. } => {
+                    return answer(ErrorCode::NotEnoughReplicas, base, last, acks, epoch);
+                }
+                AckState::Waiting => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return answer(ErrorCode::Timeout, base, last, acks, epoch);
+            }
+            // Woken by follower fetches; the short bound re-checks expiry of the in-sync set.
+            trackers = self
+                .progress
+                .wait_timeout(trackers, left.min(Duration::from_millis(100)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    fn tracker(&self, log: &Log) -> ReplicaTracker {
+        ReplicaTracker::new(
+            log.high_watermark(),
+            self.options.replica_lag_timeout,
+            self.options.min_in_sync,
+        )
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one argument per request field")]
+    fn fetch(
+        &self,
+        reply: &mut Reply<'_>,
+        role: FetchRole,
+        node_id: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        last_epoch: u64,
+        max_bytes: u32,
+        max_wait: Duration,
+    ) -> std::result::Result<(), WireError> {
+        let epoch = lock(&self.state).epoch;
+        let empty = |reply: &mut Reply<'_>, error, start, end, hw, diverging| {
+            reply.send_fetch(error, epoch, hw, start, end, diverging, &[])
+        };
+        if let Some(_leader) = self.not_leader() {
+            return empty(reply, ErrorCode::NotLeader, 0, 0, 0, u64::MAX);
+        }
+        let log = match self.partition(topic, partition) {
+            Ok(log) => log,
+            Err(code) => return empty(reply, code, 0, 0, 0, u64::MAX),
+        };
+        let (start, end) = (log.start_offset(), log.end_offset());
+        // A follower whose last epoch ends earlier here (or is unknown here) diverges: it must
+        // cut its log there first (KIP-101), and learns where from this answer.
+        if role == FetchRole::Follower && offset > start {
+            let diverging = match log.epoch_end(last_epoch) {
+                Some((e, epoch_end)) if e == last_epoch && epoch_end >= offset => None,
+                Some((_, epoch_end)) => Some(epoch_end.min(offset)),
+                None => Some(start),
+            };
+            if let Some(at) = diverging {
+                return empty(reply, ErrorCode::None, start, end, log.high_watermark(), at);
+            }
+        }
+        if offset < start || offset > end {
+            return empty(
+                reply,
+                ErrorCode::OffsetOutOfRange,
+                start,
+                end,
+                log.high_watermark(),
+                u64::MAX,
+            );
+        }
+        if role == FetchRole::Follower {
+            self.follower_fetched(topic, partition, node_id, offset, &log);
+        }
+        let upper = |log: &Log| match role {
+            FetchRole::Follower => log.end_offset(),
+            FetchRole::Consumer | FetchRole::Mirror => log.high_watermark(),
+        };
+        let deadline = Instant::now() + max_wait;
+        while upper(&log) <= offset && !self.stop.load(Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match role {
+                FetchRole::Follower => {
+                    log.wait_for_data(offset, left);
+                }
+                // The high watermark moves with other replicas' fetches, not with appends.
+                _ => std::thread::sleep(left.min(Duration::from_millis(10))),
+            }
+        }
+        let limit = upper(&log);
+        let batches = if offset < limit {
+            match log.read(offset, max_bytes as usize) {
+                Ok(b) => b,
+                Err(Error::OffsetOutOfRange { start, end, .. }) => {
+                    return empty(
+                        reply,
+                        ErrorCode::OffsetOutOfRange,
+                        start,
+                        end,
+                        log.high_watermark(),
+                        u64::MAX,
+                    );
+                }
+                Err(_) => return empty(reply, ErrorCode::StorageError, 0, 0, 0, u64::MAX),
+            }
+        } else {
+            Vec::new()
+        };
+        let chunks: Vec<Bytes> = batches
+            .iter()
+            .filter(|b| b.last_offset() < limit)
+            .map(|b| b.as_bytes().clone())
+            .collect();
+        reply.send_fetch(
+            ErrorCode::None,
+            epoch,
+            log.high_watermark(),
+            log.start_offset(),
+            log.end_offset(),
+            u64::MAX,
+            &chunks,
+        )
+    }
+
+    /// Records a follower's fetch at `offset` (its durable end) and moves the high watermark.
+    fn follower_fetched(&self, topic: &str, partition: u32, node: &str, offset: u64, log: &Log) {
+        let mut trackers = lock(&self.trackers);
+        let tracker = trackers
+            .entry((topic.to_string(), partition))
+            .or_insert_with(|| self.tracker(log));
+        let end = log.end_offset();
+        let hw = tracker.on_fetch(node, offset, end, end, Instant::now());
+        log.set_high_watermark(hw);
+        drop(trackers);
+        self.progress.notify_all();
+    }
+
+    fn status(&self) -> Message {
+        let (role, epoch, leader) = {
+            let st = lock(&self.state);
+            (st.role, st.epoch, st.leader.clone())
+        };
+        let trackers = lock(&self.trackers);
+        let mut partitions = Vec::new();
+        for t in self.store.topics().unwrap_or_default() {
+            for p in 0..t.partitions() {
+                let Ok(log) = self.store.partition(&t.name, p) else {
+                    continue;
+                };
+                let end = log.end_offset();
+                let followers = trackers
+                    .get(&(t.name.clone(), p))
+                    .map(|tr| {
+                        tr.followers()
+                            .iter()
+                            .map(|(id, f)| FollowerStatus {
+                                node_id: id.clone(),
+                                log_end: f.durable_end,
+                                lag: end.saturating_sub(f.durable_end),
+                                in_sync: f.in_sync,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                partitions.push(PartitionStatus {
+                    topic: t.name.clone(),
+                    partition: p,
+                    role,
+                    epoch: log.leader_epoch(),
+                    log_start: log.start_offset(),
+                    log_end: end,
+                    high_watermark: log.high_watermark(),
+                    followers: if role == Role::Leader {
+                        followers
+                    } else {
+                        Vec::new()
+                    },
+                });
+            }
+        }
+        Message::StatusResponse {
+            node_id: self.options.node_id.clone(),
+            role,
+            epoch,
+            leader,
+            partitions,
+        }
+    }
+
+    fn metadata(&self) -> Message {
+        let leader = lock(&self.state).leader.clone();
+        let topics = self
+            .store
+            .topics()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| TopicMetadata {
+                topic_id: t.id.0,
+                partitions: t.partitions(),
+                topic: t.name,
+            })
+            .collect();
+        Message::MetadataResponse { leader, topics }
+    }
+
+    /// Leads a new epoch above `min_epoch` and every epoch seen, durably, in every partition.
+    fn promote(&self, min_epoch: u64) -> Result<u64> {
+        let mut st = lock(&self.state);
+        let epoch = st.epoch.max(min_epoch).max(current_epoch(&self.store)?) + 1;
+        for t in self.store.topics()? {
+            for p in 0..t.partitions() {
+                self.store.set_leader_epoch(&t.name, p, epoch)?;
+            }
+        }
+        st.role = Role::Leader;
+        st.epoch = epoch;
+        st.leader = server_addr(self).to_string();
+        st.generation += 1;
+        drop(st);
+        lock(&self.trackers).clear();
+        self.progress.notify_all();
+        // Fetchers see the new generation and stop.
+        self.join_fetchers();
+        tracing::info!(node = %self.options.node_id, epoch, "promoted: leading");
+        Ok(epoch)
+    }
+
+    fn join_fetchers(&self) {
+        let fetchers = std::mem::take(&mut *lock(&self.fetchers));
+        for f in fetchers {
+            let _ = f.join();
+        }
+    }
+
+    fn start_fetchers(self: &Arc<Self>) -> Result<()> {
+        let generation = lock(&self.state).generation;
+        let mut fetchers = lock(&self.fetchers);
+        for t in self.store.topics()? {
+            for p in 0..t.partitions() {
+                let (shared, topic) = (self.clone(), t.name.clone());
+                let handle = std::thread::Builder::new()
+                    .name(format!("stratalog-fetch-{topic}-{p}"))
+                    .spawn(move || shared.fetch_loop(&topic, p, generation))
+                    .map_err(|e| Error::io("spawn fetcher thread", t.name.clone(), e))?;
+                fetchers.push(handle);
+            }
+        }
+        Ok(())
+    }
+
+    fn running(&self, generation: u64) -> bool {
+        !self.stop.load(Ordering::Acquire) && lock(&self.state).generation == generation
+    }
+
+    /// One partition's fetcher: fetch from the log end, append, repeat, until the node stops
+    /// or changes role.
+    fn fetch_loop(&self, topic: &str, partition: u32, generation: u64) {
+        let mut client: Option<Client> = None;
+        while self.running(generation) {
+            if client.is_none() {
+                let leader = lock(&self.state).leader.clone();
+                client = resolve(&leader).and_then(|addr| {
+                    Client::connect(addr, self.options.fetch_wait + Duration::from_secs(10)).ok()
+                });
+                if client.is_none() {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            }
+            let c = client.as_mut().expect("connected above");
+            match self.fetch_once(c, topic, partition) {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::debug!(topic, partition, error = %e, "fetch failed; reconnecting");
+                    client = None;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    fn fetch_once(&self, client: &mut Client, topic: &str, partition: u32) -> Result<()> {
+        let log = self.store.partition(topic, partition)?;
+        let offset = log.end_offset();
+        let request = Message::FetchRequest {
+            role: FetchRole::Follower,
+            node_id: self.options.node_id.clone(),
+            topic: topic.to_string(),
+            partition,
+            offset,
+            last_epoch: log.last_record_epoch().unwrap_or(0),
+            leader_epoch: lock(&self.state).epoch,
+            max_bytes: self.options.fetch_max_bytes,
+            max_wait_ms: self.options.fetch_wait.as_millis() as u32,
+        };
+        let answer = client
+            .call(&request)
+            .map_err(|e| Error::InvalidArgument(format!("fetch from the leader: {e}")))?;
+        let Message::FetchResponse {
+            error,
+            epoch,
+            high_watermark,
+            diverging_end,
+            batches,
+            ..
+        } = answer
+        else {
+            return Err(Error::InvalidArgument(format!(
+                "the leader answered a fetch with {answer:?}"
+            )));
+        };
+        if error != ErrorCode::None {
+            std::thread::sleep(Duration::from_millis(100));
+            return Err(Error::InvalidArgument(format!(
+                "the leader refused the fetch: {}",
+                error.name()
+            )));
+        }
+        {
+            let mut st = lock(&self.state);
+            st.epoch = st.epoch.max(epoch);
+        }
+        if diverging_end != u64::MAX {
+            // Cut exactly the divergent suffix: never below what the leader has in common.
+            let at = diverging_end.min(offset);
+            tracing::warn!(
+                topic,
+                partition,
+                from = at,
+                to = offset,
+                "truncating a divergent suffix"
+            );
+            log.truncate(at)?;
+            return Ok(());
+        }
+        let batches =
+            split_batches(batches).map_err(|e| Error::InvalidArgument(format!("fetched: {e}")))?;
+        if !batches.is_empty() {
+            log.append_replica(&batches)?.receipt.wait()?;
+        }
+        log.set_high_watermark(high_watermark.min(log.end_offset()));
+        Ok(())
+    }
+}
+
+fn resolve(addr: &str) -> Option<SocketAddr> {
+    addr.to_socket_addrs().ok()?.next()
+}
+
+/// The whole, checked batches of `bytes`, which must hold nothing else.
+pub fn split_batches(bytes: Bytes) -> std::result::Result<Vec<Batch>, crate::format::FormatError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let batch = Batch::validate(bytes.slice(at..))?;
+        at += batch.len();
+        out.push(batch);
+    }
+    Ok(out)
+}
+
+struct NodeHandler(Arc<Shared>);
+
+impl Handler for NodeHandler {
+    fn handle(
+        &self,
+        request: Message,
+        reply: &mut Reply<'_>,
+    ) -> std::result::Result<(), WireError> {
+        let node = &self.0;
+        let not_leader = |leader: String| Message::ErrorResponse {
+            error: ErrorCode::NotLeader,
+            leader,
+            message: "this node does not lead; ask the leader".into(),
+        };
+        let answer = match request {
+            Message::ProduceRequest {
+                topic,
+                partition,
+                acks,
+                timeout_ms,
+                batches,
+            } => match node.not_leader() {
+                Some(leader) => not_leader(leader),
+                None => node.produce(
+                    &topic,
+                    partition,
+                    acks,
+                    Duration::from_millis(timeout_ms.into()),
+                    batches,
+                ),
+            },
+            Message::FetchRequest {
+                role,
+                node_id,
+                topic,
+                partition,
+                offset,
+                last_epoch,
+                max_bytes,
+                max_wait_ms,
+                ..
+            } => {
+                let wait = Duration::from_millis(max_wait_ms.min(30_000).into());
+                return node.fetch(
+                    reply, role, &node_id, &topic, partition, offset, last_epoch, max_bytes, wait,
+                );
+            }
+            Message::EpochEndRequest {
+                topic,
+                partition,
+                epoch,
+            } => match node.partition(&topic, partition) {
+                Ok(log) => {
+                    let (epoch, end_offset) =
+                        log.epoch_end(epoch).unwrap_or((0, log.start_offset()));
+                    Message::EpochEndResponse {
+                        error: ErrorCode::None,
+                        epoch,
+                        end_offset,
+                    }
+                }
+                Err(error) => Message::EpochEndResponse {
+                    error,
+                    epoch: 0,
+                    end_offset: 0,
+                },
+            },
+            Message::StatusRequest => node.status(),
+            Message::MetadataRequest => node.metadata(),
+            Message::PromoteRequest { min_epoch } => match node.promote(min_epoch) {
+                Ok(epoch) => Message::PromoteResponse {
+                    error: ErrorCode::None,
+                    epoch,
+                },
+                Err(e) => Message::ErrorResponse {
+                    error: ErrorCode::StorageError,
+                    leader: String::new(),
+                    message: format!("promote failed: {e}"),
+                },
+            },
+            other => Message::ErrorResponse {
+                error: ErrorCode::InvalidRequest,
+                leader: String::new(),
+                message: format!("not served yet: frame kind {}", other.kind()),
+            },
+        };
+        reply.send(&answer)
+    }
+}

@@ -1,0 +1,212 @@
+//! Two nodes in one process over loopback TCP: a leader and a follower of a store's topic,
+//! acknowledgements at `all`, the follower's copy byte for byte, the in-sync set, an operator
+//! promote after the leader stops, and the old leader rejoining as a follower that truncates the
+//! records only it had (never acknowledged at `all`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use stratalog::replication::frame::Acks;
+use stratalog::replication::node::{Node, NodeOptions};
+use stratalog::replication::transport::Client;
+use stratalog::replication::{ErrorCode, Message, Role};
+use stratalog::{BatchBuilder, Compression, PartitionerKind, Store, StoreOptions, TopicConfig};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn store(dir: &std::path::Path) -> Arc<Store> {
+    let store = Store::open(dir, StoreOptions::default()).unwrap();
+    if store.topic("t").is_err() {
+        store
+            .create_topic("t", 2, TopicConfig::default(), PartitionerKind::Jump)
+            .unwrap();
+    }
+    Arc::new(store)
+}
+
+fn options(id: &str, leader: Option<String>) -> NodeOptions {
+    NodeOptions {
+        node_id: id.into(),
+        leader,
+        replicas: 2,
+        min_in_sync: 2,
+        replica_lag_timeout: Duration::from_secs(2),
+        fetch_wait: Duration::from_millis(100),
+        ..Default::default()
+    }
+}
+
+fn batch(values: &[String]) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::Lz4);
+    for v in values {
+        b.push_value(1_700_000_000_000, v.as_bytes()).unwrap();
+    }
+    // A sealed batch (CRC set): the leader gives it its own offsets and epoch.
+    let mut encoded = b.encode(0).unwrap();
+    encoded.stamp(0);
+    Bytes::copy_from_slice(encoded.as_bytes())
+}
+
+fn produce(client: &mut Client, partition: u32, acks: Acks, values: &[String]) -> Message {
+    client
+        .call(&Message::ProduceRequest {
+            topic: "t".into(),
+            partition,
+            acks,
+            timeout_ms: 10_000,
+            batches: batch(values),
+        })
+        .unwrap()
+}
+
+/// Waits until `cond` holds, or fails after the timeout.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn same_bytes(a: &Store, b: &Store, partition: u32) {
+    let (la, lb) = (
+        a.partition("t", partition).unwrap(),
+        b.partition("t", partition).unwrap(),
+    );
+    assert_eq!(la.end_offset(), lb.end_offset(), "partition {partition}");
+    let mut next = la.start_offset();
+    while next < la.end_offset() {
+        let (x, y) = (
+            la.read(next, 1 << 20).unwrap(),
+            lb.read(next, 1 << 20).unwrap(),
+        );
+        for (p, q) in x.iter().zip(&y) {
+            assert_eq!(p.as_bytes(), q.as_bytes(), "batch at {}", p.base_offset());
+        }
+        next = x.last().unwrap().last_offset() + 1;
+    }
+}
+
+#[test]
+fn leader_follower_promote_and_rejoin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store_a, store_b) = (store(&tmp.path().join("a")), store(&tmp.path().join("b")));
+    let a = Node::start(store_a.clone(), options("a", None)).unwrap();
+    let b = Node::start(store_b.clone(), options("b", Some(a.addr().to_string()))).unwrap();
+    assert_eq!((a.role(), b.role()), (Role::Leader, Role::Follower));
+
+    let mut client = Client::connect(a.addr(), TIMEOUT).unwrap();
+    let mut acked = Vec::new();
+    for i in 0..20u32 {
+        let values: Vec<String> = (0..5).map(|j| format!("r{i}-{j}")).collect();
+        match produce(&mut client, i % 2, Acks::All, &values) {
+            Message::ProduceResponse {
+                error: ErrorCode::None,
+                base_offset,
+                last_offset,
+                ..
+            } => {
+                assert_eq!(last_offset - base_offset, 4);
+                acked.push((i % 2, last_offset));
+            }
+            other => panic!("produce {i}: {other:?}"),
+        }
+    }
+    // Acknowledged at `all`: on the follower already, byte for byte.
+    for p in 0..2 {
+        same_bytes(&store_a, &store_b, p);
+        assert_eq!(store_b.partition("t", p).unwrap().end_offset(), 50);
+    }
+    match client.call(&Message::StatusRequest).unwrap() {
+        Message::StatusResponse {
+            role, partitions, ..
+        } => {
+            assert_eq!(role, Role::Leader);
+            for p in &partitions {
+                assert_eq!(p.followers.len(), 1, "{p:?}");
+                assert!(p.followers[0].in_sync, "{p:?}");
+                assert_eq!(p.high_watermark, 50, "{p:?}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    // A produce to the follower is answered with the leader's address.
+    let mut to_b = Client::connect(b.addr(), TIMEOUT).unwrap();
+    match produce(&mut to_b, 0, Acks::Leader, &["x".into()]) {
+        Message::ErrorResponse {
+            error: ErrorCode::NotLeader,
+            leader,
+            ..
+        } => assert_eq!(leader, a.addr().to_string()),
+        other => panic!("{other:?}"),
+    }
+
+    // The follower stops; the leader takes a write at `leader` that only it has.
+    b.stop();
+    match produce(&mut client, 0, Acks::Leader, &["only-on-a".into()]) {
+        Message::ProduceResponse {
+            error: ErrorCode::None,
+            last_offset,
+            ..
+        } => assert_eq!(last_offset, 50),
+        other => panic!("{other:?}"),
+    }
+    // At `all` it is refused once the silent follower left the in-sync set, never acknowledged.
+    eventually("acks=all refused without the follower", || {
+        matches!(
+            produce(&mut client, 1, Acks::All, &["never".into()]),
+            Message::ProduceResponse {
+                error: ErrorCode::NotEnoughReplicas | ErrorCode::Timeout,
+                ..
+            }
+        )
+    });
+    // The leader dies; the operator promotes the follower, which leads a new epoch.
+    drop(client);
+    a.stop();
+    let b = Node::start(store_b.clone(), options("b", Some("127.0.0.1:9".into()))).unwrap();
+    let epoch = b.promote(0).unwrap();
+    assert!(epoch >= 1);
+    let mut client = Client::connect(b.addr(), TIMEOUT).unwrap();
+    match produce(&mut client, 0, Acks::Leader, &["on-b".into()]) {
+        Message::ProduceResponse {
+            error: ErrorCode::None,
+            base_offset,
+            epoch: e,
+            ..
+        } => assert_eq!(
+            (base_offset, e),
+            (50, epoch),
+            "offset 50 is reused by the new leader"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // The old leader comes back as a follower of the new one: it cuts what only it had
+    // (offset 50 of the old epoch, never acknowledged at `all`) and copies the new leader.
+    let a = Node::start(store_a.clone(), options("a", Some(b.addr().to_string()))).unwrap();
+    eventually("the old leader to catch up", || {
+        let (la, lb) = (
+            store_a.partition("t", 0).unwrap(),
+            store_b.partition("t", 0).unwrap(),
+        );
+        la.end_offset() == lb.end_offset()
+            && la.read_one(50).map(|r| r.value.to_vec()).ok() == Some(b"on-b".to_vec())
+    });
+    for p in 0..2 {
+        eventually("partitions identical", || {
+            store_a.partition("t", p).unwrap().end_offset()
+                == store_b.partition("t", p).unwrap().end_offset()
+        });
+        same_bytes(&store_b, &store_a, p);
+    }
+    // Every record acknowledged at `all` is on both.
+    for (p, last) in acked {
+        for s in [&store_a, &store_b] {
+            assert!(s.partition("t", p).unwrap().end_offset() > last);
+        }
+    }
+    drop(client);
+    a.stop();
+    b.stop();
+}
