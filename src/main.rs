@@ -88,6 +88,18 @@ enum Command {
     /// list|describe`) never change a file; the next writer (`produce`, a broker) recovers as
     /// this does. Fails if another process holds a log.
     Recover(VerifyArgs),
+    /// Run a node: serve the store in DIR over TCP, as the leader of every partition or, with
+    /// `--leader ADDR`, as a follower that copies the leader's batches byte for byte.
+    ///
+    /// Prints `listening on ADDR as ID (ROLE)` and serves until SIGINT or SIGTERM. Replication
+    /// is being built: produce and consume through a node (`--node`), the consumer offsets
+    /// over the network and etcd are not there yet (docs/REPLICATION.md).
+    Serve(cli::node::ServeArgs),
+    /// Make the node at `--node ADDR` the leader of a new epoch (operator failover).
+    Promote(cli::node::NodeArgs),
+    /// Show a node's role, epoch and leader, and per partition its offsets, high watermark
+    /// and (on a leader) each follower's lag and in-sync state; `--json` for JSON.
+    Status(cli::node::NodeArgs),
     /// Print the batches of a segment file, or of every segment of a log directory.
     ///
     /// One line per batch: byte position, base and last offset, record count, leader epoch,
@@ -336,6 +348,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Some(name) => cli::recover::run(&cli::Target::parse(&a.dir, &name)?.log_dir()),
             None => cli::recover::run_all(&a.dir),
         },
+        Command::Serve(a) => cli::node::serve(a),
+        Command::Promote(a) => cli::node::promote(a),
+        Command::Status(a) => cli::node::status(a),
         Command::Dump(a) => cli::dump::run(&a.path),
         Command::Bench(o) => cli::bench::run(o),
         Command::Topics(t) => match t {

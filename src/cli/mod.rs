@@ -4,6 +4,7 @@ pub mod bench;
 pub mod consume;
 pub mod dump;
 pub mod groups;
+pub mod node;
 pub mod produce;
 pub mod recover;
 pub mod topics;

@@ -1,0 +1,191 @@
+//! `stratalog serve`, `promote` and `status`: run a node over a store, and talk to one.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::Args;
+use stratalog::replication::node::{Node, NodeOptions};
+use stratalog::replication::transport::Client;
+use stratalog::replication::{ErrorCode, Message};
+use stratalog::{Store, StoreOptions};
+
+use super::{CliError, context, outln};
+
+/// `stratalog serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The store's directory (created if missing; a store prepared with `topics create` is
+    /// served as it is).
+    #[arg(short = 'd', long, env = "STRATALOG_DIR", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// This node's id, as followers are known on their leader.
+    #[arg(long, value_name = "ID")]
+    pub node_id: String,
+    /// Address to listen on (127.0.0.1:0 picks a free port; the address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Follow this leader (any address that reaches it); without it, this node leads.
+    #[arg(long, value_name = "ADDR")]
+    pub leader: Option<String>,
+    /// A follower not caught up for this long (milliseconds) leaves the in-sync set.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub replica_lag_timeout: u64,
+    /// `acks=all` is refused while fewer replicas (the leader included) are in sync.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub min_in_sync: usize,
+    /// Replicas of each partition, the leader included (for `acks=quorum`).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub replicas: usize,
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub fn serve(a: ServeArgs) -> Result<(), CliError> {
+    let (tx, stopped) = mpsc::channel();
+    super::on_interrupt(move |signal| {
+        let _ = tx.send(signal);
+    })
+    .map_err(context("cannot set up the SIGINT/SIGTERM handler"))?;
+    let store = Store::open(&a.dir, StoreOptions::default()).map_err(context(format!(
+        "cannot open the store in {}",
+        a.dir.display()
+    )))?;
+    let store = Arc::new(store);
+    let node = Node::start(
+        store.clone(),
+        NodeOptions {
+            node_id: a.node_id.clone(),
+            listen: a.listen.clone(),
+            leader: a.leader.clone(),
+            replica_lag_timeout: Duration::from_millis(a.replica_lag_timeout),
+            min_in_sync: a.min_in_sync,
+            replicas: a.replicas,
+            ..NodeOptions::default()
+        },
+    )
+    .map_err(context(format!("cannot start node {}", a.node_id)))?;
+    outln!(
+        "listening on {} as {} ({})",
+        node.addr(),
+        a.node_id,
+        node.role().name()
+    );
+    let _ = stopped.recv();
+    node.stop();
+    match Arc::try_unwrap(store) {
+        Ok(store) => store.close().map_err(context("closing the store failed")),
+        Err(_) => Ok(()),
+    }
+}
+
+/// `stratalog promote` and `stratalog status`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's address.
+    #[arg(long, value_name = "ADDR")]
+    pub node: String,
+    /// Print JSON instead of text (`status`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn connect(node: &str) -> Result<Client, CliError> {
+    let addr: SocketAddr = node
+        .to_socket_addrs()
+        .map_err(context(format!("cannot resolve {node}")))?
+        .next()
+        .ok_or_else(|| format!("{node} resolves to no address"))?;
+    Client::connect(addr, Duration::from_secs(10)).map_err(|e| e.to_string().into())
+}
+
+/// Makes the node the leader of a new epoch.
+pub fn promote(a: NodeArgs) -> Result<(), CliError> {
+    let mut client = connect(&a.node)?;
+    match client.call(&Message::PromoteRequest { min_epoch: 0 }) {
+        Ok(Message::PromoteResponse {
+            error: ErrorCode::None,
+            epoch,
+        }) => {
+            outln!("{} leads in epoch {epoch}", a.node);
+            Ok(())
+        }
+        Ok(other) => Err(format!("promote refused: {other:?}").into()),
+        Err(e) => Err(e.to_string().into()),
+    }
+}
+
+/// Prints the node's role, epoch, leader and each partition's offsets and followers.
+pub fn status(a: NodeArgs) -> Result<(), CliError> {
+    let mut client = connect(&a.node)?;
+    let Message::StatusResponse {
+        node_id,
+        role,
+        epoch,
+        leader,
+        partitions,
+    } = client
+        .call(&Message::StatusRequest)
+        .map_err(|e| e.to_string())?
+    else {
+        return Err("the node answered a status request with something else".into());
+    };
+    if a.json {
+        let parts: Vec<serde_json::Value> = partitions
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "topic": p.topic,
+                    "partition": p.partition,
+                    "role": p.role.name(),
+                    "epoch": p.epoch,
+                    "log_start": p.log_start,
+                    "log_end": p.log_end,
+                    "high_watermark": p.high_watermark,
+                    "followers": p.followers.iter().map(|f| serde_json::json!({
+                        "node_id": f.node_id,
+                        "log_end": f.log_end,
+                        "lag": f.lag,
+                        "in_sync": f.in_sync,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        outln!(
+            "{}",
+            serde_json::json!({
+                "node_id": node_id,
+                "role": role.name(),
+                "epoch": epoch,
+                "leader": leader,
+                "partitions": parts,
+            })
+        );
+        return Ok(());
+    }
+    outln!(
+        "node {node_id} role={} epoch={epoch} leader={leader}",
+        role.name()
+    );
+    for p in partitions {
+        outln!(
+            "  {}/{} log_start={} log_end={} high_watermark={}",
+            p.topic,
+            p.partition,
+            p.log_start,
+            p.log_end,
+            p.high_watermark
+        );
+        for f in p.followers {
+            outln!(
+                "    follower {} log_end={} lag={} in_sync={}",
+                f.node_id,
+                f.log_end,
+                f.lag,
+                f.in_sync
+            );
+        }
+    }
+    Ok(())
+}
