@@ -97,6 +97,16 @@ fn leader_follower_promote_and_rejoin() {
     assert_eq!((a.role(), b.role()), (Role::Leader, Role::Follower));
 
     let mut client = Client::connect(a.addr(), TIMEOUT).unwrap();
+    // `acks=all` with 2 in sync needs the follower in the set first (else NotEnoughReplicas,
+    // as it should): its first fetch of each partition puts it there.
+    eventually("the follower in sync on both partitions", || {
+        match client.call(&Message::StatusRequest).unwrap() {
+            Message::StatusResponse { partitions, .. } => partitions
+                .iter()
+                .all(|p| p.followers.iter().any(|f| f.in_sync)),
+            _ => false,
+        }
+    });
     let mut acked = Vec::new();
     for i in 0..20u32 {
         let values: Vec<String> = (0..5).map(|j| format!("r{i}-{j}")).collect();

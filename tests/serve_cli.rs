@@ -102,6 +102,15 @@ fn serve_status_promote() {
     let mut encoded = batch.encode(0).unwrap();
     encoded.stamp(0);
     let mut client = Client::connect(leader.addr.parse().unwrap(), TIMEOUT).unwrap();
+    // `acks=all` with 2 in sync needs the follower in the set first.
+    let started = Instant::now();
+    while status(&leader.addr)["partitions"][0]["followers"][0]["in_sync"] != true {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the follower never joined the in-sync set"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let answer = client
         .call(&Message::ProduceRequest {
             topic: "t".into(),
@@ -136,6 +145,48 @@ fn serve_status_promote() {
     assert_eq!(s["role"], "follower");
     assert_eq!(s["leader"], leader.addr.as_str());
     assert_eq!(s["partitions"][0]["log_end"], 1);
+
+    // consume --node: the same output as --dir, up to the high watermark; a follower sends the
+    // client to its leader.
+    for node in [&leader.addr, &follower.addr] {
+        let out = run(&["consume", "--node", node, "--log", "t/0"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    }
+    let out = run(&[
+        "consume",
+        "--node",
+        &leader.addr,
+        "--topic",
+        "t",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (line["partition"].as_u64(), line["offset"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(line["value"]["utf8"], "hello");
+    let dir_form = run(&[
+        "consume",
+        "--dir",
+        a.to_str().unwrap(),
+        "--topic",
+        "t",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(dir_form.stdout, out.stdout, "same output as the --dir form");
 
     drop(leader);
     let out = run(&["promote", "--node", &follower.addr]);

@@ -21,7 +21,7 @@ const READ_BYTES: usize = 1 << 20;
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Set by SIGINT or SIGTERM while `--follow` runs: stop and exit 0.
-static STOP: AtomicBool = AtomicBool::new(false);
+pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
 
 /// `stratalog consume`: its command line is its options.
 #[derive(Debug, Args)]
@@ -62,6 +62,11 @@ pub struct Options {
     /// process cannot open it.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Read from the node at this address instead of a directory: `--log TOPIC/PARTITION` or
+    /// `--topic TOPIC`, up to the node's high watermark (with `--follow`, waiting for more). A
+    /// follower answers with its leader's address, which is followed. Not yet with `--group`.
+    #[arg(long, value_name = "ADDR", conflicts_with = "group")]
+    pub node: Option<String>,
     /// Output format (see `consume --help` for the JSON schema).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -105,9 +110,12 @@ pub fn run(o: Options) -> Result<(), CliError> {
         super::on_interrupt(|_| STOP.store(true, Ordering::SeqCst))
             .map_err(context("cannot set up the SIGINT/SIGTERM handler"))?;
     }
+    if let Some(node) = &o.node {
+        return super::remote::consume(node, &o);
+    }
     let source = match &o.topic {
-        Some(topic) => (o.log.dir.clone(), topic.clone(), None),
-        None => match Target::parse(&o.log.dir, &o.log.name)? {
+        Some(topic) => (o.log.dir()?, topic.clone(), None),
+        None => match Target::parse(&o.log.dir()?, &o.log.name)? {
             Target::Log(dir) => {
                 if o.group.is_some() {
                     return Err(
@@ -538,7 +546,7 @@ fn bytes_json(bytes: &[u8]) -> Value {
 }
 
 /// One JSON line, fields in a fixed order: (partition,) offset, timestamp, key, value, headers.
-fn record_json(r: &RecordView, partition: Option<u32>) -> String {
+pub(crate) fn record_json(r: &RecordView, partition: Option<u32>) -> String {
     let headers: Vec<String> = r
         .headers
         .iter()

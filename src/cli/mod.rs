@@ -7,6 +7,7 @@ pub mod groups;
 pub mod node;
 pub mod produce;
 pub mod recover;
+pub mod remote;
 pub mod topics;
 pub mod verify;
 
@@ -169,9 +170,10 @@ impl Target {
 /// Where the log is (`produce` and `consume`).
 #[derive(Debug, Args)]
 pub struct LogArgs {
-    /// Directory holding the logs (or the store).
+    /// Directory holding the logs (or the store). Required unless the command talks to a node
+    /// (`consume --node`).
     #[arg(short = 'd', long, value_name = "DIR", env = "STRATALOG_DIR")]
-    pub dir: PathBuf,
+    pub dir: Option<PathBuf>,
     /// Name of the log: its files are in DIR/NAME. `TOPIC/PARTITION` names a partition of a
     /// topic of the store in DIR (see `stratalog topics`).
     #[arg(
@@ -181,6 +183,15 @@ pub struct LogArgs {
         default_value = "default"
     )]
     pub name: String,
+}
+
+impl LogArgs {
+    /// `--dir`, which the command needs.
+    pub fn dir(&self) -> Result<PathBuf, CliError> {
+        self.dir.clone().ok_or_else(|| {
+            "--dir DIR (or the STRATALOG_DIR environment variable) is required".into()
+        })
+    }
 }
 
 /// The `--compression` of batches.

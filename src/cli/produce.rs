@@ -339,10 +339,10 @@ struct Fixed<'a> {
 pub fn run(o: Options) -> Result<(), CliError> {
     let dest = match &o.topic {
         Some(topic) => Dest::Topic {
-            dir: o.log.dir.clone(),
+            dir: o.log.dir()?,
             topic: topic.clone(),
         },
-        None => Dest::Log(Target::parse(&o.log.dir, &o.log.name)?),
+        None => Dest::Log(Target::parse(&o.log.dir()?, &o.log.name)?),
     };
     let headers: Vec<(&[u8], &[u8])> = o
         .headers

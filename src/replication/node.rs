@@ -693,6 +693,9 @@ impl Handler for NodeHandler {
                 max_wait_ms,
                 ..
             } => {
+                if let Some(leader) = node.not_leader() {
+                    return reply.send(&not_leader(leader));
+                }
                 let wait = Duration::from_millis(max_wait_ms.min(30_000).into());
                 return node.fetch(
                     reply, role, &node_id, &topic, partition, offset, last_epoch, max_bytes, wait,
