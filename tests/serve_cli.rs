@@ -188,6 +188,40 @@ fn serve_status_promote() {
     ]);
     assert_eq!(dir_form.stdout, out.stdout, "same output as the --dir form");
 
+    // produce --node: lines of stdin, `acked <offset>` per acknowledged batch, through the
+    // follower (redirected to the leader).
+    let mut child = Command::new(BIN)
+        .args([
+            "produce",
+            "--node",
+            &follower.addr,
+            "--log",
+            "t/0",
+            "--acks",
+            "all",
+            "--print-acks",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"two\nthree\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acks = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(acks.lines().last(), Some("acked 2"), "{acks}");
+    let out = run(&["consume", "--node", &follower.addr, "--log", "t/0"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\ntwo\nthree\n");
+
     drop(leader);
     let out = run(&["promote", "--node", &follower.addr]);
     assert!(

@@ -112,6 +112,16 @@ pub struct Options {
         default_value_t = 100
     )]
     pub size: u64,
+    /// Append through the node at this address instead of a directory (`--log
+    /// TOPIC/PARTITION`): each batch is sent and acknowledged at `--acks` before the next; a
+    /// follower answers with its leader's address, which is followed. Not yet with `--topic`.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["topic", "truncate_every"])]
+    pub node: Option<String>,
+    /// With `--node`: `leader` (durable on the leader), `quorum` (on a majority of replicas)
+    /// or `all` (on every in-sync replica; refused while too few are in sync).
+    #[arg(long, value_name = "LEVEL", default_value = "all", requires = "node",
+          value_parser = super::remote::parse_acks)]
+    pub acks: stratalog::replication::Acks,
     /// Testing only: retention limit for a new log, applied after every batch.
     #[arg(long, value_name = "BYTES", hide = true)]
     pub retention_bytes: Option<u64>,
@@ -337,6 +347,9 @@ struct Fixed<'a> {
 
 /// Runs `produce`.
 pub fn run(o: Options) -> Result<(), CliError> {
+    if let Some(node) = &o.node {
+        return super::remote::produce(node, &o);
+    }
     let dest = match &o.topic {
         Some(topic) => Dest::Topic {
             dir: o.log.dir()?,

@@ -1,14 +1,16 @@
-//! `consume --node ADDR`: the same output as `consume --dir`, read from a node over the
-//! protocol up to its high watermark.
+//! `consume --node ADDR` and `produce --node ADDR`: the same output as their `--dir` forms,
+//! through a node over the protocol (consumers read up to the high watermark).
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufRead, BufWriter, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use stratalog::replication::node::split_batches;
 use stratalog::replication::transport::Client;
-use stratalog::replication::{ErrorCode, FetchRole, Message};
+use stratalog::replication::{Acks, ErrorCode, FetchRole, Message};
+use stratalog::{BatchBuilder, Compression, Record};
 
 use super::consume::{Format, From, Options, STOP, record_json};
 use super::{CliError, context, is_broken_pipe};
@@ -227,4 +229,140 @@ fn fetch_and_print(
     }
     c.next = Some(at);
     Ok(printed)
+}
+
+/// `--acks`: `leader`, `quorum` or `all`.
+pub fn parse_acks(s: &str) -> Result<Acks, String> {
+    match s {
+        "leader" | "1" => Ok(Acks::Leader),
+        "quorum" => Ok(Acks::Quorum),
+        "all" | "-1" => Ok(Acks::All),
+        _ => Err(format!(
+            "{s:?} is not an acknowledgement level: leader, quorum or all"
+        )),
+    }
+}
+
+/// Runs `produce --node`: lines of standard input (or `--count` generated records) in batches
+/// of `--batch`, each sent and acknowledged before the next; `--print-acks` prints
+/// `acked <offset>` for the last record of each acknowledged batch.
+pub fn produce(node: &str, o: &super::produce::Options) -> Result<(), CliError> {
+    let (topic, partition) = o
+        .log
+        .name
+        .split_once('/')
+        .and_then(|(t, p)| Some((t.to_string(), p.parse::<u32>().ok()?)))
+        .ok_or("with --node, name a partition: --log TOPIC/PARTITION")?;
+    let mut conn = Conn::open(node)?;
+    let key = o.key.as_deref().map(str::as_bytes);
+    let headers: Vec<(&[u8], &[u8])> = o
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    let compression = o
+        .compression
+        .map_or(Compression::None, super::CompressionArg::into_compression);
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut send = |values: &[Vec<u8>]| -> Result<(), CliError> {
+        let mut batch = BatchBuilder::new(compression);
+        let ts = stratalog::now_ms();
+        for v in values {
+            batch
+                .push(&Record {
+                    timestamp: ts,
+                    key,
+                    value: v,
+                    headers: &headers,
+                })
+                .map_err(|e| format!("record refused: {e}"))?;
+        }
+        let mut encoded = batch.encode(0).map_err(|e| format!("batch refused: {e}"))?;
+        encoded.stamp(0);
+        let request = Message::ProduceRequest {
+            topic: topic.clone(),
+            partition,
+            acks: o.acks,
+            timeout_ms: 30_000,
+            batches: Bytes::copy_from_slice(encoded.as_bytes()),
+        };
+        match conn.call(&request)? {
+            Message::ProduceResponse {
+                error: ErrorCode::None,
+                last_offset,
+                ..
+            } => {
+                if o.print_acks {
+                    writeln!(out, "acked {last_offset}")
+                        .and_then(|()| out.flush())
+                        .map_err(|e| format!("cannot deliver the acknowledgements: {e}"))?;
+                }
+                Ok(())
+            }
+            Message::ProduceResponse { error, .. } => Err(format!(
+                "the node refused the batch: {} (records before it were acknowledged)",
+                error.name()
+            )
+            .into()),
+            other => Err(format!("the node answered a produce with {other:?}").into()),
+        }
+    };
+    let batch = o.batch as usize;
+    if let Some(count) = o.count {
+        let value = vec![b'x'; usize::try_from(o.size).map_err(|_| "--size is too large")?];
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(batch as u64) as usize;
+            send(&vec![value.clone(); n])?;
+            left -= n as u64;
+        }
+        return Ok(());
+    }
+    // A reader thread hands lines over, so that a batch goes out as soon as it is full or no
+    // more input is there right now (an interactive producer is acknowledged promptly).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(batch.max(1024));
+    std::thread::spawn(move || {
+        let stdin = io::stdin();
+        let mut lines = stdin.lock();
+        loop {
+            let mut line = Vec::new();
+            // Bounded: a line longer than a batch can hold is refused, not read whole.
+            let limit = u64::from(stratalog::format::MAX_BATCH_BYTES);
+            match io::Read::take(&mut lines, limit).read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(n) if n as u64 == limit && line.last() != Some(&b'\n') => {
+                    let _ = tx.send(Err(io::Error::other(format!(
+                        "a line is longer than the largest record a batch can hold ({limit} bytes)"
+                    ))));
+                    break;
+                }
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                    }
+                    if tx.send(Ok(line)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    let mut pending: Vec<Vec<u8>> = Vec::with_capacity(batch);
+    while let Ok(first) = rx.recv() {
+        pending.push(first?);
+        while pending.len() < batch {
+            match rx.try_recv() {
+                Ok(line) => pending.push(line?),
+                Err(_) => break,
+            }
+        }
+        send(&pending)?;
+        pending.clear();
+    }
+    Ok(())
 }
