@@ -220,3 +220,98 @@ fn leader_follower_promote_and_rejoin() {
     a.stop();
     b.stop();
 }
+
+/// Free loopback ports for nodes that must know each other's addresses before they start.
+fn free_addrs(n: usize) -> Vec<String> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+fn with_peers(id: &str, listen: &str, leader: Option<&str>, peers: &[String]) -> NodeOptions {
+    NodeOptions {
+        listen: listen.to_string(),
+        peers: peers.to_vec(),
+        replicas: 3,
+        ..options(id, leader.map(str::to_string))
+    }
+}
+
+fn in_sync_followers(client: &mut Client) -> usize {
+    match client.call(&Message::StatusRequest) {
+        Ok(Message::StatusResponse { partitions, .. }) => partitions
+            .iter()
+            .map(|p| p.followers.iter().filter(|f| f.in_sync).count())
+            .min()
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Three nodes: after the leader dies and a follower is promoted, the other follower finds the
+/// new leader through its peers, and the old leader, restarted with no `--leader`, finds that a
+/// higher epoch leads and follows it instead of leading beside it.
+#[test]
+fn three_nodes_follow_a_promoted_leader_through_their_peers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addrs = free_addrs(3);
+    let stores: Vec<Arc<Store>> = ["a", "b", "c"]
+        .iter()
+        .map(|n| store(&tmp.path().join(n)))
+        .collect();
+    let a = Node::start(stores[0].clone(), with_peers("a", &addrs[0], None, &addrs)).unwrap();
+    let b = Node::start(
+        stores[1].clone(),
+        with_peers("b", &addrs[1], Some(&addrs[0]), &addrs),
+    )
+    .unwrap();
+    let c = Node::start(
+        stores[2].clone(),
+        with_peers("c", &addrs[2], Some(&addrs[0]), &addrs),
+    )
+    .unwrap();
+    let mut client = Client::connect(a.addr(), TIMEOUT).unwrap();
+    eventually("both followers in sync", || {
+        in_sync_followers(&mut client) == 2
+    });
+    for i in 0..10 {
+        match produce(&mut client, 0, Acks::All, &[format!("a{i}")]) {
+            Message::ProduceResponse {
+                error: ErrorCode::None,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(client);
+    a.stop();
+    let epoch = b.promote(0).unwrap();
+    let mut client = Client::connect(b.addr(), TIMEOUT).unwrap();
+    eventually("c follows b", || in_sync_followers(&mut client) >= 1);
+    match produce(&mut client, 0, Acks::All, &["b0".into()]) {
+        Message::ProduceResponse {
+            error: ErrorCode::None,
+            base_offset,
+            epoch: e,
+            ..
+        } => assert_eq!((base_offset, e), (10, epoch)),
+        other => panic!("{other:?}"),
+    }
+    // The old leader comes back with no --leader: it must follow b, not lead.
+    let a = Node::start(stores[0].clone(), with_peers("a", &addrs[0], None, &addrs)).unwrap();
+    assert_eq!(a.role(), Role::Follower);
+    eventually("all three identical", || {
+        (0..3).all(|i| stores[i].partition("t", 0).unwrap().end_offset() == 11)
+    });
+    for s in &stores[..2] {
+        same_bytes(&stores[2], s, 0);
+    }
+    drop(client);
+    for n in [a, b, c] {
+        n.stop();
+    }
+}

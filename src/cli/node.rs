@@ -39,6 +39,11 @@ pub struct ServeArgs {
     /// Replicas of each partition, the leader included (for `acks=quorum`).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub replicas: usize,
+    /// The other nodes (comma-separated addresses). A follower whose leader stops answering
+    /// asks them who leads now; a node started without `--leader` first asks them, and
+    /// follows a node that leads a higher epoch instead of leading beside it.
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+    pub peers: Vec<String>,
 }
 
 /// Runs a node until SIGINT or SIGTERM.
@@ -62,6 +67,7 @@ pub fn serve(a: ServeArgs) -> Result<(), CliError> {
             replica_lag_timeout: Duration::from_millis(a.replica_lag_timeout),
             min_in_sync: a.min_in_sync,
             replicas: a.replicas,
+            peers: a.peers.clone(),
             ..NodeOptions::default()
         },
     )

@@ -55,6 +55,10 @@ pub struct NodeOptions {
     pub fetch_wait: Duration,
     /// At most this many bytes of batches in one fetch answer.
     pub fetch_max_bytes: u32,
+    /// The other nodes' addresses. A follower whose leader stops answering asks them who
+    /// leads (the leader of the highest epoch wins); a node that starts as a leader first asks
+    /// them, and follows one that leads a higher epoch than its own.
+    pub peers: Vec<String>,
 }
 
 impl Default for NodeOptions {
@@ -68,6 +72,7 @@ impl Default for NodeOptions {
             replicas: 1,
             fetch_wait: Duration::from_millis(500),
             fetch_max_bytes: 1 << 20,
+            peers: Vec::new(),
         }
     }
 }
@@ -140,6 +145,19 @@ impl Node {
         )
         .map_err(|e| Error::io("listen", shared.options.listen.clone(), e))?;
         let _ = shared.addr.set(server.addr());
+        if shared.options.leader.is_none() {
+            // A node restarted after a failover must not lead beside the new leader: if a
+            // peer leads a higher epoch, follow it.
+            if let Some((leader, epoch)) = shared.discover_leader() {
+                let mut st = lock(&shared.state);
+                if epoch > st.epoch {
+                    tracing::warn!(leader, epoch, "a peer leads a higher epoch; following it");
+                    st.role = Role::Follower;
+                    st.leader = leader;
+                    st.epoch = epoch;
+                }
+            }
+        }
         let node = Node {
             shared,
             server: Some(server),
@@ -548,22 +566,36 @@ impl Shared {
     /// or changes role.
     fn fetch_loop(&self, topic: &str, partition: u32, generation: u64) {
         let mut client: Option<Client> = None;
+        let mut failures = 0u32;
         while self.running(generation) {
+            if failures >= 3 {
+                // The leader does not answer: ask the peers who leads now.
+                failures = 0;
+                if let Some((leader, epoch)) = self.discover_leader() {
+                    let mut st = lock(&self.state);
+                    if epoch >= st.epoch && st.role != Role::Leader {
+                        st.leader = leader;
+                        st.epoch = epoch;
+                    }
+                }
+            }
             if client.is_none() {
                 let leader = lock(&self.state).leader.clone();
                 client = resolve(&leader).and_then(|addr| {
                     Client::connect(addr, self.options.fetch_wait + Duration::from_secs(10)).ok()
                 });
                 if client.is_none() {
+                    failures += 1;
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
             }
             let c = client.as_mut().expect("connected above");
             match self.fetch_once(c, topic, partition) {
-                Ok(()) => {}
+                Ok(()) => failures = 0,
                 Err(e) => {
                     tracing::debug!(topic, partition, error = %e, "fetch failed; reconnecting");
+                    failures += 1;
                     client = None;
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -588,6 +620,18 @@ impl Shared {
         let answer = client
             .call(&request)
             .map_err(|e| Error::InvalidArgument(format!("fetch from the leader: {e}")))?;
+        if let Message::ErrorResponse {
+            error: ErrorCode::NotLeader,
+            leader,
+            ..
+        } = &answer
+        {
+            // Our leader was deposed: follow the one it names, or ask the peers.
+            if !leader.is_empty() {
+                lock(&self.state).leader = leader.clone();
+            }
+            return Err(Error::InvalidArgument("the leader moved".into()));
+        }
         let Message::FetchResponse {
             error,
             epoch,
@@ -632,6 +676,54 @@ impl Shared {
         }
         log.set_high_watermark(high_watermark.min(log.end_offset()));
         Ok(())
+    }
+}
+
+impl Shared {
+    /// Stops leading (a newer epoch exists somewhere): refuses produces from now on, and
+    /// follows whoever the peers say leads.
+    fn step_down(self: &Arc<Self>, seen_epoch: u64) {
+        {
+            let mut st = lock(&self.state);
+            if st.role != Role::Leader || seen_epoch <= st.epoch {
+                return;
+            }
+            tracing::warn!(node = %self.options.node_id, epoch = st.epoch, seen_epoch, "a newer epoch exists: no longer leading");
+            st.role = Role::Follower;
+            st.leader = String::new();
+            st.epoch = seen_epoch;
+            st.generation += 1;
+        }
+        self.progress.notify_all();
+        if let Err(e) = self.start_fetchers() {
+            tracing::error!(error = %e, "could not start following after stepping down");
+        }
+    }
+
+    /// Asks every peer for its status; returns the address and epoch of the peer that leads
+    /// the highest epoch, if any answers as a leader.
+    fn discover_leader(&self) -> Option<(String, u64)> {
+        let own = self.addr.get().map(|a| a.to_string());
+        let mut best: Option<(String, u64)> = None;
+        for peer in &self.options.peers {
+            if Some(peer) == own.as_ref() {
+                continue;
+            }
+            let Some(addr) = resolve(peer) else { continue };
+            let Ok(mut client) = Client::connect(addr, Duration::from_secs(1)) else {
+                continue;
+            };
+            if let Ok(Message::StatusResponse {
+                role: Role::Leader,
+                epoch,
+                ..
+            }) = client.call(&Message::StatusRequest)
+                && best.as_ref().is_none_or(|(_, e)| epoch > *e)
+            {
+                best = Some((peer.clone(), epoch));
+            }
+        }
+        best
     }
 }
 
@@ -689,10 +781,15 @@ impl Handler for NodeHandler {
                 partition,
                 offset,
                 last_epoch,
+                leader_epoch,
                 max_bytes,
                 max_wait_ms,
-                ..
             } => {
+                // Fencing: a fetcher that knows a newer epoch than this node leads in follows a
+                // newer leader, so this one was deposed: it stops leading before it answers.
+                if leader_epoch > lock(&node.state).epoch {
+                    node.step_down(leader_epoch);
+                }
                 if let Some(leader) = node.not_leader() {
                     return reply.send(&not_leader(leader));
                 }
