@@ -645,7 +645,10 @@ impl Recovery<'_> {
 
     /// Writes the active segment's index files from `builder` (if `rewrite`) and makes the
     /// active segment and the writer.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the active segment's file, index builder and positions found by recovery, each needed"
+    )]
     fn finish_active(
         &mut self,
         base: u64,

@@ -143,7 +143,10 @@ pub(super) fn allocate(file: &File, pos: u64, len: u64) -> io::Result<()> {
 }
 
 /// Maps bytes `0..len` of `file` read-only and shared (see [`StorageFile::map`]).
-#[allow(unsafe_code)]
+#[expect(
+    unsafe_code,
+    reason = "mapping a file is `unsafe`: see the SAFETY comment inside"
+)]
 pub(super) fn map_file(file: &File, len: u64) -> io::Result<Mapping> {
     if len == 0 {
         return Ok(Mapping {

@@ -155,8 +155,10 @@ pub fn create_dir_durable(storage: &dyn Storage, dir: &Path) -> io::Result<bool>
 pub trait LockGuard: Send + Sync + fmt::Debug {}
 
 /// An open file.
-// A file's emptiness is never asked on its own: `len` is compared with positions.
-#[allow(clippy::len_without_is_empty)]
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "a file's emptiness is never asked on its own: `len` is compared with positions"
+)]
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Writes all of `buf` at byte `pos`. On error, a prefix of `buf` may have been written.
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
