@@ -11,6 +11,20 @@ use bytes::Bytes;
 use super::{LockGuard, Mapping, OpenMode, Storage, StorageFile};
 
 /// Files on the local file system.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::storage::{FsStorage, OpenMode, Storage};
+///
+/// let tmp = tempfile::tempdir().unwrap();
+/// let path = tmp.path().join("data");
+/// let file = FsStorage.open(&path, OpenMode::CreateNew)?;
+/// file.write_and_sync(b"hello", 0)?;
+/// assert_eq!(file.len()?, 5);
+/// assert_eq!(FsStorage.list(tmp.path())?, vec!["data".to_string()]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FsStorage;
 

@@ -29,6 +29,26 @@ use super::{FsStorage, LockGuard, Mapping, OpenMode, Storage, StorageFile};
 const RING_ENTRIES: u32 = 4;
 
 /// Files on the local file system, written through io_uring.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::storage::{OpenMode, Storage, UringStorage};
+///
+/// let tmp = tempfile::tempdir().unwrap();
+/// // The kernel may refuse io_uring (old kernel, seccomp): then `new` fails and nothing else does.
+/// match UringStorage::new() {
+///     Ok(storage) => {
+///         let file = storage.open(&tmp.path().join("f"), OpenMode::CreateNew)?;
+///         file.write_and_sync(b"durable", 0)?;
+///         let mut buf = [0u8; 7];
+///         file.read_at(&mut buf, 0)?;
+///         assert_eq!(&buf, b"durable");
+///     }
+///     Err(e) => eprintln!("io_uring unavailable here: {e}"),
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct UringStorage {
     fs: FsStorage,
