@@ -21,10 +21,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// let tmp = tempfile::tempdir().unwrap();
 /// let log = Log::open(tmp.path(), LogOptions::default())?;
 /// log.append_records(&["a"])?.receipt.wait()?;
-/// // Reading past the end is a typed error, not a panic, and its message says why.
+/// // Reading past the end is a typed error, not a panic: the caller can match on it.
 /// let err = log.read_one(5).unwrap_err();
-/// assert!(!matches!(err, Error::Io { .. }));
-/// assert!(!err.to_string().is_empty());
+/// assert!(matches!(err, Error::OffsetOutOfRange { offset: 5, start: 0, end: 1 }));
+/// // A second writer on the same directory is refused while the first holds it.
+/// let second = Log::open(tmp.path(), LogOptions::default());
+/// assert!(matches!(second, Err(Error::Locked { .. })));
 /// # Ok(())
 /// # }
 /// ```
