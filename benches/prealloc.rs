@@ -66,7 +66,7 @@ fn prepare(path: &Path, prep: Prep, size: u64) -> File {
         // A plain system call through libc, which the crate already depends on; no unsafe
         // memory is involved, but the FFI call itself needs `unsafe`.
         // SAFETY: `fallocate` on an open descriptor we own, with valid arguments.
-        #[allow(unsafe_code)]
+        #[expect(unsafe_code, reason = "the fallocate FFI call needs `unsafe`")]
         let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, 0, size as libc::off_t) };
         assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
     }

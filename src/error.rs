@@ -11,6 +11,25 @@ use crate::format::FormatError;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Error, Log, LogOptions};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let log = Log::open(tmp.path(), LogOptions::default())?;
+/// log.append_records(&["a"])?.receipt.wait()?;
+/// // Reading past the end is a typed error, not a panic: the caller can match on it.
+/// let err = log.read_one(5).unwrap_err();
+/// assert!(matches!(err, Error::OffsetOutOfRange { offset: 5, start: 0, end: 1 }));
+/// // A second writer on the same directory is refused while the first holds it.
+/// let second = Log::open(tmp.path(), LogOptions::default());
+/// assert!(matches!(second, Err(Error::Locked { .. })));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -191,6 +210,29 @@ pub enum Error {
 }
 
 /// Part of [`Error`]: why a replica append was refused.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Error, Log, LogOptions};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let leader = Log::open(tmp.path().join("leader"), LogOptions::default())?;
+/// leader.append_records(&["a"])?.receipt.wait()?;
+/// leader.append_records(&["b"])?.receipt.wait()?;
+/// let batches = leader.read(0, 1 << 20)?;
+/// let follower = Log::open(tmp.path().join("follower"), LogOptions::default())?;
+/// // The second batch alone leaves a gap at offset 0: refused, and the gap is described.
+/// match follower.append_replica(&batches[1..]) {
+///     Err(Error::NotContiguous(gap)) => assert_eq!((gap.offset, gap.end), (1, 0)),
+///     other => panic!("expected a gap, got {other:?}"),
+/// }
+/// follower.append_replica(&batches)?.receipt.wait()?;
+/// assert_eq!(follower.end_offset(), 2);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaGap {
     /// The first offset of the refused batch.

@@ -8,11 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use stratalog::store::{PartitionerKind, ResetTo};
-use stratalog::{FsyncPolicy, LogConfig};
 
 mod cli;
 
-use cli::{CliError, CompressionArg, parse_fsync, parse_partitioner};
+use cli::{CliError, parse_partitioner};
 
 /// An embeddable append-only log storage engine: command-line tool.
 ///
@@ -155,7 +154,7 @@ enum TopicsCommand {
         #[arg(long, value_name = "KIND", default_value = "jump", value_parser = parse_partitioner)]
         partitioner: PartitionerKind,
         #[command(flatten)]
-        settings: TopicSettings,
+        settings: cli::topics::Settings,
     },
     /// List the topics: name, partitions, partitioner and its version.
     List {
@@ -186,7 +185,7 @@ enum TopicsCommand {
         #[arg(long, value_name = "KIND", value_parser = parse_partitioner)]
         partitioner: Option<PartitionerKind>,
         #[command(flatten)]
-        settings: TopicSettings,
+        settings: cli::topics::Settings,
     },
     /// Delete a topic and all its data.
     Delete {
@@ -196,43 +195,6 @@ enum TopicsCommand {
         /// The topic.
         name: String,
     },
-}
-
-/// Settings of a topic; left out, a new topic gets the default and `alter` keeps the current.
-#[derive(Debug, Args)]
-struct TopicSettings {
-    /// When appends are durable: `always`, `never`, `<N>ms` or `<N>b` (default always).
-    #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
-    fsync: Option<FsyncPolicy>,
-    /// Segment size at which a partition rolls to a new segment (default 1 GiB).
-    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64)
-          .range(LogConfig::MIN_SEGMENT_BYTES..=LogConfig::MAX_SEGMENT_BYTES))]
-    segment_bytes: Option<u64>,
-    /// Roll a partition's active segment once its first append is this old (0: never).
-    #[arg(long, value_name = "MS")]
-    segment_ms: Option<u64>,
-    /// Delete a partition's oldest segments while it is larger than this (0: no limit).
-    #[arg(long, value_name = "BYTES")]
-    retention_bytes: Option<u64>,
-    /// Delete segments whose newest record is older than this (0: no limit).
-    #[arg(long, value_name = "MS")]
-    retention_ms: Option<u64>,
-    /// Compression of batches appended by `produce`.
-    #[arg(long, value_enum)]
-    compression: Option<CompressionArg>,
-}
-
-impl TopicSettings {
-    fn into_settings(self) -> cli::topics::Settings {
-        cli::topics::Settings {
-            fsync: self.fsync,
-            segment_bytes: self.segment_bytes,
-            segment_ms: self.segment_ms,
-            retention_bytes: self.retention_bytes,
-            retention_ms: self.retention_ms,
-            compression: self.compression.map(CompressionArg::into_compression),
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,13 +322,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 partitions,
                 partitioner,
                 settings,
-            } => cli::topics::create(
-                &dir,
-                &name,
-                partitions,
-                partitioner,
-                &settings.into_settings(),
-            ),
+            } => cli::topics::create(&dir, &name, partitions, partitioner, &settings),
             TopicsCommand::List { dir } => cli::topics::list(&dir),
             TopicsCommand::Describe { dir, name } => cli::topics::describe(&dir, &name),
             TopicsCommand::Alter {
@@ -375,13 +331,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 partitions,
                 partitioner,
                 settings,
-            } => cli::topics::alter(
-                &dir,
-                &name,
-                partitions,
-                partitioner,
-                &settings.into_settings(),
-            ),
+            } => cli::topics::alter(&dir, &name, partitions, partitioner, &settings),
             TopicsCommand::Delete { dir, name } => cli::topics::delete(&dir, &name),
         },
         Command::Groups(g) => match g {

@@ -252,7 +252,7 @@ fn field_type<S, F: DocType>(_: fn(&S) -> &F) -> &'static str {
 /// a field to the struct without listing it here (and documenting it) does not compile.
 macro_rules! layout {
     ($s:ident { $($f:ident),* $(,)? }) => {{
-        #[allow(dead_code)]
+        #[expect(dead_code, reason = "never called: it only has to compile")]
         fn every_field_is_listed(s: $s) {
             let $s { $($f: _),* } = s;
         }

@@ -5,7 +5,11 @@
 //! Input: NUL-separated arguments; each is tried as an fsync policy and as a log name.
 #![no_main]
 
-#[allow(dead_code, unused_imports)]
+#[allow(
+    dead_code,
+    unused_imports,
+    reason = "the CLI's module, compiled here only for `log_dir` and the fsync parser: the rest is unused"
+)]
 #[path = "../../src/cli/mod.rs"]
 mod cli;
 

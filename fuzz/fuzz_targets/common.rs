@@ -1,5 +1,8 @@
 //! Shared by the fuzz targets that work on a whole log in the simulated storage.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each fuzz target includes this module and uses only some of its helpers"
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

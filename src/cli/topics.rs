@@ -2,27 +2,38 @@
 
 use std::path::Path;
 
+use clap::Args;
 use stratalog::storage::FsStorage;
 use stratalog::store::{PartitionerKind, Store, StoreOptions, TopicConfig, TopicInfo};
-use stratalog::{Compression, FsyncPolicy};
+use stratalog::{FsyncPolicy, LogConfig};
 
-use super::{CliError, context, outln};
+use super::{CliError, CompressionArg, context, outln, parse_fsync};
 
-/// Settings given on the command line; `None` keeps the current (or default) value.
-#[derive(Debug, Default)]
+/// Settings of a topic; left out, a new topic gets the default and `alter` keeps the current.
+///
+/// The `--fsync`, `--segment-bytes`, ... flags of `topics create` and `topics alter`, parsed by
+/// clap straight into this struct; `None` keeps the current (or default) value.
+#[derive(Debug, Default, Args)]
 pub struct Settings {
-    /// `--fsync`.
+    /// When appends are durable: `always`, `never`, `<N>ms` or `<N>b` (default always).
+    #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
     pub fsync: Option<FsyncPolicy>,
-    /// `--segment-bytes`.
+    /// Segment size at which a partition rolls to a new segment (default 1 GiB).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64)
+          .range(LogConfig::MIN_SEGMENT_BYTES..=LogConfig::MAX_SEGMENT_BYTES))]
     pub segment_bytes: Option<u64>,
-    /// `--segment-ms` (0 = none).
+    /// Roll a partition's active segment once its first append is this old (0: never).
+    #[arg(long, value_name = "MS")]
     pub segment_ms: Option<u64>,
-    /// `--retention-bytes` (0 = no limit).
+    /// Delete a partition's oldest segments while it is larger than this (0: no limit).
+    #[arg(long, value_name = "BYTES")]
     pub retention_bytes: Option<u64>,
-    /// `--retention-ms` (0 = no limit).
+    /// Delete segments whose newest record is older than this (0: no limit).
+    #[arg(long, value_name = "MS")]
     pub retention_ms: Option<u64>,
-    /// `--compression`.
-    pub compression: Option<Compression>,
+    /// Compression of batches appended by `produce`.
+    #[arg(long, value_enum)]
+    pub compression: Option<CompressionArg>,
 }
 
 impl Settings {
@@ -44,7 +55,7 @@ impl Settings {
             c.log.retention_ms = none_if_zero(ms);
         }
         if let Some(comp) = self.compression {
-            c.log.compression = comp;
+            c.log.compression = comp.into_compression();
         }
         c
     }

@@ -34,6 +34,26 @@ pub const MAX_RECORDS_BYTES: u32 = 128 << 20;
 const COMPRESSION_MASK: u16 = 0x0007;
 
 /// The fixed batch header, read and written in place.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::{BATCH_HEADER_LEN, BatchBuilder, BatchHeader, Compression};
+///
+/// # fn main() -> Result<(), stratalog::FormatError> {
+/// let mut builder = BatchBuilder::new(Compression::None);
+/// builder.push_value(1_000, b"a")?.push_value(2_000, b"b")?;
+/// let mut encoded = builder.encode(7)?;
+/// encoded.stamp(100);
+/// let header = BatchHeader::parse(encoded.as_bytes())?;
+/// assert_eq!((header.base_offset.get(), header.last_offset()), (100, 101));
+/// assert_eq!((header.leader_epoch.get(), header.max_timestamp.get()), (7, 2_000));
+/// assert_eq!(header.length.get() as usize, encoded.as_bytes().len());
+/// // Fewer bytes than a header is an error, not a panic.
+/// assert!(BatchHeader::parse(&encoded.as_bytes()[..BATCH_HEADER_LEN - 1]).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct BatchHeader {
@@ -66,6 +86,32 @@ pub struct BatchHeader {
 const _: () = assert!(size_of::<BatchHeader>() == BATCH_HEADER_LEN);
 
 /// How the records section of a batch is stored.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::{Batch, BatchBuilder, Compression};
+///
+/// # fn main() -> Result<(), stratalog::FormatError> {
+/// assert_eq!("lz4".parse(), Ok(Compression::Lz4));
+/// assert_eq!(Compression::Lz4.name(), "lz4");
+/// let value = vec![b'x'; 4096];
+/// let mut sizes = Vec::new();
+/// for compression in [Compression::None, Compression::Lz4] {
+///     let mut builder = BatchBuilder::new(compression);
+///     builder.push_value(0, &value)?;
+///     let mut encoded = builder.encode(0)?;
+///     encoded.stamp(0);
+///     let batch = Batch::validate(encoded.as_bytes().to_vec().into())?;
+///     assert_eq!(batch.header().compression(), compression);
+///     // Either way the record reads back the same.
+///     assert_eq!(batch.records()?.next().unwrap()?.value, &value[..]);
+///     sizes.push(batch.len());
+/// }
+/// assert!(sizes[1] < sizes[0], "repetitive bytes compress");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
     /// Stored as encoded.
@@ -122,6 +168,29 @@ impl std::str::FromStr for Compression {
 
 /// Collects records into a batch. Encoding happens in [`BatchBuilder::encode`], which the log
 /// calls outside its write lock.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::{BatchBuilder, Compression, Record};
+///
+/// # fn main() -> Result<(), stratalog::FormatError> {
+/// let mut builder = BatchBuilder::new(Compression::None);
+/// assert!(builder.is_empty());
+/// let headers: &[(&[u8], &[u8])] = &[(b"trace", b"42")];
+/// builder
+///     .push(&Record { timestamp: 1, key: Some(b"k"), value: b"v", headers })?
+///     .push_value(2, b"w")?;
+/// assert_eq!(builder.len(), 2);
+/// let encoded = builder.encode(0)?;
+/// assert_eq!(encoded.record_count(), 2);
+/// builder.clear();
+/// assert!(builder.is_empty());
+/// // An empty batch cannot be encoded.
+/// assert!(builder.encode(0).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct BatchBuilder {
     records: Vec<u8>,
@@ -257,6 +326,24 @@ impl BatchBuilder {
 }
 
 /// An encoded batch waiting for its base offset.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::{Batch, BatchBuilder, Compression};
+///
+/// # fn main() -> Result<(), stratalog::FormatError> {
+/// let mut builder = BatchBuilder::new(Compression::None);
+/// builder.push_value(5, b"a")?.push_value(9, b"b")?;
+/// let mut encoded = builder.encode(3)?;
+/// assert_eq!((encoded.record_count(), encoded.max_timestamp()), (2, 9));
+/// // Stamping gives the batch its offsets and its CRC: then it validates.
+/// encoded.stamp(40);
+/// let batch = Batch::validate(encoded.as_bytes().to_vec().into())?;
+/// assert_eq!((batch.base_offset(), batch.last_offset(), batch.leader_epoch()), (40, 41, 3));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct EncodedBatch {
     bytes: Vec<u8>,
@@ -418,6 +505,28 @@ impl BatchHeader {
 
 /// A batch whose header and CRC were checked. Cloning is cheap: the bytes are shared (for a
 /// batch read from a segment, they point into the mapped file).
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::FormatError;
+/// use stratalog::format::{Batch, BatchBuilder, Compression};
+///
+/// # fn main() -> Result<(), FormatError> {
+/// let mut builder = BatchBuilder::new(Compression::None);
+/// builder.push_value(1, b"hello")?;
+/// let mut encoded = builder.encode(0)?;
+/// encoded.stamp(0);
+/// let mut bytes = encoded.as_bytes().to_vec();
+/// let batch = Batch::validate(bytes.clone().into())?;
+/// assert_eq!(batch.record_count(), 1);
+/// assert_eq!(batch.records()?.next().unwrap()?.value, &b"hello"[..]);
+/// // One flipped bit fails the CRC: corrupt bytes never become a batch.
+/// *bytes.last_mut().unwrap() ^= 1;
+/// assert!(matches!(Batch::validate(bytes.into()), Err(FormatError::ChecksumMismatch { .. })));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Batch {
     bytes: Bytes,

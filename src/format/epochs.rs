@@ -30,6 +30,19 @@ pub const EPOCHS_HEADER_LEN: usize = 32;
 pub const MAX_EPOCH_ENTRIES: u32 = 1 << 20;
 
 /// The header of the epoch history file.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::{EPOCHS_HEADER_LEN, EPOCHS_MAGIC, EpochFileHeader, encode_epochs};
+/// use zerocopy::FromBytes;
+///
+/// let bytes = encode_epochs(3, &[(1, 0), (3, 10)]);
+/// let (header, _) = EpochFileHeader::read_from_prefix(&bytes).unwrap();
+/// assert_eq!(header.magic, EPOCHS_MAGIC);
+/// assert_eq!((header.count.get(), header.current_epoch.get()), (2, 3));
+/// assert!(bytes.len() > EPOCHS_HEADER_LEN);
+/// ```
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct EpochFileHeader {
@@ -50,6 +63,25 @@ pub struct EpochFileHeader {
 const _: () = assert!(size_of::<EpochFileHeader>() == EPOCHS_HEADER_LEN);
 
 /// One entry: `epoch` started at `start_offset`.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::{
+///     EPOCH_ENTRY_LEN, EPOCHS_HEADER_LEN, EpochEntry, decode_epochs, encode_epochs,
+/// };
+/// use zerocopy::FromBytes;
+///
+/// # fn main() -> Result<(), stratalog::FormatError> {
+/// let bytes = encode_epochs(3, &[(1, 0), (3, 10)]);
+/// assert_eq!(bytes.len(), EPOCHS_HEADER_LEN + 2 * EPOCH_ENTRY_LEN);
+/// // The entries follow the header, 16 bytes each.
+/// let second = EpochEntry::read_from_bytes(&bytes[EPOCHS_HEADER_LEN + EPOCH_ENTRY_LEN..]).unwrap();
+/// assert_eq!((second.epoch.get(), second.start_offset.get()), (3, 10));
+/// assert_eq!(decode_epochs(&bytes)?, (3, vec![(1, 0), (3, 10)]));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]

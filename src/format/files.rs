@@ -30,6 +30,17 @@ pub const META_MAGIC: [u8; 8] = *b"STRAMET\0";
 /// One of the three files of a segment, named `{base:020}` plus its suffix (docs/FORMAT.md,
 /// "Files"): this and [`segment_file_name`] / [`parse_segment_file_name`] are the one place
 /// segment file names are spelled.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::{SegmentFile, parse_segment_file_name, segment_file_name};
+///
+/// let name = segment_file_name(42, SegmentFile::TimeIndex);
+/// assert_eq!(name, "00000000000000000042.timeindex");
+/// assert_eq!(parse_segment_file_name(&name), Some((42, SegmentFile::TimeIndex)));
+/// assert_eq!(parse_segment_file_name("42.log"), None); // not 20 digits
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentFile {
     /// The record batches (`.log`).
@@ -89,6 +100,20 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 /// Which kind of file a header belongs to.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::FormatError;
+/// use stratalog::format::{FileHeader, FileKind, SEGMENT_MAGIC};
+/// use zerocopy::IntoBytes;
+///
+/// assert_eq!(FileKind::Segment.magic(), SEGMENT_MAGIC);
+/// let header = FileHeader::new(FileKind::OffsetIndex, 0);
+/// // An index header is not a segment header.
+/// let err = FileHeader::parse(header.as_bytes(), FileKind::Segment, 0).unwrap_err();
+/// assert!(matches!(err, FormatError::BadMagic { .. }));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     /// A segment (`.log`).
@@ -127,6 +152,27 @@ impl FileKind {
 }
 
 /// The header at the start of every file.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::{FILE_HEADER_LEN, FileHeader, FileKind, SegmentFile, segment_file_name};
+/// use stratalog::{Log, LogOptions};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tmp = tempfile::tempdir()?;
+/// let log = Log::open(tmp.path(), LogOptions::default())?;
+/// log.append_records(&["a"])?.receipt.wait()?;
+/// log.close()?;
+/// // Every segment file starts with a header naming its kind and base offset.
+/// let bytes = std::fs::read(tmp.path().join(segment_file_name(0, SegmentFile::Log)))?;
+/// let header = FileHeader::parse(&bytes[..FILE_HEADER_LEN], FileKind::Segment, 0)?;
+/// assert_eq!(header.base_offset.get(), 0);
+/// // The wrong base offset is refused.
+/// assert!(FileHeader::parse(&bytes, FileKind::Segment, 7).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct FileHeader {
@@ -216,6 +262,18 @@ impl FileHeader {
 
 /// One entry of the sparse offset index: the batch holding `base + relative_offset` starts at
 /// byte `position` of the segment.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::OffsetIndexEntry;
+/// use zerocopy::{FromBytes, IntoBytes};
+///
+/// let entry = OffsetIndexEntry { relative_offset: 5.into(), position: 4096.into() };
+/// // 8 bytes: two little-endian u32.
+/// assert_eq!(entry.as_bytes(), &[5, 0, 0, 0, 0, 0x10, 0, 0]);
+/// assert_eq!(OffsetIndexEntry::read_from_bytes(entry.as_bytes()), Ok(entry));
+/// ```
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]
@@ -231,6 +289,19 @@ const _: () = assert!(size_of::<OffsetIndexEntry>() == 8);
 
 /// One entry of the sparse time index: no record at or below `base + relative_offset` has a
 /// timestamp above `timestamp`, and some record at or below it has exactly `timestamp`.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::TimeIndexEntry;
+/// use zerocopy::{FromBytes, IntoBytes};
+///
+/// let entry = TimeIndexEntry { timestamp: 1_700_000_000_000.into(), relative_offset: 9.into() };
+/// // 12 bytes: a little-endian i64, then a u32.
+/// assert_eq!(entry.as_bytes().len(), 12);
+/// assert_eq!(&entry.as_bytes()[8..], &[9, 0, 0, 0]);
+/// assert_eq!(TimeIndexEntry::read_from_bytes(entry.as_bytes()), Ok(entry));
+/// ```
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]
@@ -246,6 +317,23 @@ const _: () = assert!(size_of::<TimeIndexEntry>() == 12);
 
 /// One of the two slots of the recovery checkpoint file. The two slots are written in turn, so
 /// a torn write of one leaves the other intact; the valid slot with the higher sequence wins.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::CheckpointSlot;
+/// use zerocopy::{FromZeros, IntoBytes};
+///
+/// let mut slot = CheckpointSlot::new_zeroed();
+/// slot.sequence = 1.into();
+/// slot.next_offset = 100.into();
+/// let slot = slot.seal();
+/// assert_eq!(CheckpointSlot::parse(slot.as_bytes()), Some(slot));
+/// // A torn slot (any byte changed) is not used.
+/// let mut torn = slot.as_bytes().to_vec();
+/// torn[40] ^= 1;
+/// assert_eq!(CheckpointSlot::parse(&torn), None);
+/// ```
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]
@@ -291,6 +379,26 @@ impl CheckpointSlot {
 
 /// The body of the `log.meta` file, after its file header: the log's settings and its start
 /// offset. It is replaced whole (write to a temporary file, fsync, rename, fsync directory).
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::FormatError;
+/// use stratalog::format::MetaBody;
+/// use zerocopy::{FromZeros, IntoBytes};
+///
+/// # fn main() -> Result<(), FormatError> {
+/// let mut body = MetaBody::new_zeroed();
+/// body.segment_bytes = (1u64 << 30).into();
+/// body.retention_bytes = u64::MAX.into(); // no limit
+/// let body = body.seal();
+/// assert_eq!(MetaBody::parse(body.as_bytes())?, body);
+/// let mut bad = body.as_bytes().to_vec();
+/// bad[16] ^= 1;
+/// assert!(matches!(MetaBody::parse(&bad), Err(FormatError::ChecksumMismatch { .. })));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]

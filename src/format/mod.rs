@@ -34,6 +34,21 @@ pub use quarantine::{
 pub use record::{Header, Record, RecordIter, RecordView};
 
 /// Why a sequence of bytes is not a valid stratalog structure.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::FormatError;
+/// use stratalog::format::{BATCH_HEADER_LEN, BatchHeader};
+///
+/// // Ten bytes cannot hold a batch header: the error says what and how much.
+/// let err = BatchHeader::parse(&[0u8; 10]).unwrap_err();
+/// assert_eq!(
+///     err,
+///     FormatError::Truncated { what: "batch header", needed: BATCH_HEADER_LEN as u64, available: 10 }
+/// );
+/// assert!(err.to_string().contains("needs 64 bytes"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FormatError {

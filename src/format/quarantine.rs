@@ -23,6 +23,30 @@ pub const QUARANTINE_HEADER_LEN: usize = 64;
 const SUFFIX: &str = ".quarantine";
 
 /// The fixed header of a quarantine file.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::QuarantineHeader;
+/// use zerocopy::FromZeros;
+///
+/// # fn main() -> Result<(), stratalog::FormatError> {
+/// let mut header = QuarantineHeader::new_zeroed();
+/// header.kind = 2.into(); // a truncation
+/// header.first_offset = 10.into();
+/// header.end_offset = 12.into();
+/// header.cut_bytes = 5.into();
+/// let (written, file) = header.encode("truncated by the operator", b"bytes")?;
+/// assert_eq!(written.kept_bytes.get(), 5);
+/// let (read, reason, kept) = QuarantineHeader::parse(&file)?;
+/// assert_eq!((read.first_offset.get(), reason, kept), (10, &b"truncated by the operator"[..], &b"bytes"[..]));
+/// // A changed byte fails the CRC.
+/// let mut bad = file.clone();
+/// *bad.last_mut().unwrap() ^= 1;
+/// assert!(QuarantineHeader::parse(&bad).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct QuarantineHeader {

@@ -24,6 +24,24 @@ pub(crate) const MIN_RECORD_LEN: usize = 4 + 8 + 4 + 4 + 2;
 const NO_KEY: u32 = u32::MAX;
 
 /// A record to append.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::{Batch, BatchBuilder, Compression, Record};
+///
+/// # fn main() -> Result<(), stratalog::FormatError> {
+/// let record = Record { timestamp: 1_700_000_000_000, key: Some(b"user-7"), value: b"paid", headers: &[] };
+/// let mut builder = BatchBuilder::new(Compression::None);
+/// builder.push(&record)?;
+/// assert_eq!(builder.records_len(), record.encoded_len());
+/// let mut encoded = builder.encode(0)?;
+/// encoded.stamp(0);
+/// let read = Batch::validate(encoded.as_bytes().to_vec().into())?.records()?.next().unwrap()?;
+/// assert_eq!((read.timestamp, read.key.as_deref()), (record.timestamp, record.key));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Record<'a> {
     /// Milliseconds since the Unix epoch.
@@ -94,6 +112,26 @@ pub(crate) fn encode_record(record: &Record<'_>, out: &mut Vec<u8>) -> Result<()
 }
 
 /// A record header (name/value pair) read from a batch.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::{Batch, BatchBuilder, Compression, Header, Record};
+///
+/// # fn main() -> Result<(), stratalog::FormatError> {
+/// let headers: &[(&[u8], &[u8])] = &[(b"content-type", b"json"), (b"trace", b"42")];
+/// let mut builder = BatchBuilder::new(Compression::None);
+/// builder.push(&Record { timestamp: 0, key: None, value: b"{}", headers })?;
+/// let mut encoded = builder.encode(0)?;
+/// encoded.stamp(0);
+/// let record = Batch::validate(encoded.as_bytes().to_vec().into())?.records()?.next().unwrap()?;
+/// // Headers come back in order, names and values as written.
+/// let trace = Header { name: b"trace"[..].into(), value: b"42"[..].into() };
+/// assert_eq!(record.headers.len(), 2);
+/// assert_eq!(record.headers[1], trace);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// The name.
@@ -103,6 +141,22 @@ pub struct Header {
 }
 
 /// A record read from a batch. Key, value and header bytes share the batch's buffer.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Log, LogOptions};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let log = Log::open(tmp.path(), LogOptions::default())?;
+/// log.append_records(&["a", "b"])?.receipt.wait()?;
+/// let view = log.read_one(1)?;
+/// assert_eq!((view.offset, &view.value[..]), (1, &b"b"[..]));
+/// assert!(view.key.is_none() && view.headers.is_empty());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordView {
     /// The record's offset in the log.
@@ -118,6 +172,25 @@ pub struct RecordView {
 }
 
 /// Iterates the records of a batch, checking every length against the bytes that remain.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::{Batch, BatchBuilder, Compression};
+///
+/// # fn main() -> Result<(), stratalog::FormatError> {
+/// let mut builder = BatchBuilder::new(Compression::None);
+/// for i in 0..5 {
+///     builder.push_value(i, format!("v{i}").as_bytes())?;
+/// }
+/// let mut encoded = builder.encode(0)?;
+/// encoded.stamp(10);
+/// let batch = Batch::validate(encoded.as_bytes().to_vec().into())?;
+/// let offsets: Vec<u64> = batch.records()?.map(|r| r.map(|r| r.offset)).collect::<Result<_, _>>()?;
+/// assert_eq!(offsets, vec![10, 11, 12, 13, 14]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct RecordIter {
     section: Bytes,

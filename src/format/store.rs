@@ -37,6 +37,28 @@ pub const OFFSET_VALUE_V1_LEN: usize = 25;
 pub const OFFSET_VALUE_LEN: usize = 41;
 
 /// The header of the registry file.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::store::{REGISTRY_MAGIC, REGISTRY_VERSION, RegistryHeader};
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+/// use zerocopy::FromBytes;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tmp = tempfile::tempdir()?;
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// store.create_topic("a", 1, TopicConfig::default(), PartitionerKind::Jump)?;
+/// store.create_topic("b", 1, TopicConfig::default(), PartitionerKind::Jump)?;
+/// store.close()?;
+/// let bytes = std::fs::read(tmp.path().join("stratalog.store"))?;
+/// let (header, body) = RegistryHeader::read_from_prefix(&bytes).unwrap();
+/// assert_eq!((header.magic, header.version.get()), (REGISTRY_MAGIC, REGISTRY_VERSION));
+/// assert_eq!(header.topic_count.get(), 2);
+/// assert_eq!(header.body_len.get(), body.len() as u64);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct RegistryHeader {
@@ -57,6 +79,28 @@ pub struct RegistryHeader {
 const _: () = assert!(size_of::<RegistryHeader>() == REGISTRY_HEADER_LEN);
 
 /// The fixed part of a topic entry that follows its name: state and settings.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::store::decode_registry;
+/// use stratalog::{FsyncPolicy, LogConfig, PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tmp = tempfile::tempdir()?;
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// let log = LogConfig { segment_bytes: 1 << 20, ..Default::default() };
+/// let config = TopicConfig { log, fsync: FsyncPolicy::Never };
+/// store.create_topic("a", 1, config, PartitionerKind::Jump)?;
+/// store.close()?;
+/// let registry = decode_registry(&std::fs::read(tmp.path().join("stratalog.store"))?).unwrap();
+/// let settings = registry.topics[0].settings;
+/// assert_eq!((settings.state, settings.fsync_kind), (0, 1)); // live, never
+/// assert_eq!(settings.segment_bytes.get(), 1 << 20);
+/// assert_eq!(settings.retention_bytes.get(), u64::MAX); // no limit
+/// # Ok(())
+/// # }
+/// ```
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]
@@ -85,6 +129,25 @@ pub struct TopicSettings {
 const _: () = assert!(size_of::<TopicSettings>() == 47);
 
 /// The fixed part of a partitioner version, followed by `start_count` u64 start offsets.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::store::decode_registry;
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tmp = tempfile::tempdir()?;
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// store.create_topic("a", 3, TopicConfig::default(), PartitionerKind::Ring { vnodes: 16 })?;
+/// store.close()?;
+/// let registry = decode_registry(&std::fs::read(tmp.path().join("stratalog.store"))?).unwrap();
+/// let fixed = registry.topics[0].versions[0].fixed;
+/// assert_eq!((fixed.version.get(), fixed.partitions.get()), (1, 3));
+/// assert_eq!((fixed.vnodes.get(), fixed.start_count.get()), (16, 0));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]
@@ -107,6 +170,28 @@ pub struct PartitionerVersionFixed {
 const _: () = assert!(size_of::<PartitionerVersionFixed>() == 25);
 
 /// One partitioner version as stored.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::store::decode_registry;
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tmp = tempfile::tempdir()?;
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// store.create_topic("a", 2, TopicConfig::default(), PartitionerKind::Jump)?;
+/// store.partition("a", 1)?.append_records(&["x"])?.receipt.wait()?;
+/// store.add_partitions("a", 4)?;
+/// store.close()?;
+/// let registry = decode_registry(&std::fs::read(tmp.path().join("stratalog.store"))?).unwrap();
+/// let v2 = &registry.topics[0].versions[1];
+/// assert_eq!(v2.fixed.partitions.get(), 4);
+/// // The end offsets of the two partitions that existed before version 2.
+/// assert_eq!(v2.start_offsets, vec![0, 1]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryVersion {
     /// The fixed part.
@@ -116,6 +201,26 @@ pub struct RegistryVersion {
 }
 
 /// One topic entry as stored.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::store::decode_registry;
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tmp = tempfile::tempdir()?;
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// let info = store.create_topic("orders", 1, TopicConfig::default(), PartitionerKind::Jump)?;
+/// store.close()?;
+/// let registry = decode_registry(&std::fs::read(tmp.path().join("stratalog.store"))?).unwrap();
+/// let topic = &registry.topics[0];
+/// assert_eq!(topic.name, "orders");
+/// assert_eq!(topic.topic_id, info.id.0);
+/// assert_eq!(topic.versions.len(), 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryTopic {
     /// The topic's name (UTF-8, at most `u16::MAX` bytes).
@@ -129,6 +234,29 @@ pub struct RegistryTopic {
 }
 
 /// A decoded registry.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::store::{REGISTRY_VERSION, decode_registry, encode_registry};
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tmp = tempfile::tempdir()?;
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// store.create_topic("orders", 2, TopicConfig::default(), PartitionerKind::Modulo)?;
+/// store.close()?;
+/// let bytes = std::fs::read(tmp.path().join("stratalog.store"))?;
+/// let registry = decode_registry(&bytes).unwrap();
+/// assert_eq!((registry.version, registry.topics.len()), (REGISTRY_VERSION, 1));
+/// // Encoding what was decoded gives the file's bytes back.
+/// assert_eq!(encode_registry(&registry.topics), bytes);
+/// // A cut file is an error with the byte position where decoding stopped.
+/// let (position, _) = decode_registry(&bytes[..bytes.len() - 1]).unwrap_err();
+/// assert!(position <= bytes.len() as u64);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registry {
     /// The version the file was written in.
@@ -338,6 +466,26 @@ pub fn decode_registry(buf: &[u8]) -> Result<Registry, (u64, FormatError)> {
 }
 
 /// The fixed layout of a version 1 offset commit value.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::store::{OFFSET_VALUE_VERSION_V1, OffsetValueV1, decode_offset_value};
+/// use zerocopy::IntoBytes;
+///
+/// # fn main() -> Result<(), stratalog::FormatError> {
+/// let v1 = OffsetValueV1 {
+///     version: OFFSET_VALUE_VERSION_V1,
+///     offset: 7.into(),
+///     leader_epoch: 1.into(),
+///     commit_ms: 1_700_000_000_000.into(),
+/// };
+/// // Old values are still read; they name no topic id.
+/// let value = decode_offset_value(v1.as_bytes())?;
+/// assert_eq!((value.offset, value.leader_epoch, value.topic_id), (7, 1, [0; 16]));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct OffsetValueV1 {
@@ -354,6 +502,20 @@ pub struct OffsetValueV1 {
 const _: () = assert!(size_of::<OffsetValueV1>() == OFFSET_VALUE_V1_LEN);
 
 /// The fixed layout of a version 2 offset commit value.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::store::{
+///     OFFSET_VALUE_VERSION, OffsetValue, OffsetValueV2, encode_offset_value,
+/// };
+/// use zerocopy::FromBytes;
+///
+/// let value = OffsetValue { offset: 7, leader_epoch: 1, commit_ms: 5, topic_id: [9; 16] };
+/// let bytes = encode_offset_value(&value);
+/// let raw = OffsetValueV2::read_from_bytes(&bytes).unwrap();
+/// assert_eq!((raw.version, raw.offset.get(), raw.topic_id), (OFFSET_VALUE_VERSION, 7, [9; 16]));
+/// ```
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct OffsetValueV2 {
@@ -372,6 +534,23 @@ pub struct OffsetValueV2 {
 const _: () = assert!(size_of::<OffsetValueV2>() == OFFSET_VALUE_LEN);
 
 /// A decoded offset commit value.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::FormatError;
+/// use stratalog::format::store::{OffsetValue, decode_offset_value, encode_offset_value};
+///
+/// # fn main() -> Result<(), FormatError> {
+/// let value = OffsetValue { offset: 42, leader_epoch: 3, commit_ms: 1_700_000_000_000, topic_id: [1; 16] };
+/// assert_eq!(decode_offset_value(&encode_offset_value(&value))?, value);
+/// // An unknown version byte is refused.
+/// let mut bytes = encode_offset_value(&value);
+/// bytes[0] = 9;
+/// assert!(matches!(decode_offset_value(&bytes), Err(FormatError::UnsupportedVersion { .. })));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffsetValue {
     /// The committed offset.
@@ -465,6 +644,26 @@ pub fn decode_offset_value(v: &[u8]) -> Result<OffsetValue, FormatError> {
 }
 
 /// The offsets generation pointer file.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::format::store::{
+///     GENERATION_MAGIC, GenerationFile, decode_generation, encode_generation,
+/// };
+/// use zerocopy::FromBytes;
+///
+/// # fn main() -> Result<(), stratalog::FormatError> {
+/// let bytes = encode_generation(3);
+/// let file = GenerationFile::read_from_bytes(&bytes).unwrap();
+/// assert_eq!((file.magic, file.generation.get()), (GENERATION_MAGIC, 3));
+/// assert_eq!(decode_generation(&bytes)?, 3);
+/// let mut torn = bytes;
+/// torn[10] ^= 1;
+/// assert!(decode_generation(&torn).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct GenerationFile {

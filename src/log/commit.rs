@@ -20,6 +20,22 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 
 /// When appends are made durable.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stratalog::FsyncPolicy;
+///
+/// // The forms the command line's `--fsync` accepts.
+/// assert_eq!("always".parse(), Ok(FsyncPolicy::Always));
+/// assert_eq!("10ms".parse(), Ok(FsyncPolicy::Interval(Duration::from_millis(10))));
+/// assert_eq!("4096b".parse(), Ok(FsyncPolicy::Bytes(4096)));
+/// assert!("sometimes".parse::<FsyncPolicy>().is_err());
+/// // Only `Always` makes receipts wait for durability.
+/// assert!(FsyncPolicy::Always.acks_durable());
+/// assert!(!FsyncPolicy::Never.acks_durable());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
     /// Every append is durable before its receipt completes. Concurrent writers share fsyncs
@@ -70,6 +86,31 @@ impl std::str::FromStr for FsyncPolicy {
 /// about 0.9x a plain `write` + `sync_data` loop and `Flusher` 0.7-0.8x of it (two thread
 /// wake-ups per fsync); with 16 to 64 writers the two are within about 20% of each other.
 /// Hence the default.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use stratalog::{GroupCommit, Log, LogOptions};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let options = LogOptions { group_commit: GroupCommit::Flusher, ..Default::default() };
+/// let log = Arc::new(Log::open(tmp.path(), options)?);
+/// // Writers on several threads share the flusher's fsyncs.
+/// let writers: Vec<_> = (0..4)
+///     .map(|i| {
+///         let log = Arc::clone(&log);
+///         std::thread::spawn(move || log.append_records(&[format!("w{i}")])?.receipt.wait())
+///     })
+///     .collect();
+/// for w in writers {
+///     w.join().unwrap()?;
+/// }
+/// assert_eq!(log.end_offset(), 4);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GroupCommit {
     /// A flusher thread fsyncs for every writer waiting at that moment; writers sleep until it
@@ -492,6 +533,22 @@ fn thread_waker() -> Waker {
 /// Completes when an append is acknowledged under the log's [`FsyncPolicy`]: durable under
 /// [`FsyncPolicy::Always`], written under the others. Wait by blocking with [`Receipt::wait`] or
 /// `.await` it (it is a [`Future`]; no runtime is needed).
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{FsyncPolicy, Log, LogOptions};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let log = Log::open(tmp.path(), LogOptions { fsync: FsyncPolicy::Always, ..Default::default() })?;
+/// let appended = log.append_records(&["x"])?;
+/// // Under `Always`, readers see the batch once it is durable: after the receipt completes.
+/// appended.receipt.wait()?;
+/// assert_eq!(log.read_one(appended.base_offset)?.value, &b"x"[..]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "a receipt says when the append is durable; wait for it or drop it explicitly"]
 pub struct Receipt {

@@ -25,6 +25,23 @@ use super::segment::replace_file;
 pub(crate) const EPOCHS_NAME: &str = "log.epochs";
 
 /// Which leader epoch started at which offset.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::EpochHistory;
+///
+/// # fn main() -> stratalog::Result<()> {
+/// // Epoch 1 started at offset 0, epoch 3 at offset 10.
+/// let history = EpochHistory::from_entries(vec![(1, 0), (3, 10)])?;
+/// assert_eq!(history.latest(), Some(3));
+/// assert_eq!(history.epoch_at(5), Some(1));
+/// assert_eq!(history.epoch_at(12), Some(3));
+/// // Epochs must rise: a history that goes back is refused.
+/// assert!(EpochHistory::from_entries(vec![(3, 0), (1, 10)]).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EpochHistory {
     /// The highest epoch known.

@@ -52,6 +52,24 @@ use crate::format::{
 use crate::storage::{FsStorage, LockGuard, OpenMode, Storage, StorageFile, ZEROS};
 
 /// Settings of a log, persisted in its `log.meta` when the log is created.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Compression, Log, LogConfig, LogOptions};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let config = LogConfig { segment_bytes: 64 << 10, compression: Compression::Lz4, ..Default::default() };
+/// let log = Log::open(tmp.path(), LogOptions { config, ..Default::default() })?;
+/// // A new log takes the settings, and keeps them in its `log.meta`.
+/// assert_eq!(log.config().segment_bytes, 64 << 10);
+/// // A segment size out of bounds is refused, not clamped.
+/// let tiny = LogConfig { segment_bytes: LogConfig::MIN_SEGMENT_BYTES - 1, ..config };
+/// assert!(log.set_config(tiny).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
     /// Roll the active segment before it would grow past this many bytes (default 1 GiB).
@@ -107,6 +125,26 @@ impl LogConfig {
 }
 
 /// How to open a log.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Error, Log, LogOptions};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let dir = tmp.path().join("events");
+/// // `create: false` opens only a log that exists.
+/// let missing = Log::open(&dir, LogOptions { create: false, ..Default::default() });
+/// assert!(missing.is_err());
+/// Log::open(&dir, LogOptions::default())?.close()?;
+/// // A read-only open writes nothing and refuses appends.
+/// let reader = Log::open(&dir, LogOptions { read_only: true, ..Default::default() })?;
+/// assert!(reader.is_read_only());
+/// assert!(matches!(reader.append_records(&["x"]), Err(Error::ReadOnly)));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct LogOptions {
     /// Settings for a log that does not exist yet (an existing log keeps its own).
@@ -147,6 +185,25 @@ impl Default for LogOptions {
 }
 
 /// What [`Log::append`] returns.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Log, LogOptions};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let log = Log::open(tmp.path(), LogOptions::default())?;
+/// let first = log.append_records(&["a", "b", "c"])?;
+/// assert_eq!((first.base_offset, first.last_offset), (0, 2));
+/// first.receipt.wait()?;
+/// // The next batch starts where the last one ended.
+/// let next = log.append_records(&["d"])?;
+/// assert_eq!(next.base_offset, first.last_offset + 1);
+/// next.receipt.wait()?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Appended {
     /// Offset of the first record of the batch.
@@ -248,6 +305,25 @@ struct Inner {
 ///
 /// `Log` is `Send + Sync`: share it between threads with an `Arc`. Dropping it closes it
 /// (cleanly, if it can); call [`Log::close`] to see the error if closing fails.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Log, LogOptions};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let log = Log::open(tmp.path(), LogOptions::default())?;
+/// log.append_records(&["a", "b"])?.receipt.wait()?;
+/// assert_eq!((log.start_offset(), log.end_offset()), (0, 2));
+/// assert_eq!(log.read_one(1)?.value, &b"b"[..]);
+/// log.close()?;
+/// // Reopened, it holds what was appended.
+/// let log = Log::open(tmp.path(), LogOptions::default())?;
+/// assert_eq!(log.record_count(), 2);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Log {
     inner: Arc<Inner>,
     flusher: Mutex<Option<JoinHandle<()>>>,

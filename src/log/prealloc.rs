@@ -33,6 +33,24 @@ use std::sync::{OnceLock, Weak};
 use crossbeam_channel::Sender;
 
 /// How the active segment's file is extended ahead of the writer.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Log, LogOptions, Preallocate};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// assert_eq!(Preallocate::default(), Preallocate::Auto);
+/// let tmp = tempfile::tempdir().unwrap();
+/// let log = Log::open(tmp.path(), LogOptions { preallocate: Preallocate::Zeros, ..Default::default() })?;
+/// // Preallocated zeros are never read as records.
+/// log.append_records(&["a"])?.receipt.wait()?;
+/// log.close()?;
+/// let log = Log::open(tmp.path(), LogOptions::default())?;
+/// assert_eq!(log.end_offset(), 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Preallocate {
     /// Not at all: every append grows the file.

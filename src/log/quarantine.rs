@@ -30,6 +30,23 @@ pub const MAX_QUARANTINE_BYTES: u64 = 64 << 20;
 pub const MAX_QUARANTINE_FILES: usize = 32;
 
 /// Why bytes were quarantined.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Log, LogOptions, LossKind};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let log = Log::open(tmp.path(), LogOptions::default())?;
+/// log.append_records(&["a"])?.receipt.wait()?;
+/// log.append_records(&["b", "c"])?.receipt.wait()?;
+/// log.truncate(1)?; // a batch boundary
+/// // What `truncate` removed is kept, and says it was a truncation.
+/// assert_eq!(log.quarantine()?[0].kind, LossKind::Truncation);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LossKind {
     /// Recovery cut a torn tail of the active segment after a crash: bytes written after the
@@ -58,6 +75,27 @@ impl LossKind {
 }
 
 /// One quarantine file: what was cut from the log, where, and why.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Log, LogOptions};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let log = Log::open(tmp.path(), LogOptions::default())?;
+/// log.append_records(&["a"])?.receipt.wait()?;
+/// log.append_records(&["b", "c"])?.receipt.wait()?;
+/// log.truncate(1)?; // a batch boundary
+/// let kept = log.quarantine()?;
+/// assert_eq!(kept.len(), 1);
+/// // Offsets 1 and 2 were cut; their bytes are in the quarantine file.
+/// assert_eq!(kept[0].offsets, 1..3);
+/// assert!(kept[0].path.exists());
+/// assert_eq!(log.end_offset(), 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quarantined {
     /// The quarantine file.

@@ -29,6 +29,30 @@ use crate::format::{
 use crate::storage::{OpenMode, Storage, StorageFile, read_all};
 
 /// A torn tail cut from the active segment by recovery.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Log, LogOptions, Preallocate};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let log = Log::open(tmp.path(), LogOptions { preallocate: Preallocate::Off, ..Default::default() })?;
+/// log.append_records(&["a"])?.receipt.wait()?;
+/// std::mem::forget(log); // a crash: never closed
+/// // Half a batch after the last one, as a write cut short by the crash leaves it.
+/// let segment = tmp.path().join(stratalog::format::segment_file_name(0, stratalog::format::SegmentFile::Log));
+/// let mut bytes = std::fs::read(&segment).unwrap();
+/// bytes.extend_from_slice(&[0xab; 40]);
+/// std::fs::write(&segment, &bytes).unwrap();
+/// // A read-only open sees the torn tail (a writable one would cut and quarantine it).
+/// let reader = Log::open(tmp.path(), LogOptions { read_only: true, ..Default::default() })?;
+/// let torn = &reader.recovery_report().torn;
+/// assert_eq!(torn.len(), 1);
+/// assert_eq!((torn[0].offset, torn[0].bytes), (1, 40));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TornTail {
     /// The segment file.
@@ -47,6 +71,25 @@ pub struct TornTail {
 }
 
 /// What recovery found and did when a log was opened.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Log, LogOptions};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let log = Log::open(tmp.path(), LogOptions::default())?;
+/// log.append_records(&["a"])?.receipt.wait()?;
+/// log.close()?;
+/// // After a clean close, the next open trusts the checkpoint and cuts nothing.
+/// let log = Log::open(tmp.path(), LogOptions::default())?;
+/// let report = log.recovery_report();
+/// assert!(report.clean);
+/// assert!(report.torn.is_empty() && report.quarantined.is_empty());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct RecoveryReport {
     /// The log had been closed cleanly: nothing was scanned.
@@ -645,7 +688,10 @@ impl Recovery<'_> {
 
     /// Writes the active segment's index files from `builder` (if `rewrite`) and makes the
     /// active segment and the writer.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the active segment's file, index builder and positions found by recovery, each needed"
+    )]
     fn finish_active(
         &mut self,
         base: u64,

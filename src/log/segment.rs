@@ -173,7 +173,10 @@ pub(crate) struct Segment {
 const MAX_VERIFIED: usize = 1 << 16;
 
 impl Segment {
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a segment is made from its storage, place, files and limits, each needed"
+    )]
     pub fn new(
         storage: Arc<dyn Storage>,
         dir: &Path,

@@ -18,6 +18,31 @@ use crate::format::{
 use crate::storage::{OpenMode, Storage, read_all};
 
 /// Something wrong found by [`verify_dir`].
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::storage::FsStorage;
+/// use stratalog::{Log, LogOptions, verify_dir};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let log = Log::open(tmp.path(), LogOptions::default())?;
+/// log.append_records(&["some value"])?.receipt.wait()?;
+/// log.close()?;
+/// // Flip the segment's last byte (inside the batch's value).
+/// let segment = tmp.path().join(stratalog::format::segment_file_name(0, stratalog::format::SegmentFile::Log));
+/// let mut bytes = std::fs::read(&segment).unwrap();
+/// *bytes.last_mut().unwrap() ^= 0xff;
+/// std::fs::write(&segment, &bytes).unwrap();
+/// let report = verify_dir(&FsStorage, tmp.path())?;
+/// // The problem names the file and the byte where the bad batch starts.
+/// let problem = &report.problems[0];
+/// assert_eq!(problem.path, segment);
+/// assert!(problem.position.is_some());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// The file.
@@ -47,6 +72,26 @@ impl std::fmt::Display for Problem {
 }
 
 /// What [`verify_dir`] found.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::storage::FsStorage;
+/// use stratalog::{Log, LogOptions, verify_dir};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let log = Log::open(tmp.path(), LogOptions::default())?;
+/// log.append_records(&["a", "b"])?.receipt.wait()?;
+/// log.append_records(&["c"])?.receipt.wait()?;
+/// log.close()?;
+/// let report = verify_dir(&FsStorage, tmp.path())?;
+/// assert!(report.problems.is_empty());
+/// assert_eq!((report.batches, report.records), (2, 3));
+/// assert_eq!((report.start_offset, report.end_offset), (0, 3));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
     /// Segments checked.
@@ -397,7 +442,10 @@ fn next_sound_batch(bytes: &Bytes, pos: u64, expected: u64) -> Option<(u64, u64)
     (pos + 1..bytes.len().saturating_sub(BATCH_HEADER_LEN - 1)).find_map(sound_at)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the segment's files, bounds and the report to fill are all needed; a struct for one call would only rename them"
+)]
 fn verify_indexes(
     storage: &dyn Storage,
     paths: &SegmentPaths,

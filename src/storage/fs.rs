@@ -11,6 +11,20 @@ use bytes::Bytes;
 use super::{LockGuard, Mapping, OpenMode, Storage, StorageFile};
 
 /// Files on the local file system.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::storage::{FsStorage, OpenMode, Storage};
+///
+/// let tmp = tempfile::tempdir().unwrap();
+/// let path = tmp.path().join("data");
+/// let file = FsStorage.open(&path, OpenMode::CreateNew)?;
+/// file.write_and_sync(b"hello", 0)?;
+/// assert_eq!(file.len()?, 5);
+/// assert_eq!(FsStorage.list(tmp.path())?, vec!["data".to_string()]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FsStorage;
 
@@ -143,7 +157,10 @@ pub(super) fn allocate(file: &File, pos: u64, len: u64) -> io::Result<()> {
 }
 
 /// Maps bytes `0..len` of `file` read-only and shared (see [`StorageFile::map`]).
-#[allow(unsafe_code)]
+#[expect(
+    unsafe_code,
+    reason = "mapping a file is `unsafe`: see the SAFETY comment inside"
+)]
 pub(super) fn map_file(file: &File, len: u64) -> io::Result<Mapping> {
     if len == 0 {
         return Ok(Mapping {

@@ -27,6 +27,23 @@ pub use sim::{Fault, PowerLoss, SimCounters, SimStorage};
 pub use uring::UringStorage;
 
 /// Which system calls the real storage writes and fsyncs with.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::storage::{IoEngine, OpenMode, real_storage};
+///
+/// assert_eq!("uring".parse(), Ok(IoEngine::IoUring));
+/// assert_eq!(IoEngine::default(), IoEngine::Std);
+/// // Asking for io_uring gives it where the kernel allows it, else the std engine.
+/// let (storage, used) = real_storage(IoEngine::IoUring);
+/// assert!(matches!(used, IoEngine::IoUring | IoEngine::Std));
+/// let tmp = tempfile::tempdir().unwrap();
+/// let file = storage.open(&tmp.path().join("f"), OpenMode::CreateNew)?;
+/// file.write_at(b"abc", 0)?;
+/// assert_eq!(file.len()?, 3);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IoEngine {
     /// `pwrite` and `fdatasync` ([`FsStorage`]). The default, by measurement
@@ -77,6 +94,22 @@ pub fn real_storage(engine: IoEngine) -> (Arc<dyn Storage>, IoEngine) {
 }
 
 /// How [`Storage::open`] treats a missing or existing file.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::storage::{FsStorage, OpenMode, Storage};
+///
+/// let tmp = tempfile::tempdir().unwrap();
+/// let path = tmp.path().join("f");
+/// assert!(FsStorage.open(&path, OpenMode::Existing).is_err()); // not there yet
+/// FsStorage.open(&path, OpenMode::CreateNew)?.write_at(b"x", 0)?;
+/// assert!(FsStorage.open(&path, OpenMode::CreateNew).is_err()); // there now
+/// // A file opened with `Read` refuses writes.
+/// let read_only = FsStorage.open(&path, OpenMode::Read)?;
+/// assert!(read_only.write_at(b"y", 0).is_err());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
     /// Open an existing file for reading and writing; fail if it does not exist.
@@ -92,6 +125,26 @@ pub enum OpenMode {
 }
 
 /// A file system, real or simulated.
+///
+/// # Examples
+///
+/// ```
+/// use std::path::Path;
+/// use stratalog::storage::{FsStorage, OpenMode, Storage};
+///
+/// // Code written against `&dyn Storage` runs on the real file system or a simulated one.
+/// fn replace(storage: &dyn Storage, dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+///     let tmp = dir.join("file.tmp");
+///     storage.open(&tmp, OpenMode::CreateNew)?.write_and_sync(bytes, 0)?;
+///     storage.rename(&tmp, &dir.join("file"))?;
+///     storage.sync_dir(dir)
+/// }
+/// let dir = tempfile::tempdir().unwrap();
+/// replace(&FsStorage, dir.path(), b"v1")?;
+/// assert!(FsStorage.exists(&dir.path().join("file")));
+/// assert!(!FsStorage.exists(&dir.path().join("file.tmp")));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Opens a file for reading and writing, or for reading only with [`OpenMode::Read`].
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
@@ -152,11 +205,49 @@ pub fn create_dir_durable(storage: &dyn Storage, dir: &Path) -> io::Result<bool>
 }
 
 /// Held while a log directory is locked.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::storage::{FsStorage, Storage};
+///
+/// let tmp = tempfile::tempdir().unwrap();
+/// let path = tmp.path().join(".lock");
+/// let guard = FsStorage.lock(&path)?;
+/// // Held: a second lock fails.
+/// assert!(FsStorage.lock(&path).is_err());
+/// drop(guard);
+/// // Released with the guard.
+/// let _again = FsStorage.lock(&path)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait LockGuard: Send + Sync + fmt::Debug {}
 
 /// An open file.
-// A file's emptiness is never asked on its own: `len` is compared with positions.
-#[allow(clippy::len_without_is_empty)]
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::storage::{FsStorage, OpenMode, Storage};
+///
+/// let tmp = tempfile::tempdir().unwrap();
+/// let file = FsStorage.open(&tmp.path().join("f"), OpenMode::CreateNew)?;
+/// file.write_at(b"hello world", 0)?;
+/// file.sync()?;
+/// let mut buf = [0u8; 5];
+/// file.read_at(&mut buf, 6)?;
+/// assert_eq!(&buf, b"world");
+/// // Allocated bytes read as zeros.
+/// file.allocate(11, 5)?;
+/// assert_eq!(file.len()?, 16);
+/// file.set_len(5)?;
+/// assert_eq!(file.len()?, 5);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "a file's emptiness is never asked on its own: `len` is compared with positions"
+)]
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Writes all of `buf` at byte `pos`. On error, a prefix of `buf` may have been written.
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
@@ -196,6 +287,23 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
 pub(crate) static ZEROS: [u8; 256 << 10] = [0; 256 << 10];
 
 /// Bytes of a file made readable by [`StorageFile::map`].
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::storage::{FsStorage, OpenMode, Storage};
+///
+/// let tmp = tempfile::tempdir().unwrap();
+/// let file = FsStorage.open(&tmp.path().join("f"), OpenMode::CreateNew)?;
+/// file.write_at(b"abc", 0)?;
+/// let mapping = file.map(4096)?;
+/// assert_eq!(&mapping.bytes[..3], b"abc");
+/// // The real storage's mapping is live: a later write shows through it.
+/// assert!(mapping.live);
+/// file.write_at(b"d", 3)?;
+/// assert_eq!(&mapping.bytes[..4], b"abcd");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Mapping {
     /// The bytes. For the real storage they point into a shared mapping of the file.

@@ -29,6 +29,26 @@ use super::{FsStorage, LockGuard, Mapping, OpenMode, Storage, StorageFile};
 const RING_ENTRIES: u32 = 4;
 
 /// Files on the local file system, written through io_uring.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::storage::{OpenMode, Storage, UringStorage};
+///
+/// let tmp = tempfile::tempdir().unwrap();
+/// // The kernel may refuse io_uring (old kernel, seccomp): then `new` fails and nothing else does.
+/// match UringStorage::new() {
+///     Ok(storage) => {
+///         let file = storage.open(&tmp.path().join("f"), OpenMode::CreateNew)?;
+///         file.write_and_sync(b"durable", 0)?;
+///         let mut buf = [0u8; 7];
+///         file.read_at(&mut buf, 0)?;
+///         assert_eq!(&buf, b"durable");
+///     }
+///     Err(e) => eprintln!("io_uring unavailable here: {e}"),
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct UringStorage {
     fs: FsStorage,
@@ -121,7 +141,10 @@ const FSYNC: u64 = 2;
 /// Every buffer an entry points at must stay alive and unmoved until this returns.
 // SAFETY: (the contract, for callers) the buffers an entry points at must outlive this call;
 // the function itself keeps its side by waiting for every entry the kernel took.
-#[allow(unsafe_code)]
+#[expect(
+    unsafe_code,
+    reason = "submits entries whose buffers the kernel reads: see `# Safety`"
+)]
 unsafe fn run(entries: &[squeue::Entry]) -> io::Result<[Option<i32>; 3]> {
     RING.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -198,7 +221,7 @@ impl UringFile {
             first = false;
             let write = self.write_entry(buf, pos);
             // SAFETY: `buf` outlives the call, which waits for the write (and fsync) to finish.
-            #[allow(unsafe_code)]
+            #[expect(unsafe_code, reason = "calls the unsafe `run`: see the SAFETY comment")]
             let results = unsafe {
                 if link {
                     run(&[write.flags(squeue::Flags::IO_LINK), self.fsync_entry()])
@@ -240,7 +263,7 @@ impl StorageFile for UringFile {
 
     fn sync(&self) -> io::Result<()> {
         // SAFETY: an fsync entry points at no buffer.
-        #[allow(unsafe_code)]
+        #[expect(unsafe_code, reason = "calls the unsafe `run`: see the SAFETY comment")]
         let results = unsafe { run(&[self.fsync_entry()]) }?;
         result(results[FSYNC as usize], "fsync").map(drop)
     }

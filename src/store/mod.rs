@@ -52,6 +52,26 @@ use crate::storage::{FsStorage, LockGuard, Storage};
 pub const STORE_LOCK: &str = ".store.lock";
 
 /// How to open a store.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Error, Store, StoreOptions};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// // `create: false` opens only a store that exists.
+/// assert!(Store::open(tmp.path(), StoreOptions { create: false, ..Default::default() }).is_err());
+/// // No background retention thread: apply retention when it suits the caller.
+/// let options = StoreOptions { retention_interval: None, ..Default::default() };
+/// Store::open(tmp.path(), options)?.close()?;
+/// // Read-only: inspect without a lock; every change is refused.
+/// let reader = Store::open(tmp.path(), StoreOptions { read_only: true, ..Default::default() })?;
+/// assert!(reader.is_read_only());
+/// assert!(matches!(reader.commit("g", "t", 0, 1, 0), Err(Error::ReadOnly)));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// The file system ([`FsStorage`] or, in tests, the simulated storage of the `test-support`
@@ -101,6 +121,27 @@ impl Default for StoreOptions {
 }
 
 /// A consumer group's position in one partition, with the partition's end for the lag.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// store.create_topic("orders", 1, TopicConfig::default(), PartitionerKind::Jump)?;
+/// let log = store.partition("orders", 0)?;
+/// log.append_records(&["a", "b", "c"])?.receipt.wait()?;
+/// store.commit("billing", "orders", 0, 1, log.leader_epoch())?;
+/// let offsets = store.group_offsets(Some("billing"))?;
+/// assert_eq!(offsets.len(), 1);
+/// assert_eq!((offsets[0].committed.offset, offsets[0].end_offset), (1, Some(3)));
+/// // Two records appended and not yet processed.
+/// assert_eq!(offsets[0].lag(), Some(2));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupOffset {
     /// The group.
@@ -124,6 +165,28 @@ impl GroupOffset {
 }
 
 /// Where [`Store::reset_group`] moves a group's position.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::store::ResetTo;
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// assert_eq!("latest".parse(), Ok(ResetTo::Latest));
+/// assert_eq!("42".parse(), Ok(ResetTo::Offset(42)));
+/// assert_eq!("time:1700000000000".parse(), Ok(ResetTo::Time(1_700_000_000_000)));
+/// let tmp = tempfile::tempdir().unwrap();
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// store.create_topic("orders", 1, TopicConfig::default(), PartitionerKind::Jump)?;
+/// store.partition("orders", 0)?.append_records(&["a", "b"])?.receipt.wait()?;
+/// // Skip everything produced so far.
+/// let moved = store.reset_group("billing", "orders", None, ResetTo::Latest)?;
+/// assert_eq!(moved[0].committed.offset, 2);
+/// assert_eq!(store.committed("billing", "orders", 0).map(|c| c.offset), Some(2));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetTo {
     /// The partition's first offset (everything still held is read again).
@@ -159,6 +222,31 @@ impl std::str::FromStr for ResetTo {
 }
 
 /// What [`Store::apply_retention`] did.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{LogConfig, PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let options = StoreOptions { retention_interval: None, ..Default::default() };
+/// let store = Store::open(tmp.path(), options)?;
+/// // Small segments, and at most about one of them kept.
+/// let log = LogConfig { segment_bytes: 1024, retention_bytes: Some(1024), ..Default::default() };
+/// let config = TopicConfig { log, ..Default::default() };
+/// store.create_topic("events", 2, config, PartitionerKind::Jump)?;
+/// let p0 = store.partition("events", 0)?;
+/// for _ in 0..20 {
+///     p0.append_records(&[[0u8; 200]])?.receipt.wait()?;
+/// }
+/// let pass = store.apply_retention();
+/// assert_eq!((pass.partitions, pass.errors), (2, 0));
+/// assert!(pass.segments_deleted > 0);
+/// assert!(p0.start_offset() > 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionPass {
     /// Partitions looked at.
@@ -267,6 +355,26 @@ struct Inner {
 
 /// Topics, partitions and consumer offsets in one directory. `Send + Sync`: share it with an
 /// `Arc`. Dropping it closes it; call [`Store::close`] to see errors.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// store.create_topic("orders", 3, TopicConfig::default(), PartitionerKind::Jump)?;
+/// assert_eq!(store.topic("orders")?.partitions(), 3);
+/// // Partitions are only added.
+/// store.add_partitions("orders", 4)?;
+/// assert!(store.add_partitions("orders", 2).is_err());
+/// store.delete_topic("orders")?;
+/// assert!(store.topics()?.is_empty());
+/// store.close()?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Store {
     inner: Arc<Inner>,
     retention: Mutex<Option<JoinHandle<()>>>,

@@ -41,6 +41,27 @@ pub const GENERATION_FILE: &str = "consumer_offsets.generation";
 pub const COMPACT_MIN_RECORDS: u64 = 10_000;
 
 /// A group's committed position in one partition.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// store.create_topic("orders", 1, TopicConfig::default(), PartitionerKind::Jump)?;
+/// store.partition("orders", 0)?.append_records(&["a"])?.receipt.wait()?;
+/// store.commit("billing", "orders", 0, 1, 0)?;
+/// store.close()?;
+/// // Commits are durable: a reopened store has them.
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// let committed = store.committed("billing", "orders", 0).unwrap();
+/// assert_eq!((committed.offset, committed.leader_epoch), (1, 0));
+/// assert!(committed.commit_ms > 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
     /// The next offset to process: every record below it was processed.

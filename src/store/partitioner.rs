@@ -27,6 +27,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 
 /// How a partitioner picks a partition.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::PartitionerKind;
+///
+/// assert_eq!("jump".parse(), Ok(PartitionerKind::Jump));
+/// assert_eq!("ring:64".parse(), Ok(PartitionerKind::Ring { vnodes: 64 }));
+/// assert!("ring:0".parse::<PartitionerKind>().is_err());
+/// // Keyed kinds keep a key on one partition; the others ignore keys.
+/// assert!(PartitionerKind::Modulo.is_keyed());
+/// assert!(!PartitionerKind::RoundRobin.is_keyed());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PartitionerKind {
     /// Partitions in turn, ignoring keys.
@@ -164,6 +177,25 @@ pub fn jump_hash(mut key: u64, buckets: u32) -> u32 {
 /// Picks partitions for records of one topic under one partitioner version.
 ///
 /// Cheap to share between threads (`&self` methods; the round-robin counter is atomic).
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Partitioner, PartitionerKind};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let p = Partitioner::new(PartitionerKind::Jump, 8)?;
+/// let home = p.partition(Some(b"user-7"));
+/// assert!(home < 8);
+/// // The same key always goes to the same partition.
+/// assert!((0..100).all(|_| p.partition(Some(b"user-7")) == home));
+/// // Keyless records go round robin.
+/// let q = Partitioner::new(PartitionerKind::RoundRobin, 3)?;
+/// assert_eq!([q.partition(None), q.partition(None), q.partition(None)].iter().sum::<u32>(), 3);
+/// assert!(Partitioner::new(PartitionerKind::Jump, 0).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Partitioner {
     kind: PartitionerKind,

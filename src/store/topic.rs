@@ -23,6 +23,26 @@ pub const MAX_TOPIC_NAME: usize = 200;
 pub const MAX_PARTITIONS: u32 = 1 << 20;
 
 /// Settings of a topic, applied to each of its partitions.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{FsyncPolicy, PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// store.create_topic("metrics", 1, TopicConfig::default(), PartitionerKind::Jump)?;
+/// // Change a setting of an existing topic; the others stay.
+/// let mut config = store.topic("metrics")?.config;
+/// config.fsync = FsyncPolicy::Never;
+/// config.log.retention_ms = Some(3_600_000);
+/// let info = store.set_topic_config("metrics", config)?;
+/// assert_eq!(info.config.fsync, FsyncPolicy::Never);
+/// assert_eq!(info.config.log.segment_bytes, TopicConfig::default().log.segment_bytes);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicConfig {
     /// Segment size, segment age, retention, index interval and compression of every partition.
@@ -43,6 +63,26 @@ impl Default for TopicConfig {
 
 /// One version of a topic's partitioning: created with the topic (version 1) and each time
 /// partitions are added or the partitioner changes.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// store.create_topic("orders", 2, TopicConfig::default(), PartitionerKind::Jump)?;
+/// store.partition("orders", 0)?.append_records(&["a", "b"])?.receipt.wait()?;
+/// let info = store.add_partitions("orders", 3)?;
+/// let v2 = info.current();
+/// assert_eq!((v2.version, v2.partitions), (2, 3));
+/// // Partition 0's records from offset 2 on were produced under version 2.
+/// assert_eq!(v2.start_offsets, vec![2, 0]);
+/// assert_eq!(v2.partitioner().partitions(), 3);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionerVersion {
     /// 1 for the topic's creation, then +1 per change.
@@ -69,6 +109,25 @@ impl PartitionerVersion {
 /// A topic's id: which incarnation of a topic name this is (as Kafka's KIP-516 topic ids). A
 /// topic deleted and created again under the same name gets a new id, and a consumer offset
 /// commit names the id it was made for, so it never applies to a later topic of that name.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+/// use stratalog::store::TopicId;
+///
+/// # fn main() -> stratalog::Result<()> {
+/// assert_ne!(TopicId::generate(), TopicId::LEGACY);
+/// let tmp = tempfile::tempdir().unwrap();
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// let first = store.create_topic("orders", 1, TopicConfig::default(), PartitionerKind::Jump)?.id;
+/// store.delete_topic("orders")?;
+/// // The same name again is another topic, with another id.
+/// let second = store.create_topic("orders", 1, TopicConfig::default(), PartitionerKind::Jump)?.id;
+/// assert_ne!(first, second);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct TopicId(pub [u8; 16]);
 
@@ -113,6 +172,27 @@ impl std::fmt::Display for TopicId {
 }
 
 /// A topic: its name, id, settings and partitioner history.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// store.create_topic("orders", 2, TopicConfig::default(), PartitionerKind::Modulo)?;
+/// store.set_partitioner("orders", PartitionerKind::Jump)?;
+/// let info = store.topic("orders")?;
+/// assert_eq!(info.name, "orders");
+/// assert_eq!(info.partitions(), 2);
+/// // Every partitioner version is kept, oldest first.
+/// assert_eq!(info.versions.len(), 2);
+/// assert_eq!(info.version(1).map(|v| v.kind), Some(PartitionerKind::Modulo));
+/// assert_eq!(info.current().kind, PartitionerKind::Jump);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
     /// The topic's name.

@@ -18,6 +18,31 @@ use crate::format::{Batch, FileHeader, FileKind};
 use crate::storage::FsStorage;
 
 /// A problem found in a store's own files.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::store::verify_store;
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// store.create_topic("orders", 1, TopicConfig::default(), PartitionerKind::Jump)?;
+/// store.close()?;
+/// // Damage the topic registry.
+/// let registry = tmp.path().join("stratalog.store");
+/// let mut bytes = std::fs::read(&registry).unwrap();
+/// let last = bytes.len() - 1;
+/// bytes[last] ^= 0xff;
+/// std::fs::write(&registry, &bytes).unwrap();
+/// let report = verify_store(tmp.path())?;
+/// assert!(!report.is_ok());
+/// // The problem names the file.
+/// assert_eq!(report.problems[0].path, registry);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreProblem {
     /// The file it is in.
@@ -33,6 +58,28 @@ impl std::fmt::Display for StoreProblem {
 }
 
 /// What [`verify_store`] found.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::store::verify_store;
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let store = Store::open(tmp.path(), StoreOptions::default())?;
+/// store.create_topic("a", 1, TopicConfig::default(), PartitionerKind::Jump)?;
+/// store.create_topic("b", 1, TopicConfig::default(), PartitionerKind::Jump)?;
+/// store.commit("g", "a", 0, 0, 0)?;
+/// store.close()?;
+/// let report = verify_store(tmp.path())?;
+/// assert!(report.is_ok(), "{:?}", report.problems);
+/// assert_eq!((report.topics, report.offset_records), (2, 1));
+/// // A directory with no store is an error, not an empty report.
+/// assert!(verify_store(tmp.path().join("a")).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreVerifyReport {
     /// Topics in the registry (0 if it could not be read).
