@@ -37,6 +37,16 @@ pub const MAX_STR_BYTES: usize = 4096;
 pub const MAX_LIST_LEN: u32 = 1 << 20;
 
 /// Why bytes are not a valid frame.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+/// use stratalog::replication::{FrameError, Message};
+///
+/// let err = Message::decode(200, Bytes::new()).unwrap_err();
+/// assert_eq!(err, FrameError::UnknownKind(200));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
@@ -88,6 +98,16 @@ pub enum FrameError {
 }
 
 /// Stable wire error codes. A code, once given a meaning, keeps it; a retired code stays retired.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::replication::ErrorCode;
+///
+/// assert_eq!(ErrorCode::from_u16(1), Some(ErrorCode::NotLeader));
+/// assert_eq!(ErrorCode::NotLeader.name(), "NotLeader");
+/// assert_eq!(ErrorCode::from_u16(999), None);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 #[repr(u16)]
@@ -164,6 +184,16 @@ impl ErrorCode {
 }
 
 /// How many replicas must have a produced batch durable before it is acknowledged.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::replication::{Acks, Message};
+///
+/// let request = Message::PromoteRequest { min_epoch: 0 };
+/// assert_ne!(Acks::All, Acks::Leader);
+/// assert_eq!(request.kind(), 13);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Acks {
@@ -184,6 +214,15 @@ impl Acks {
 }
 
 /// Who sends a fetch: what it may read and whether it counts toward acknowledgements.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::replication::FetchRole;
+///
+/// // Only a follower's fetch moves the in-sync set and the high watermark.
+/// assert_ne!(FetchRole::Mirror, FetchRole::Follower);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum FetchRole {
@@ -204,6 +243,15 @@ impl FetchRole {
 }
 
 /// A node's role for a partition, or for the whole node in a status answer.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::replication::Role;
+///
+/// assert_eq!(Role::Leader.name(), "leader");
+/// assert_eq!(Role::Mirror.name(), "mirror");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Role {
@@ -233,6 +281,15 @@ impl Role {
 }
 
 /// One follower as the leader sees it, in a status answer.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::replication::FollowerStatus;
+///
+/// let f = FollowerStatus { node_id: "b".into(), log_end: 8, lag: 2, in_sync: true };
+/// assert_eq!(f.log_end + f.lag, 10);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowerStatus {
     /// The follower's node id.
@@ -246,6 +303,18 @@ pub struct FollowerStatus {
 }
 
 /// One partition in a status answer.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::replication::{PartitionStatus, Role};
+///
+/// let p = PartitionStatus {
+///     topic: "t".into(), partition: 0, role: Role::Leader, epoch: 1,
+///     log_start: 0, log_end: 10, high_watermark: 8, followers: vec![],
+/// };
+/// assert!(p.high_watermark <= p.log_end);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionStatus {
     /// The topic (or log name).
@@ -267,6 +336,15 @@ pub struct PartitionStatus {
 }
 
 /// One topic in a metadata answer.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::replication::TopicMetadata;
+///
+/// let t = TopicMetadata { topic: "orders".into(), topic_id: [1; 16], partitions: 4 };
+/// assert_eq!(t.partitions, 4);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMetadata {
     /// The topic.
@@ -279,6 +357,19 @@ pub struct TopicMetadata {
 
 /// Every message of the protocol. Requests and their answers are matched by the correlation id
 /// of the frame that carries them.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+/// use stratalog::replication::Message;
+///
+/// let mut frame = Vec::new();
+/// Message::StatusRequest.encode(7, &mut frame)?;
+/// let (correlation, message, used) = Message::decode_frame(&Bytes::from(frame))?;
+/// assert_eq!((correlation, message, used), (7, Message::StatusRequest, 12));
+/// # Ok::<(), stratalog::replication::FrameError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Message {
@@ -469,6 +560,21 @@ pub const KINDS: [(u8, &str); 17] = [
 ];
 
 /// A decoded frame head.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::replication::{FrameHead, Message};
+///
+/// let mut frame = Vec::new();
+/// Message::PromoteRequest { min_epoch: 3 }.encode(1, &mut frame)?;
+/// let head = FrameHead::decode(frame[..12].try_into().unwrap())?;
+/// assert_eq!((head.kind, head.correlation, head.body_len()), (13, 1, 8));
+/// // A peer announcing 4 GiB is refused before anything is allocated.
+/// frame[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+/// assert!(FrameHead::decode(frame[..12].try_into().unwrap()).is_err());
+/// # Ok::<(), stratalog::replication::FrameError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHead {
     /// Bytes after the `len` field (`version` .. end of body).

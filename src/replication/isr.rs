@@ -20,7 +20,19 @@ use std::time::{Duration, Instant};
 
 use super::frame::Acks;
 
-/// What the leader knows of one follower.
+/// What the leader knows of one follower ([`ReplicaTracker::followers`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use stratalog::replication::isr::ReplicaTracker;
+///
+/// let mut isr = ReplicaTracker::new(0, Duration::from_secs(5), 1);
+/// isr.on_fetch("b", 4, 4, 4, Instant::now());
+/// let b = &isr.followers()["b"];
+/// assert_eq!((b.durable_end, b.in_sync), (4, true));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowerState {
     /// The follower's durable log end (its last fetch offset).
@@ -36,6 +48,21 @@ pub struct FollowerState {
 }
 
 /// Why an acknowledgement level cannot be reached now.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stratalog::replication::Acks;
+/// use stratalog::replication::isr::{AckState, ReplicaTracker};
+///
+/// // Two replicas in sync wanted, only the leader there: `all` is refused, not waited for.
+/// let isr = ReplicaTracker::new(0, Duration::from_secs(5), 2);
+/// assert_eq!(
+///     isr.ack_state(Acks::All, 1, 1, 3),
+///     AckState::NotEnoughReplicas { in_sync: 1, min_in_sync: 2 }
+/// );
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckState {
     /// Reached: the records are durable on enough replicas.
@@ -52,6 +79,21 @@ pub enum AckState {
 }
 
 /// The followers of one partition, as its leader tracks them.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use stratalog::replication::Acks;
+/// use stratalog::replication::isr::{AckState, ReplicaTracker};
+///
+/// let now = Instant::now();
+/// let mut isr = ReplicaTracker::new(0, Duration::from_secs(5), 2);
+/// isr.on_fetch("b", 0, 10, 10, now); // b joins at the high watermark
+/// assert_eq!(isr.ack_state(Acks::All, 10, 10, 2), AckState::Waiting);
+/// assert_eq!(isr.on_fetch("b", 10, 10, 10, now), 10); // b made 0..10 durable
+/// assert_eq!(isr.ack_state(Acks::All, 10, 10, 2), AckState::Reached);
+/// ```
 #[derive(Debug, Clone)]
 pub struct ReplicaTracker {
     followers: BTreeMap<String, FollowerState>,

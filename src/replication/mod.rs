@@ -23,6 +23,19 @@ pub use frame::{
 use frame::{FRAME_HEAD_LEN, MAX_FRAME_BYTES};
 
 /// Why a frame could not be read or written.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::replication::{WireError, read_frame};
+///
+/// // A stream that ends inside a frame head.
+/// let mut cut: &[u8] = &[12, 0, 0];
+/// assert!(matches!(read_frame(&mut cut), Err(WireError::Io(_))));
+/// // Garbage: refused as a bad frame, nothing allocated.
+/// let mut garbage: &[u8] = &[0xff; 12];
+/// assert!(matches!(read_frame(&mut garbage), Err(WireError::Frame(_))));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {

@@ -36,7 +36,7 @@ use crate::format::Batch;
 use crate::log::Log;
 use crate::store::Store;
 
-/// How a [`Node`] runs.
+/// How a [`Node`] runs. See [`Node`] for an example.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
     /// This node's id (what followers are known by on the leader).
@@ -103,6 +103,37 @@ struct Shared {
 }
 
 /// A running node. Dropping it stops the server and every fetcher.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use stratalog::replication::node::{Node, NodeOptions};
+/// use stratalog::replication::Role;
+/// use stratalog::{PartitionerKind, Store, StoreOptions, TopicConfig};
+///
+/// let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+/// let stores: Vec<Arc<Store>> = [&a, &b]
+///     .iter()
+///     .map(|d| {
+///         let s = Store::open(d.path(), StoreOptions::default())?;
+///         s.create_topic("t", 1, TopicConfig::default(), PartitionerKind::Jump)?;
+///         Ok(Arc::new(s))
+///     })
+///     .collect::<stratalog::Result<_>>()?;
+/// let leader = Node::start(stores[0].clone(), NodeOptions { node_id: "a".into(), ..Default::default() })?;
+/// let follower = Node::start(
+///     stores[1].clone(),
+///     NodeOptions { node_id: "b".into(), leader: Some(leader.addr().to_string()), ..Default::default() },
+/// )?;
+/// assert_eq!((leader.role(), follower.role()), (Role::Leader, Role::Follower));
+/// leader.stop();
+/// // The operator's failover: the follower leads a new epoch.
+/// assert!(follower.promote(0)? >= 1);
+/// assert_eq!(follower.role(), Role::Leader);
+/// follower.stop();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Node {
     shared: Arc<Shared>,
     server: Option<Server>,

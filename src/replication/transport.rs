@@ -20,12 +20,41 @@ use super::{WireError, read_frame, write_frame};
 
 /// Answers requests. Called on the connection's own thread; it may block (a long-poll fetch),
 /// which holds up only that connection.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use stratalog::replication::transport::{Client, Handler, Reply, Server, ServerOptions};
+/// use stratalog::replication::{ErrorCode, Message, WireError};
+///
+/// /// Answers every promote with the next epoch.
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn handle(&self, request: Message, reply: &mut Reply<'_>) -> Result<(), WireError> {
+///         let epoch = match request {
+///             Message::PromoteRequest { min_epoch } => min_epoch + 1,
+///             _ => 0,
+///         };
+///         reply.send(&Message::PromoteResponse { error: ErrorCode::None, epoch })
+///     }
+/// }
+///
+/// let server = Server::start("127.0.0.1:0", Arc::new(Echo), ServerOptions::default())?;
+/// let mut client = Client::connect(server.addr(), Duration::from_secs(10))?;
+/// let answer = client.call(&Message::PromoteRequest { min_epoch: 4 })?;
+/// assert_eq!(answer, Message::PromoteResponse { error: ErrorCode::None, epoch: 5 });
+/// server.stop();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Handler: Send + Sync + 'static {
     /// Answers `request` through `reply`. Returning an error closes the connection.
     fn handle(&self, request: Message, reply: &mut Reply<'_>) -> Result<(), WireError>;
 }
 
-/// Where a handler writes its answer (the correlation id is filled in).
+/// Where a handler writes its answer (the correlation id is filled in). See [`Handler`] for an
+/// example.
 pub struct Reply<'a> {
     stream: &'a mut TcpStream,
     correlation: u32,
@@ -91,6 +120,15 @@ fn write_all_vectored(w: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> io:
 }
 
 /// How a [`Server`] runs.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::replication::transport::ServerOptions;
+///
+/// let options = ServerOptions { max_connections: 16, ..Default::default() };
+/// assert_eq!(options.max_connections, 16);
+/// ```
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Connections served at once; more are closed at accept (default 1024).
@@ -109,7 +147,7 @@ impl Default for ServerOptions {
 }
 
 /// A listening TCP server. Dropping it (or [`Server::stop`]) stops accepting, closes every
-/// connection and joins every thread it started.
+/// connection and joins every thread it started. See [`Handler`] for an example.
 pub struct Server {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -285,7 +323,8 @@ fn serve(stream: TcpStream, handler: &dyn Handler, idle: Duration, stop: &Atomic
     let _ = writer.shutdown(Shutdown::Both);
 }
 
-/// A blocking client of one node: one request at a time on one connection.
+/// A blocking client of one node: one request at a time on one connection. See [`Handler`]
+/// for an example.
 #[derive(Debug)]
 pub struct Client {
     addr: SocketAddr,
@@ -295,6 +334,18 @@ pub struct Client {
 }
 
 /// Why a call failed.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stratalog::replication::transport::{CallError, Client};
+///
+/// // Nothing listens on port 1 of the loopback address.
+/// let err = Client::connect("127.0.0.1:1".parse()?, Duration::from_secs(5)).unwrap_err();
+/// assert!(matches!(err, CallError::Wire { .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallError {
