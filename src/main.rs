@@ -109,8 +109,9 @@ enum Command {
     /// Measure the engine on this machine next to the machine's own limits.
     ///
     /// In one run: a memory copy, the disk's fsync latency, a plain file written with `write` +
-    /// `sync_data`; `produce --count` (100 B records, batches of 100, fsync never) against a
-    /// plain `write` of the same bytes; then durable batched appends (128 B and 1 KiB records,
+    /// `sync_data`; `produce --count` (100 B and 1 KiB records, its default batches, fsync
+    /// never) against a plain `write` of the bytes the log writes and of the values alone (by
+    /// wall-clock and CPU time); then durable batched appends (128 B and 1 KiB records,
     /// 1 MiB per fsync), durable 1 KiB appends from 1, 4, 16 and 64 threads (appends/s and
     /// p50/p99/p99.9 latency, and 64 threads paced at half their peak), a sequential and a
     /// random read, and reopening after a clean close and after a crash. Prints a table of each

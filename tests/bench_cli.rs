@@ -35,8 +35,10 @@ fn bench_runs_every_step_and_cleans_up() {
         // The README and --help promise p99.9.
         "1 writers p99.9 latency",
         "64 writers p99.9 latency",
-        "produce --count (100 B records, batch 100), fsync never",
-        "plain write of the same bytes",
+        "produce --count (100 B records, default batch 1310), fsync never",
+        "produce --count (1 KiB records, default batch 128), fsync never",
+        "plain write of its values only",
+        "plain write of the same bytes (the log's batches)",
         "ratio to baseline",
     ] {
         assert!(stdout.contains(row), "no {row:?} row in:\n{stdout}");

@@ -394,3 +394,50 @@ fn the_stores_own_logs_are_unreachable_through_log() {
     assert!(!tmp.path().join("__anything").exists());
     ok(&["topics", "list", "--dir", dir], b"");
 }
+
+/// Issue 10, item 9: `produce --count` as a load generator made a `pwrite` per 100 records
+/// (10 KB at `--size 100`): the syscalls, not the bytes, were its cost. Without `--batch` it
+/// now fills batches of about 128 KiB of values (1310 records of 100 B, 128 of 1 KiB); the
+/// acks (one per batch) show where each batch ends. `--batch` still decides when given.
+#[test]
+fn count_batches_hold_about_128_kib_of_values_unless_batch_is_given() {
+    let acked = |extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "produce",
+            "-d",
+            s(dir.path()),
+            "--fsync",
+            "never",
+            "--print-acks",
+        ];
+        args.extend_from_slice(extra);
+        let out = ok(&args, b"");
+        lines(&out)
+            .into_iter()
+            .filter(|l| l.starts_with("acked"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        acked(&["--count", "3000", "--size", "100"]),
+        ["acked 1309", "acked 2619", "acked 2999"]
+    );
+    assert_eq!(
+        acked(&["--count", "300", "--size", "1024"]),
+        ["acked 127", "acked 255", "acked 299"]
+    );
+    // A value larger than 128 KiB: one record per batch.
+    assert_eq!(
+        acked(&["--count", "2", "--size", "200000"]),
+        ["acked 0", "acked 1"]
+    );
+    assert_eq!(
+        acked(&["--count", "250", "--size", "100", "--batch", "100"]),
+        ["acked 99", "acked 199", "acked 249"]
+    );
+    let help = ok(&["produce", "--help"], b"");
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("128 KiB of values"),
+        "--help does not document the --count default batch"
+    );
+}

@@ -313,20 +313,51 @@ impl Bench {
         self.row("plain file, 1 MiB write + sync_data", plain / 1e6, "MB/s");
         self.done();
 
-        self.step("produce --count: generated records, fsync never, against a plain write");
-        let (produce, write, median) = produce_vs_write(self, self.budget * 2)?;
-        let row = self.row(
-            "produce --count (100 B records, batch 100), fsync never",
-            produce / 1e6,
-            "MB/s",
-        );
-        row.bound = Some(("plain write of the same bytes".into(), write / 1e6));
-        self.row(
-            "produce --count / plain write, median of 5 alternating rounds",
-            median,
-            "x",
-        );
-        self.done();
+        for (size, name) in [(100, "100 B"), (KIB, "1 KiB")] {
+            self.step(&format!(
+                "produce --count: {name} records, fsync never, against a plain write"
+            ));
+            let batch = super::produce::count_batch(size);
+            let f = produce_vs_write(self, self.budget, size, batch)?;
+            let row = self.row(
+                format!(
+                    "produce --count ({name} records, default batch {batch}), fsync never, \
+                     bytes written"
+                ),
+                f.produce / 1e6,
+                "MB/s",
+            );
+            row.bound = Some((
+                "plain write of the same bytes (the log's batches)".into(),
+                f.write_batches / 1e6,
+            ));
+            self.row(
+                format!("produce --count {name} / plain write of its batches, median"),
+                f.median_batches,
+                "x",
+            );
+            self.row(
+                format!("produce --count {name} / plain write of its batches, CPU, median"),
+                f.median_batches_cpu,
+                "x",
+            );
+            self.row(
+                format!("produce --count {name} / plain write of its values only, median"),
+                f.median_values,
+                "x",
+            );
+            self.row(
+                format!("produce --count {name} / plain write of its values only, CPU, median"),
+                f.median_values_cpu,
+                "x",
+            );
+            self.row(
+                format!("produce --count {name}: bytes written per byte of value"),
+                f.overhead,
+                "x",
+            );
+            self.done();
+        }
 
         // --- stratalog appends
         let mut batched = Vec::new();
@@ -600,59 +631,181 @@ impl Latency {
     }
 }
 
-/// `produce --count` (its own code: generation, batching, appends, acks) into a log with
-/// fsync never, against a plain `write` of the same bytes in chunks of one batch's values (to
-/// a file, no fsync either), alternately round by round (the machine's speed drifts). Returns
-/// both rates in bytes of values per second over all rounds, and the median per-round ratio.
-fn produce_vs_write(b: &Bench, budget: Duration) -> Result<(f64, f64, f64), CliError> {
-    const SIZE: usize = 100;
-    const BATCH: usize = 100;
-    const ROUNDS: u32 = 5;
-    // A short run to size the rounds to the budget.
-    let probe = b.open("produce-probe", FsyncPolicy::Never)?;
-    let t = Instant::now();
-    super::produce::generate_into(&probe, 20_000, SIZE, BATCH)?;
-    let per_record = t.elapsed().as_secs_f64() / 20_000.0;
-    probe.close().map_err(context("closing a log failed"))?;
-    let round = budget.as_secs_f64() / f64::from(2 * ROUNDS);
-    let count = ((round / per_record.max(1e-9)) as u64).clamp(10_000, 5_000_000);
+/// Figures of [`produce_vs_write`].
+struct ProduceFigures {
+    /// Bytes the log wrote per second (batches: values and framing), over all rounds.
+    produce: f64,
+    /// Bytes per second of the plain write of as many bytes, over all rounds.
+    write_batches: f64,
+    /// Median per-round ratio of produce's rate to a plain write of the bytes the log
+    /// writes, by wall-clock time.
+    median_batches: f64,
+    /// The same by CPU time of the process (user + system, every thread): what the load
+    /// generator costs, less sensitive to other processes sharing the cores.
+    median_batches_cpu: f64,
+    /// Median per-round ratio of produce to a plain write of the values alone (wall clock).
+    median_values: f64,
+    /// The same by CPU time.
+    median_values_cpu: f64,
+    /// Bytes the log writes per byte of value (record and batch framing).
+    overhead: f64,
+}
 
+/// Rounds of [`produce_vs_write`].
+const PRODUCE_ROUNDS: usize = 6;
+
+/// Wall-clock and CPU seconds of one measurement.
+#[derive(Debug, Clone, Copy, Default)]
+struct Took {
+    wall: f64,
+    cpu: f64,
+}
+
+impl Took {
+    /// Runs `f`, timing it.
+    fn measure<T>(f: impl FnOnce() -> T) -> (Took, T) {
+        let (t, cpu) = (Instant::now(), cpu_seconds());
+        let out = f();
+        let took = Took {
+            wall: t.elapsed().as_secs_f64().max(1e-9),
+            cpu: (cpu_seconds() - cpu).max(1e-9),
+        };
+        (took, out)
+    }
+}
+
+/// User and system CPU seconds used so far by this process, every thread included (0 if the
+/// kernel refuses to say, which it does not for `RUSAGE_SELF`).
+fn cpu_seconds() -> f64 {
+    // SAFETY: `getrusage` only writes the `rusage` it is given, which is a valid, writable
+    // value of the right type for the duration of the call; all-zero bytes are a valid
+    // `rusage` (plain integers).
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return 0.0;
+        }
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// `produce --count --size SIZE` with its default batch (its own code: generation, batching,
+/// appends, acks) into a new log with fsync never, against plain `write`s to a new file (no
+/// fsync either) of (1) the same bytes the log writes, one write per batch of the same
+/// length, and (2) the values alone, one write per batch's values; alternately round by round
+/// (the machine's speed drifts), the three in a rotating order (whatever runs first after a
+/// removal is measurably slower), each made durable after its timing (as closing the log
+/// does) and removed, so that each starts with no dirty pages of the others. Ratios are
+/// taken both by wall-clock and by CPU time.
+fn produce_vs_write(
+    b: &Bench,
+    budget: Duration,
+    size: usize,
+    batch: usize,
+) -> Result<ProduceFigures, CliError> {
+    // A first run sizes the rounds to the budget, and tells what one round appends, so that
+    // the plain writes can be measured before it too.
+    let probe_count = (4 * MIB / size).max(1) as u64;
+    let (took, _) = produce_once(b, probe_count, size, batch)?;
+    let per_record = took.wall / probe_count as f64;
+    let round = budget.as_secs_f64() / (3 * PRODUCE_ROUNDS) as f64;
+    // At most 128 MiB of values a round: the log (256 MiB segments) never rolls, which would
+    // fsync.
+    let most = (128 * MIB / size).max(1) as u64;
+    let count = ((round / per_record.max(1e-9)) as u64).clamp(1_000.min(most), most);
+    let shape = produce_once(b, count, size, batch)?.1;
+    let per_batch = shape.batch_bytes.div_ceil(shape.batches.max(1));
+    let chunk: Vec<u8> = super::produce::Values::new(size)
+        .get(0)
+        .iter()
+        .copied()
+        .cycle()
+        .take(per_batch as usize)
+        .collect();
+    let values_chunk = &chunk[..(size * batch).min(chunk.len())];
+
+    let (mut produce_time, mut write_time, mut bytes) = (0.0, 0.0, 0u64);
+    let mut ratios: [Vec<f64>; 4] = Default::default();
+    for r in 0..PRODUCE_ROUNDS {
+        let (mut produce, mut write, mut write_values) = Default::default();
+        let mut produced = shape;
+        for k in 0..3 {
+            match (r + k) % 3 {
+                0 => (produce, produced) = produce_once(b, count, size, batch)?,
+                1 => write = plain_write(b, &chunk, shape.batch_bytes)?,
+                _ => write_values = plain_write(b, values_chunk, shape.value_bytes)?,
+            }
+        }
+        let (produce, write, write_values): (Took, Took, Took) = (produce, write, write_values);
+        ratios[0].push(write.wall / produce.wall);
+        ratios[1].push(write.cpu / produce.cpu);
+        ratios[2].push(write_values.wall / produce.wall);
+        ratios[3].push(write_values.cpu / produce.cpu);
+        produce_time += produce.wall;
+        write_time += write.wall;
+        bytes += produced.batch_bytes;
+    }
+    let [batches, batches_cpu, values, values_cpu] = ratios.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    });
+    Ok(ProduceFigures {
+        produce: bytes as f64 / produce_time,
+        write_batches: bytes as f64 / write_time,
+        median_batches: batches,
+        median_batches_cpu: batches_cpu,
+        median_values: values,
+        median_values_cpu: values_cpu,
+        overhead: shape.batch_bytes as f64 / shape.value_bytes.max(1) as f64,
+    })
+}
+
+/// `produce --count` into a new log with fsync never: the time until every batch is
+/// acknowledged, and what it appended. The log is closed (which fsyncs) and removed after.
+fn produce_once(
+    b: &Bench,
+    count: u64,
+    size: usize,
+    batch: usize,
+) -> Result<(Took, super::produce::Generated), CliError> {
     let log = b.open("produce", FsyncPolicy::Never)?;
+    let (took, produced) =
+        Took::measure(|| super::produce::generate_into(&log, count, size, batch));
+    let produced = produced?;
+    log.close().map_err(context("closing a log failed"))?;
+    drop(log);
+    remove_dir(&b.root.join("produce"))?;
+    Ok((took, produced))
+}
+
+/// The time to write `total` bytes (rounded up to whole chunks) to a new file with one
+/// `write` of `chunk` at a time, no fsync; the file is then made durable (untimed, as closing
+/// a log does) and removed.
+fn plain_write(b: &Bench, chunk: &[u8], total: u64) -> Result<Took, CliError> {
     let path = b.root.join("plain-write.file");
     let mut file =
         File::create(&path).map_err(context(format!("cannot create {}", path.display())))?;
-    let values = super::produce::Values::new(SIZE);
-    let chunk: Vec<u8> = (0..BATCH as u64)
-        .flat_map(|n| values.get(n).to_vec())
-        .collect();
-    let (mut produce_time, mut write_time, mut bytes) = (0.0, 0.0, 0u64);
-    let mut ratios = Vec::new();
-    for _ in 0..ROUNDS {
-        let t = Instant::now();
-        let produced = super::produce::generate_into(&log, count, SIZE, BATCH)?;
-        let produce = t.elapsed().as_secs_f64();
-        let t = Instant::now();
+    let (took, written) = Took::measure(|| -> std::io::Result<()> {
         let mut written = 0u64;
-        while written < produced {
-            file.write_all(&chunk)
-                .map_err(context("the plain-write baseline failed"))?;
-            written += chunk.len() as u64;
+        while written < total {
+            file.write_all(chunk)?;
+            written += chunk.len().max(1) as u64;
         }
-        let write = t.elapsed().as_secs_f64();
-        ratios.push(write / produce.max(1e-9));
-        produce_time += produce;
-        write_time += write;
-        bytes += produced;
-    }
-    log.close().map_err(context("closing a log failed"))?;
+        Ok(())
+    });
+    written
+        .and_then(|()| file.sync_data())
+        .map_err(context("the plain-write baseline failed"))?;
     drop(file);
     fs::remove_file(&path).map_err(context(format!("cannot remove {}", path.display())))?;
-    ratios.sort_by(f64::total_cmp);
-    Ok((
-        bytes as f64 / produce_time,
-        bytes as f64 / write_time,
-        ratios[ratios.len() / 2],
-    ))
+    Ok(took)
+}
+
+/// Removes a scratch directory.
+fn remove_dir(dir: &Path) -> Result<(), CliError> {
+    fs::remove_dir_all(dir).map_err(context(format!("cannot remove {}", dir.display())))
 }
 
 /// Bytes per second of copying a 64 MiB buffer.
