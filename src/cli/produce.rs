@@ -149,7 +149,7 @@ pub fn count_batch(size: usize) -> usize {
 
 impl Options {
     /// Records per batch: `--batch`, or its default (see [`Options::batch`]).
-    fn batch_len(&self) -> usize {
+    pub(crate) fn batch_len(&self) -> usize {
         match (self.batch, self.count) {
             (Some(n), _) => n as usize,
             (None, Some(_)) => count_batch(usize::try_from(self.size).unwrap_or(usize::MAX)),

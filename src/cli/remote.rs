@@ -308,7 +308,7 @@ pub fn produce(node: &str, o: &super::produce::Options) -> Result<(), CliError> 
             other => Err(format!("the node answered a produce with {other:?}").into()),
         }
     };
-    let batch = o.batch as usize;
+    let batch = o.batch_len();
     if let Some(count) = o.count {
         let value = vec![b'x'; usize::try_from(o.size).map_err(|_| "--size is too large")?];
         let mut left = count;
