@@ -349,8 +349,9 @@ struct Inner {
     /// recently used. Only touched with `partitions` locked.
     used: Mutex<HashMap<PartitionKey, u64>>,
     clock: std::sync::atomic::AtomicU64,
-    /// The store lock (none for a read-only store).
-    _lock: Option<Box<dyn LockGuard>>,
+    /// The store directory's lock (none for a read-only store), released by `close` itself: a thread that still holds
+    /// this `Inner` a moment after close must not keep the next open out.
+    dir_lock: Mutex<Option<Box<dyn LockGuard>>>,
 }
 
 /// Topics, partitions and consumer offsets in one directory. `Send + Sync`: share it with an
@@ -479,7 +480,7 @@ impl Store {
             max_open: max_open(options.max_open_partitions),
             used: Mutex::new(HashMap::new()),
             clock: Default::default(),
-            _lock: Some(guard),
+            dir_lock: Mutex::new(Some(guard)),
         });
         let deleting: Vec<TopicInfo> = state(&inner.registry, REGISTRY)?
             .iter()
@@ -578,7 +579,7 @@ impl Store {
             max_open: max_open(max_open_partitions),
             used: Mutex::new(HashMap::new()),
             clock: Default::default(),
-            _lock: None,
+            dir_lock: Mutex::new(None),
         });
         Ok(Store {
             inner,
@@ -1144,6 +1145,7 @@ impl Store {
         {
             first = Err(e);
         }
+        lock(&self.inner.dir_lock).take();
         first
     }
 }
