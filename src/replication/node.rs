@@ -688,8 +688,26 @@ impl Shared {
             st.epoch = st.epoch.max(epoch);
         }
         if diverging_end != u64::MAX {
-            // Cut exactly the divergent suffix: never below what the leader has in common.
-            let at = diverging_end.min(offset);
+            // Cut exactly the divergent suffix (KIP-101, with KIP-279's refinement): ask where
+            // our last epoch ends on the leader, as (e, end); the records in common end at
+            // `end` there and at the end of epoch `e` here, whichever is lower.
+            let ours = log.last_record_epoch().unwrap_or(0);
+            let at = match client.call(&Message::EpochEndRequest {
+                topic: topic.to_string(),
+                partition,
+                epoch: ours,
+            }) {
+                Ok(Message::EpochEndResponse {
+                    error: ErrorCode::None,
+                    epoch: e,
+                    end_offset,
+                }) => {
+                    let own_end = log.epoch_end(e).map_or(log.start_offset(), |(_, end)| end);
+                    end_offset.min(own_end).min(offset)
+                }
+                _ => diverging_end.min(offset),
+            };
+            let at = at.max(log.start_offset());
             tracing::warn!(
                 topic,
                 partition,
