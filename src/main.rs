@@ -90,9 +90,10 @@ enum Command {
     /// Run a node: serve the store in DIR over TCP, as the leader of every partition or, with
     /// `--leader ADDR`, as a follower that copies the leader's batches byte for byte.
     ///
-    /// Prints `listening on ADDR as ID (ROLE)` and serves until SIGINT or SIGTERM. Replication
-    /// is being built: produce and consume through a node (`--node`), the consumer offsets
-    /// over the network and etcd are not there yet (docs/REPLICATION.md).
+    /// Prints `listening on ADDR as ID (ROLE)` and serves until SIGINT or SIGTERM. Clients use
+    /// `produce --node ADDR --log TOPIC/PARTITION --acks LEVEL` and `consume --node ADDR`.
+    /// Replication is being built: consumer groups and offsets over the network, produce by
+    /// key through a node, mirrors and etcd are not there yet (docs/REPLICATION.md).
     Serve(cli::node::ServeArgs),
     /// Make the node at `--node ADDR` the leader of a new epoch (operator failover).
     Promote(cli::node::NodeArgs),
