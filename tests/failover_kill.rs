@@ -7,6 +7,8 @@
 //! (`STRATALOG_CRASH_SEED`), `STRATALOG_FAILOVER_ROUNDS` rounds (default 20). Every process is
 //! killed when the test ends, also when it fails.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -82,16 +84,6 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn free_addrs(n: usize) -> Vec<String> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect()
-}
-
 /// Every record value of partition t/0 in `dir`, read-only (the node keeps running), up to
 /// `upto`, with the bytes of its batches.
 fn read_log(dir: &Path, upto: u64) -> (Vec<Vec<u8>>, Vec<u8>) {
@@ -136,7 +128,7 @@ fn sigkill_the_leader_promote_rejoin_rounds() {
             .success();
         assert!(ok);
     }
-    let addrs = free_addrs(3);
+    let addrs = common::free_addrs(3);
     let peers = addrs.join(",");
     let mut nodes: Vec<Option<Proc>> = (0..3)
         .map(|i| {

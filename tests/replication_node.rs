@@ -3,6 +3,8 @@
 //! promote after the leader stops, and the old leader rejoining as a follower that truncates the
 //! records only it had (never acknowledged at `all`).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -221,17 +223,6 @@ fn leader_follower_promote_and_rejoin() {
     b.stop();
 }
 
-/// Free loopback ports for nodes that must know each other's addresses before they start.
-fn free_addrs(n: usize) -> Vec<String> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect()
-}
-
 fn with_peers(id: &str, listen: &str, leader: Option<&str>, peers: &[String]) -> NodeOptions {
     NodeOptions {
         listen: listen.to_string(),
@@ -258,7 +249,7 @@ fn in_sync_followers(client: &mut Client) -> usize {
 #[test]
 fn three_nodes_follow_a_promoted_leader_through_their_peers() {
     let tmp = tempfile::tempdir().unwrap();
-    let addrs = free_addrs(3);
+    let addrs = common::free_addrs(3);
     let stores: Vec<Arc<Store>> = ["a", "b", "c"]
         .iter()
         .map(|n| store(&tmp.path().join(n)))

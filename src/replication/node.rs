@@ -377,9 +377,7 @@ impl Shared {
         let empty = |reply: &mut Reply<'_>, error, start, end, hw, diverging| {
             reply.send_fetch(error, epoch, hw, start, end, diverging, &[])
         };
-        if let Some(_leader) = self.not_leader() {
-            return empty(reply, ErrorCode::NotLeader, 0, 0, 0, u64::MAX);
-        }
+        // The handler answered `NotLeader` (with the leader's address) before calling this.
         let log = match self.partition(topic, partition) {
             Ok(log) => log,
             Err(code) => return empty(reply, code, 0, 0, 0, u64::MAX),

@@ -221,7 +221,10 @@ impl UringFile {
             first = false;
             let write = self.write_entry(buf, pos);
             // SAFETY: `buf` outlives the call, which waits for the write (and fsync) to finish.
-            #[expect(unsafe_code, reason = "calls the unsafe `run`: see the SAFETY comment")]
+            #[expect(
+                unsafe_code,
+                reason = "calls `run`, whose contract the SAFETY comment below keeps"
+            )]
             let results = unsafe {
                 if link {
                     run(&[write.flags(squeue::Flags::IO_LINK), self.fsync_entry()])
@@ -263,7 +266,10 @@ impl StorageFile for UringFile {
 
     fn sync(&self) -> io::Result<()> {
         // SAFETY: an fsync entry points at no buffer.
-        #[expect(unsafe_code, reason = "calls the unsafe `run`: see the SAFETY comment")]
+        #[expect(
+            unsafe_code,
+            reason = "calls `run`, whose contract the SAFETY comment below keeps"
+        )]
         let results = unsafe { run(&[self.fsync_entry()]) }?;
         result(results[FSYNC as usize], "fsync").map(drop)
     }

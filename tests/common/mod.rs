@@ -81,3 +81,16 @@ impl Rng {
     }
 }
 pub mod proxy;
+
+/// `n` free loopback addresses, for nodes that must know each other's addresses before they
+/// start (the ports are released before use, so another process could take one meanwhile:
+/// unlikely on a test machine).
+pub fn free_addrs(n: usize) -> Vec<String> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
