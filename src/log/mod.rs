@@ -168,6 +168,25 @@ pub struct LogOptions {
     pub read_only: bool,
     /// How the active segment's file is extended ahead of the writer (see [`Preallocate`]).
     pub preallocate: Preallocate,
+    /// Where a log this open creates starts (default 0): it is created empty at this offset,
+    /// its first segment named by it, so that `start_offset() == end_offset() ==
+    /// initial_offset` and the first record appended gets this offset. For a replica created
+    /// while the leader's log no longer starts at 0. Kept in the log's `log.meta`: an existing
+    /// log keeps its own start and ignores this. At most `i64::MAX` (Kafka's offsets are
+    /// signed); a higher one is refused with [`Error::InvalidArgument`].
+    ///
+    /// ```
+    /// use stratalog::{Log, LogOptions};
+    ///
+    /// # fn main() -> stratalog::Result<()> {
+    /// let tmp = tempfile::tempdir().unwrap();
+    /// let log = Log::open(tmp.path(), LogOptions { initial_offset: 1000, ..Default::default() })?;
+    /// assert_eq!((log.start_offset(), log.end_offset()), (1000, 1000));
+    /// assert_eq!(log.append_records(&["a"])?.base_offset, 1000);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub initial_offset: u64,
 }
 
 impl Default for LogOptions {
@@ -180,8 +199,25 @@ impl Default for LogOptions {
             group_commit: GroupCommit::default(),
             read_only: false,
             preallocate: Preallocate::default(),
+            initial_offset: 0,
         }
     }
+}
+
+/// The highest offset a log may start at ([`LogOptions::initial_offset`]):
+/// offsets are signed 64-bit numbers in Kafka's protocol, and a start at `i64::MAX` still
+/// leaves room for `i64::MAX` records before `u64` arithmetic could overflow.
+const MAX_START_OFFSET: u64 = i64::MAX as u64;
+
+/// Refuses a start offset above [`MAX_START_OFFSET`].
+fn check_start_offset(offset: u64, what: &str) -> Result<()> {
+    if offset > MAX_START_OFFSET {
+        return Err(Error::InvalidArgument(format!(
+            "{what} {offset} is above the highest start offset {MAX_START_OFFSET} \
+             (offsets are signed 64-bit in Kafka's protocol); choose a lower one"
+        )));
+    }
+    Ok(())
 }
 
 /// What [`Log::append`] returns.

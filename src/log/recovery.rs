@@ -150,6 +150,7 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
         Some(meta) => meta,
         None if options.create && !read_only => {
             options.config.check()?;
+            super::check_start_offset(options.initial_offset, "initial_offset")?;
             if !created_dir {
                 // The log is born in a directory someone else made (`mkdir`, or a crash after
                 // our own mkdir): its entry must be durable before a record in it is
@@ -158,7 +159,7 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
                 storage.sync_dir(parent).ctx("fsync directory", parent)?;
             }
             let meta = Meta {
-                start_offset: 0,
+                start_offset: options.initial_offset,
                 config: options.config,
             };
             meta.write(storage.as_ref(), dir)?;
