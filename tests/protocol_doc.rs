@@ -366,6 +366,7 @@ fn expected(m: &Message) -> BTreeMap<String, Value> {
                                 ("topic", s(&t.topic)),
                                 ("topic_id", Value::Bytes(t.topic_id.to_vec())),
                                 ("partitions", int(t.partitions)),
+                                ("partitioner", Value::Str(t.partitioner.clone())),
                             ])
                         })
                         .collect(),
@@ -492,6 +493,7 @@ fn samples() -> Vec<Message> {
                 topic: "t".into(),
                 topic_id: [7; 16],
                 partitions: 4,
+                partitioner: "jump".into(),
             }],
         },
         Message::ErrorResponse {

@@ -306,3 +306,100 @@ fn three_nodes_follow_a_promoted_leader_through_their_peers() {
         n.stop();
     }
 }
+
+fn commit(client: &mut Client, group: &str, partition: u32, offset: u64, epoch: u64) -> ErrorCode {
+    match client
+        .call(&Message::OffsetCommitRequest {
+            group: group.into(),
+            topic: "t".into(),
+            partition,
+            offset,
+            epoch,
+        })
+        .unwrap()
+    {
+        Message::OffsetCommitResponse { error } => error,
+        other => panic!("commit answered with {other:?}"),
+    }
+}
+
+/// Consumer offsets replicate with the data: a follower created with its own topic ids takes
+/// the leader's, has every commit the leader acknowledged, follows the leader's compactions of
+/// the offsets log (caught up, and lagging behind one while it was stopped), and, promoted,
+/// answers with the group's offsets.
+#[test]
+fn commits_replicate_and_follow_compaction() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (store(a_dir.path()), store(b_dir.path()));
+    assert_ne!(a.topic("t").unwrap().id, b.topic("t").unwrap().id);
+    let leader = Node::start(a.clone(), options("a", None)).unwrap();
+    let follower = Node::start(b.clone(), options("b", Some(leader.addr().to_string()))).unwrap();
+    let mut client = Client::connect(leader.addr(), TIMEOUT).unwrap();
+    let values: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    eventually("the follower in sync", || {
+        matches!(
+            produce(&mut client, 0, Acks::All, &values),
+            Message::ProduceResponse {
+                error: ErrorCode::None,
+                ..
+            }
+        )
+    });
+    eventually("the follower takes the leader's topic id", || {
+        b.topic("t").unwrap().id == a.topic("t").unwrap().id
+    });
+    // Acknowledged commits are on the follower when the leader answers.
+    for offset in 1..=5 {
+        assert_eq!(commit(&mut client, "g", 0, offset, 0), ErrorCode::None);
+        assert_eq!(b.committed("g", "t", 0).map(|c| c.offset), Some(offset));
+    }
+    assert_eq!(commit(&mut client, "h", 0, 2, 0), ErrorCode::None);
+    // A compaction on the leader starts a new generation at the old end: the follower, caught
+    // up, goes on from there.
+    let before = a.offsets_log_records().unwrap();
+    a.compact_offsets().unwrap();
+    assert_eq!(commit(&mut client, "g", 0, 7, 0), ErrorCode::None);
+    assert_eq!(b.committed("g", "t", 0).map(|c| c.offset), Some(7));
+    assert_eq!(b.committed("h", "t", 0).map(|c| c.offset), Some(2));
+    // Stopped while the leader commits and compacts twice: the follower is below the leader's
+    // start, starts over there and fetches the state.
+    follower.stop();
+    for offset in 8..=9 {
+        assert_eq!(
+            commit(&mut client, "g", 0, offset, 0),
+            ErrorCode::NotEnoughReplicas
+        );
+    }
+    a.compact_offsets().unwrap();
+    a.compact_offsets().unwrap();
+    let follower = Node::start(b.clone(), options("b", Some(leader.addr().to_string()))).unwrap();
+    eventually("the lagging follower has the compacted state", || {
+        b.committed("g", "t", 0).map(|c| c.offset) == Some(9)
+            && b.committed("h", "t", 0).map(|c| c.offset) == Some(2)
+    });
+    assert!(before > 0);
+    // Promoted, it serves the group's offsets.
+    leader.stop();
+    let epoch = follower.promote(0).unwrap();
+    let mut client = Client::connect(follower.addr(), TIMEOUT).unwrap();
+    match client
+        .call(&Message::OffsetFetchRequest {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+        })
+        .unwrap()
+    {
+        Message::OffsetFetchResponse {
+            error: ErrorCode::None,
+            committed: Some((9, _)),
+        } => {}
+        other => panic!("offset fetch on the promoted follower: {other:?}"),
+    }
+    // Alone, with two replicas required in sync, it keeps a commit but does not acknowledge it.
+    assert_eq!(
+        commit(&mut client, "g", 0, 10, epoch),
+        ErrorCode::NotEnoughReplicas
+    );
+    follower.stop();
+}

@@ -64,8 +64,10 @@ pub struct Options {
     pub follow: bool,
     /// Read from the node at this address instead of a directory: `--log TOPIC/PARTITION` or
     /// `--topic TOPIC`, up to the node's high watermark (with `--follow`, waiting for more). A
-    /// follower answers with its leader's address, which is followed. Not yet with `--group`.
-    #[arg(long, value_name = "ADDR", conflicts_with = "group")]
+    /// follower answers with its leader's address, which is followed. Several addresses,
+    /// separated by commas: the next is tried when one does not answer (a failover). With
+    /// `--group`, the group's offsets are kept by the node and replicate with the data.
+    #[arg(long, value_name = "ADDR[,ADDR...]")]
     pub node: Option<String>,
     /// Output format (see `consume --help` for the JSON schema).
     #[arg(long, value_enum, default_value_t = Format::Text)]

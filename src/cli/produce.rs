@@ -116,9 +116,13 @@ pub struct Options {
     )]
     pub size: u64,
     /// Append through the node at this address instead of a directory (`--log
-    /// TOPIC/PARTITION`): each batch is sent and acknowledged at `--acks` before the next; a
-    /// follower answers with its leader's address, which is followed. Not yet with `--topic`.
-    #[arg(long, value_name = "ADDR", conflicts_with_all = ["topic", "truncate_every"])]
+    /// TOPIC/PARTITION`, or `--topic TOPIC` routed by the topic's partitioner as the node
+    /// reports it, or `--partitioner`): each batch is sent and acknowledged at `--acks` before
+    /// the next; a follower answers with its leader's address, which is followed. Several
+    /// addresses, separated by commas: when one does not answer (a failover) the next is
+    /// tried and an unacknowledged batch is sent again (at least once: it may be stored twice,
+    /// never lost once acknowledged).
+    #[arg(long, value_name = "ADDR[,ADDR...]", conflicts_with_all = ["truncate_every"])]
     pub node: Option<String>,
     /// With `--node`: `leader` (durable on the leader), `quorum` (on a majority of replicas)
     /// or `all` (on every in-sync replica; refused while too few are in sync).
@@ -271,7 +275,7 @@ impl Opened {
 }
 
 /// How records are keyed and spread over the open logs.
-struct Router {
+pub(super) struct Router {
     partitioner: Option<Partitioner>,
     key_field: Option<usize>,
     delimiter: u8,
@@ -280,9 +284,19 @@ struct Router {
 }
 
 impl Router {
+    /// The router of `o`'s key options, spreading with `partitioner` (`None`: one log).
+    pub(super) fn new(o: &Options, partitioner: Option<Partitioner>) -> Router {
+        Router {
+            partitioner,
+            key_field: o.key_field.map(|f| f as usize),
+            delimiter: o.delimiter,
+            key: o.key.as_ref().map(|k| k.as_bytes().to_vec()),
+        }
+    }
+
     /// The key of a line: `--key`, or its `key_field`-th field if it has one. `Err(())` if a
     /// key field is asked for and the line has no such field.
-    fn key<'a>(&'a self, line: &'a [u8]) -> Result<Option<&'a [u8]>, ()> {
+    pub(super) fn key<'a>(&'a self, line: &'a [u8]) -> Result<Option<&'a [u8]>, ()> {
         if let Some(key) = &self.key {
             return Ok(Some(key));
         }
@@ -295,7 +309,7 @@ impl Router {
         }
     }
 
-    fn route(&self, key: Option<&[u8]>) -> usize {
+    pub(super) fn route(&self, key: Option<&[u8]>) -> usize {
         self.partitioner
             .as_ref()
             .map_or(0, |p| p.partition(key) as usize)
@@ -458,12 +472,7 @@ pub fn run(o: Options) -> Result<(), CliError> {
             (opened, Some(partitioner), compression, true)
         }
     };
-    let router = Router {
-        partitioner,
-        key_field: o.key_field.map(|f| f as usize),
-        delimiter: o.delimiter,
-        key: o.key.as_ref().map(|k| k.as_bytes().to_vec()),
-    };
+    let router = Router::new(&o, partitioner);
     let started = Instant::now();
     let acker = Acker::spawn(o.print_acks).map_err(context("cannot start the acker thread"))?;
     let logs = opened.logs();

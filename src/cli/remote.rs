@@ -4,15 +4,17 @@
 use std::io::{self, BufRead, BufWriter, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use stratalog::replication::node::split_batches;
 use stratalog::replication::transport::Client;
 use stratalog::replication::{Acks, ErrorCode, FetchRole, Message};
+use stratalog::store::Partitioner;
 use stratalog::{BatchBuilder, Compression, Record};
 
 use super::consume::{Format, From, Options, STOP, record_json};
+use super::produce::Router;
 use super::{CliError, context, is_broken_pipe};
 
 /// How long one fetch may wait on the node with `--follow`.
@@ -26,50 +28,153 @@ struct Cursor {
     next: Option<u64>,
     /// The node's high watermark at the last answer.
     high_watermark: u64,
+    /// The leader's epoch at the last answer (a commit names it).
+    epoch: u64,
+    /// `next` came from the group's commit (out of range: start over, as `--dir` does).
+    from_commit: bool,
+    /// With `--group`: records printed since the last commit, and the offset last committed.
+    since: u64,
+    committed: Option<u64>,
 }
 
-/// A connection that follows `NotLeader` answers to the leader.
+/// A connection that follows `NotLeader` answers to the leader, and, when several addresses
+/// were given, moves to the next one when a node does not answer.
 struct Conn {
+    nodes: Vec<String>,
+    /// The address in use, in `nodes` or a leader named by a node.
+    current: String,
     client: Client,
 }
 
+/// With several addresses: how long a client keeps looking for a node that answers (a
+/// failover takes this long at most before the client gives up).
+const FAILOVER_WAIT: Duration = Duration::from_secs(30);
+
+fn connect(addr: &str) -> Result<Client, CliError> {
+    let sock: SocketAddr = addr
+        .to_socket_addrs()
+        .map_err(context(format!("cannot resolve {addr}")))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to no address"))?;
+    Client::connect(sock, Duration::from_secs(30))
+        .map_err(|e| -> CliError { format!("{addr}: {e}").into() })
+}
+
 impl Conn {
-    fn open(node: &str) -> Result<Conn, CliError> {
-        let addr: SocketAddr = node
-            .to_socket_addrs()
-            .map_err(context(format!("cannot resolve {node}")))?
-            .next()
-            .ok_or_else(|| format!("{node} resolves to no address"))?;
-        let client = Client::connect(addr, Duration::from_secs(30))
-            .map_err(|e| -> CliError { e.to_string().into() })?;
-        Ok(Conn { client })
+    /// Connects to the first of the comma-separated `nodes` that answers.
+    fn open(nodes: &str) -> Result<Conn, CliError> {
+        let nodes: Vec<String> = nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect();
+        if nodes.is_empty() {
+            return Err("--node needs an address (HOST:PORT[,HOST:PORT...])".into());
+        }
+        let mut errors = Vec::new();
+        for n in &nodes {
+            match connect(n) {
+                Ok(client) => {
+                    return Ok(Conn {
+                        current: n.clone(),
+                        nodes: nodes.clone(),
+                        client,
+                    });
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        Err(format!("no node answers: {}", errors.join("; ")).into())
+    }
+
+    /// Several addresses were given: failures are worth a retry elsewhere.
+    fn can_fail_over(&self) -> bool {
+        self.nodes.len() > 1
+    }
+
+    /// Connects to the next address that answers, trying them in turn until
+    /// [`FAILOVER_WAIT`] passes.
+    fn fail_over(&mut self) -> Result<(), CliError> {
+        let deadline = Instant::now() + FAILOVER_WAIT;
+        let first = self.nodes.iter().position(|n| *n == self.current);
+        let mut i = first.map_or(0, |i| i + 1);
+        loop {
+            let n = self.nodes[i % self.nodes.len()].clone();
+            if let Ok(client) = connect(&n) {
+                tracing::info!(node = n, "moved to another node");
+                self.client = client;
+                self.current = n;
+                return Ok(());
+            }
+            i += 1;
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no node of {} answered for {} s",
+                    self.nodes.join(","),
+                    FAILOVER_WAIT.as_secs()
+                )
+                .into());
+            }
+            if i % self.nodes.len() == 0 {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
     }
 
     /// Sends `request`; on `NotLeader` with an address, reconnects there and sends it again.
+    /// With several addresses, a node that does not answer, or answers `NotLeader` without
+    /// naming a leader (a failover under way), makes it try the others.
     fn call(&mut self, request: &Message) -> Result<Message, CliError> {
-        for _ in 0..MAX_REDIRECTS {
-            let answer = self
-                .client
-                .call(request)
-                .map_err(|e| -> CliError { e.to_string().into() })?;
+        let deadline = Instant::now() + FAILOVER_WAIT;
+        let mut redirects = 0;
+        loop {
+            let answer = match self.client.call(request) {
+                Ok(answer) => answer,
+                Err(e) if self.can_fail_over() && Instant::now() < deadline => {
+                    tracing::info!(node = self.current, error = %e, "the node does not answer");
+                    self.fail_over()?;
+                    continue;
+                }
+                Err(e) => return Err(format!("{}: {e}", self.current).into()),
+            };
             let leader = match &answer {
                 Message::ErrorResponse {
                     error: ErrorCode::NotLeader,
                     leader,
                     ..
                 } if !leader.is_empty() => leader.clone(),
-                Message::FetchResponse {
+                Message::ErrorResponse {
+                    error: ErrorCode::NotLeader,
+                    ..
+                }
+                | Message::FetchResponse {
                     error: ErrorCode::NotLeader,
                     ..
                 } => {
+                    if self.can_fail_over() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(200));
+                        self.fail_over()?;
+                        continue;
+                    }
                     return Err("the node does not lead and did not name its leader".into());
                 }
                 _ => return Ok(answer),
             };
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err("too many leader changes; try again".into());
+            }
             tracing::info!(leader, "the node does not lead; asking the leader");
-            *self = Conn::open(&leader)?;
+            match connect(&leader) {
+                Ok(client) => {
+                    self.client = client;
+                    self.current = leader;
+                }
+                Err(_) if self.can_fail_over() => self.fail_over()?,
+                Err(e) => return Err(e),
+            }
         }
-        Err("too many leader changes; try again".into())
     }
 }
 
@@ -102,17 +207,26 @@ pub fn consume(node: &str, o: &Options) -> Result<(), CliError> {
         return Err("--from-time is not served by a node yet; use --from".into());
     }
     let label = |p: u32| o.topic.is_some().then_some(p);
-    let mut cursors: Vec<Cursor> = partitions
-        .iter()
-        .map(|&partition| Cursor {
+    let mut cursors = Vec::with_capacity(partitions.len());
+    for &partition in &partitions {
+        let committed = match &o.group {
+            Some(group) => fetch_committed(&mut conn, group, &topic, partition)?,
+            None => None,
+        };
+        cursors.push(Cursor {
             partition,
-            next: match o.from {
-                Some(From::Offset(n)) => Some(n),
+            next: match (committed, o.from) {
+                (Some(c), _) => Some(c),
+                (None, Some(From::Offset(n))) => Some(n),
                 _ => None,
             },
             high_watermark: 0,
-        })
-        .collect();
+            epoch: 0,
+            from_commit: committed.is_some(),
+            since: 0,
+            committed,
+        });
+    }
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut left = o.max.unwrap_or(u64::MAX);
@@ -123,12 +237,30 @@ pub fn consume(node: &str, o: &Options) -> Result<(), CliError> {
                 if left == 0 {
                     return Ok(());
                 }
-                progressed |= fetch_and_print(&mut conn, &topic, c, o, label, &mut left, &mut out)?;
+                let printed = fetch_and_print(&mut conn, &topic, c, o, label, &mut left, &mut out)?;
+                progressed |= printed > 0;
+                if let Some(group) = &o.group {
+                    let caught_up = c.next.is_some_and(|n| n >= c.high_watermark);
+                    let moved = c.next.is_some() && c.committed != c.next;
+                    if moved && (caught_up || left == 0) {
+                        // At least once: what is committed was written out first.
+                        out.flush()?;
+                        commit(&mut conn, group, &topic, c)?;
+                    }
+                }
             }
             let caught_up = cursors
                 .iter()
                 .all(|c| c.next.is_some_and(|n| n >= c.high_watermark));
             if left == 0 || STOP.load(Ordering::SeqCst) || (caught_up && !o.follow) {
+                if let Some(group) = &o.group {
+                    out.flush()?;
+                    for c in cursors.iter_mut() {
+                        if c.next.is_some() && c.committed != c.next {
+                            commit(&mut conn, group, &topic, c)?;
+                        }
+                    }
+                }
                 return Ok(());
             }
             if !progressed {
@@ -143,7 +275,95 @@ pub fn consume(node: &str, o: &Options) -> Result<(), CliError> {
     }
 }
 
-/// One fetch for `c`; prints what it got. Returns whether anything was printed.
+/// The offset `group` committed for `topic/partition` on the node, if any.
+fn fetch_committed(
+    conn: &mut Conn,
+    group: &str,
+    topic: &str,
+    partition: u32,
+) -> Result<Option<u64>, CliError> {
+    let request = Message::OffsetFetchRequest {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        partition,
+    };
+    match conn.call(&request)? {
+        Message::OffsetFetchResponse {
+            error: ErrorCode::None,
+            committed,
+        } => Ok(committed.map(|(offset, _)| offset)),
+        Message::OffsetFetchResponse { error, .. } => Err(format!(
+            "the node refused to tell {group}'s offset of {topic}/{partition}: {}",
+            error.name()
+        )
+        .into()),
+        other => Err(format!("the node answered an offset fetch with {other:?}").into()),
+    }
+}
+
+/// Commits `c.next` for `group` on the leader (replicated before it answers). A leader change
+/// since the last fetch (`FencedEpoch`) is learnt from one more fetch, and the commit made
+/// again.
+fn commit(conn: &mut Conn, group: &str, topic: &str, c: &mut Cursor) -> Result<(), CliError> {
+    let Some(offset) = c.next else {
+        return Ok(());
+    };
+    for _ in 0..MAX_REDIRECTS {
+        let request = Message::OffsetCommitRequest {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            partition: c.partition,
+            offset,
+            epoch: c.epoch,
+        };
+        match conn.call(&request)? {
+            Message::OffsetCommitResponse {
+                error: ErrorCode::None,
+            } => {
+                c.committed = Some(offset);
+                c.since = 0;
+                return Ok(());
+            }
+            Message::OffsetCommitResponse {
+                error: ErrorCode::FencedEpoch | ErrorCode::LeadershipLost,
+            } => {
+                let probe = Message::FetchRequest {
+                    role: FetchRole::Consumer,
+                    node_id: String::new(),
+                    topic: topic.to_string(),
+                    partition: c.partition,
+                    offset,
+                    last_epoch: 0,
+                    leader_epoch: 0,
+                    max_bytes: 0,
+                    max_wait_ms: 0,
+                };
+                if let Message::FetchResponse { epoch, .. } = conn.call(&probe)? {
+                    c.epoch = epoch;
+                }
+            }
+            Message::OffsetCommitResponse { error } => {
+                return Err(format!(
+                    "commit of {topic}/{} at {offset} for {group} refused: {} (the records since \
+                     the last commit will be read again)",
+                    c.partition,
+                    error.name()
+                )
+                .into());
+            }
+            other => {
+                return Err(format!("the node answered an offset commit with {other:?}").into());
+            }
+        }
+    }
+    Err(format!(
+        "commit of {topic}/{} at {offset}: the leader keeps changing",
+        c.partition
+    )
+    .into())
+}
+
+/// One fetch for `c`; prints what it got. Returns how many records were printed.
 fn fetch_and_print(
     conn: &mut Conn,
     topic: &str,
@@ -152,7 +372,7 @@ fn fetch_and_print(
     label: impl Fn(u32) -> Option<u32>,
     left: &mut u64,
     out: &mut impl Write,
-) -> Result<bool, CliError> {
+) -> Result<u64, CliError> {
     let request = |offset: u64, wait: u32| Message::FetchRequest {
         role: FetchRole::Consumer,
         node_id: String::new(),
@@ -172,6 +392,7 @@ fn fetch_and_print(
     let answer = conn.call(&request(c.next.unwrap_or(0), wait))?;
     let Message::FetchResponse {
         error,
+        epoch,
         high_watermark,
         log_start,
         batches,
@@ -181,6 +402,7 @@ fn fetch_and_print(
         return Err(format!("the node answered a fetch with {answer:?}").into());
     };
     c.high_watermark = high_watermark;
+    c.epoch = epoch;
     match (error, c.next) {
         (ErrorCode::None, Some(_)) => {}
         // The first fetch learns where the partition starts (and ends).
@@ -189,7 +411,25 @@ fn fetch_and_print(
                 Some(From::End) => high_watermark,
                 _ => log_start,
             });
-            return Ok(false);
+            return Ok(0);
+        }
+        (ErrorCode::OffsetOutOfRange, Some(n)) if c.from_commit => {
+            // As with `--dir`: a commit below the start (retention) starts at the start, one
+            // past the end (a truncation) at the end.
+            let at = if n < log_start {
+                log_start
+            } else {
+                high_watermark
+            };
+            tracing::warn!(
+                partition = c.partition,
+                committed = n,
+                at,
+                "the committed offset is out of range; starting elsewhere"
+            );
+            c.next = Some(at);
+            c.from_commit = false;
+            return Ok(0);
         }
         (ErrorCode::OffsetOutOfRange, Some(n)) => {
             return Err(format!(
@@ -204,7 +444,7 @@ fn fetch_and_print(
     }
     let next = c.next.unwrap_or(0);
     let batches = split_batches(batches).map_err(|e| format!("bad batch from the node: {e}"))?;
-    let mut printed = false;
+    let mut printed = 0;
     let mut at = next;
     for batch in &batches {
         let records = batch
@@ -223,13 +463,27 @@ fn fetch_and_print(
                 out.write_all(b"\n")?;
             }
             *left -= 1;
-            printed = true;
+            printed += 1;
+            c.since += 1;
             at = record.offset + 1;
+        }
+        // With `--group`, commit as often as `--commit-every` asks, within a fetch too (a
+        // fetch may carry many batches).
+        if let Some(group) = &o.group
+            && c.since >= o.commit_every
+        {
+            c.next = Some(at);
+            // At least once: what is committed was written out first.
+            out.flush()?;
+            commit(conn, group, topic, c)?;
         }
     }
     c.next = Some(at);
     Ok(printed)
 }
+
+/// A record to send: its key (if any) and value.
+type KeyValue<'a> = (Option<&'a [u8]>, &'a [u8]);
 
 /// `--acks`: `leader`, `quorum` or `all`.
 pub fn parse_acks(s: &str) -> Result<Acks, String> {
@@ -245,16 +499,44 @@ pub fn parse_acks(s: &str) -> Result<Acks, String> {
 
 /// Runs `produce --node`: lines of standard input (or `--count` generated records) in batches
 /// of `--batch`, each sent and acknowledged before the next; `--print-acks` prints
-/// `acked <offset>` for the last record of each acknowledged batch.
+/// `acked <offset>` for the last record of each acknowledged batch (`acked <partition>
+/// <offset>` with `--topic`, whose records are routed by the topic's partitioner).
 pub fn produce(node: &str, o: &super::produce::Options) -> Result<(), CliError> {
-    let (topic, partition) = o
-        .log
-        .name
-        .split_once('/')
-        .and_then(|(t, p)| Some((t.to_string(), p.parse::<u32>().ok()?)))
-        .ok_or("with --node, name a partition: --log TOPIC/PARTITION")?;
     let mut conn = Conn::open(node)?;
-    let key = o.key.as_deref().map(str::as_bytes);
+    let (topic, fixed, router) = match &o.topic {
+        Some(topic) => {
+            let Message::MetadataResponse { topics, .. } = conn.call(&Message::MetadataRequest)?
+            else {
+                return Err("the node answered a metadata request with something else".into());
+            };
+            let t = topics
+                .iter()
+                .find(|t| &t.topic == topic)
+                .ok_or_else(|| format!("no topic {topic:?} on {node}"))?;
+            let kind = match o.partitioner {
+                Some(kind) => kind,
+                None => t.partitioner.parse().map_err(|e| {
+                    format!(
+                        "the node names partitioner {:?} for {topic}, which this client does not \
+                         know ({e}); pass --partitioner",
+                        t.partitioner
+                    )
+                })?,
+            };
+            let partitioner = Partitioner::new(kind, t.partitions)
+                .map_err(context(format!("cannot spread over {topic}'s partitions")))?;
+            (topic.clone(), None, Router::new(o, Some(partitioner)))
+        }
+        None => {
+            let (topic, partition) = o
+                .log
+                .name
+                .split_once('/')
+                .and_then(|(t, p)| Some((t.to_string(), p.parse::<u32>().ok()?)))
+                .ok_or("with --node, name a partition: --log TOPIC/PARTITION (or --topic)")?;
+            (topic, Some(partition), Router::new(o, None))
+        }
+    };
     let headers: Vec<(&[u8], &[u8])> = o
         .headers
         .iter()
@@ -265,15 +547,19 @@ pub fn produce(node: &str, o: &super::produce::Options) -> Result<(), CliError> 
         .map_or(Compression::None, super::CompressionArg::into_compression);
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let mut send = |values: &[Vec<u8>]| -> Result<(), CliError> {
+    let mut keyless = 0u64;
+    let mut lines_read = 0u64;
+    // Sends `records` (key, value) of one partition as one batch; with several nodes a batch
+    // refused by a failover under way is sent again.
+    let mut send_one = |partition: u32, records: &[KeyValue<'_>]| -> Result<(), CliError> {
         let mut batch = BatchBuilder::new(compression);
         let ts = stratalog::now_ms();
-        for v in values {
+        for (key, value) in records {
             batch
                 .push(&Record {
                     timestamp: ts,
-                    key,
-                    value: v,
+                    key: *key,
+                    value,
                     headers: &headers,
                 })
                 .map_err(|e| format!("record refused: {e}"))?;
@@ -287,26 +573,79 @@ pub fn produce(node: &str, o: &super::produce::Options) -> Result<(), CliError> 
             timeout_ms: 30_000,
             batches: Bytes::copy_from_slice(encoded.as_bytes()),
         };
-        match conn.call(&request)? {
-            Message::ProduceResponse {
-                error: ErrorCode::None,
-                last_offset,
-                ..
-            } => {
-                if o.print_acks {
-                    writeln!(out, "acked {last_offset}")
-                        .and_then(|()| out.flush())
-                        .map_err(|e| format!("cannot deliver the acknowledgements: {e}"))?;
+        let deadline = Instant::now() + FAILOVER_WAIT;
+        loop {
+            match conn.call(&request)? {
+                Message::ProduceResponse {
+                    error: ErrorCode::None,
+                    last_offset,
+                    ..
+                } => {
+                    if o.print_acks {
+                        let line = if o.topic.is_some() {
+                            writeln!(out, "acked {partition} {last_offset}")
+                        } else {
+                            writeln!(out, "acked {last_offset}")
+                        };
+                        line.and_then(|()| out.flush())
+                            .map_err(|e| format!("cannot deliver the acknowledgements: {e}"))?;
+                    }
+                    return Ok(());
                 }
-                Ok(())
+                Message::ProduceResponse {
+                    error:
+                        error @ (ErrorCode::LeadershipLost
+                        | ErrorCode::NotEnoughReplicas
+                        | ErrorCode::Timeout),
+                    ..
+                } if conn.can_fail_over() && Instant::now() < deadline => {
+                    tracing::info!(
+                        error = error.name(),
+                        "batch not acknowledged; sending it again"
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Message::ProduceResponse { error, .. } => {
+                    return Err(format!(
+                        "the node refused the batch: {} (records before it were acknowledged)",
+                        error.name()
+                    )
+                    .into());
+                }
+                other => return Err(format!("the node answered a produce with {other:?}").into()),
             }
-            Message::ProduceResponse { error, .. } => Err(format!(
-                "the node refused the batch: {} (records before it were acknowledged)",
-                error.name()
-            )
-            .into()),
-            other => Err(format!("the node answered a produce with {other:?}").into()),
         }
+    };
+    // Routes each line by its key, and sends one batch per partition, in partition order.
+    let mut send = |values: &[Vec<u8>]| -> Result<(), CliError> {
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<KeyValue<'_>>> =
+            std::collections::BTreeMap::new();
+        for v in values {
+            lines_read += 1;
+            let key = match router.key(v) {
+                Ok(key) => key,
+                Err(()) if o.strict_keys => {
+                    for (p, records) in &by_partition {
+                        send_one(*p, records)?;
+                    }
+                    return Err(format!(
+                        "line {lines_read} has no key field and --strict-keys refuses a line \
+                         without a key: it was not sent, the lines before it were"
+                    )
+                    .into());
+                }
+                Err(()) => {
+                    keyless += 1;
+                    None
+                }
+            };
+            let p = fixed.unwrap_or_else(|| router.route(key) as u32);
+            by_partition.entry(p).or_default().push((key, v));
+        }
+        for (p, records) in &by_partition {
+            send_one(*p, records)?;
+        }
+        Ok(())
     };
     let batch = o.batch_len();
     if let Some(count) = o.count {
@@ -363,6 +702,12 @@ pub fn produce(node: &str, o: &super::produce::Options) -> Result<(), CliError> 
         }
         send(&pending)?;
         pending.clear();
+    }
+    if keyless > 0 {
+        tracing::warn!(
+            "{keyless} of {lines_read} lines had no key field: they were sent with no key \
+             (--strict-keys refuses them)"
+        );
     }
     Ok(())
 }

@@ -342,7 +342,12 @@ pub struct PartitionStatus {
 /// ```
 /// use stratalog::replication::TopicMetadata;
 ///
-/// let t = TopicMetadata { topic: "orders".into(), topic_id: [1; 16], partitions: 4 };
+/// let t = TopicMetadata {
+///     topic: "orders".into(),
+///     topic_id: [1; 16],
+///     partitions: 4,
+///     partitioner: "jump".into(),
+/// };
 /// assert_eq!(t.partitions, 4);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,6 +358,9 @@ pub struct TopicMetadata {
     pub topic_id: [u8; 16],
     /// How many partitions it has.
     pub partitions: u32,
+    /// How producers spread keyed records over them (`PartitionerKind`'s text form:
+    /// `jump`, `ring:<vnodes>`, `modulo`, `round-robin`, `random`).
+    pub partitioner: String,
 }
 
 /// Every message of the protocol. Requests and their answers are matched by the correlation id
@@ -868,6 +876,7 @@ impl Message {
                     w.str("topic", &t.topic)?;
                     w.out.extend_from_slice(&t.topic_id);
                     w.u32(t.partitions);
+                    w.str("partitioner", &t.partitioner)?;
                 }
             }
             Message::ErrorResponse {
@@ -982,6 +991,7 @@ impl Message {
                         topic: r.str("topic")?,
                         topic_id: r.array("topic_id")?,
                         partitions: r.u32("partitions")?,
+                        partitioner: r.str("partitioner")?,
                     })
                 })?,
             },
@@ -1314,6 +1324,7 @@ mod tests {
                     topic: "t".into(),
                     topic_id: [7; 16],
                     partitions: 4,
+                    partitioner: "ring:64".into(),
                 }],
             },
             Message::ErrorResponse {

@@ -34,7 +34,7 @@ use super::transport::{Client, Handler, Reply, Server, ServerOptions};
 use crate::error::{Error, Result};
 use crate::format::Batch;
 use crate::log::Log;
-use crate::store::Store;
+use crate::store::{OFFSETS_LOG, Store, TopicConfig, TopicId};
 
 /// How a [`Node`] runs. See [`Node`] for an example.
 #[derive(Debug, Clone)]
@@ -78,6 +78,9 @@ impl Default for NodeOptions {
 }
 
 type Key = (String, u32);
+
+/// How often a follower compares its topics with its leader's.
+const TOPIC_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 struct State {
     role: Role,
@@ -239,7 +242,7 @@ impl Drop for Node {
 
 /// The highest current epoch over the store's partitions.
 fn current_epoch(store: &Store) -> Result<u64> {
-    let mut epoch = 0;
+    let mut epoch = store.offsets_log()?.leader_epoch();
     for t in store.topics()? {
         for p in 0..t.partitions() {
             epoch = epoch.max(store.partition(&t.name, p)?.leader_epoch());
@@ -256,8 +259,15 @@ fn server_addr(shared: &Shared) -> SocketAddr {
 }
 
 impl Shared {
+    /// The log of `topic/partition`; `__consumer_offsets/0` is the store's consumer offsets log,
+    /// which replicates like a partition.
     fn partition(&self, topic: &str, partition: u32) -> std::result::Result<Arc<Log>, ErrorCode> {
-        self.store.partition(topic, partition).map_err(|e| match e {
+        let log = if topic == OFFSETS_LOG && partition == 0 {
+            self.store.offsets_log()
+        } else {
+            self.store.partition(topic, partition)
+        };
+        log.map_err(|e| match e {
             Error::UnknownTopic { .. } | Error::UnknownPartition { .. } => {
                 ErrorCode::UnknownTopicOrPartition
             }
@@ -315,33 +325,49 @@ impl Shared {
             last = appended.last_offset;
         }
         let base = base.unwrap_or(0);
-        let end = last + 1;
+        let error = self.wait_for_acks(topic, partition, &log, last + 1, acks, timeout, generation);
+        answer(error, base, last, acks, epoch)
+    }
+
+    /// Waits until every record of `log` below `end` is acknowledged at level `acks`, the
+    /// in-sync set falls below what `acks` needs, this node stops leading (its role changed
+    /// since `generation`), or `timeout` passes.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per part of the wait"
+    )]
+    fn wait_for_acks(
+        &self,
+        topic: &str,
+        partition: u32,
+        log: &Log,
+        end: u64,
+        acks: Acks,
+        timeout: Duration,
+        generation: u64,
+    ) -> ErrorCode {
         let key = (topic.to_string(), partition);
         let deadline = Instant::now() + timeout;
         let mut trackers = lock(&self.trackers);
         loop {
             if lock(&self.state).generation != generation || self.stop.load(Ordering::Acquire) {
-                return answer(ErrorCode::LeadershipLost, base, last, acks, epoch);
+                return ErrorCode::LeadershipLost;
             }
             let durable = log.end_offset();
             let tracker = trackers
                 .entry(key.clone())
-                .or_insert_with(|| self.tracker(&log));
+                .or_insert_with(|| self.tracker(log));
             tracker.expire(Instant::now());
             let hw = tracker.advance(durable);
             log.set_high_watermark(hw);
             match tracker.ack_state(acks, end, durable, self.options.replicas) {
-                AckState::Reached => {
-                    return answer(ErrorCode::None, base, last, acks, epoch);
-                }
-                AckState::NotEnoughReplicas { .. } => {
-                    return answer(ErrorCode::NotEnoughReplicas, base, last, acks, epoch);
-                }
+                AckState::Reached => return ErrorCode::None,
+                AckState::NotEnoughReplicas { .. } => return ErrorCode::NotEnoughReplicas,
                 AckState::Waiting => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return answer(ErrorCode::Timeout, base, last, acks, epoch);
+                return ErrorCode::Timeout;
             }
             // Woken by follower fetches; the short bound re-checks expiry of the in-sync set.
             trackers = self
@@ -350,6 +376,43 @@ impl Shared {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|e| e.into_inner().0);
         }
+    }
+
+    /// Commits a consumer group's position on the leader: durable in the consumer offsets log,
+    /// then replicated to every in-sync replica (as `acks=all`), so that a new leader has it.
+    fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        epoch: u64,
+    ) -> ErrorCode {
+        let generation = lock(&self.state).generation;
+        if let Err(e) = self.store.commit(group, topic, partition, offset, epoch) {
+            return match e {
+                Error::UnknownTopic { .. } | Error::UnknownPartition { .. } => {
+                    ErrorCode::UnknownTopicOrPartition
+                }
+                Error::StaleEpoch { .. } => ErrorCode::FencedEpoch,
+                Error::CommitBeyondEnd { .. } => ErrorCode::OffsetOutOfRange,
+                Error::InvalidArgument(_) => ErrorCode::InvalidRequest,
+                _ => ErrorCode::StorageError,
+            };
+        }
+        let log = match self.store.offsets_log() {
+            Ok(log) => log,
+            Err(_) => return ErrorCode::StorageError,
+        };
+        self.wait_for_acks(
+            OFFSETS_LOG,
+            0,
+            &log,
+            log.end_offset(),
+            Acks::All,
+            Duration::from_secs(30),
+            generation,
+        )
     }
 
     fn tracker(&self, log: &Log) -> ReplicaTracker {
@@ -536,6 +599,7 @@ impl Shared {
             .map(|t| TopicMetadata {
                 topic_id: t.id.0,
                 partitions: t.partitions(),
+                partitioner: t.current().kind.to_string(),
                 topic: t.name,
             })
             .collect();
@@ -551,6 +615,7 @@ impl Shared {
                 self.store.set_leader_epoch(&t.name, p, epoch)?;
             }
         }
+        self.store.set_offsets_epoch(epoch)?;
         st.role = Role::Leader;
         st.epoch = epoch;
         st.leader = server_addr(self).to_string();
@@ -574,14 +639,80 @@ impl Shared {
     fn start_fetchers(self: &Arc<Self>) -> Result<()> {
         let generation = lock(&self.state).generation;
         let mut fetchers = lock(&self.fetchers);
+        let mut logs: Vec<(String, u32)> = vec![(OFFSETS_LOG.to_string(), 0)];
         for t in self.store.topics()? {
-            for p in 0..t.partitions() {
-                let (shared, topic) = (self.clone(), t.name.clone());
-                let handle = std::thread::Builder::new()
-                    .name(format!("stratalog-fetch-{topic}-{p}"))
-                    .spawn(move || shared.fetch_loop(&topic, p, generation))
-                    .map_err(|e| Error::io("spawn fetcher thread", t.name.clone(), e))?;
-                fetchers.push(handle);
+            logs.extend((0..t.partitions()).map(|p| (t.name.clone(), p)));
+        }
+        for (name, p) in logs {
+            fetchers.push(self.spawn_fetcher(name, p, generation)?);
+        }
+        Ok(())
+    }
+
+    fn spawn_fetcher(
+        self: &Arc<Self>,
+        topic: String,
+        partition: u32,
+        generation: u64,
+    ) -> Result<JoinHandle<()>> {
+        let shared = self.clone();
+        std::thread::Builder::new()
+            .name(format!("stratalog-fetch-{topic}-{partition}"))
+            .spawn(move || shared.fetch_loop(&topic, partition, generation))
+            .map_err(|e| Error::io("spawn fetcher thread", "stratalog-fetch", e))
+    }
+
+    /// A follower takes its leader's topics: it creates those it lacks (with the leader's id,
+    /// partition count and partitioner; settings default) and starts fetching them, and gives
+    /// its own topics of the same names the leader's ids (the replicated consumer offsets name
+    /// topics by id).
+    fn sync_topics(self: &Arc<Self>, client: &mut Client, generation: u64) -> Result<()> {
+        let answer = client
+            .call(&Message::MetadataRequest)
+            .map_err(|e| Error::InvalidArgument(format!("metadata from the leader: {e}")))?;
+        let Message::MetadataResponse { topics, .. } = answer else {
+            return Err(Error::InvalidArgument(format!(
+                "the leader answered a metadata request with {answer:?}"
+            )));
+        };
+        for t in topics {
+            let id = TopicId(t.topic_id);
+            match self.store.topic(&t.topic) {
+                Ok(local) => {
+                    if local.id != id {
+                        tracing::info!(topic = t.topic, "taking the leader's topic id");
+                        self.store.adopt_topic_id(&t.topic, id)?;
+                    }
+                    if local.partitions() != t.partitions {
+                        tracing::warn!(
+                            topic = t.topic,
+                            here = local.partitions(),
+                            leader = t.partitions,
+                            "the leader has another partition count; only the partitions both \
+                             have are replicated"
+                        );
+                    }
+                }
+                Err(Error::UnknownTopic { .. }) => {
+                    let kind = t.partitioner.parse().unwrap_or_default();
+                    self.store.create_topic_as(
+                        &t.topic,
+                        t.partitions,
+                        TopicConfig::default(),
+                        kind,
+                        Some(id),
+                    )?;
+                    tracing::info!(
+                        topic = t.topic,
+                        partitions = t.partitions,
+                        "created a topic of the leader"
+                    );
+                    let mut fetchers = lock(&self.fetchers);
+                    for p in 0..t.partitions {
+                        fetchers.push(self.spawn_fetcher(t.topic.clone(), p, generation)?);
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -593,9 +724,11 @@ impl Shared {
 
     /// One partition's fetcher: fetch from the log end, append, repeat, until the node stops
     /// or changes role.
-    fn fetch_loop(&self, topic: &str, partition: u32, generation: u64) {
+    fn fetch_loop(self: &Arc<Self>, topic: &str, partition: u32, generation: u64) {
         let mut client: Option<Client> = None;
         let mut failures = 0u32;
+        // The consumer offsets fetcher also keeps the topics in step with the leader's.
+        let mut synced: Option<Instant> = None;
         while self.running(generation) {
             if failures >= 3 {
                 // The leader does not answer: ask the peers who leads now.
@@ -620,6 +753,18 @@ impl Shared {
                 }
             }
             let c = client.as_mut().expect("connected above");
+            if topic == OFFSETS_LOG && synced.is_none_or(|t| t.elapsed() >= TOPIC_SYNC_INTERVAL) {
+                match self.sync_topics(c, generation) {
+                    Ok(()) => synced = Some(Instant::now()),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not take the leader's topics");
+                        failures += 1;
+                        client = None;
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                }
+            }
             match self.fetch_once(c, topic, partition) {
                 Ok(()) => failures = 0,
                 Err(e) => {
@@ -633,7 +778,12 @@ impl Shared {
     }
 
     fn fetch_once(&self, client: &mut Client, topic: &str, partition: u32) -> Result<()> {
-        let log = self.store.partition(topic, partition)?;
+        let offsets = topic == OFFSETS_LOG;
+        let log = if offsets {
+            self.store.offsets_log()?
+        } else {
+            self.store.partition(topic, partition)?
+        };
         let offset = log.end_offset();
         let request = Message::FetchRequest {
             role: FetchRole::Follower,
@@ -665,6 +815,7 @@ impl Shared {
             error,
             epoch,
             high_watermark,
+            log_start,
             diverging_end,
             batches,
             ..
@@ -674,6 +825,16 @@ impl Shared {
                 "the leader answered a fetch with {answer:?}"
             )));
         };
+        if error == ErrorCode::OffsetOutOfRange && offsets && offset < log_start {
+            // The leader compacted its consumer offsets log while this node lagged: the
+            // records between are gone there; start over at its start and fetch its state.
+            tracing::warn!(
+                from = offset,
+                to = log_start,
+                "the leader compacted the consumer offsets log; fetching its state anew"
+            );
+            return self.store.restart_offsets_at(log_start);
+        }
         if error != ErrorCode::None {
             std::thread::sleep(Duration::from_millis(100));
             return Err(Error::InvalidArgument(format!(
@@ -713,13 +874,21 @@ impl Shared {
                 to = offset,
                 "truncating a divergent suffix"
             );
-            log.truncate(at)?;
+            if offsets {
+                self.store.truncate_offsets(at)?;
+            } else {
+                log.truncate(at)?;
+            }
             return Ok(());
         }
         let batches =
             split_batches(batches).map_err(|e| Error::InvalidArgument(format!("fetched: {e}")))?;
         if !batches.is_empty() {
-            log.append_replica(&batches)?.receipt.wait()?;
+            if offsets {
+                self.store.append_offsets_replica(&batches)?;
+            } else {
+                log.append_replica(&batches)?.receipt.wait()?;
+            }
         }
         log.set_high_watermark(high_watermark.min(log.end_offset()));
         Ok(())
@@ -863,6 +1032,35 @@ impl Handler for NodeHandler {
                     error,
                     epoch: 0,
                     end_offset: 0,
+                },
+            },
+            Message::OffsetCommitRequest {
+                group,
+                topic,
+                partition,
+                offset,
+                epoch,
+            } => match node.not_leader() {
+                Some(leader) => not_leader(leader),
+                None => Message::OffsetCommitResponse {
+                    error: node.commit(&group, &topic, partition, offset, epoch),
+                },
+            },
+            Message::OffsetFetchRequest {
+                group,
+                topic,
+                partition,
+            } => match node.not_leader() {
+                Some(leader) => not_leader(leader),
+                None => match node.store.try_committed(&group, &topic, partition) {
+                    Ok(c) => Message::OffsetFetchResponse {
+                        error: ErrorCode::None,
+                        committed: c.map(|c| (c.offset, c.leader_epoch)),
+                    },
+                    Err(_) => Message::OffsetFetchResponse {
+                        error: ErrorCode::StorageError,
+                        committed: None,
+                    },
                 },
             },
             Message::StatusRequest => node.status(),

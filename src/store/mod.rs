@@ -37,7 +37,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use offsets::Committed;
+pub use offsets::{Committed, OFFSETS_LOG};
 use offsets::{Offsets, Stored};
 pub use partitioner::{Partitioner, PartitionerKind, jump_hash, key_hash};
 use topic::Entry;
@@ -623,6 +623,19 @@ impl Store {
         config: TopicConfig,
         partitioner: PartitionerKind,
     ) -> Result<TopicInfo> {
+        self.create_topic_as(name, partitions, config, partitioner, None)
+    }
+
+    /// [`Store::create_topic`] with a given id: a follower creating the topics of its leader
+    /// (replicated consumer offsets name topics by id).
+    pub(crate) fn create_topic_as(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: TopicConfig,
+        partitioner: PartitionerKind,
+        given: Option<TopicId>,
+    ) -> Result<TopicInfo> {
         self.inner.check_writable()?;
         check_topic_name(name)?;
         config.log.check()?;
@@ -643,9 +656,14 @@ impl Store {
         // A new incarnation: an id no topic of the store has (a crash may have left commits of
         // a deleted one behind; they name its id, never this one).
         let id = loop {
-            let id = TopicId::generate();
+            let id = given.unwrap_or_else(TopicId::generate);
             if registry.iter().all(|e| e.info.id != id) {
                 break id;
+            }
+            if given.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "topic id {id:?} is taken by another topic of the store"
+                )));
             }
         };
         let info = TopicInfo {
@@ -1095,6 +1113,55 @@ impl Store {
             o.compact()?;
             Ok(o.log_dir().to_path_buf())
         })
+    }
+
+    /// Gives topic `name` the id `id` (a follower taking its leader's ids, so that the
+    /// replicated consumer offsets, which name topics by id, apply to it). The offsets state
+    /// is read again from its log, since commits for `id` were ignored until now.
+    pub(crate) fn adopt_topic_id(&self, name: &str, id: TopicId) -> Result<()> {
+        self.inner.check_writable()?;
+        if self.topic(name)?.id == id {
+            return Ok(());
+        }
+        self.inner.update_topic(name, |t| {
+            t.id = id;
+            Ok(())
+        })?;
+        state(&self.inner.live, REGISTRY)?.insert(name.to_string(), id);
+        self.inner.with_offsets(|o| o.reload())
+    }
+
+    /// The consumer offsets log in use: a leader serves it to its followers as the partition
+    /// `__consumer_offsets/0`, so that commits replicate with the data.
+    pub(crate) fn offsets_log(&self) -> Result<Arc<Log>> {
+        self.inner.with_offsets(|o| Ok(o.log().clone()))
+    }
+
+    /// A follower's append to the consumer offsets log: the leader's batches, unchanged at the
+    /// leader's offsets; the committed state follows.
+    pub(crate) fn append_offsets_replica(&self, batches: &[crate::format::Batch]) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.with_offsets(|o| o.append_replica(batches))
+    }
+
+    /// A follower's cut of a divergent suffix of the consumer offsets log.
+    pub(crate) fn truncate_offsets(&self, at: u64) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.with_offsets(|o| o.truncate(at))
+    }
+
+    /// A follower below the leader's start of the consumer offsets log (the leader compacted
+    /// it): starts over, empty, at `start`.
+    pub(crate) fn restart_offsets_at(&self, start: u64) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.with_offsets(|o| o.restart_at(start))
+    }
+
+    /// Sets the leader epoch of the consumer offsets log (with every partition's, on a
+    /// promote).
+    pub(crate) fn set_offsets_epoch(&self, epoch: u64) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.with_offsets(|o| o.set_leader_epoch(epoch))
     }
 
     /// Applies retention to every partition of every topic with a retention limit once: open

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::store as fs;
-use crate::format::{BatchBuilder, Compression, FormatError, Record};
+use crate::format::{Batch, BatchBuilder, Compression, FormatError, Record};
 use crate::log::{FsyncPolicy, Log, LogConfig, LogOptions, now_ms};
 use crate::storage::{OpenMode, Storage, read_all};
 
@@ -164,7 +164,7 @@ pub(crate) struct Offsets {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
     generation: u64,
-    log: Log,
+    log: Arc<Log>,
     state: BTreeMap<Key, Stored>,
     /// Records in the log (live or replaced).
     records: u64,
@@ -184,7 +184,7 @@ impl Offsets {
                 }
             }
         }
-        let log = Log::open(log_dir(dir, generation), log_options(storage))?;
+        let log = Arc::new(Log::open(log_dir(dir, generation), log_options(storage))?);
         let mut offsets = Offsets {
             dir: dir.to_path_buf(),
             storage: storage.clone(),
@@ -211,7 +211,7 @@ impl Offsets {
             create: false,
             ..log_options(storage)
         };
-        let log = Log::open(&log_dir, options)?;
+        let log = Arc::new(Log::open(&log_dir, options)?);
         let mut offsets = Offsets {
             dir: dir.to_path_buf(),
             storage: storage.clone(),
@@ -225,7 +225,9 @@ impl Offsets {
     }
 
     fn load(&mut self) -> Result<()> {
-        let log = &self.log;
+        self.state.clear();
+        self.records = 0;
+        let log = self.log.clone();
         let path = log.dir().to_path_buf();
         let mut next = log.start_offset();
         let end = log.end_offset();
@@ -253,24 +255,34 @@ impl Offsets {
                         continue;
                     }
                     self.records += 1;
-                    let (key, stored) =
-                        decode_record(r.key.as_deref(), &r.value).map_err(|_| Error::Corrupt {
-                            path: path.clone(),
-                            position: 0,
-                            source: FormatError::Invalid {
-                                what: "consumer offset record at offset",
-                                value: r.offset,
-                            },
-                        })?;
-                    match stored {
-                        Some(s) => self.state.insert(key, s),
-                        None => self.state.remove(&key),
-                    };
+                    self.apply(&path, r.offset, r.key.as_deref(), &r.value)?;
                 }
                 next = next.max(batch.last_offset() + 1);
             }
         }
         Ok(())
+    }
+
+    /// Applies one record of the offsets log to the state.
+    fn apply(&mut self, path: &Path, offset: u64, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+        let (key, stored) = decode_record(key, value).map_err(|_| Error::Corrupt {
+            path: path.to_path_buf(),
+            position: 0,
+            source: FormatError::Invalid {
+                what: "consumer offset record at offset",
+                value: offset,
+            },
+        })?;
+        match stored {
+            Some(s) => self.state.insert(key, s),
+            None => self.state.remove(&key),
+        };
+        Ok(())
+    }
+
+    /// Reads the state again from the log.
+    pub fn reload(&mut self) -> Result<()> {
+        self.load()
     }
 
     /// The committed state.
@@ -322,38 +334,109 @@ impl Offsets {
         Ok(())
     }
 
-    /// Writes the live state to a new generation and switches to it (see the module doc).
+    /// Writes the live state to a new generation and switches to it (see the module doc). The
+    /// new generation starts at the old one's end offset, so offsets only rise: a follower
+    /// caught up with the old generation goes on fetching from where it is.
     pub fn compact(&mut self) -> Result<()> {
-        let generation = self.generation + 1;
-        let new_dir = log_dir(&self.dir, generation);
-        remove_dir_files(self.storage.as_ref(), &new_dir)?;
-        let log = Log::open(&new_dir, log_options(&self.storage))?;
         let ts = now_ms();
         let entries: Vec<(Vec<u8>, [u8; fs::OFFSET_VALUE_LEN])> = self
             .state
             .iter()
             .map(|((g, t, p), c)| (fs::encode_offset_key(g, t, *p), encode_value(c)))
             .collect();
-        for chunk in entries.chunks(4096) {
-            let batch = keyed_batch(chunk.iter().map(|(k, v)| (&k[..], &v[..])), ts)?;
-            log.append(&batch)?.receipt.wait()?;
-        }
+        let live = entries.len() as u64;
+        self.switch_generation(self.log.end_offset(), |log| {
+            for chunk in entries.chunks(4096) {
+                let batch = keyed_batch(chunk.iter().map(|(k, v)| (&k[..], &v[..])), ts)?;
+                log.append(&batch)?.receipt.wait()?;
+            }
+            Ok(())
+        })?;
+        self.records = live;
+        tracing::info!(
+            generation = self.generation,
+            live,
+            "compacted the consumer offsets log"
+        );
+        Ok(())
+    }
+
+    /// Creates the next generation starting at offset `start` in the current epoch, lets `fill`
+    /// write it, makes it durable, then points the store at it and removes the old one. A crash
+    /// before the pointer is replaced leaves the old generation in charge.
+    fn switch_generation(
+        &mut self,
+        start: u64,
+        fill: impl FnOnce(&Log) -> Result<()>,
+    ) -> Result<()> {
+        let generation = self.generation + 1;
+        let new_dir = log_dir(&self.dir, generation);
+        remove_dir_files(self.storage.as_ref(), &new_dir)?;
+        let log = Log::open(
+            &new_dir,
+            LogOptions {
+                initial_offset: start,
+                ..log_options(&self.storage)
+            },
+        )?;
+        log.set_leader_epoch(self.log.leader_epoch())?;
+        fill(&log)?;
         log.flush()?;
         write_generation(self.storage.as_ref(), &self.dir, generation)?;
-        let old = std::mem::replace(&mut self.log, log);
+        let old = std::mem::replace(&mut self.log, Arc::new(log));
         let old_dir = old.dir().to_path_buf();
         if let Err(e) = old.close() {
             tracing::warn!(error = %e, "closing the old consumer offsets log failed");
         }
         self.generation = generation;
-        self.records = self.state.len() as u64;
         remove_dir_files(self.storage.as_ref(), &old_dir)?;
-        tracing::info!(
-            generation,
-            live = self.records,
-            "compacted the consumer offsets log"
-        );
         Ok(())
+    }
+
+    /// The offsets log in use (a leader serves it to its followers like a partition).
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    /// A follower's append: the leader's batches of the offsets log, unchanged at the leader's
+    /// offsets ([`Log::append_replica`]), durable before the state takes them in.
+    pub fn append_replica(&mut self, batches: &[Batch]) -> Result<()> {
+        self.log.append_replica(batches)?.receipt.wait()?;
+        let path = self.log.dir().to_path_buf();
+        for batch in batches {
+            let corrupt = |source| Error::Corrupt {
+                path: path.clone(),
+                position: 0,
+                source,
+            };
+            for r in batch.records().map_err(corrupt)? {
+                let r = r.map_err(corrupt)?;
+                self.records += 1;
+                self.apply(&path, r.offset, r.key.as_deref(), &r.value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A follower's cut of a divergent suffix at `at`; the state is read again from the log.
+    pub fn truncate(&mut self, at: u64) -> Result<()> {
+        self.log.truncate(at)?;
+        self.load()
+    }
+
+    /// A follower whose position is below the leader's start (the leader compacted while it
+    /// lagged): starts a new, empty generation at `start`; the fetches that follow fill it with
+    /// the leader's compacted state. Until they do, the state is empty.
+    pub fn restart_at(&mut self, start: u64) -> Result<()> {
+        self.switch_generation(start, |_| Ok(()))?;
+        self.state.clear();
+        self.records = 0;
+        Ok(())
+    }
+
+    /// Sets the leader epoch of the offsets log (a promote, like every partition's).
+    pub fn set_leader_epoch(&self, epoch: u64) -> Result<()> {
+        self.log.set_leader_epoch(epoch)
     }
 
     /// Closes the offsets log cleanly.
