@@ -351,6 +351,12 @@ fn expected(m: &Message) -> BTreeMap<String, Value> {
             ),
         ]),
         Message::PromoteRequest { min_epoch } => map(vec![("min_epoch", int(*min_epoch))]),
+        Message::LeaderChangeRequest { epoch, leader } => {
+            map(vec![("epoch", int(*epoch)), ("leader", s(leader))])
+        }
+        Message::LeaderChangeResponse { error, epoch } => {
+            map(vec![("error", int(*error as u16)), ("epoch", int(*epoch))])
+        }
         Message::PromoteResponse { error, epoch } => {
             map(vec![("error", int(*error as u16)), ("epoch", int(*epoch))])
         }
@@ -485,6 +491,14 @@ fn samples() -> Vec<Message> {
         Message::PromoteResponse {
             error: ErrorCode::None,
             epoch: 5,
+        },
+        Message::LeaderChangeRequest {
+            epoch: 6,
+            leader: "127.0.0.1:9002".into(),
+        },
+        Message::LeaderChangeResponse {
+            error: ErrorCode::None,
+            epoch: 6,
         },
         Message::MetadataRequest,
         Message::MetadataResponse {

@@ -403,3 +403,75 @@ fn commits_replicate_and_follow_compaction() {
     );
     follower.stop();
 }
+
+/// A planned switchover: a follower is promoted while the leader is alive and serving. The new
+/// leader tells its peers: the old leader stops leading at once (a produce to it is answered
+/// `NotLeader` naming the new leader) and both follow the new one, in sync. Without `--peers`
+/// on the other nodes: the promoted node tells its former leader, which is enough for it.
+#[test]
+fn a_promote_beside_a_live_leader_deposes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addrs = common::free_addrs(3);
+    let stores: Vec<Arc<Store>> = ["a", "b", "c"]
+        .iter()
+        .map(|n| store(&tmp.path().join(n)))
+        .collect();
+    // Only b knows its peers.
+    let a = Node::start(stores[0].clone(), with_peers("a", &addrs[0], None, &[])).unwrap();
+    let b = Node::start(
+        stores[1].clone(),
+        with_peers("b", &addrs[1], Some(&addrs[0]), &addrs),
+    )
+    .unwrap();
+    let c = Node::start(
+        stores[2].clone(),
+        with_peers("c", &addrs[2], Some(&addrs[0]), &[]),
+    )
+    .unwrap();
+    let mut to_a = Client::connect(a.addr(), TIMEOUT).unwrap();
+    eventually("both followers in sync", || {
+        in_sync_followers(&mut to_a) == 2
+    });
+    for i in 0..5 {
+        assert!(matches!(
+            produce(&mut to_a, 0, Acks::All, &[format!("a{i}")]),
+            Message::ProduceResponse {
+                error: ErrorCode::None,
+                ..
+            }
+        ));
+    }
+    let epoch = b.promote(0).unwrap();
+    eventually("a no longer leads", || a.role() == Role::Follower);
+    match produce(&mut to_a, 0, Acks::Leader, &["late".into()]) {
+        Message::ErrorResponse {
+            error: ErrorCode::NotLeader,
+            leader,
+            ..
+        } => assert_eq!(leader, b.addr().to_string()),
+        other => panic!("the deposed leader answered {other:?}"),
+    }
+    let mut to_b = Client::connect(b.addr(), TIMEOUT).unwrap();
+    eventually("a and c in sync with b", || {
+        in_sync_followers(&mut to_b) == 2
+    });
+    match produce(&mut to_b, 0, Acks::All, &["b0".into()]) {
+        Message::ProduceResponse {
+            error: ErrorCode::None,
+            base_offset,
+            epoch: e,
+            ..
+        } => assert_eq!((base_offset, e), (5, epoch)),
+        other => panic!("{other:?}"),
+    }
+    eventually("all three identical", || {
+        (0..3).all(|i| stores[i].partition("t", 0).unwrap().end_offset() == 6)
+    });
+    for s in &stores[..2] {
+        same_bytes(&stores[2], s, 0);
+    }
+    drop((to_a, to_b));
+    for n in [a, b, c] {
+        n.stop();
+    }
+}

@@ -544,10 +544,25 @@ pub enum Message {
         /// For people.
         message: String,
     },
+    /// A newly promoted leader tells a node that it leads `epoch`: a node in an older epoch
+    /// (a deposed leader included) follows it from then on.
+    LeaderChangeRequest {
+        /// The new leader's epoch.
+        epoch: u64,
+        /// The new leader's address.
+        leader: String,
+    },
+    /// The answer to a leader change.
+    LeaderChangeResponse {
+        /// `None` if the node follows the new leader; `FencedEpoch` if it knows a newer epoch.
+        error: ErrorCode,
+        /// The node's epoch after the change.
+        epoch: u64,
+    },
 }
 
 /// The frame kinds, in number order with their names (for the documentation test).
-pub const KINDS: [(u8, &str); 17] = [
+pub const KINDS: [(u8, &str); 19] = [
     (1, "ProduceRequest"),
     (2, "ProduceResponse"),
     (3, "FetchRequest"),
@@ -565,6 +580,8 @@ pub const KINDS: [(u8, &str); 17] = [
     (15, "MetadataRequest"),
     (16, "MetadataResponse"),
     (17, "ErrorResponse"),
+    (18, "LeaderChangeRequest"),
+    (19, "LeaderChangeResponse"),
 ];
 
 /// A decoded frame head.
@@ -652,6 +669,8 @@ impl Message {
             Message::MetadataRequest => 15,
             Message::MetadataResponse { .. } => 16,
             Message::ErrorResponse { .. } => 17,
+            Message::LeaderChangeRequest { .. } => 18,
+            Message::LeaderChangeResponse { .. } => 19,
         }
     }
 
@@ -865,6 +884,14 @@ impl Message {
                 }
             }
             Message::PromoteRequest { min_epoch } => w.u64(*min_epoch),
+            Message::LeaderChangeRequest { epoch, leader } => {
+                w.u64(*epoch);
+                w.str("leader", leader)?;
+            }
+            Message::LeaderChangeResponse { error, epoch } => {
+                w.u16(*error as u16);
+                w.u64(*epoch);
+            }
             Message::PromoteResponse { error, epoch } => {
                 w.u16(*error as u16);
                 w.u64(*epoch);
@@ -978,6 +1005,14 @@ impl Message {
             },
             13 => Message::PromoteRequest {
                 min_epoch: r.u64("min_epoch")?,
+            },
+            18 => Message::LeaderChangeRequest {
+                epoch: r.u64("epoch")?,
+                leader: r.str("leader")?,
+            },
+            19 => Message::LeaderChangeResponse {
+                error: r.error()?,
+                epoch: r.u64("epoch")?,
             },
             14 => Message::PromoteResponse {
                 error: r.error()?,
@@ -1316,6 +1351,14 @@ mod tests {
             Message::PromoteResponse {
                 error: ErrorCode::None,
                 epoch: 5,
+            },
+            Message::LeaderChangeRequest {
+                epoch: 6,
+                leader: "127.0.0.1:9002".into(),
+            },
+            Message::LeaderChangeResponse {
+                error: ErrorCode::FencedEpoch,
+                epoch: 7,
             },
             Message::MetadataRequest,
             Message::MetadataResponse {

@@ -607,8 +607,9 @@ impl Shared {
     }
 
     /// Leads a new epoch above `min_epoch` and every epoch seen, durably, in every partition.
-    fn promote(&self, min_epoch: u64) -> Result<u64> {
+    fn promote(self: &Arc<Self>, min_epoch: u64) -> Result<u64> {
         let mut st = lock(&self.state);
+        let former = std::mem::take(&mut st.leader);
         let epoch = st.epoch.max(min_epoch).max(current_epoch(&self.store)?) + 1;
         for t in self.store.topics()? {
             for p in 0..t.partitions() {
@@ -626,7 +627,77 @@ impl Shared {
         // Fetchers see the new generation and stop.
         self.join_fetchers();
         tracing::info!(node = %self.options.node_id, epoch, "promoted: leading");
+        self.announce(epoch, former);
         Ok(epoch)
+    }
+
+    /// Tells every peer and the former leader that this node leads `epoch`, in the
+    /// background (a peer that does not answer, stopped or cut off, delays no one; it learns
+    /// the epoch from the first node that fetches from it with it, or asks its peers).
+    fn announce(self: &Arc<Self>, epoch: u64, former: String) {
+        let own = server_addr(self).to_string();
+        let mut targets: Vec<String> = self.options.peers.clone();
+        if !former.is_empty() && !targets.contains(&former) {
+            targets.push(former);
+        }
+        targets.retain(|t| *t != own);
+        let leader = own;
+        let spawned = std::thread::Builder::new()
+            .name("stratalog-announce".into())
+            .spawn(move || {
+                for target in targets {
+                    let Some(addr) = resolve(&target) else { continue };
+                    let answer = Client::connect(addr, Duration::from_secs(1)).and_then(|mut c| {
+                        c.set_timeout(Duration::from_secs(2))?;
+                        c.call(&Message::LeaderChangeRequest {
+                            epoch,
+                            leader: leader.clone(),
+                        })
+                    });
+                    match answer {
+                        Ok(Message::LeaderChangeResponse { error, epoch: theirs }) => {
+                            tracing::info!(peer = target, error = error.name(), epoch = theirs, "told a peer of the new epoch");
+                        }
+                        Ok(other) => tracing::warn!(peer = target, ?other, "a peer answered a leader change oddly"),
+                        Err(e) => tracing::info!(peer = target, error = %e, "could not tell a peer of the new epoch"),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start telling the peers of the new epoch");
+        }
+    }
+
+    /// Another node leads `epoch` at `leader`: follow it, unless this node knows a newer
+    /// epoch (or leads this one). Returns the error to answer and this node's epoch.
+    fn leader_change(self: &Arc<Self>, epoch: u64, leader: String) -> (ErrorCode, u64) {
+        {
+            let mut st = lock(&self.state);
+            if epoch < st.epoch || (epoch == st.epoch && st.role == Role::Leader) {
+                return (ErrorCode::FencedEpoch, st.epoch);
+            }
+            if st.role == Role::Follower && st.epoch == epoch && st.leader == leader {
+                return (ErrorCode::None, epoch);
+            }
+            if st.role == Role::Leader {
+                tracing::warn!(node = %self.options.node_id, epoch = st.epoch, new_epoch = epoch, leader, "a newer leader announced itself: no longer leading");
+            } else {
+                tracing::info!(epoch, leader, "following the newly promoted leader");
+            }
+            st.role = Role::Follower;
+            st.leader = leader;
+            st.epoch = epoch;
+            st.generation += 1;
+        }
+        lock(&self.trackers).clear();
+        self.progress.notify_all();
+        // The fetchers of the former leader stop before the new ones start: two fetchers of
+        // one partition must never append or truncate at the same time.
+        self.join_fetchers();
+        if let Err(e) = self.start_fetchers() {
+            tracing::error!(error = %e, "could not start following the new leader");
+        }
+        (ErrorCode::None, epoch)
     }
 
     fn join_fetchers(&self) {
@@ -825,6 +896,11 @@ impl Shared {
                 "the leader answered a fetch with {answer:?}"
             )));
         };
+        if error == ErrorCode::FencedEpoch {
+            let mut st = lock(&self.state);
+            st.epoch = st.epoch.max(epoch);
+            return Ok(());
+        }
         if error == ErrorCode::OffsetOutOfRange && offsets && offset < log_start {
             // The leader compacted its consumer offsets log while this node lagged: the
             // records between are gone there; start over at its start and fetch its state.
@@ -1009,6 +1085,12 @@ impl Handler for NodeHandler {
                 if let Some(leader) = node.not_leader() {
                     return reply.send(&not_leader(leader));
                 }
+                // A follower still in an older epoch is refused with this one; it takes it and
+                // fetches again (its last epoch decides what it must truncate).
+                let epoch = lock(&node.state).epoch;
+                if role == FetchRole::Follower && leader_epoch < epoch {
+                    return reply.send_fetch(ErrorCode::FencedEpoch, epoch, 0, 0, 0, u64::MAX, &[]);
+                }
                 let wait = Duration::from_millis(max_wait_ms.min(30_000).into());
                 return node.fetch(
                     reply, role, &node_id, &topic, partition, offset, last_epoch, max_bytes, wait,
@@ -1063,6 +1145,10 @@ impl Handler for NodeHandler {
                     },
                 },
             },
+            Message::LeaderChangeRequest { epoch, leader } => {
+                let (error, epoch) = node.leader_change(epoch, leader);
+                Message::LeaderChangeResponse { error, epoch }
+            }
             Message::StatusRequest => node.status(),
             Message::MetadataRequest => node.metadata(),
             Message::PromoteRequest { min_epoch } => match node.promote(min_epoch) {
