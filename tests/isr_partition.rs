@@ -129,11 +129,9 @@ fn a_partitioned_follower_leaves_the_in_sync_set_and_rejoins() {
                 n2(&s).is_some_and(|(i, _)| !i) && follower_state(&s, "n1").is_some_and(|(i, _)| i)
             })
         });
+        // A figure, not a check: the lag timeout counts from when n2 was last caught up, which
+        // under load may be before the fault.
         let left_after = at_fault.elapsed();
-        assert!(
-            left_after >= Duration::from_millis(1000),
-            "{mode:?}: n2 left the in-sync set after {left_after:?}, before the lag timeout"
-        );
         // Both producers keep being acknowledged with n2 cut off.
         let before = load.acked();
         load.until(&format!("{mode:?}: acknowledgements without n2"), |l| {
