@@ -100,6 +100,10 @@ struct Shared {
     progress: Condvar,
     stop: AtomicBool,
     fetchers: Mutex<Vec<JoinHandle<()>>>,
+    /// Held by a fetcher while it truncates or appends, and by a promote while it changes the
+    /// role: a fetcher of an older generation (one still waiting on a leader that froze when
+    /// the promote came) never writes once the node leads a new epoch.
+    replica_writes: Mutex<()>,
 }
 
 /// A running node. Dropping it stops the server and every fetcher.
@@ -167,6 +171,7 @@ impl Node {
             progress: Condvar::new(),
             stop: AtomicBool::new(false),
             fetchers: Mutex::new(Vec::new()),
+            replica_writes: Mutex::new(()),
         });
         let handler = Arc::new(NodeHandler(shared.clone()));
         let server = Server::start(
@@ -544,6 +549,7 @@ impl Shared {
 
     /// Leads a new epoch above `min_epoch` and every epoch seen, durably, in every partition.
     fn promote(&self, min_epoch: u64) -> Result<u64> {
+        let writes = lock(&self.replica_writes);
         let mut st = lock(&self.state);
         let epoch = st.epoch.max(min_epoch).max(current_epoch(&self.store)?) + 1;
         for t in self.store.topics()? {
@@ -556,10 +562,13 @@ impl Shared {
         st.leader = server_addr(self).to_string();
         st.generation += 1;
         drop(st);
+        drop(writes);
         lock(&self.trackers).clear();
         self.progress.notify_all();
-        // Fetchers see the new generation and stop.
-        self.join_fetchers();
+        // Fetchers see the new generation and stop, without being waited for here: one may
+        // wait for its leader's answer until its timeout (a leader that froze). The node's stop
+        // joins them.
+        lock(&self.fetchers).retain(|f| !f.is_finished());
         tracing::info!(node = %self.options.node_id, epoch, "promoted: leading");
         Ok(epoch)
     }
@@ -620,7 +629,7 @@ impl Shared {
                 }
             }
             let c = client.as_mut().expect("connected above");
-            match self.fetch_once(c, topic, partition) {
+            match self.fetch_once(c, topic, partition, generation) {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     tracing::debug!(topic, partition, error = %e, "fetch failed; reconnecting");
@@ -632,7 +641,25 @@ impl Shared {
         }
     }
 
-    fn fetch_once(&self, client: &mut Client, topic: &str, partition: u32) -> Result<()> {
+    /// The replica-write lock, if this fetcher's generation is still the node's.
+    fn replica_write(&self, generation: u64) -> Result<MutexGuard<'_, ()>> {
+        let writes = lock(&self.replica_writes);
+        if self.running(generation) {
+            Ok(writes)
+        } else {
+            Err(Error::InvalidArgument(
+                "the node changed role while fetching; the answer is dropped".into(),
+            ))
+        }
+    }
+
+    fn fetch_once(
+        &self,
+        client: &mut Client,
+        topic: &str,
+        partition: u32,
+        generation: u64,
+    ) -> Result<()> {
         let log = self.store.partition(topic, partition)?;
         let offset = log.end_offset();
         let request = Message::FetchRequest {
@@ -713,12 +740,14 @@ impl Shared {
                 to = offset,
                 "truncating a divergent suffix"
             );
+            let _writes = self.replica_write(generation)?;
             log.truncate(at)?;
             return Ok(());
         }
         let batches =
             split_batches(batches).map_err(|e| Error::InvalidArgument(format!("fetched: {e}")))?;
         if !batches.is_empty() {
+            let _writes = self.replica_write(generation)?;
             log.append_replica(&batches)?.receipt.wait()?;
         }
         log.set_high_watermark(high_watermark.min(log.end_offset()));
