@@ -569,8 +569,45 @@ impl Shared {
         // wait for its leader's answer until its timeout (a leader that froze). The node's stop
         // joins them.
         lock(&self.fetchers).retain(|f| !f.is_finished());
+        self.announce(epoch);
         tracing::info!(node = %self.options.node_id, epoch, "promoted: leading");
         Ok(epoch)
+    }
+
+    /// Tells every peer, before the promote answers, that epoch `epoch` exists: a fetch that
+    /// carries it and names no partition. A peer that leads an older epoch stops leading (the
+    /// fencing rule); a follower raises its epoch, so that the fetches it sends fence its old
+    /// leader and it takes no answer of an older epoch, and looks for the new leader. Without
+    /// this, a leader that froze (SIGSTOP, a long pause) and came back after the promote went on
+    /// leading with the follower that was not promoted, and acknowledged writes at `quorum` and
+    /// `all` that the new leader never had. Waits at most about a second for each peer.
+    fn announce(&self, epoch: u64) {
+        let own = self.addr.get().map(|a| a.to_string());
+        let notice = Message::FetchRequest {
+            role: FetchRole::Follower,
+            node_id: self.options.node_id.clone(),
+            topic: String::new(),
+            partition: 0,
+            offset: 0,
+            last_epoch: 0,
+            leader_epoch: epoch,
+            max_bytes: 0,
+            max_wait_ms: 0,
+        };
+        std::thread::scope(|scope| {
+            for peer in &self.options.peers {
+                if Some(peer) == own.as_ref() {
+                    continue;
+                }
+                let notice = &notice;
+                scope.spawn(move || {
+                    let Some(addr) = resolve(peer) else { return };
+                    if let Ok(mut client) = Client::connect(addr, Duration::from_secs(1)) {
+                        let _ = client.call(notice);
+                    }
+                });
+            }
+        });
     }
 
     fn join_fetchers(&self) {
@@ -617,8 +654,15 @@ impl Shared {
                     }
                 }
             }
+            let leader = lock(&self.state).leader.clone();
+            if client
+                .as_ref()
+                .is_some_and(|c| resolve(&leader) != Some(c.addr()))
+            {
+                // The leader changed (a newer epoch was announced): drop the old connection.
+                client = None;
+            }
             if client.is_none() {
-                let leader = lock(&self.state).leader.clone();
                 client = resolve(&leader).and_then(|addr| {
                     Client::connect(addr, self.options.fetch_wait + Duration::from_secs(10)).ok()
                 });
@@ -710,6 +754,13 @@ impl Shared {
         }
         {
             let mut st = lock(&self.state);
+            if epoch < st.epoch {
+                // A deposed leader answered (it froze and came back): its batches are not ours.
+                return Err(Error::InvalidArgument(format!(
+                    "the leader answered in epoch {epoch}, older than epoch {} this node knows",
+                    st.epoch
+                )));
+            }
             st.epoch = st.epoch.max(epoch);
         }
         if diverging_end != u64::MAX {
@@ -774,6 +825,32 @@ impl Shared {
         if let Err(e) = self.start_fetchers() {
             tracing::error!(error = %e, "could not start following after stepping down");
         }
+    }
+
+    /// A follower hears of an epoch newer than its own (a promote's announcement, see
+    /// [`Shared::announce`]): it takes that epoch at once, so that its next fetch fences its
+    /// old leader and no answer of an older epoch is appended, then asks its peers who leads
+    /// (in the background; the fetcher reconnects when the leader changes).
+    fn follow_newer_epoch(self: &Arc<Self>, seen_epoch: u64) {
+        {
+            let mut st = lock(&self.state);
+            if st.role == Role::Leader || seen_epoch <= st.epoch {
+                return;
+            }
+            st.epoch = seen_epoch;
+        }
+        let shared = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("stratalog-discover".into())
+            .spawn(move || {
+                if let Some((leader, epoch)) = shared.discover_leader() {
+                    let mut st = lock(&shared.state);
+                    if st.role != Role::Leader && epoch >= st.epoch {
+                        st.leader = leader;
+                        st.epoch = epoch;
+                    }
+                }
+            });
     }
 
     /// Asks every peer for its status; returns the address and epoch of the peer that leads
@@ -865,6 +942,7 @@ impl Handler for NodeHandler {
                 // newer leader, so this one was deposed: it stops leading before it answers.
                 if leader_epoch > lock(&node.state).epoch {
                     node.step_down(leader_epoch);
+                    node.follow_newer_epoch(leader_epoch);
                 }
                 if let Some(leader) = node.not_leader() {
                     return reply.send(&not_leader(leader));
