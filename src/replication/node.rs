@@ -103,6 +103,10 @@ struct Shared {
     progress: Condvar,
     stop: AtomicBool,
     fetchers: Mutex<Vec<JoinHandle<()>>>,
+    /// Held by a fetcher while it truncates or appends, and by a promote while it changes the
+    /// role: a fetcher of an older generation (one still waiting on a leader that froze when
+    /// the promote came) never writes once the node leads a new epoch.
+    replica_writes: Mutex<()>,
 }
 
 /// A running node. Dropping it stops the server and every fetcher.
@@ -170,6 +174,7 @@ impl Node {
             progress: Condvar::new(),
             stop: AtomicBool::new(false),
             fetchers: Mutex::new(Vec::new()),
+            replica_writes: Mutex::new(()),
         });
         let handler = Arc::new(NodeHandler(shared.clone()));
         let server = Server::start(
@@ -608,6 +613,7 @@ impl Shared {
 
     /// Leads a new epoch above `min_epoch` and every epoch seen, durably, in every partition.
     fn promote(self: &Arc<Self>, min_epoch: u64) -> Result<u64> {
+        let writes = lock(&self.replica_writes);
         let mut st = lock(&self.state);
         let former = std::mem::take(&mut st.leader);
         let epoch = st.epoch.max(min_epoch).max(current_epoch(&self.store)?) + 1;
@@ -622,37 +628,42 @@ impl Shared {
         st.leader = server_addr(self).to_string();
         st.generation += 1;
         drop(st);
+        drop(writes);
         lock(&self.trackers).clear();
         self.progress.notify_all();
-        // Fetchers see the new generation and stop.
-        self.join_fetchers();
+        // Fetchers see the new generation and stop, without being waited for here: one may
+        // wait for its leader's answer until its timeout (a leader that froze). The node's stop
+        // joins them.
+        lock(&self.fetchers).retain(|f| !f.is_finished());
         tracing::info!(node = %self.options.node_id, epoch, "promoted: leading");
         self.announce(epoch, former);
         Ok(epoch)
     }
 
-    /// Tells every peer and the former leader that this node leads `epoch`, in the
-    /// background (a peer that does not answer, stopped or cut off, delays no one; it learns
-    /// the epoch from the first node that fetches from it with it, or asks its peers).
-    fn announce(self: &Arc<Self>, epoch: u64, former: String) {
+    /// Tells every peer and the former leader, before the promote answers, that this node
+    /// leads `epoch` (`LeaderChangeRequest`, in parallel, at most about three seconds for a
+    /// peer that does not answer). A leader of an older epoch stops leading and follows this
+    /// node; a follower takes the epoch and the leader at once, so that the fetches it sends
+    /// fence its old leader and it takes no answer of an older epoch. Without this, a leader
+    /// that froze (SIGSTOP, a long pause) and came back after the promote went on leading with
+    /// the follower that was not promoted, and acknowledged writes at `quorum` and `all` that
+    /// the new leader never had.
+    fn announce(&self, epoch: u64, former: String) {
         let own = server_addr(self).to_string();
         let mut targets: Vec<String> = self.options.peers.clone();
         if !former.is_empty() && !targets.contains(&former) {
             targets.push(former);
         }
         targets.retain(|t| *t != own);
-        let leader = own;
-        let spawned = std::thread::Builder::new()
-            .name("stratalog-announce".into())
-            .spawn(move || {
-                for target in targets {
-                    let Some(addr) = resolve(&target) else { continue };
+        let notice = Message::LeaderChangeRequest { epoch, leader: own };
+        std::thread::scope(|scope| {
+            for target in &targets {
+                let notice = &notice;
+                scope.spawn(move || {
+                    let Some(addr) = resolve(target) else { return };
                     let answer = Client::connect(addr, Duration::from_secs(1)).and_then(|mut c| {
                         c.set_timeout(Duration::from_secs(2))?;
-                        c.call(&Message::LeaderChangeRequest {
-                            epoch,
-                            leader: leader.clone(),
-                        })
+                        c.call(notice)
                     });
                     match answer {
                         Ok(Message::LeaderChangeResponse { error, epoch: theirs }) => {
@@ -661,11 +672,9 @@ impl Shared {
                         Ok(other) => tracing::warn!(peer = target, ?other, "a peer answered a leader change oddly"),
                         Err(e) => tracing::info!(peer = target, error = %e, "could not tell a peer of the new epoch"),
                     }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start telling the peers of the new epoch");
-        }
+                });
+            }
+        });
     }
 
     /// Another node leads `epoch` at `leader`: follow it, unless this node knows a newer
@@ -676,14 +685,15 @@ impl Shared {
             if epoch < st.epoch || (epoch == st.epoch && st.role == Role::Leader) {
                 return (ErrorCode::FencedEpoch, st.epoch);
             }
-            if st.role == Role::Follower && st.epoch == epoch && st.leader == leader {
+            if st.role == Role::Follower {
+                // The fetchers reconnect when the leader changes, and refuse answers of an
+                // older epoch from now on.
+                tracing::info!(epoch, leader, "following the newly promoted leader");
+                st.leader = leader;
+                st.epoch = epoch;
                 return (ErrorCode::None, epoch);
             }
-            if st.role == Role::Leader {
-                tracing::warn!(node = %self.options.node_id, epoch = st.epoch, new_epoch = epoch, leader, "a newer leader announced itself: no longer leading");
-            } else {
-                tracing::info!(epoch, leader, "following the newly promoted leader");
-            }
+            tracing::warn!(node = %self.options.node_id, epoch = st.epoch, new_epoch = epoch, leader, "a newer leader announced itself: no longer leading");
             st.role = Role::Follower;
             st.leader = leader;
             st.epoch = epoch;
@@ -691,9 +701,6 @@ impl Shared {
         }
         lock(&self.trackers).clear();
         self.progress.notify_all();
-        // The fetchers of the former leader stop before the new ones start: two fetchers of
-        // one partition must never append or truncate at the same time.
-        self.join_fetchers();
         if let Err(e) = self.start_fetchers() {
             tracing::error!(error = %e, "could not start following the new leader");
         }
@@ -812,8 +819,15 @@ impl Shared {
                     }
                 }
             }
+            let leader = lock(&self.state).leader.clone();
+            if client
+                .as_ref()
+                .is_some_and(|c| resolve(&leader) != Some(c.addr()))
+            {
+                // The leader changed (a newer epoch was announced): drop the old connection.
+                client = None;
+            }
             if client.is_none() {
-                let leader = lock(&self.state).leader.clone();
                 client = resolve(&leader).and_then(|addr| {
                     Client::connect(addr, self.options.fetch_wait + Duration::from_secs(10)).ok()
                 });
@@ -836,7 +850,7 @@ impl Shared {
                     }
                 }
             }
-            match self.fetch_once(c, topic, partition) {
+            match self.fetch_once(c, topic, partition, generation) {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     tracing::debug!(topic, partition, error = %e, "fetch failed; reconnecting");
@@ -848,7 +862,25 @@ impl Shared {
         }
     }
 
-    fn fetch_once(&self, client: &mut Client, topic: &str, partition: u32) -> Result<()> {
+    /// The replica-write lock, if this fetcher's generation is still the node's.
+    fn replica_write(&self, generation: u64) -> Result<MutexGuard<'_, ()>> {
+        let writes = lock(&self.replica_writes);
+        if self.running(generation) {
+            Ok(writes)
+        } else {
+            Err(Error::InvalidArgument(
+                "the node changed role while fetching; the answer is dropped".into(),
+            ))
+        }
+    }
+
+    fn fetch_once(
+        &self,
+        client: &mut Client,
+        topic: &str,
+        partition: u32,
+        generation: u64,
+    ) -> Result<()> {
         let offsets = topic == OFFSETS_LOG;
         let log = if offsets {
             self.store.offsets_log()?
@@ -909,6 +941,7 @@ impl Shared {
                 to = log_start,
                 "the leader compacted the consumer offsets log; fetching its state anew"
             );
+            let _writes = self.replica_write(generation)?;
             return self.store.restart_offsets_at(log_start);
         }
         if error != ErrorCode::None {
@@ -920,6 +953,13 @@ impl Shared {
         }
         {
             let mut st = lock(&self.state);
+            if epoch < st.epoch {
+                // A deposed leader answered (it froze and came back): its batches are not ours.
+                return Err(Error::InvalidArgument(format!(
+                    "the leader answered in epoch {epoch}, older than epoch {} this node knows",
+                    st.epoch
+                )));
+            }
             st.epoch = st.epoch.max(epoch);
         }
         if diverging_end != u64::MAX {
@@ -950,6 +990,7 @@ impl Shared {
                 to = offset,
                 "truncating a divergent suffix"
             );
+            let _writes = self.replica_write(generation)?;
             if offsets {
                 self.store.truncate_offsets(at)?;
             } else {
@@ -961,9 +1002,16 @@ impl Shared {
             split_batches(batches).map_err(|e| Error::InvalidArgument(format!("fetched: {e}")))?;
         if !batches.is_empty() {
             if offsets {
+                let _writes = self.replica_write(generation)?;
                 self.store.append_offsets_replica(&batches)?;
             } else {
-                log.append_replica(&batches)?.receipt.wait()?;
+                // Written under the lock, made durable outside it: the partitions' fsyncs
+                // must not queue behind one another.
+                let appended = {
+                    let _writes = self.replica_write(generation)?;
+                    log.append_replica(&batches)?
+                };
+                appended.receipt.wait()?;
             }
         }
         log.set_high_watermark(high_watermark.min(log.end_offset()));
@@ -990,6 +1038,32 @@ impl Shared {
         if let Err(e) = self.start_fetchers() {
             tracing::error!(error = %e, "could not start following after stepping down");
         }
+    }
+
+    /// A follower hears of an epoch newer than its own (a promote's announcement, see
+    /// [`Shared::announce`]): it takes that epoch at once, so that its next fetch fences its
+    /// old leader and no answer of an older epoch is appended, then asks its peers who leads
+    /// (in the background; the fetcher reconnects when the leader changes).
+    fn follow_newer_epoch(self: &Arc<Self>, seen_epoch: u64) {
+        {
+            let mut st = lock(&self.state);
+            if st.role == Role::Leader || seen_epoch <= st.epoch {
+                return;
+            }
+            st.epoch = seen_epoch;
+        }
+        let shared = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("stratalog-discover".into())
+            .spawn(move || {
+                if let Some((leader, epoch)) = shared.discover_leader() {
+                    let mut st = lock(&shared.state);
+                    if st.role != Role::Leader && epoch >= st.epoch {
+                        st.leader = leader;
+                        st.epoch = epoch;
+                    }
+                }
+            });
     }
 
     /// Asks every peer for its status; returns the address and epoch of the peer that leads
@@ -1081,6 +1155,7 @@ impl Handler for NodeHandler {
                 // newer leader, so this one was deposed: it stops leading before it answers.
                 if leader_epoch > lock(&node.state).epoch {
                     node.step_down(leader_epoch);
+                    node.follow_newer_epoch(leader_epoch);
                 }
                 if let Some(leader) = node.not_leader() {
                     return reply.send(&not_leader(leader));
