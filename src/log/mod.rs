@@ -14,6 +14,7 @@ mod quarantine;
 pub(crate) mod readonly;
 mod recovery;
 mod replica;
+mod reset;
 mod segment;
 mod verify;
 
