@@ -13,6 +13,7 @@
 mod checkpoint;
 mod commit;
 mod epochs;
+mod fetch;
 mod index;
 mod prealloc;
 mod quarantine;
@@ -37,6 +38,7 @@ use checkpoint::{Checkpoint, CheckpointFile, Meta};
 use commit::{Commit, Syncer};
 pub use commit::{FsyncPolicy, GroupCommit, Receipt};
 pub use epochs::EpochHistory;
+pub use fetch::FileRange;
 use index::{IndexBuilder, IndexState};
 pub use prealloc::Preallocate;
 #[cfg(feature = "test-support")]
@@ -454,6 +456,18 @@ impl Log {
     /// if any is there). The batches point into the mapped segment files (no copy) and were
     /// checked (CRC) before they are returned. Reading at [`Log::end_offset`] returns nothing.
     pub fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+        self.read_placed(from, max_bytes, None)
+    }
+
+    /// [`Log::read`], also giving, if `placed` is given, each batch's segment and byte
+    /// position in it (for [`Log::read_file_ranges`]).
+    fn read_placed(
+        &self,
+        from: u64,
+        max_bytes: usize,
+        mut placed: Option<&mut Vec<(Arc<Segment>, u64)>>,
+    ) -> Result<Vec<Batch>> {
+        let mut positions = Vec::new();
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -486,7 +500,12 @@ impl Log {
             }
         };
         while let Some(s) = segment {
-            if s.read_into(from, max_bytes, &mut taken, &mut out)? {
+            let wanted = placed.is_some().then_some(&mut positions);
+            let full = s.read_into(from, max_bytes, &mut taken, &mut out, wanted)?;
+            if let Some(placed) = placed.as_mut() {
+                placed.extend(positions.drain(..).map(|p| (s.clone(), p)));
+            }
+            if full {
                 break;
             }
             segment = self.inner.segment_after(s.base);
@@ -511,7 +530,12 @@ impl Log {
                 });
             }
         }
-        out.retain(|b| b.base_offset() < end);
+        // Batches are in offset order: those at or past `end` are a suffix.
+        let keep = out.partition_point(|b| b.base_offset() < end);
+        out.truncate(keep);
+        if let Some(placed) = placed {
+            placed.truncate(keep);
+        }
         debug_assert!(
             out.windows(2)
                 .all(|p| p[1].base_offset() == p[0].last_offset() + 1),
