@@ -30,9 +30,9 @@ pub mod store;
 pub use error::{Error, ReplicaGap, Result};
 pub use format::{Batch, BatchBuilder, Compression, FormatError, Record, RecordView};
 pub use log::{
-    Appended, EpochHistory, FsyncPolicy, GroupCommit, Log, LogConfig, LogOptions, LossKind,
-    MAX_QUARANTINE_BYTES, MAX_QUARANTINE_FILES, Preallocate, Problem, Quarantined, Receipt,
-    RecoveryReport, TornTail, VerifyReport, now_ms, verify_dir,
+    Appended, EpochHistory, FileRange, FsyncPolicy, GroupCommit, Log, LogConfig, LogOptions,
+    LossKind, MAX_QUARANTINE_BYTES, MAX_QUARANTINE_FILES, Preallocate, Problem, Quarantined,
+    Receipt, RecoveryReport, TornTail, VerifyReport, now_ms, verify_dir,
 };
 pub use store::{
     Committed, GroupOffset, Partitioner, PartitionerKind, PartitionerVersion, Store, StoreOptions,

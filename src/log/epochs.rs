@@ -165,6 +165,14 @@ impl EpochHistory {
         changed
     }
 
+    /// After [`crate::Log::reset_to`] dropped every record: drops every entry and keeps the
+    /// current epoch. Returns true if anything changed.
+    pub(crate) fn clear_entries(&mut self) -> bool {
+        let changed = !self.entries.is_empty();
+        self.entries.clear();
+        changed
+    }
+
     /// After retention raised the log start to `start`: drops the epochs that ended before it and
     /// moves the start of the oldest remaining one up to `start`. Returns true if anything
     /// changed.

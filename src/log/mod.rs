@@ -1,5 +1,10 @@
 //! One append-only log: segments, indexes, group commit, recovery, retention and truncation.
 //!
+//! This file holds the log's state (`Inner`, `Writer`) and its read path; the rest is split by
+//! role: `writer` (append, roll, seal, preallocation fill, group-commit fsync, close),
+//! `truncate`, `retention`, `replica` and `reset` (what a replica needs), `recovery` (open),
+//! `readonly` and `verify`.
+//!
 //! Locks, always taken in this order: `maintenance` (truncation, retention) → `writer` (appends,
 //! rolls) → `commit` (durability state) → `segments` / a segment's index. Readers take only the
 //! `segments` read lock and a segment's index read lock, briefly; they never wait for a write
@@ -8,14 +13,19 @@
 mod checkpoint;
 mod commit;
 mod epochs;
+mod fetch;
 mod index;
 mod prealloc;
 mod quarantine;
 pub(crate) mod readonly;
 mod recovery;
 mod replica;
+mod reset;
+mod retention;
 mod segment;
+mod truncate;
 mod verify;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,13 +34,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use zerocopy::IntoBytes;
-
 use checkpoint::{Checkpoint, CheckpointFile, Meta};
 use commit::{Commit, Syncer};
 pub use commit::{FsyncPolicy, GroupCommit, Receipt};
 pub use epochs::EpochHistory;
-use index::{IndexBuilder, IndexState, Planned};
+pub use fetch::FileRange;
+use index::{IndexBuilder, IndexState};
 pub use prealloc::Preallocate;
 #[cfg(feature = "test-support")]
 pub use prealloc::{AUTO_WINDOW, CHUNK as PREALLOCATE_CHUNK, ZEROS_BELOW};
@@ -44,12 +53,9 @@ pub use segment::BatchScan;
 use segment::Segment;
 pub use verify::{Problem, VerifyReport, verify_dir};
 
-use crate::crash;
 use crate::error::{Error, IoContext, Result};
-use crate::format::{
-    Batch, BatchBuilder, Compression, EncodedBatch, FILE_HEADER_LEN, MAX_BATCH_BYTES,
-};
-use crate::storage::{FsStorage, LockGuard, OpenMode, Storage, StorageFile, ZEROS};
+use crate::format::{Batch, BatchBuilder, Compression, FILE_HEADER_LEN, MAX_BATCH_BYTES};
+use crate::storage::{FsStorage, LockGuard, OpenMode, Storage, StorageFile};
 
 /// Settings of a log, persisted in its `log.meta` when the log is created.
 ///
@@ -450,6 +456,18 @@ impl Log {
     /// if any is there). The batches point into the mapped segment files (no copy) and were
     /// checked (CRC) before they are returned. Reading at [`Log::end_offset`] returns nothing.
     pub fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+        self.read_placed(from, max_bytes, None)
+    }
+
+    /// [`Log::read`], also giving, if `placed` is given, each batch's segment and byte
+    /// position in it (for [`Log::read_file_ranges`]).
+    fn read_placed(
+        &self,
+        from: u64,
+        max_bytes: usize,
+        mut placed: Option<&mut Vec<(Arc<Segment>, u64)>>,
+    ) -> Result<Vec<Batch>> {
+        let mut positions = Vec::new();
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -482,7 +500,12 @@ impl Log {
             }
         };
         while let Some(s) = segment {
-            if s.read_into(from, max_bytes, &mut taken, &mut out)? {
+            let wanted = placed.is_some().then_some(&mut positions);
+            let full = s.read_into(from, max_bytes, &mut taken, &mut out, wanted)?;
+            if let Some(placed) = placed.as_mut() {
+                placed.extend(positions.drain(..).map(|p| (s.clone(), p)));
+            }
+            if full {
                 break;
             }
             segment = self.inner.segment_after(s.base);
@@ -507,7 +530,12 @@ impl Log {
                 });
             }
         }
-        out.retain(|b| b.base_offset() < end);
+        // Batches are in offset order: those at or past `end` are a suffix.
+        let keep = out.partition_point(|b| b.base_offset() < end);
+        out.truncate(keep);
+        if let Some(placed) = placed {
+            placed.truncate(keep);
+        }
         debug_assert!(
             out.windows(2)
                 .all(|p| p[1].base_offset() == p[0].last_offset() + 1),
@@ -980,646 +1008,5 @@ impl Inner {
             );
             e
         })
-    }
-
-    fn append_encoded(&self, mut batch: EncodedBatch) -> Result<Appended> {
-        let mut w = self.lock_or_fail(&self.writer, "writer")?;
-        self.check_writable()?;
-        let len = batch.as_bytes().len() as u64;
-        if self.should_roll(&w, len, batch.record_count()) {
-            self.roll(&mut w).map_err(|e| self.fail(e))?;
-        }
-        let base = w.next_offset;
-        batch.stamp(base);
-        let (count, max_ts) = (batch.record_count(), batch.max_timestamp());
-        self.write_batch(&mut w, batch.as_bytes(), base, count, max_ts)
-    }
-
-    /// Writes one stamped batch at the writer's position, with its index entries, and queues it
-    /// for the group commit. The caller checked that the log is writable and rolled if needed.
-    fn write_batch(
-        &self,
-        w: &mut Writer,
-        bytes: &[u8],
-        base: u64,
-        count: u32,
-        max_ts: i64,
-    ) -> Result<Appended> {
-        debug_assert_eq!(base, w.next_offset, "offsets follow on");
-        let len = bytes.len() as u64;
-        let pos = w.written;
-        let active = w.active.clone();
-        let rel = (base - active.base) as u32;
-        // Index entries go to their files before the batch, and into memory after it: a failed
-        // write (a full disk) leaves at most a stray entry past the end, which the next entry
-        // overwrites and which sealing trims.
-        let planned = self
-            .write_index_entries(w, rel, rel + count - 1, pos, max_ts)
-            .map_err(|e| self.fail(e))?;
-        active
-            .file
-            .write_at(bytes, pos)
-            .map_err(|e| self.fail(Error::io("write", &active.paths.log, e)))?;
-        crash::point("append.after_write");
-        if let IndexState::Active(builder) =
-            &mut *active.index.write().unwrap_or_else(|e| e.into_inner())
-        {
-            builder.apply(&planned);
-        }
-        debug_assert!(count > 0, "a batch holds a record");
-        debug_assert!(
-            base >= active.base && pos >= FILE_HEADER_LEN as u64,
-            "the batch lies in the active segment, after its header"
-        );
-        w.written += len;
-        w.allocated = w.allocated.max(w.written);
-        w.next_offset = base + u64::from(count);
-        w.seq += len;
-        w.first_append.get_or_insert_with(Instant::now);
-        self.want_fill(w);
-        let mut st = self.commit.lock();
-        self.commit.wrote(&mut st, w.seq);
-        debug_assert!(
-            self.end_offset.load(Ordering::Acquire) <= base,
-            "nothing at or past this batch is visible before it is published"
-        );
-        let target = if self.commit.policy().acks_durable() {
-            w.seq
-        } else {
-            active.publish(w.written, w.next_offset, max_ts);
-            self.publish_end(w.next_offset);
-            0
-        };
-        drop(st);
-        Ok(Appended {
-            base_offset: base,
-            last_offset: w.next_offset - 1,
-            receipt: Receipt::new(self.commit.clone(), target),
-        })
-    }
-
-    /// Asks the preallocation thread to extend the active segment when less than half a chunk
-    /// of preallocated space is left ahead of the writer.
-    fn want_fill(&self, w: &mut Writer) {
-        if self.preallocate == Preallocate::Auto {
-            // Decide again after every AUTO_WINDOW bytes, from the fsyncs that covered them.
-            let syncs = self.group_syncs.load(Ordering::Acquire);
-            let (bytes, fsyncs) = (w.seq - w.fill_mark.0, syncs - w.fill_mark.1);
-            if bytes >= prealloc::AUTO_WINDOW {
-                w.fill_mark = (w.seq, syncs);
-                w.fill_zeros = fsyncs > 0 && bytes / fsyncs < prealloc::ZEROS_BELOW;
-            }
-        }
-        if self.preallocate == Preallocate::Off
-            || (self.preallocate == Preallocate::Auto && !w.fill_zeros)
-            || w.fill_pending
-            || w.allocated >= w.written + prealloc::chunk_for(w.written) / 2
-            || w.allocated >= lock(&self.config).segment_bytes
-        {
-            return;
-        }
-        if let Some(this) = self.this.get() {
-            w.fill_pending = prealloc::request(this.clone());
-        }
-    }
-
-    fn write_index_entries(
-        &self,
-        w: &Writer,
-        rel: u32,
-        last_rel: u32,
-        pos: u64,
-        max_ts: i64,
-    ) -> Result<Planned> {
-        let state = w.active.index.read().unwrap_or_else(|e| e.into_inner());
-        let IndexState::Active(builder) = &*state else {
-            unreachable!("the active segment's index is always the in-memory one");
-        };
-        let planned = builder.plan(rel, last_rel, pos, max_ts);
-        if let Some(e) = planned.offset {
-            let at = (FILE_HEADER_LEN + builder.offsets.len() * 8) as u64;
-            w.index_file
-                .write_at(e.as_bytes(), at)
-                .ctx("write", &w.active.paths.index)?;
-        }
-        crash::point("index.during_update");
-        if let Some(e) = planned.time {
-            let at = (FILE_HEADER_LEN + builder.times.len() * 12) as u64;
-            w.time_file
-                .write_at(e.as_bytes(), at)
-                .ctx("write", &w.active.paths.time)?;
-        }
-        Ok(planned)
-    }
-
-    fn should_roll(&self, w: &Writer, len: u64, records: u32) -> bool {
-        if w.written <= FILE_HEADER_LEN as u64 {
-            return false;
-        }
-        let config = lock(&self.config);
-        let too_big = w.written + len > config.segment_bytes;
-        // Index entries hold offsets relative to the segment's base in 32 bits.
-        let too_many = w.next_offset + u64::from(records) - w.active.base > u64::from(u32::MAX);
-        let too_old = config.segment_ms.is_some_and(|ms| {
-            w.first_append
-                .is_some_and(|t| t.elapsed().as_millis() as u64 >= ms)
-        });
-        too_big || too_old || too_many
-    }
-
-    fn active_max_ts(w: &Writer) -> i64 {
-        match &*w.active.index.read().unwrap_or_else(|e| e.into_inner()) {
-            IndexState::Active(b) => b.max_ts,
-            _ => i64::MIN,
-        }
-    }
-
-    /// Writes the active segment's last time entry and syncs its three files; everything
-    /// written so far becomes durable and visible.
-    fn seal_active(&self, w: &mut Writer) -> Result<()> {
-        let (entry, offsets, times) =
-            match &mut *w.active.index.write().unwrap_or_else(|e| e.into_inner()) {
-                IndexState::Active(b) => (b.seal(), b.offsets.len(), b.times.len()),
-                _ => (None, 0, 0),
-            };
-        let paths = &w.active.paths;
-        let io = || -> Result<()> {
-            if let Some(e) = entry {
-                w.time_file
-                    .write_at(e.as_bytes(), (FILE_HEADER_LEN + (times - 1) * 12) as u64)
-                    .ctx("write", &paths.time)?;
-            }
-            // Trim stray entries a failed append may have left (the active index files are
-            // never mapped, so shrinking them is safe).
-            let index_len = (FILE_HEADER_LEN + offsets * 8) as u64;
-            w.index_file
-                .set_len(index_len)
-                .ctx("truncate", &paths.index)?;
-            w.time_file
-                .set_len((FILE_HEADER_LEN + times * 12) as u64)
-                .ctx("truncate", &paths.time)?;
-            // Trim preallocated space past the last batch. Readers never look past `visible`
-            // (at most `written`), so no mapping is read past the new end.
-            if w.allocated > w.written || w.active.file.len().ctx("stat", &paths.log)? > w.written {
-                w.active
-                    .file
-                    .set_len(w.written)
-                    .ctx("truncate", &paths.log)?;
-            }
-            self.sync_segment(&w.active)?;
-            w.index_file.sync().ctx("fsync", &paths.index)?;
-            w.time_file.sync().ctx("fsync", &paths.time)
-        };
-        io().map_err(|e| Error::Failed(self.commit.fail(e)))?;
-        w.allocated = w.written;
-        let max_ts = Self::active_max_ts(w);
-        let mut st = self.commit.lock();
-        self.commit.made_durable(&mut st, w.generation, w.seq);
-        w.active.publish(w.written, w.next_offset, max_ts);
-        self.publish_end(w.next_offset);
-        Ok(())
-    }
-
-    fn roll(&self, w: &mut Writer) -> Result<()> {
-        self.seal_active(w)?;
-        crash::point("roll.after_seal");
-        let (segment, index_file, time_file) = self.create_segment(w.next_offset)?;
-        crash::point("roll.after_create");
-        debug_assert_eq!(
-            w.active.next_offset(),
-            w.next_offset,
-            "the sealed segment ends where the new one starts (offsets contiguous)"
-        );
-        *w.active.index.write().unwrap_or_else(|e| e.into_inner()) = IndexState::Unloaded;
-        self.segments
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(segment.base, segment.clone());
-        *w = Writer {
-            active: segment,
-            index_file,
-            time_file,
-            written: FILE_HEADER_LEN as u64,
-            allocated: FILE_HEADER_LEN as u64,
-            fill_pending: false,
-            fill_mark: w.fill_mark,
-            fill_zeros: w.fill_zeros,
-            next_offset: w.next_offset,
-            seq: w.seq,
-            generation: w.generation,
-            first_append: None,
-        };
-        // Synced, so that after a power loss recovery starts in this segment at the latest.
-        // (A poisoned checkpoint lock has failed the log: nothing more to write.)
-        if let Ok(mut checkpoint) = self.lock_or_fail(&self.checkpoint, "checkpoint")
-            && let Err(e) = checkpoint.write(w.checkpoint(false), w.generation, true, true)
-        {
-            tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
-        }
-        Ok(())
-    }
-
-    /// Creates the three files of a new empty segment, durable (files and directory entries).
-    fn create_segment(&self, base: u64) -> Result<NewSegment> {
-        let [log, index, time] =
-            segment::create_segment_files(self.storage.as_ref(), &self.dir, base)?;
-        crash::point("dir_fsync.before");
-        self.storage
-            .sync_dir(&self.dir)
-            .ctx("fsync directory", &self.dir)?;
-        crash::point("dir_fsync.after");
-        let config = *lock(&self.config);
-        let interval = u64::from(config.index_interval_bytes);
-        let segment = Segment::new(
-            self.storage.clone(),
-            &self.dir,
-            base,
-            log,
-            FILE_HEADER_LEN as u64,
-            base,
-            config.segment_bytes + u64::from(MAX_BATCH_BYTES),
-            interval,
-            IndexState::Active(IndexBuilder::new(interval)),
-        );
-        Ok((Arc::new(segment), index, time))
-    }
-}
-
-impl prealloc::Filler for Inner {
-    /// Extends the active segment by up to a chunk, in pieces under the writer lock and only
-    /// at or past the writer's position, then fsyncs it (outside the lock).
-    fn fill(&self) {
-        let stale = |w: &Writer, segment: &Arc<Segment>, generation: u64| {
-            !Arc::ptr_eq(&w.active, segment)
-                || w.generation != generation
-                || self.closed.load(Ordering::Acquire)
-                || self.commit.check_failed().is_err()
-        };
-        // What to fill; the loop stops at once if there is nothing (or the log closed).
-        let (segment, generation, end, zeros) = {
-            let Ok(w) = self.lock_or_fail(&self.writer, "writer") else {
-                return;
-            };
-            let limit = lock(&self.config).segment_bytes;
-            let end = (w.allocated.max(w.written) + prealloc::chunk_for(w.written)).min(limit);
-            (w.active.clone(), w.generation, end, w.fill_zeros)
-        };
-        loop {
-            let Ok(mut w) = self.lock_or_fail(&self.writer, "writer") else {
-                return;
-            };
-            if stale(&w, &segment, generation) {
-                return;
-            }
-            let at = w.allocated.max(w.written);
-            if at >= end {
-                w.fill_pending = false;
-                return;
-            }
-            let (result, upto) = match zeros {
-                false => (segment.file.allocate(at, end - at), end),
-                true => {
-                    let n = (end - at).min(prealloc::PIECE);
-                    (segment.file.write_at(&ZEROS[..n as usize], at), at + n)
-                }
-            };
-            if let Err(e) = result {
-                // Not an error of the log: appends grow the file themselves (and meet a full
-                // disk themselves). Do not retry before the writer passes this chunk.
-                tracing::debug!(segment = %segment.paths.log.display(), error = %e, "preallocation failed");
-                w.allocated = end;
-                w.fill_pending = false;
-                return;
-            }
-            w.allocated = upto;
-            drop(w);
-            // The fsync that makes the new length and blocks durable, so that the appends'
-            // own fsyncs need not: one per piece, so that a group commit waiting at the sync
-            // gate waits for at most one piece. Its failure is the log's: it may have consumed
-            // a write-back error of appended data, which a later fsync would then not report.
-            if self.sync_segment(&segment).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-impl Syncer for Inner {
-    /// One group-commit fsync, run by the flusher thread or a leading writer.
-    fn sync_now(&self) {
-        let (generation, seq, segment, written, next, max_ts) = {
-            // A poisoned writer has failed the log, which wakes every waiting receipt.
-            let Ok(w) = self.lock_or_fail(&self.writer, "writer") else {
-                return;
-            };
-            (
-                w.generation,
-                w.seq,
-                w.active.clone(),
-                w.written,
-                w.next_offset,
-                Self::active_max_ts(&w),
-            )
-        };
-        crash::point("fsync.before");
-        if self.sync_segment(&segment).is_err() {
-            return;
-        }
-        crash::point("fsync.after");
-        self.group_syncs.fetch_add(1, Ordering::AcqRel);
-        let mut st = self.commit.lock();
-        let Some(covered) = self.commit.covered(&mut st, generation, seq) else {
-            return;
-        };
-        if self.commit.policy().acks_durable() {
-            // Visible <= durable: only what this fsync covered is published.
-            debug_assert!(
-                st.durable >= seq,
-                "publishing bytes up to {seq} while only {} are durable",
-                st.durable
-            );
-            segment.publish(written, next, max_ts);
-            self.publish_end(next);
-        }
-        self.commit.raise_durable_hint(seq);
-        drop(st);
-        // Woken with the lock released (see `Commit::covered`).
-        covered.into_iter().for_each(std::task::Waker::wake);
-        let c = Checkpoint {
-            clean: false,
-            segment_base: segment.base,
-            position: written,
-            next_offset: next,
-            max_ts,
-        };
-        if let Ok(mut checkpoint) = self.lock_or_fail(&self.checkpoint, "checkpoint")
-            && let Err(e) = checkpoint.write_after_fsync(c, generation, seq)
-        {
-            tracing::warn!(error = %e, "writing the recovery checkpoint failed; recovery will scan more");
-        }
-    }
-}
-
-impl Inner {
-    /// fsyncs a segment's `.log` file through the sync gate (see `sync_gate`); a failure fails
-    /// the log.
-    fn sync_segment(&self, segment: &Segment) -> Result<()> {
-        let _gate = self.lock_or_fail(&self.sync_gate, "sync gate")?;
-        self.commit.check_failed()?;
-        segment
-            .file
-            .sync()
-            .map_err(|e| Error::Failed(self.commit.fail(Error::io("fsync", &segment.paths.log, e))))
-    }
-
-    fn close(&self) -> Result<()> {
-        let mut w = self.lock_or_fail(&self.writer, "writer")?;
-        if self.closed.swap(true, Ordering::AcqRel) || self.read_only {
-            return Ok(());
-        }
-        self.commit.check_failed()?;
-        self.seal_active(&mut w)?;
-        self.lock_or_fail(&self.checkpoint, "checkpoint")?.write(
-            w.checkpoint(true),
-            w.generation,
-            true,
-            true,
-        )
-    }
-
-    fn truncate(&self, offset: u64) -> Result<()> {
-        let _m = self.lock_or_fail(&self.maintenance, "maintenance")?;
-        let mut w = self.lock_or_fail(&self.writer, "writer")?;
-        self.check_writable()?;
-        if offset >= w.next_offset {
-            return Ok(());
-        }
-        let start = self.start_offset.load(Ordering::Acquire);
-        if offset < start {
-            return Err(Error::InvalidArgument(format!(
-                "cannot truncate to {offset}, below the log start {start}"
-            )));
-        }
-        // Everything that stays must be durable, and visible, before files change.
-        self.seal_active(&mut w)?;
-        let segments: Vec<Arc<Segment>> = self.segments_from(offset);
-        let target = segments[0].clone();
-        let cut = if offset == target.base {
-            None
-        } else {
-            Some(self.batch_boundary(&target, offset)?)
-        };
-        self.quarantine_suffix(&segments, cut, offset, w.next_offset);
-        crash::point("truncate.after_quarantine");
-        self.truncate_files(&mut w, &segments, cut, offset)
-            .map_err(|e| Error::Failed(self.commit.fail(e)))?;
-        self.cut_epochs(|h| h.truncate_end(offset))
-    }
-
-    /// Keeps the batches a truncation to `offset` removes in a quarantine file (their first
-    /// [`MAX_QUARANTINE_BYTES`]). A failure (a full disk) is logged and does not stop the
-    /// truncation, which the replication layer depends on.
-    fn quarantine_suffix(
-        &self,
-        segments: &[Arc<Segment>],
-        cut: Option<u64>,
-        offset: u64,
-        end: u64,
-    ) {
-        let gather = || -> Result<(Vec<u8>, u64, u64)> {
-            let (mut data, mut total) = (Vec::new(), 0u64);
-            let from = cut.unwrap_or(FILE_HEADER_LEN as u64);
-            for (i, s) in segments.iter().enumerate() {
-                let len = s.visible_len();
-                let start = if i == 0 { from } else { FILE_HEADER_LEN as u64 };
-                if len <= start {
-                    continue;
-                }
-                total += len - start;
-                let room = MAX_QUARANTINE_BYTES.saturating_sub(data.len() as u64);
-                if room > 0 {
-                    let bytes = s.bytes(len)?;
-                    let take = (len - start).min(room) as usize;
-                    data.extend_from_slice(&bytes[start as usize..start as usize + take]);
-                }
-            }
-            Ok((data, total, from))
-        };
-        let result = gather().and_then(|(data, total, position)| {
-            if total == 0 {
-                return Ok(None);
-            }
-            let reason = format!("Log::truncate to offset {offset}");
-            let loss = quarantine::Loss {
-                kind: LossKind::Truncation,
-                first_offset: offset,
-                end_offset: end,
-                segment_base: segments[0].base,
-                position,
-                cut_bytes: total,
-                reason: &reason,
-            };
-            quarantine::save(self.storage.as_ref(), &self.dir, &loss, &data).map(Some)
-        });
-        if let Err(e) = result {
-            tracing::error!(dir = %self.dir.display(), offset, error = %e, "could not quarantine the truncated batches; they are lost");
-        }
-    }
-
-    /// Byte position of the batch starting at `offset`; an error if `offset` is inside a batch.
-    fn batch_boundary(&self, segment: &Segment, offset: u64) -> Result<u64> {
-        let end = segment.visible_len();
-        let bytes = segment.bytes(end)?;
-        for (pos, batch) in BatchScan::new(bytes, FILE_HEADER_LEN as u64, end) {
-            let batch = batch.map_err(|source| Error::Corrupt {
-                path: segment.paths.log.clone(),
-                position: pos,
-                source,
-            })?;
-            if batch.base_offset() == offset {
-                return Ok(pos);
-            }
-            if batch.last_offset() >= offset {
-                return Err(Error::InvalidArgument(format!(
-                    "offset {offset} is inside the batch {}..={}; truncate at a batch boundary",
-                    batch.base_offset(),
-                    batch.last_offset()
-                )));
-            }
-        }
-        Err(Error::InvalidArgument(format!(
-            "offset {offset} not found in {}",
-            segment.paths.log.display()
-        )))
-    }
-
-    fn truncate_files(
-        &self,
-        w: &mut Writer,
-        segments: &[Arc<Segment>],
-        cut: Option<u64>,
-        offset: u64,
-    ) -> Result<()> {
-        let target = &segments[0];
-        // Newest first, so that a crash in between leaves a prefix of the log.
-        let doomed = segments
-            .iter()
-            .rev()
-            .filter(|s| s.base != target.base || cut.is_none());
-        segment::remove_segment_files(self.storage.as_ref(), &self.dir, doomed.map(|s| &s.paths))?;
-        crash::point("truncate.after_remove");
-        let mut segment_map = self
-            .segments
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        segment_map.retain(|base, _| *base < target.base);
-        if let Some(pos) = cut {
-            // Never shrink a file that may be mapped: write the kept prefix to a new file.
-            let prefix = target.bytes(pos)?;
-            segment::replace_file(
-                self.storage.as_ref(),
-                &target.paths.log,
-                &prefix[..pos as usize],
-            )?;
-            crash::point("truncate.after_prefix");
-            let file = self
-                .storage
-                .open(&target.paths.log, OpenMode::Existing)
-                .ctx("open", &target.paths.log)?;
-            let interval = u64::from(lock(&self.config).index_interval_bytes);
-            let kept = Arc::new(Segment::new(
-                self.storage.clone(),
-                &self.dir,
-                target.base,
-                file,
-                pos,
-                offset,
-                0,
-                interval,
-                IndexState::Unloaded,
-            ));
-            kept.rebuild_index()?;
-            segment_map.insert(kept.base, kept);
-        }
-        let (segment, index_file, time_file) = self.create_segment(offset)?;
-        segment_map.insert(offset, segment.clone());
-        *self.segments.write().unwrap_or_else(|e| e.into_inner()) = segment_map;
-        w.generation += 1;
-        *w = Writer {
-            active: segment,
-            index_file,
-            time_file,
-            written: FILE_HEADER_LEN as u64,
-            allocated: FILE_HEADER_LEN as u64,
-            fill_pending: false,
-            fill_mark: w.fill_mark,
-            fill_zeros: w.fill_zeros,
-            next_offset: offset,
-            seq: w.seq,
-            generation: w.generation,
-            first_append: None,
-        };
-        let mut st = self.commit.lock();
-        st.generation = w.generation;
-        st.durable = st.written;
-        self.end_offset.store(offset, Ordering::Release);
-        self.high_watermark.fetch_min(offset, Ordering::AcqRel);
-        drop(st);
-        self.lock_or_fail(&self.checkpoint, "checkpoint")?.write(
-            w.checkpoint(false),
-            w.generation,
-            true,
-            true,
-        )
-    }
-
-    fn apply_retention(&self, now_ms: i64) -> Result<usize> {
-        let _m = self.lock_or_fail(&self.maintenance, "maintenance")?;
-        if self.read_only {
-            return Err(Error::ReadOnly);
-        }
-        let config = *lock(&self.config);
-        let segments = self.segments_from(0);
-        let Some((_active, sealed)) = segments.split_last() else {
-            return Ok(0);
-        };
-        let mut total: u64 = segments.iter().map(|s| s.visible_len()).sum();
-        let mut doomed = 0;
-        for segment in sealed {
-            let by_size = config.retention_bytes.is_some_and(|max| total > max);
-            let by_age = match config.retention_ms {
-                Some(ms) => segment.max_timestamp()? < now_ms.saturating_sub(ms as i64),
-                None => false,
-            };
-            if !by_size && !by_age {
-                break;
-            }
-            total -= segment.visible_len();
-            doomed += 1;
-        }
-        if doomed == 0 {
-            return Ok(0);
-        }
-        // Persist the new start first: a crash after it finishes the deletion at the next open.
-        let new_start = segments[doomed].base;
-        Meta {
-            start_offset: new_start,
-            config,
-        }
-        .write(self.storage.as_ref(), &self.dir)?;
-        crash::point("retention.after_meta");
-        self.start_offset.store(new_start, Ordering::Release);
-        self.segments
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|base, _| *base >= new_start);
-        let removed = segments[..doomed].iter().map(|s| &s.paths);
-        segment::remove_segment_files(self.storage.as_ref(), &self.dir, removed)?;
-        crash::point("retention.after_delete");
-        quarantine::remove_below(self.storage.as_ref(), &self.dir, new_start)?;
-        self.cut_epochs(|h| h.truncate_start(new_start))?;
-        tracing::info!(dir = %self.dir.display(), segments = doomed, new_start, "retention deleted segments");
-        Ok(doomed)
     }
 }

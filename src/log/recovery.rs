@@ -146,7 +146,7 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
             _ => Error::io("lock", &lock_path, e),
         })?)
     };
-    let meta = match Meta::read(storage.as_ref(), dir)? {
+    let mut meta = match Meta::read(storage.as_ref(), dir)? {
         Some(meta) => meta,
         None if options.create && !read_only => {
             options.config.check()?;
@@ -172,6 +172,8 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
             )));
         }
     };
+    // A crash during `Log::reset_to` is finished before any segment is looked at.
+    super::reset::finish_at_open(storage.as_ref(), dir, &mut meta, read_only)?;
     let bases = list_segments(storage.as_ref(), dir, meta.start_offset, read_only)?;
     let (checkpoint_file, checkpoint) = if read_only {
         CheckpointFile::open_read_only(storage.as_ref(), dir)?

@@ -432,6 +432,7 @@ impl Segment {
         max_bytes: usize,
         taken: &mut usize,
         out: &mut Vec<Batch>,
+        mut positions: Option<&mut Vec<u64>>,
     ) -> Result<bool> {
         let visible = self.visible_len();
         if visible <= FILE_HEADER_LEN as u64 || from >= self.next_offset() {
@@ -458,6 +459,9 @@ impl Segment {
                 let batch = self.checked_batch(&bytes, pos, visible, header.crc.get())?;
                 *taken += len;
                 out.push(batch);
+                if let Some(p) = positions.as_mut() {
+                    p.push(pos);
+                }
                 if *taken >= max_bytes {
                     return Ok(true);
                 }
@@ -485,7 +489,7 @@ impl Segment {
         let mut from = start;
         loop {
             batches.clear();
-            self.read_into(from, 1 << 20, &mut 0, &mut batches)?;
+            self.read_into(from, 1 << 20, &mut 0, &mut batches, None)?;
             if batches.is_empty() {
                 return Ok(None);
             }
@@ -512,6 +516,9 @@ impl Segment {
 pub(crate) struct MappedFile {
     path: PathBuf,
     bytes: Bytes,
+    /// Device and inode of the file that was mapped, if the storage has descriptors: a file
+    /// opened again by path for `sendfile` is used only if it is this one.
+    identity: Option<(u64, u64)>,
 }
 
 impl MappedFile {
@@ -523,6 +530,9 @@ impl MappedFile {
             (mapping.live && mapping.bytes.len() as u64 >= len).then(|| MappedFile {
                 path: path.to_path_buf(),
                 bytes: mapping.bytes.slice(..len as usize),
+                identity: file
+                    .send_fd()
+                    .and_then(|fd| file_identity(&std::fs::File::from(fd))),
             }),
         )
     }
@@ -536,6 +546,12 @@ impl MappedFile {
             ),
         )
     }
+}
+
+/// Device and inode of an open file.
+fn file_identity(file: &std::fs::File) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl StorageFile for MappedFile {
@@ -570,6 +586,19 @@ impl StorageFile for MappedFile {
             bytes: self.bytes.clone(),
             live: true,
         })
+    }
+
+    /// The sealed segment's descriptor was closed (bounded descriptors): the file is opened
+    /// again by path, and used only if it is still the file that was mapped (same device and
+    /// inode), not another that truncation or a reset put at the same path.
+    fn send_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        let identity = self.identity?;
+        let file = std::fs::File::open(&self.path).ok()?;
+        let same = file_identity(&file) == Some(identity)
+            && file
+                .metadata()
+                .is_ok_and(|m| m.len() >= self.bytes.len() as u64);
+        same.then(|| file.into())
     }
 }
 

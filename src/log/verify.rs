@@ -150,6 +150,19 @@ pub fn verify_dir(storage: &dyn Storage, dir: &Path) -> Result<VerifyReport> {
             None
         }
     };
+    match super::reset::pending(storage, dir) {
+        Ok(None) => {}
+        Ok(Some(offset)) => report.notes.push(format!(
+            "an interrupted Log::reset_to({offset}) is pending: the next writable open drops \
+             every segment and starts the log empty at {offset}"
+        )),
+        Err(e) => report.problems.push(Problem {
+            path: dir.join(super::reset::RESET_NAME),
+            position: None,
+            end: None,
+            what: e.to_string(),
+        }),
+    }
     let checkpoint = read_checkpoint(storage, dir)?;
     let mut bases: Vec<u64> = storage
         .list(dir)

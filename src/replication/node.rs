@@ -495,8 +495,9 @@ impl Shared {
             }
         }
         let limit = upper(&log);
-        let batches = if offset < limit {
-            match log.read(offset, max_bytes as usize) {
+        // Sent from the segment files with `sendfile` (docs/SAFETY.md).
+        let ranges = if offset < limit {
+            match log.read_file_ranges(offset, limit, max_bytes as usize) {
                 Ok(b) => b,
                 Err(Error::OffsetOutOfRange { start, end, .. }) => {
                     return empty(
@@ -513,20 +514,17 @@ impl Shared {
         } else {
             Vec::new()
         };
-        let chunks: Vec<Bytes> = batches
-            .iter()
-            .filter(|b| b.last_offset() < limit)
-            .map(|b| b.as_bytes().clone())
-            .collect();
-        reply.send_fetch(
-            ErrorCode::None,
-            epoch,
-            log.high_watermark(),
-            log.start_offset(),
-            log.end_offset(),
-            u64::MAX,
-            &chunks,
-        )
+        reply
+            .send_fetch_ranges(
+                ErrorCode::None,
+                epoch,
+                log.high_watermark(),
+                log.start_offset(),
+                log.end_offset(),
+                u64::MAX,
+                &ranges,
+            )
+            .map(drop)
     }
 
     /// Records a follower's fetch at `offset` (its durable end) and moves the high watermark.

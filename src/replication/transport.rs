@@ -8,6 +8,7 @@
 
 use std::io::{self, BufReader, IoSlice, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 
 use super::frame::{ErrorCode, Message};
 use super::{WireError, read_frame, write_frame};
+use crate::log::FileRange;
 
 /// Answers requests. Called on the connection's own thread; it may block (a long-poll fetch),
 /// which holds up only that connection.
@@ -104,6 +106,94 @@ impl Reply<'_> {
         write_all_vectored(self.stream, &mut slices)?;
         Ok(())
     }
+}
+
+impl Reply<'_> {
+    /// Sends a fetch answer whose batches are `ranges` ([`crate::Log::read_file_ranges`]):
+    /// the header, then each range with `sendfile` from its segment file, looping on partial
+    /// sends, or, for a range without a descriptor (the simulated storage; a sealed file that
+    /// could not be opened again as itself), its mapped bytes with `writev`. Returns how many
+    /// bytes went by `sendfile`. A segment file that ends before its range (never, for ranges
+    /// of whole checked batches) is an error: the answer is cut short and the connection must
+    /// be closed, which returning the error does.
+    #[expect(clippy::too_many_arguments, reason = "one argument per wire field")]
+    pub fn send_fetch_ranges(
+        &mut self,
+        error: ErrorCode,
+        epoch: u64,
+        high_watermark: u64,
+        log_start: u64,
+        log_end: u64,
+        diverging_end: u64,
+        ranges: &[FileRange],
+    ) -> Result<u64, WireError> {
+        let total: u64 = ranges.iter().map(FileRange::len).sum();
+        let total = u32::try_from(total).map_err(|_| {
+            WireError::Frame(super::FrameError::BadLength {
+                len: total,
+                max: super::frame::MAX_FRAME_BYTES.into(),
+            })
+        })?;
+        let mut head = Vec::with_capacity(64);
+        Message::encode_fetch_head(
+            self.correlation,
+            error,
+            epoch,
+            high_watermark,
+            log_start,
+            log_end,
+            diverging_end,
+            total,
+            &mut head,
+        )?;
+        self.stream.write_all(&head)?;
+        let mut by_sendfile = 0;
+        for range in ranges {
+            let sent = match range.fd() {
+                Some(fd) => send_file_range(self.stream, fd, range)?,
+                None => false,
+            };
+            if sent {
+                by_sendfile += range.len();
+            } else {
+                let mut slices: Vec<IoSlice<'_>> =
+                    range.chunks().iter().map(|c| IoSlice::new(c)).collect();
+                write_all_vectored(self.stream, &mut slices)?;
+            }
+        }
+        self.stream.flush()?;
+        Ok(by_sendfile)
+    }
+}
+
+/// Largest count passed to one `sendfile` (Linux sends at most about 2 GiB per call).
+const MAX_SENDFILE: usize = 1 << 30;
+
+/// Sends `range` from `fd` with `sendfile`, looping on partial sends. Returns false, having sent
+/// nothing, if the kernel cannot `sendfile` from this file (the caller writes the bytes).
+fn send_file_range(stream: &TcpStream, fd: BorrowedFd<'_>, range: &FileRange) -> io::Result<bool> {
+    use rustix::io::Errno;
+    let (mut at, end) = (range.position(), range.position() + range.len());
+    while at < end {
+        let count = usize::try_from(end - at)
+            .unwrap_or(MAX_SENDFILE)
+            .min(MAX_SENDFILE);
+        match rustix::fs::sendfile(stream, fd, Some(&mut at), count) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the segment file ended at {at}, inside a range that ends at {end}"),
+                ));
+            }
+            Ok(_) => {}
+            Err(Errno::INTR) => {}
+            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if at == range.position() => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
 }
 
 fn write_all_vectored(w: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {

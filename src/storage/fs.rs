@@ -148,6 +148,10 @@ impl StorageFile for FsFile {
     fn map(&self, len: u64) -> io::Result<Mapping> {
         map_file(&self.file, len)
     }
+
+    fn send_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        self.file.try_clone().ok().map(Into::into)
+    }
 }
 
 /// `fallocate(2)` of `pos..pos + len`, growing the file's length.

@@ -281,6 +281,13 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// current length (the real storage maps it so that later appends become visible through
     /// the same mapping); callers read only bytes that were written.
     fn map(&self, len: u64) -> io::Result<Mapping>;
+    /// A descriptor of this file to send its bytes to a socket from (`sendfile`), closed when
+    /// dropped: a duplicate of the file's own, or for a sealed segment's mapping a new one of
+    /// the same file. `None` (the default) for a storage without descriptors, such as the
+    /// simulated one: callers then write the mapped bytes.
+    fn send_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
 }
 
 /// Zeros to write from (in the binary's bss: no memory until read).

@@ -289,4 +289,8 @@ impl StorageFile for UringFile {
     fn map(&self, len: u64) -> io::Result<Mapping> {
         map_file(&self.file, len)
     }
+
+    fn send_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        self.file.try_clone().ok().map(Into::into)
+    }
 }
