@@ -49,6 +49,7 @@ pub use quarantine::{
     QUARANTINE_HEADER_LEN, QUARANTINE_MAGIC, QUARANTINE_VERSION, QuarantineHeader,
 };
 pub use recovery::{RecoveryReport, TornTail};
+#[cfg(feature = "test-support")]
 pub use segment::BatchScan;
 use segment::Segment;
 pub use verify::{Problem, VerifyReport, verify_dir};
