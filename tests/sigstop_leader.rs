@@ -9,7 +9,7 @@
 //! producer is on every replica at the offset it was acknowledged at (so no write the deposed
 //! leader took after the promote was acknowledged, since the new leader's log wins), and the
 //! replicas are byte-identical up to the high watermark. Seeded (`STRATALOG_CRASH_SEED`),
-//! `STRATALOG_SIGSTOP_ROUNDS` rounds (default 4). Every process is killed when the test ends,
+//! `STRATALOG_SIGSTOP_ROUNDS` rounds (default 6). Every process is killed when the test ends,
 //! also when it fails.
 
 #[path = "common/cluster.rs"]
@@ -70,7 +70,7 @@ impl Cluster {
 #[test]
 fn sigstop_the_leader_promote_resume_rounds() {
     let seed = env_or("STRATALOG_CRASH_SEED", 0x5157_0b1e);
-    let rounds = env_or("STRATALOG_SIGSTOP_ROUNDS", 4);
+    let rounds = env_or("STRATALOG_SIGSTOP_ROUNDS", 6);
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
@@ -147,10 +147,11 @@ fn sigstop_the_leader_promote_resume_rounds() {
             .iter()
             .map(|&i| log_end(&addrs[i]).unwrap_or(0))
             .collect();
-        let new = if ends[0] >= ends[1] {
-            followers[0]
-        } else {
-            followers[1]
+        // (Either one on a tie, at random, so that every node gets stopped and promoted.)
+        let new = match ends[0].cmp(&ends[1]) {
+            std::cmp::Ordering::Greater => followers[0],
+            std::cmp::Ordering::Less => followers[1],
+            std::cmp::Ordering::Equal => followers[rng.random_range(0..2)],
         };
         let t_promote = Instant::now();
         let out = std::process::Command::new(cluster::BIN)
