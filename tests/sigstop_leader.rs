@@ -113,6 +113,7 @@ fn sigstop_the_leader_promote_resume_rounds() {
     let mut runs: Vec<Run> = Vec::new();
     let mut leader_runs: Vec<Run> = Vec::new();
     let mut report = Vec::new();
+    let mut truncated = Vec::new();
     for round in 0..rounds {
         let context = format!("round {round} (seed {seed:#x})");
         eventually(&format!("two followers in sync, {context}"), WAIT, || {
@@ -211,12 +212,27 @@ fn sigstop_the_leader_promote_resume_rounds() {
                     .all(|i| follower_state(&s, &format!("n{i}")) == Some((true, 0)))
             })
         });
+        let mut acked_values = std::collections::HashSet::new();
         for (i, d) in c.dirs.iter().enumerate() {
             let (records, _) = read_log(d, u64::MAX);
             for r in &runs {
-                check_acked(&format!("{} on n{i}", r.who), &records, &r.sent, &r.acks);
+                let n = check_acked(&format!("{} on n{i}", r.who), &records, &r.sent, &r.acks);
+                acked_values.extend(r.sent[..n].iter().cloned());
             }
         }
+        // Truncation cut only records that were never acknowledged.
+        let mut cut_now = Vec::new();
+        for (i, d) in c.dirs.iter().enumerate() {
+            let cut = truncated_values(d);
+            if let Some(v) = cut.iter().find(|v| acked_values.contains(*v)) {
+                panic!(
+                    "{context}: n{i} truncated the acknowledged record {:?}",
+                    String::from_utf8_lossy(v)
+                );
+            }
+            cut_now.push(cut.len());
+        }
+        truncated = cut_now;
         report.push(format!(
             "round {round}: n{old} stopped, n{new} promoted in {:.1} s, acks after the promote: all {} quorum {} leader {}, n{old} following n{new} {:.1} s after the producers stopped",
             promote_took.as_secs_f64(),
@@ -256,7 +272,7 @@ fn sigstop_the_leader_promote_resume_rounds() {
             .count();
     }
     eprintln!(
-        "sigstop_leader: seed {seed:#x}, {rounds} rounds; {}; acks=all/quorum: {sent} sent, {acked} acknowledged, all on every replica at their offsets; replicas byte-identical up to the high watermark {hw}; acks=leader (observed, not asserted): {leader_acks} acknowledgements, {leader_lost} of them overwritten after the failover; {:.1} s",
+        "sigstop_leader: seed {seed:#x}, {rounds} rounds; {}; acks=all/quorum: {sent} sent, {acked} acknowledged, all on every replica at their offsets; records truncated by [n0, n1, n2], none acknowledged: {truncated:?}; replicas byte-identical up to the high watermark {hw}; acks=leader (observed, not asserted): {leader_acks} acknowledgements, {leader_lost} of them overwritten after the failover; {:.1} s",
         report.join("; "),
         started.elapsed().as_secs_f64()
     );
@@ -376,4 +392,33 @@ fn sigstop_the_leader_past_the_lag_timeout_and_resume() {
         "sigstop_leader (no promote): 2 pauses of 1.5 s past a 1 s lag timeout; producers exited right after the resume [all, quorum]: {refused_after_resume:?}; {acked} acknowledged records on every replica, byte-identical up to the high watermark {hw}; {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The values of every record a truncation removed from partition t/0 in `dir` (kept in its
+/// quarantine files).
+fn truncated_values(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let log = stratalog::Log::open(
+        stratalog::store::partition_dir(dir, "t", 0),
+        stratalog::LogOptions {
+            read_only: true,
+            create: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut values = Vec::new();
+    for q in log.quarantine().unwrap() {
+        if q.kind != stratalog::LossKind::Truncation {
+            continue;
+        }
+        assert_eq!(q.kept_bytes, q.bytes, "a truncation kept whole in {q}");
+        let file = std::fs::read(&q.path).unwrap();
+        let kept = bytes::Bytes::copy_from_slice(&file[file.len() - q.kept_bytes as usize..]);
+        for batch in stratalog::replication::node::split_batches(kept).unwrap() {
+            for r in batch.records().unwrap() {
+                values.push(r.unwrap().value.to_vec());
+            }
+        }
+    }
+    values
 }
