@@ -475,3 +475,39 @@ fn a_promote_beside_a_live_leader_deposes_it() {
         n.stop();
     }
 }
+
+/// A follower whose log ends below the leader's start (the leader's records before it are
+/// gone) starts over, empty, at the leader's start, and follows from there byte for byte.
+#[test]
+fn a_follower_below_the_leaders_start_starts_over_there() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (store(a_dir.path()), store(b_dir.path()));
+    // The follower holds 3 old records; the leader keeps nothing below 1000.
+    b.partition("t", 0)
+        .unwrap()
+        .append_records(&["old0", "old1", "old2"])
+        .unwrap()
+        .receipt
+        .wait()
+        .unwrap();
+    a.partition("t", 0).unwrap().reset_to(1000).unwrap();
+    let leader = Node::start(a.clone(), options("a", None)).unwrap();
+    let follower = Node::start(b.clone(), options("b", Some(leader.addr().to_string()))).unwrap();
+    let mut client = Client::connect(leader.addr(), TIMEOUT).unwrap();
+    let values: Vec<String> = (0..5).map(|i| format!("n{i}")).collect();
+    eventually("the follower in sync", || in_sync_followers(&mut client) == 1);
+    match produce(&mut client, 0, Acks::All, &values) {
+        Message::ProduceResponse {
+            error: ErrorCode::None,
+            base_offset: 1000,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    let log = b.partition("t", 0).unwrap();
+    assert_eq!((log.start_offset(), log.end_offset()), (1000, 1005));
+    same_bytes(&a, &b, 0);
+    drop(client);
+    follower.stop();
+    leader.stop();
+}

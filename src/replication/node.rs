@@ -942,6 +942,21 @@ impl Shared {
             let _writes = self.replica_write(generation)?;
             return self.store.restart_offsets_at(log_start);
         }
+        if error == ErrorCode::OffsetOutOfRange && !offsets && offset < log_start {
+            // The leader no longer has the records from this node's end on (retention, or it
+            // started at an offset): this node's records are all below what the leader keeps,
+            // so it starts over, empty, at the leader's start (Kafka's
+            // truncate-fully-and-start-at) and fetches from there.
+            tracing::warn!(
+                topic,
+                partition,
+                from = offset,
+                to = log_start,
+                "below the leader's start: starting over there"
+            );
+            let _writes = self.replica_write(generation)?;
+            return log.reset_to(log_start);
+        }
         if error != ErrorCode::None {
             std::thread::sleep(Duration::from_millis(100));
             return Err(Error::InvalidArgument(format!(
