@@ -100,7 +100,7 @@ fn bench_replication_rows_print_figures_and_ratios() {
             Some("x slower of loopback TCP and disk"),
         ),
         ("follower catch-up / loopback TCP, median", None),
-        ("follower catch-up / disk write + sync_data, median", None),
+        ("follower catch-up / disk writes + sync_data, median", None),
         (
             "leader CPU per replicated KiB during catch-up",
             Some("x loopback TCP sender CPU per KiB"),
