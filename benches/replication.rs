@@ -10,7 +10,9 @@
 //!   `follower`: a new, empty in-process follower [`Node`] fetches the leader's whole log over
 //!   127.0.0.1 and makes it durable, timed from `Node::start` until its log end is the
 //!   leader's (fetches of at most 1 MiB, the default). `follower_fetch_16mib`: the same with
-//!   fetches of up to 16 MiB, which shows what the per-fetch round trip and fsync cost. The
+//!   fetches of up to 16 MiB, which shows what the per-fetch round trip and fsync cost;
+//!   `follower_no_fsync`: a follower whose store never fsyncs (a diagnostic of what its fsyncs
+//!   cost, not a durable copy). The
 //!   goal is `follower` at 0.8x or more of the slower of `loopback_tcp` and the disk.
 //! - `acks`: 16 clients each producing one 1 KiB record at a time at `acks=all` (every one
 //!   durable, `FsyncPolicy::Always`). `single_node`: a leader with no follower. `one_follower`:
@@ -158,9 +160,9 @@ impl Leader {
 
     /// A new in-process follower fetching the whole log, at most `fetch_max_bytes` a fetch:
     /// the time from its start until its log end is the leader's.
-    fn in_process_catch_up(&self, fetch_max_bytes: u32) -> Duration {
+    fn in_process_catch_up(&self, fetch_max_bytes: u32, fsync: FsyncPolicy) -> Duration {
         let dir = scratch();
-        let store = store(dir.path(), FsyncPolicy::Always);
+        let store = store(dir.path(), fsync);
         let log = store.partition(TOPIC, 0).expect("the partition");
         let started = Instant::now();
         let follower = Node::start(
@@ -383,7 +385,7 @@ fn bench_catch_up(c: &mut Criterion, leader: &Leader) {
     g.bench_function("follower", |b| {
         b.iter_custom(|iters| {
             (0..iters)
-                .map(|_| leader.in_process_catch_up(default_fetch))
+                .map(|_| leader.in_process_catch_up(default_fetch, FsyncPolicy::Always))
                 .sum()
         })
     });
@@ -391,7 +393,16 @@ fn bench_catch_up(c: &mut Criterion, leader: &Leader) {
     g.bench_function("follower_fetch_16mib", |b| {
         b.iter_custom(|iters| {
             (0..iters)
-                .map(|_| leader.in_process_catch_up(16 << 20))
+                .map(|_| leader.in_process_catch_up(16 << 20, FsyncPolicy::Always))
+                .sum()
+        })
+    });
+    // What the follower's fsyncs cost: the same with a follower that never fsyncs (not a
+    // durable copy: a diagnostic, not a contender).
+    g.bench_function("follower_no_fsync", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| leader.in_process_catch_up(default_fetch, FsyncPolicy::Never))
                 .sum()
         })
     });
