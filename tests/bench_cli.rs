@@ -150,6 +150,22 @@ fn bench_replication_rows_print_figures_and_ratios() {
     assert!(!svg.exists(), "--replication-only has no plot to write");
     let left: Vec<_> = fs::read_dir(&scratch).unwrap().collect();
     assert!(left.is_empty(), "scratch files left behind: {left:?}");
+
+    // The comparisons are of the other rows: asking for both is refused, not ignored.
+    let out = Command::new(env!("CARGO_BIN_EXE_stratalog"))
+        .args([
+            "bench",
+            "--replication-only",
+            "--compare-io",
+            "--seconds",
+            "1",
+        ])
+        .arg("--dir")
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }
 
 /// `--seconds 99999999999999999999` used to be accepted and run without end.

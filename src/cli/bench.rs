@@ -65,7 +65,7 @@ pub struct Options {
     /// Run only the replication rows (a follower catching up over 127.0.0.1 against loopback
     /// TCP and the disk, `acks=all` with one follower against a single node, the leader's CPU
     /// per replicated byte), on the whole `--seconds` budget; no plot is written.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["compare_io", "compare_prealloc"])]
     pub replication_only: bool,
 }
 
