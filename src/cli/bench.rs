@@ -4,6 +4,11 @@
 //! written with `write` + `sync_data`, the disk's fsync latency, a memory copy, one fsync per
 //! append), and printed with its ratio to that baseline, named. Each step runs for a share of a time budget, not a fixed count, so the
 //! whole command takes about a minute by default (`--seconds`) whatever the disk.
+//!
+//! The replication rows (also alone, with `--replication-only`) compare a follower catching up
+//! over 127.0.0.1 with loopback TCP and the disk moving the same bytes, the leader's CPU per
+//! replicated byte with the loopback sender's, and `acks=all` with one follower with a single
+//! node (docs/BENCHMARKS.md, "Replication").
 
 use std::fs::{self, File};
 use std::hint::black_box;
