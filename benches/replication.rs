@@ -187,10 +187,10 @@ impl Leader {
     /// A `stratalog serve` child follower fetching the whole log: the bytes moved, the wall
     /// time and this process's CPU time (the leader's, less the polling thread's), from the
     /// first time the follower is seen holding data until it is caught up.
-    fn child_catch_up(&self) -> Moved {
+    fn child_catch_up(&self, exe: &str) -> Moved {
         let dir = scratch();
         drop(store(dir.path(), FsyncPolicy::Always));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stratalog"));
+        let mut command = Command::new(exe);
         command
             .arg("serve")
             .arg("--dir")
@@ -544,6 +544,11 @@ fn interleaved(leader: &Leader, nodes: &AcksNodes) {
     if rounds == 0 {
         return;
     }
+    // The binary exists only with the `cli` feature (a default one).
+    let Some(exe) = option_env!("CARGO_BIN_EXE_stratalog") else {
+        println!("interleaved: skipped, no `stratalog` binary (build with the `cli` feature)");
+        return;
+    };
     let per_writer = if full_run() { 200 } else { 5 };
     let (mut vs_slower, mut vs_tcp, mut vs_disk, mut cpu_ratio) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -557,7 +562,7 @@ fn interleaved(leader: &Leader, nodes: &AcksNodes) {
                     disk = leader.bytes as f64 / disk_write_then_sync(leader.bytes).as_secs_f64();
                 }
                 1 => tcp = loopback_copy(leader.bytes),
-                _ => follower = leader.child_catch_up(),
+                _ => follower = leader.child_catch_up(exe),
             }
         }
         vs_slower.push(follower.rate() / tcp.rate().min(disk));
