@@ -39,6 +39,8 @@ fn bench_runs_every_step_and_cleans_up() {
         "produce --count (1 KiB records, default batch 128), fsync never",
         "plain write of its values only",
         "plain write of the same bytes (the log's batches)",
+        "follower catch-up over 127.0.0.1",
+        "acks=all + 1 follower, 16 writers",
         "ratio to baseline",
     ] {
         assert!(stdout.contains(row), "no {row:?} row in:\n{stdout}");
@@ -65,6 +67,105 @@ fn bench_runs_every_step_and_cleans_up() {
 
     let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
     assert!(left.is_empty(), "scratch files left behind: {left:?}");
+}
+
+/// `--replication-only` runs the replication rows alone (issue 11): a follower (a `serve`
+/// child process) catching up against loopback TCP and the disk, the leader's CPU per byte
+/// against the loopback sender's, and `acks=all` with one follower against a single node, each
+/// printed with a number and its ratio to its named baseline; nothing is left behind.
+#[test]
+fn bench_replication_rows_print_figures_and_ratios() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scratch = tmp.path().join("scratch");
+    let json = tmp.path().join("figures.json");
+    let svg = tmp.path().join("plot.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_stratalog"))
+        .args(["bench", "--replication-only", "--seconds", "1", "--dir"])
+        .arg(&scratch)
+        .arg("--json")
+        .arg(&json)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    // Each row, the number printed after its name, and the baseline its ratio names.
+    let rows = [
+        ("loopback TCP, memory to memory", None),
+        ("disk, the same", None),
+        (
+            "follower catch-up over 127.0.0.1",
+            Some("x slower of loopback TCP and disk"),
+        ),
+        ("follower catch-up / loopback TCP, median", None),
+        ("follower catch-up / disk writes + sync_data, median", None),
+        (
+            "leader CPU per replicated KiB during catch-up",
+            Some("x loopback TCP sender CPU per KiB"),
+        ),
+        ("leader CPU during catch-up, share of one core", None),
+        ("single node, acks=all, 1 writers", None),
+        (
+            "acks=all + 1 follower, 1 writers",
+            Some("x single node, same writers"),
+        ),
+        ("single node, acks=all, 16 writers", None),
+        (
+            "acks=all + 1 follower, 16 writers",
+            Some("x single node, same writers"),
+        ),
+    ];
+    for (row, ratio) in rows {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no {row:?} row in:\n{stdout}"));
+        let numbers: Vec<f64> = line
+            .split_whitespace()
+            .filter_map(|w| w.trim_end_matches('x').parse().ok())
+            .filter(|v: &f64| v.is_finite())
+            .collect();
+        assert!(!numbers.is_empty(), "no figure in {line:?}");
+        if let Some(ratio) = ratio {
+            assert!(line.contains(ratio), "no ratio {ratio:?} in {line:?}");
+        }
+    }
+    // Only the replication rows.
+    assert!(!stdout.contains("durable writers"), "{stdout}");
+
+    let figures: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    let rows_json = figures["rows"].as_array().unwrap();
+    assert_eq!(rows_json.len(), rows.len(), "{rows_json:?}");
+    for row in rows_json {
+        let value = row["value"].as_f64().unwrap();
+        assert!(value.is_finite() && value > 0.0, "bad figure {row}");
+        if !row["bound"].is_null() {
+            let ratio = row["ratio"].as_f64().unwrap();
+            assert!(ratio.is_finite() && ratio > 0.0, "bad ratio {row}");
+        }
+    }
+    assert!(!svg.exists(), "--replication-only has no plot to write");
+    let left: Vec<_> = fs::read_dir(&scratch).unwrap().collect();
+    assert!(left.is_empty(), "scratch files left behind: {left:?}");
+
+    // The comparisons are of the other rows: asking for both is refused, not ignored.
+    let out = Command::new(env!("CARGO_BIN_EXE_stratalog"))
+        .args([
+            "bench",
+            "--replication-only",
+            "--compare-io",
+            "--seconds",
+            "1",
+        ])
+        .arg("--dir")
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }
 
 /// `--seconds 99999999999999999999` used to be accepted and run without end.

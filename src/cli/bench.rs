@@ -4,20 +4,34 @@
 //! written with `write` + `sync_data`, the disk's fsync latency, a memory copy, one fsync per
 //! append), and printed with its ratio to that baseline, named. Each step runs for a share of a time budget, not a fixed count, so the
 //! whole command takes about a minute by default (`--seconds`) whatever the disk.
+//!
+//! The replication rows (also alone, with `--replication-only`) compare a follower catching up
+//! over 127.0.0.1 with loopback TCP and the disk moving the same bytes, the leader's CPU per
+//! replicated byte with the loopback sender's, and `acks=all` with one follower with a single
+//! node (docs/BENCHMARKS.md, "Replication").
 
 use std::fs::{self, File};
 use std::hint::black_box;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
+use stratalog::replication::node::{Node, NodeOptions};
+use stratalog::replication::transport::Client;
+use stratalog::replication::{Acks, ErrorCode, Message, PartitionStatus};
 use stratalog::storage::{IoEngine, Storage, real_storage};
-use stratalog::{BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions, Preallocate};
+use stratalog::{
+    BatchBuilder, Compression, FsyncPolicy, Log, LogConfig, LogOptions, PartitionerKind,
+    Preallocate, Store, StoreOptions, TopicConfig,
+};
 
 use super::{CliError, context, outln};
 
@@ -53,6 +67,11 @@ pub struct Options {
     /// print each one's median per-round ratio to `off`.
     #[arg(long)]
     pub compare_prealloc: bool,
+    /// Run only the replication rows (a follower catching up over 127.0.0.1 against loopback
+    /// TCP and the disk, `acks=all` with one follower against a single node, the leader's CPU
+    /// per replicated byte), on the whole `--seconds` budget; no plot is written.
+    #[arg(long, conflicts_with_all = ["compare_io", "compare_prealloc"])]
+    pub replication_only: bool,
 }
 
 /// The largest `--seconds`: a day.
@@ -131,9 +150,13 @@ pub fn run(o: Options) -> Result<(), CliError> {
         )))?;
     let _ = scratch_path.set(scratch.path().to_path_buf());
     let (storage, io) = real_storage(o.io);
-    let steps = 12
-        + WRITERS.len() as u64
-        + COMPARE_ROUNDS * (u64::from(o.compare_io) + u64::from(o.compare_prealloc));
+    let steps = if o.replication_only {
+        REPLICATION_STEPS
+    } else {
+        12 + WRITERS.len() as u64
+            + REPLICATION_STEPS
+            + COMPARE_ROUNDS * (u64::from(o.compare_io) + u64::from(o.compare_prealloc))
+    };
     let progress = ProgressBar::new(steps);
     progress.set_style(
         ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
@@ -144,12 +167,29 @@ pub fn run(o: Options) -> Result<(), CliError> {
         root: scratch.path().to_path_buf(),
         storage,
         prealloc: o.prealloc,
-        // Shared by the steps, in proportion to how much each one needs to settle.
-        budget: Duration::from_secs_f64(o.seconds / 20.0),
+        // Shared by the steps, in proportion to how much each one needs to settle (the
+        // replication rows take `REPLICATION_UNITS` of them).
+        budget: Duration::from_secs_f64(if o.replication_only {
+            o.seconds / REPLICATION_UNITS
+        } else {
+            o.seconds / (20.0 + REPLICATION_UNITS)
+        }),
         progress,
         rows: Vec::new(),
     };
-    let outcome = b.all().and_then(|out| {
+    let outcome = if o.replication_only {
+        b.replication().map(|()| {
+            let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+            (Vec::new(), json!({ "cpus": cpus }))
+        })
+    } else {
+        b.all()
+    };
+    let outcome = outcome.and_then(|out| {
+        if o.replication_only {
+            return Ok(out);
+        }
+        b.replication()?;
         if o.compare_io {
             b.compare_engines()?;
         }
@@ -189,20 +229,22 @@ pub fn run(o: Options) -> Result<(), CliError> {
             .map_err(context(format!("cannot write {}", path.display())))?;
         outln!("figures written to {}", path.display());
     }
-    let svg = o
-        .svg
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("stratalog-bench.svg"));
-    write_svg(
-        &svg,
-        &writers,
-        machine["fsync_p50_us"].as_f64().unwrap_or(0.0),
-    )
-    .map_err(context(format!("cannot write the plot {}", svg.display())))?;
-    outln!(
-        "plot of appends/s and latency against writers written to {}",
-        svg.display()
-    );
+    if !writers.is_empty() {
+        let svg = o
+            .svg
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("stratalog-bench.svg"));
+        write_svg(
+            &svg,
+            &writers,
+            machine["fsync_p50_us"].as_f64().unwrap_or(0.0),
+        )
+        .map_err(context(format!("cannot write the plot {}", svg.display())))?;
+        outln!(
+            "plot of appends/s and latency against writers written to {}",
+            svg.display()
+        );
+    }
     scratch
         .close()
         .map_err(context("cannot remove the scratch directory"))?;
@@ -677,12 +719,22 @@ impl Took {
 /// User and system CPU seconds used so far by this process, every thread included (0 if the
 /// kernel refuses to say, which it does not for `RUSAGE_SELF`).
 fn cpu_seconds() -> f64 {
+    rusage_seconds(libc::RUSAGE_SELF)
+}
+
+/// User and system CPU seconds used so far by the calling thread alone.
+fn thread_cpu_seconds() -> f64 {
+    rusage_seconds(libc::RUSAGE_THREAD)
+}
+
+/// User and system CPU seconds of `getrusage(who)` (0 if the kernel refuses to say).
+fn rusage_seconds(who: libc::c_int) -> f64 {
     // SAFETY: `getrusage` only writes the `rusage` it is given, which is a valid, writable
     // value of the right type for the duration of the call; all-zero bytes are a valid
     // `rusage` (plain integers).
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+        if libc::getrusage(who, &mut usage) != 0 {
             return 0.0;
         }
         usage
@@ -1214,4 +1266,635 @@ fn write_svg(path: &Path, points: &[WriterPoint], fsync_p50_us: f64) -> Result<(
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+// --- replication (issue 11): a follower catching up, acks=all, the leader's CPU per byte
+
+/// Budget units (of `Bench::budget`) the replication rows take: a quarter probing the disk,
+/// about two for the catch-up rounds (and filling the leader), two for the `acks` rounds.
+const REPLICATION_UNITS: f64 = 4.0;
+/// Rounds of each replication comparison; the order of the contenders rotates every round
+/// (the disk's speed drifts) and the ratios shown are medians of the per-round ratios.
+const REPLICATION_ROUNDS: usize = 3;
+/// Progress steps of the replication rows: the setup, the catch-up rounds, the `acks` rounds.
+const REPLICATION_STEPS: u64 = 1 + 2 * REPLICATION_ROUNDS as u64;
+/// Writer counts of the `acks=all` rows.
+const REPLICATION_WRITERS: [usize; 2] = [1, 16];
+/// Record size of every replication row.
+const REPLICATION_RECORD: usize = KIB;
+/// About the size of the leader's batches in the catch-up rows (a producer's batch).
+const CATCH_UP_BATCH: usize = 256 * KIB;
+/// The topic every replication row uses (one partition).
+const REPLICATION_TOPIC: &str = "bench";
+
+/// Bytes moved in some wall-clock time at some CPU cost.
+#[derive(Debug, Clone, Copy, Default)]
+struct Moved {
+    bytes: u64,
+    wall: f64,
+    /// CPU seconds of the side that is measured (the sender, the leader).
+    cpu: f64,
+}
+
+impl Moved {
+    fn rate(&self) -> f64 {
+        self.bytes as f64 / self.wall.max(1e-9)
+    }
+
+    /// CPU nanoseconds per KiB moved.
+    fn cpu_per_kib(&self) -> f64 {
+        self.cpu * 1e9 / (self.bytes.max(1) as f64 / KIB as f64)
+    }
+}
+
+/// One round of the catch-up comparison.
+#[derive(Debug, Clone, Copy, Default)]
+struct CatchUpRound {
+    /// Bytes per second of writing the bytes to a new file in 1 MiB writes, then one
+    /// `sync_data`: the disk's sequential write, made durable.
+    disk: f64,
+    /// Loopback TCP, memory to memory; `cpu` is the sender's.
+    tcp: Moved,
+    /// The follower's catch-up; `cpu` is the leader's.
+    follower: Moved,
+}
+
+/// The median of some per-round values.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+impl Bench {
+    /// A new store in the scratch directory with one topic of one partition.
+    fn replication_store(&self, name: &str, fsync: FsyncPolicy) -> Result<Arc<Store>, CliError> {
+        let dir = self.root.join(name);
+        let store = Store::open(
+            &dir,
+            StoreOptions {
+                storage: self.storage.clone(),
+                preallocate: self.prealloc,
+                retention_interval: None,
+                ..StoreOptions::default()
+            },
+        )
+        .map_err(context(format!("cannot open a store in {}", dir.display())))?;
+        store
+            .create_topic(
+                REPLICATION_TOPIC,
+                1,
+                TopicConfig {
+                    fsync,
+                    ..TopicConfig::default()
+                },
+                PartitionerKind::Jump,
+            )
+            .map_err(context("cannot create the bench topic"))?;
+        Ok(Arc::new(store))
+    }
+
+    /// The replication rows: a follower (a `stratalog serve` child process) catching up from
+    /// an in-process leader over 127.0.0.1 against loopback TCP and the disk; the leader's CPU
+    /// per byte during it against the loopback sender's; `acks=all` with one follower against
+    /// a single node, both through the protocol.
+    fn replication(&mut self) -> Result<(), CliError> {
+        let unit = self.budget;
+        self.step("replication: probing the disk, filling the leader");
+        let probe_path = self.root.join("replication-probe.file");
+        let disk_probe = plain_rate(&probe_path, 1 << 30, unit / 4)?;
+        fs::remove_file(&probe_path)
+            .map_err(context(format!("cannot remove {}", probe_path.display())))?;
+        // Each round writes the bytes to the disk twice (the baseline, the follower): about
+        // 1.75 units for all rounds, at the probed speed.
+        let target =
+            (disk_probe * unit.as_secs_f64() * 1.75 / (2 * REPLICATION_ROUNDS) as f64) as usize;
+        let target = target.clamp(8 * MIB, 1 << 30) / MIB * MIB;
+        let leader = CatchUpLeader::fill(self, target)?;
+        self.done();
+
+        let mut rounds = Vec::new();
+        for round in 0..REPLICATION_ROUNDS {
+            self.step(&format!(
+                "replication: follower catch-up of {} MiB, round {}",
+                leader.bytes >> 20,
+                round + 1
+            ));
+            let mut r = CatchUpRound::default();
+            for k in 0..3 {
+                match (round + k) % 3 {
+                    0 => {
+                        r.disk = write_then_sync(
+                            &self.root.join("replication-disk.file"),
+                            leader.bytes,
+                        )?;
+                    }
+                    1 => r.tcp = loopback_copy(leader.bytes)?,
+                    _ => r.follower = leader.catch_up(self, round)?,
+                }
+            }
+            rounds.push(r);
+            self.done();
+        }
+        let mib = leader.bytes >> 20;
+        leader.stop()?;
+
+        let mean = |f: &dyn Fn(&CatchUpRound) -> f64| {
+            rounds.iter().map(f).sum::<f64>() / rounds.len() as f64
+        };
+        let per_round = |f: &dyn Fn(&CatchUpRound) -> f64| median(rounds.iter().map(f).collect());
+        let (tcp, disk) = (mean(&|r| r.tcp.rate()), mean(&|r| r.disk));
+        let follower = mean(&|r| r.follower.rate());
+        self.row(
+            format!("loopback TCP, memory to memory, {mib} MiB in 1 MiB writes"),
+            tcp / 1e6,
+            "MB/s",
+        );
+        self.row(
+            format!("disk, the same {mib} MiB: 1 MiB writes, then one sync_data"),
+            disk / 1e6,
+            "MB/s",
+        );
+        let vs_slower = per_round(&|r| r.follower.rate() / r.tcp.rate().min(r.disk));
+        self.row(
+            format!(
+                "follower catch-up over 127.0.0.1 ({mib} MiB, 1 KiB records, fetched + fsynced)"
+            ),
+            follower / 1e6,
+            "MB/s",
+        )
+        .bound = Some((
+            "slower of loopback TCP and disk (median per round; goal 0.8x)".into(),
+            follower / 1e6 / vs_slower,
+        ));
+        self.row(
+            "follower catch-up / loopback TCP, median",
+            per_round(&|r| r.follower.rate() / r.tcp.rate()),
+            "x",
+        );
+        self.row(
+            "follower catch-up / disk writes + sync_data, median",
+            per_round(&|r| r.follower.rate() / r.disk),
+            "x",
+        );
+        let leader_cpu = mean(&|r| r.follower.cpu_per_kib());
+        let row = self.row(
+            "leader CPU per replicated KiB during catch-up",
+            leader_cpu,
+            "ns CPU/KiB",
+        );
+        // Shown as baseline / figure like every lower-is-better row: the per-round median.
+        row.bound = Some((
+            "loopback TCP sender CPU per KiB (median per round)".into(),
+            leader_cpu * per_round(&|r| r.tcp.cpu_per_kib() / r.follower.cpu_per_kib()),
+        ));
+        row.lower_is_better = true;
+        self.row(
+            "leader CPU during catch-up, share of one core",
+            mean(&|r| r.follower.cpu / r.follower.wall.max(1e-9)) * 100.0,
+            "%",
+        );
+
+        self.acks_all(unit)
+    }
+
+    /// `acks=all` with one (in-process) follower against a single node without followers,
+    /// `REPLICATION_WRITERS` clients each producing one 1 KiB record at a time, alternately
+    /// round by round.
+    fn acks_all(&mut self, unit: Duration) -> Result<(), CliError> {
+        let slice = unit * 2 / (REPLICATION_ROUNDS * REPLICATION_WRITERS.len() * 2) as u32;
+        let single_store = self.replication_store("acks-single", FsyncPolicy::Always)?;
+        let single = start_node(
+            single_store,
+            NodeOptions {
+                node_id: "bench-single".into(),
+                ..NodeOptions::default()
+            },
+        )?;
+        let leader_store = self.replication_store("acks-leader", FsyncPolicy::Always)?;
+        let leader = start_node(
+            leader_store,
+            NodeOptions {
+                node_id: "bench-leader".into(),
+                replicas: 2,
+                // acks=all waits for the follower, or is refused: never acknowledged alone.
+                min_in_sync: 2,
+                ..NodeOptions::default()
+            },
+        )?;
+        let follower_store = self.replication_store("acks-follower", FsyncPolicy::Always)?;
+        let follower = start_node(
+            follower_store,
+            NodeOptions {
+                node_id: "bench-follower".into(),
+                leader: Some(leader.addr().to_string()),
+                ..NodeOptions::default()
+            },
+        )?;
+        wait_in_sync(leader.addr())?;
+        let n = REPLICATION_WRITERS.len();
+        let (mut figures, mut ratios) = (vec![[0.0f64; 2]; n], vec![Vec::new(); n]);
+        for round in 0..REPLICATION_ROUNDS {
+            self.step(&format!("replication: acks=all, round {}", round + 1));
+            for (i, &writers) in REPLICATION_WRITERS.iter().enumerate() {
+                let mut this = [0.0f64; 2];
+                for k in 0..2 {
+                    let which = (k + round) % 2;
+                    let addr = if which == 0 {
+                        single.addr()
+                    } else {
+                        leader.addr()
+                    };
+                    this[which] = produce_load(addr, writers, slice)?;
+                }
+                ratios[i].push(this[1] / this[0]);
+                for (sum, v) in figures[i].iter_mut().zip(this) {
+                    *sum += v / REPLICATION_ROUNDS as f64;
+                }
+            }
+            self.done();
+        }
+        follower.stop();
+        leader.stop();
+        single.stop();
+        for (i, &writers) in REPLICATION_WRITERS.iter().enumerate() {
+            let [alone, replicated] = figures[i];
+            self.row(
+                format!("single node, acks=all, {writers} writers, 1 KiB, fsync always"),
+                alone,
+                "appends/s",
+            );
+            let ratio = median(ratios[i].clone());
+            self.row(
+                format!("acks=all + 1 follower, {writers} writers, 1 KiB, fsync always"),
+                replicated,
+                "appends/s",
+            )
+            .bound = Some((
+                "single node, same writers (median per round; goal 0.7x)".into(),
+                replicated / ratio,
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn start_node(store: Arc<Store>, options: NodeOptions) -> Result<Node, CliError> {
+    let id = options.node_id.clone();
+    Node::start(store, options).map_err(context(format!("cannot start node {id}")))
+}
+
+/// The status of partition 0 of the bench topic on the node at `addr`.
+fn partition_status(client: &mut Client) -> Result<PartitionStatus, CliError> {
+    match client
+        .call(&Message::StatusRequest)
+        .map_err(context("status request failed"))?
+    {
+        Message::StatusResponse { partitions, .. } => partitions
+            .into_iter()
+            .find(|p| p.topic == REPLICATION_TOPIC && p.partition == 0)
+            .ok_or_else(|| "the node does not serve the bench topic".into()),
+        other => Err(format!("a status request was answered with {other:?}").into()),
+    }
+}
+
+/// Waits (at most 30 s) until the leader at `addr` has a follower in sync.
+fn wait_in_sync(addr: SocketAddr) -> Result<(), CliError> {
+    let mut client =
+        Client::connect(addr, Duration::from_secs(10)).map_err(context("cannot reach leader"))?;
+    let started = Instant::now();
+    while !partition_status(&mut client)?
+        .followers
+        .iter()
+        .any(|f| f.in_sync)
+    {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("the follower did not join the in-sync set within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Bytes per second of writing `total` bytes to a new file at `path` in 1 MiB writes, then
+/// one `sync_data` (the time until it returns); the file is removed after.
+fn write_then_sync(path: &Path, total: u64) -> Result<f64, CliError> {
+    let mut file =
+        File::create(path).map_err(context(format!("cannot create {}", path.display())))?;
+    let buf = vec![3u8; MIB];
+    let started = Instant::now();
+    let mut written = 0u64;
+    while written < total {
+        let n = (total - written).min(MIB as u64) as usize;
+        file.write_all(&buf[..n])
+            .map_err(context("the disk baseline failed"))?;
+        written += n as u64;
+    }
+    file.sync_data()
+        .map_err(context("the disk baseline failed"))?;
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    drop(file);
+    fs::remove_file(path).map_err(context(format!("cannot remove {}", path.display())))?;
+    Ok(rate)
+}
+
+/// `writers` clients of the node at `addr`, each producing one-record batches of 1 KiB at
+/// `acks=all`, one at a time, for `slice`: acknowledged appends per second, all together.
+fn produce_load(addr: SocketAddr, writers: usize, slice: Duration) -> Result<f64, CliError> {
+    let mut batch = BatchBuilder::new(Compression::None);
+    batch
+        .push_value(stratalog::now_ms(), &[b'a'; REPLICATION_RECORD])
+        .map_err(context("building a batch failed"))?;
+    let mut encoded = batch
+        .encode(0)
+        .map_err(context("encoding a batch failed"))?;
+    encoded.stamp(0);
+    let request = Message::ProduceRequest {
+        topic: REPLICATION_TOPIC.into(),
+        partition: 0,
+        acks: Acks::All,
+        timeout_ms: 30_000,
+        batches: Bytes::copy_from_slice(encoded.as_bytes()),
+    };
+    let barrier = Barrier::new(writers);
+    let results: Vec<Result<f64, CliError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|_| {
+                let (barrier, request) = (&barrier, &request);
+                s.spawn(move || -> Result<f64, CliError> {
+                    let client = Client::connect(addr, Duration::from_secs(30));
+                    // Every thread reaches the barrier, connected or not.
+                    barrier.wait();
+                    let mut client = client.map_err(context("cannot reach the node"))?;
+                    let (started, mut acked) = (Instant::now(), 0u64);
+                    while started.elapsed() < slice || acked == 0 {
+                        match client
+                            .call(request)
+                            .map_err(context("produce request failed"))?
+                        {
+                            Message::ProduceResponse {
+                                error: ErrorCode::None,
+                                ..
+                            } => acked += 1,
+                            Message::ProduceResponse { error, .. } => {
+                                return Err(format!(
+                                    "a produce at acks=all was refused: {}",
+                                    error.name()
+                                )
+                                .into());
+                            }
+                            other => {
+                                return Err(format!("a produce was answered with {other:?}").into());
+                            }
+                        }
+                    }
+                    Ok(acked as f64 / started.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a producer thread panicked"))
+            .collect()
+    });
+    results.into_iter().sum()
+}
+
+/// `total` bytes from memory to memory over a loopback TCP connection in 1 MiB writes, until
+/// the receiving thread has them all; `cpu` is the sending thread's.
+fn loopback_copy(total: u64) -> Result<Moved, CliError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(context("cannot listen"))?;
+    let addr = listener.local_addr().map_err(context("no local address"))?;
+    // The kernel completes the connection before `accept`: no thread waits on a failed one.
+    let mut sender = TcpStream::connect(addr).map_err(context("cannot connect over loopback"))?;
+    let (mut receiver, _) = listener.accept().map_err(context("accept failed"))?;
+    for s in [&sender, &receiver] {
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .and_then(|()| s.set_write_timeout(Some(Duration::from_secs(60))))
+            .map_err(context("cannot set socket timeouts"))?;
+    }
+    let buf = vec![5u8; MIB];
+    std::thread::scope(|s| {
+        let reading = s.spawn(move || -> std::io::Result<u64> {
+            let mut buf = vec![0u8; MIB];
+            let mut got = 0u64;
+            loop {
+                match receiver.read(&mut buf)? {
+                    0 => return Ok(got),
+                    n => got += black_box(n) as u64,
+                }
+            }
+        });
+        let (started, cpu) = (Instant::now(), thread_cpu_seconds());
+        let mut sent = 0u64;
+        let written = (|| -> std::io::Result<()> {
+            while sent < total {
+                let n = (total - sent).min(MIB as u64) as usize;
+                sender.write_all(&buf[..n])?;
+                sent += n as u64;
+            }
+            sender.shutdown(std::net::Shutdown::Write)
+        })();
+        let cpu = thread_cpu_seconds() - cpu;
+        // On a failed write, the shutdown ends the reader too.
+        let _ = sender.shutdown(std::net::Shutdown::Both);
+        let got = reading.join().expect("the loopback reader panicked");
+        let wall = started.elapsed().as_secs_f64();
+        written.map_err(context("the loopback copy failed"))?;
+        let got = got.map_err(context("the loopback copy failed"))?;
+        if got != total {
+            return Err(format!("the loopback copy moved {got} bytes of {total}").into());
+        }
+        Ok(Moved {
+            bytes: total,
+            wall,
+            cpu,
+        })
+    })
+}
+
+/// A leader holding the bytes a follower catches up on, served by an in-process node.
+struct CatchUpLeader {
+    node: Node,
+    end: u64,
+    /// Bytes of its log (batches as stored).
+    bytes: u64,
+}
+
+/// A `stratalog serve` child, killed and waited for when dropped (a failed step too).
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// When the follower's durable end was seen, and the CPU used so far.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    at: Instant,
+    offset: u64,
+    /// CPU seconds of this whole process (the leader, and this thread).
+    process_cpu: f64,
+    /// CPU seconds of this thread (which polls the follower): not the leader's.
+    own_cpu: f64,
+}
+
+impl Mark {
+    fn now(offset: u64) -> Mark {
+        Mark {
+            at: Instant::now(),
+            offset,
+            process_cpu: cpu_seconds(),
+            own_cpu: thread_cpu_seconds(),
+        }
+    }
+}
+
+impl CatchUpLeader {
+    /// A leader store holding about `target` bytes of 1 KiB records in batches of about
+    /// 256 KiB (written with fsync never, then flushed: untimed), and its node.
+    fn fill(b: &Bench, target: usize) -> Result<CatchUpLeader, CliError> {
+        let store = b.replication_store("catch-up-leader", FsyncPolicy::Never)?;
+        let log = store
+            .partition(REPLICATION_TOPIC, 0)
+            .map_err(context("cannot open the leader's partition"))?;
+        let value = vec![b'r'; REPLICATION_RECORD];
+        let mut batch = BatchBuilder::new(Compression::None);
+        let ts = stratalog::now_ms();
+        while batch.records_len() + REPLICATION_RECORD + 22 <= CATCH_UP_BATCH {
+            batch
+                .push_value(ts, &value)
+                .map_err(context("building a batch failed"))?;
+        }
+        // What each append adds to the segment (the segment file may hold preallocated zeros).
+        let encoded = batch
+            .encode(0)
+            .map_err(context("encoding a batch failed"))?
+            .as_bytes()
+            .len() as u64;
+        let mut bytes = 0u64;
+        while bytes < target as u64 {
+            drop(log.append(&batch).map_err(context("append failed"))?);
+            bytes += encoded;
+        }
+        log.flush().map_err(context("flush failed"))?;
+        let end = log.end_offset();
+        drop(log);
+        let node = start_node(
+            store,
+            NodeOptions {
+                node_id: "bench-catch-up-leader".into(),
+                replicas: 2,
+                ..NodeOptions::default()
+            },
+        )?;
+        Ok(CatchUpLeader { node, end, bytes })
+    }
+
+    /// A new, empty follower (a `stratalog serve` child process, so that this process's CPU
+    /// is the leader's) fetches the whole log; timed from the first time its end is seen
+    /// above 0 until it reaches the leader's end.
+    fn catch_up(&self, b: &Bench, round: usize) -> Result<Moved, CliError> {
+        let name = format!("catch-up-follower-{round}");
+        let dir = b.root.join(&name);
+        drop(b.replication_store(&name, FsyncPolicy::Always)?);
+        let stderr_path = b.root.join(format!("{name}.stderr"));
+        let stderr = File::create(&stderr_path)
+            .map_err(context(format!("cannot create {}", stderr_path.display())))?;
+        let exe = std::env::current_exe().map_err(context("cannot find this executable"))?;
+        let mut command = std::process::Command::new(exe);
+        command
+            .arg("serve")
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--node-id", &format!("bench-follower-{round}")])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--leader", &self.node.addr().to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr);
+        // SAFETY: the closure runs in the child between fork and exec, and only calls
+        // `prctl`, which is async-signal-safe, allocates nothing and takes no lock.
+        unsafe {
+            command.pre_exec(|| {
+                // Killed if bench dies (SIGINT, SIGTERM, a crash) before it can kill it.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let spawned = Mark::now(0);
+        let mut child = ChildGuard(
+            command
+                .spawn()
+                .map_err(context("cannot start a `stratalog serve` follower"))?,
+        );
+        let stdout = child.0.stdout.take().ok_or("no stdout of the follower")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the address line, then drains what else it prints, until it exits.
+        std::thread::spawn(move || {
+            let mut stdout = std::io::BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut stdout, &mut line);
+            let _ = tx.send(line);
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        });
+        let failed = |what: String| -> CliError {
+            let log = fs::read_to_string(&stderr_path).unwrap_or_default();
+            format!("{what}; its stderr:\n{log}").into()
+        };
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| failed("the follower did not say where it listens within 30 s".into()))?;
+        let addr: SocketAddr = line
+            .strip_prefix("listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| failed(format!("the follower printed {line:?}")))?;
+        let mut client = Client::connect(addr, Duration::from_secs(10))
+            .map_err(|e| failed(format!("cannot reach the follower: {e}")))?;
+        // Generous: a slow disk writes 20 MB/s.
+        let deadline = Instant::now()
+            + Duration::from_secs(60)
+            + Duration::from_secs_f64(self.bytes as f64 / 20e6);
+        let mut first = None;
+        let last = loop {
+            let end = partition_status(&mut client)?.log_end;
+            let mark = Mark::now(end);
+            if end >= self.end {
+                break mark;
+            }
+            if end > 0 && first.is_none() {
+                first = Some(mark);
+            }
+            if Instant::now() > deadline {
+                return Err(failed(format!(
+                    "the follower reached offset {end} of {} before the deadline",
+                    self.end
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        drop(client);
+        drop(child);
+        // Caught up in one look: the window starts at the spawn (start-up included).
+        let first = first.unwrap_or(spawned);
+        let moved = Moved {
+            bytes: self.bytes * (last.offset - first.offset) / self.end.max(1),
+            wall: last.at.duration_since(first.at).as_secs_f64(),
+            cpu: ((last.process_cpu - first.process_cpu) - (last.own_cpu - first.own_cpu)).max(0.0),
+        };
+        remove_dir(&dir)?;
+        fs::remove_file(&stderr_path)
+            .map_err(context(format!("cannot remove {}", stderr_path.display())))?;
+        Ok(moved)
+    }
+
+    fn stop(self) -> Result<(), CliError> {
+        self.node.stop();
+        Ok(())
+    }
 }
