@@ -14,7 +14,7 @@ pub mod transport;
 
 use std::io::{self, Read, Write};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 pub use frame::{
     Acks, ErrorCode, FetchRole, FollowerStatus, FrameError, FrameHead, Message, PartitionStatus,
@@ -64,8 +64,13 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<(u32, Message)>, WireError
     }
     let head = FrameHead::decode(&head)?;
     debug_assert!(head.len <= MAX_FRAME_BYTES);
-    let mut body = BytesMut::zeroed(head.body_len());
-    r.read_exact(&mut body)?;
+    // Read into spare capacity: a fetch answer of a MiB is not zeroed first.
+    let len = head.body_len();
+    let mut body = Vec::with_capacity(len);
+    r.take(len as u64).read_to_end(&mut body)?;
+    if body.len() != len {
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+    }
     let message = Message::decode(head.kind, Bytes::from(body))?;
     Ok(Some((head.correlation, message)))
 }
