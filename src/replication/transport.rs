@@ -151,9 +151,9 @@ impl Reply<'_> {
         for range in ranges {
             let sent = match range.fd() {
                 Some(fd) => send_file_range(self.stream, fd, range)?,
-                None => false,
+                None => None,
             };
-            if sent {
+            if sent.is_some() {
                 by_sendfile += range.len();
             } else {
                 let mut slices: Vec<IoSlice<'_>> =
@@ -169,12 +169,19 @@ impl Reply<'_> {
 /// Largest count passed to one `sendfile` (Linux sends at most about 2 GiB per call).
 const MAX_SENDFILE: usize = 1 << 30;
 
-/// Sends `range` from `fd` with `sendfile`, looping on partial sends. Returns false, having sent
-/// nothing, if the kernel cannot `sendfile` from this file (the caller writes the bytes).
-fn send_file_range(stream: &TcpStream, fd: BorrowedFd<'_>, range: &FileRange) -> io::Result<bool> {
+/// Sends `range` from `fd` with `sendfile`, looping on partial sends; returns how many calls
+/// it took, or `None`, having sent nothing, if the kernel cannot `sendfile` from this file (the
+/// caller writes the bytes).
+fn send_file_range(
+    stream: &TcpStream,
+    fd: BorrowedFd<'_>,
+    range: &FileRange,
+) -> io::Result<Option<u64>> {
     use rustix::io::Errno;
     let (mut at, end) = (range.position(), range.position() + range.len());
+    let mut calls = 0;
     while at < end {
+        calls += 1;
         let count = usize::try_from(end - at)
             .unwrap_or(MAX_SENDFILE)
             .min(MAX_SENDFILE);
@@ -187,13 +194,34 @@ fn send_file_range(stream: &TcpStream, fd: BorrowedFd<'_>, range: &FileRange) ->
             }
             Ok(_) => {}
             Err(Errno::INTR) => {}
+            // A nonblocking socket that is full (or a send timeout that passed): wait until it
+            // takes more.
+            Err(Errno::AGAIN) => wait_writable(stream)?,
             Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if at == range.position() => {
-                return Ok(false);
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(true)
+    Ok(Some(calls))
+}
+
+/// Waits until `stream` can take more bytes, at most its send timeout (then `TimedOut`).
+fn wait_writable(stream: &TcpStream) -> io::Result<()> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let timeout = stream.write_timeout()?.map(|d| Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: d.subsec_nanos().into(),
+    });
+    let mut fds = [PollFd::new(stream, PollFlags::OUT)];
+    loop {
+        match poll(&mut fds, timeout.as_ref()) {
+            Ok(0) => return Err(io::ErrorKind::TimedOut.into()),
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn write_all_vectored(w: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
@@ -549,6 +577,71 @@ mod tests {
                 _ => Err(io::Error::other("closing on purpose").into()),
             }
         }
+    }
+
+    /// The sendfile loop: to a nonblocking socket, a range larger than the socket buffers goes
+    /// in several calls (each partial send is followed by a wait until the socket takes more),
+    /// and arrives whole and in order, also when the reader stalls half-way.
+    #[test]
+    fn a_range_is_sent_whole_across_partial_sendfiles() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = crate::Log::open(
+            tmp.path(),
+            crate::LogOptions {
+                config: crate::LogConfig {
+                    segment_bytes: 64 << 20,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let value = vec![7u8; 256 << 10];
+        for _ in 0..96 {
+            log.append_records(&[&value]).unwrap();
+        }
+        log.flush().unwrap();
+        let ranges = log.read_file_ranges(0, log.end_offset(), 64 << 20).unwrap();
+        assert_eq!(ranges.len(), 1);
+        let range = &ranges[0];
+        let expected: Vec<u8> = range.chunks().concat();
+        assert!(
+            expected.len() > 16 << 20,
+            "more than the socket buffers hold"
+        );
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let want = expected.len();
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; want];
+            let (mut at, mut paused) = (0, false);
+            while at < want {
+                let n = (want - at).min(64 << 10);
+                std::io::Read::read_exact(&mut client, &mut got[at..at + n]).unwrap();
+                at += n;
+                if at >= want / 2 && !paused {
+                    paused = true;
+                    std::thread::sleep(Duration::from_millis(600));
+                }
+            }
+            got
+        });
+        let calls = send_file_range(&server, range.fd().unwrap(), range)
+            .unwrap()
+            .expect("a file on a real file system can be sent from");
+        let got = reader.join().unwrap();
+        assert!(got == expected, "the bytes sent differ from the range");
+        println!("{} bytes sent in {calls} sendfile calls", expected.len());
+        assert!(
+            calls > 1,
+            "the range must not fit the socket buffers at once"
+        );
     }
 
     fn fetch(offset: u64) -> Message {
