@@ -95,6 +95,11 @@ enum Command {
     /// Replication is being built: consumer groups and offsets over the network, produce by
     /// key through a node, mirrors and etcd are not there yet (docs/REPLICATION.md).
     Serve(cli::node::ServeArgs),
+    /// Mirror a source cluster into DIR (another data centre): every partition matching
+    /// `--topics` and the consumer offsets, at the source's offsets and epochs, byte for byte,
+    /// never counting toward the source's acknowledgements. `status` shows its lag; `promote`
+    /// makes it lead.
+    Mirror(cli::node::MirrorArgs),
     /// Make the node at `--node ADDR` the leader of a new epoch (operator failover).
     Promote(cli::node::NodeArgs),
     /// Show a node's role, epoch and leader, and per partition its offsets, high watermark
@@ -313,6 +318,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             None => cli::recover::run_all(&a.dir),
         },
         Command::Serve(a) => cli::node::serve(a),
+        Command::Mirror(a) => cli::node::mirror(a),
         Command::Promote(a) => cli::node::promote(a),
         Command::Status(a) => cli::node::status(a),
         Command::Dump(a) => cli::dump::run(&a.path),

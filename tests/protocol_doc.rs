@@ -328,6 +328,9 @@ fn expected(m: &Message) -> BTreeMap<String, Value> {
                                 ("log_start", int(p.log_start)),
                                 ("log_end", int(p.log_end)),
                                 ("high_watermark", int(p.high_watermark)),
+                                ("lag_records", int(p.lag_records)),
+                                ("lag_bytes", int(p.lag_bytes)),
+                                ("lag_ms", int(p.lag_ms)),
                                 (
                                     "followers",
                                     Value::List(
@@ -471,6 +474,9 @@ fn samples() -> Vec<Message> {
                 log_start: 2,
                 log_end: 10,
                 high_watermark: 8,
+                lag_records: 2,
+                lag_bytes: 2048,
+                lag_ms: 15,
                 followers: vec![
                     FollowerStatus {
                         node_id: "n2".into(),

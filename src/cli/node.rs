@@ -46,20 +46,37 @@ pub struct ServeArgs {
     pub peers: Vec<String>,
 }
 
+/// `stratalog mirror`.
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// The mirror's store directory (created if missing).
+    #[arg(short = 'd', long, env = "STRATALOG_DIR", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The source cluster: one or more of its nodes (comma-separated). The mirror follows
+    /// whichever leads, also after a failover there.
+    #[arg(
+        long,
+        value_name = "ADDR[,ADDR...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub source: Vec<String>,
+    /// Copy only the topics whose names match this glob pattern (`*`, `?`, `[...]`); every
+    /// topic by default.
+    #[arg(long, value_name = "PATTERN")]
+    pub topics: Option<String>,
+    /// This mirror's id.
+    #[arg(long, value_name = "ID", default_value = "mirror")]
+    pub node_id: String,
+    /// Address to listen on (for `status`, `promote` and consumers).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: String,
+}
+
 /// Runs a node until SIGINT or SIGTERM.
 pub fn serve(a: ServeArgs) -> Result<(), CliError> {
-    let (tx, stopped) = mpsc::channel();
-    super::on_interrupt(move |signal| {
-        let _ = tx.send(signal);
-    })
-    .map_err(context("cannot set up the SIGINT/SIGTERM handler"))?;
-    let store = Store::open(&a.dir, StoreOptions::default()).map_err(context(format!(
-        "cannot open the store in {}",
-        a.dir.display()
-    )))?;
-    let store = Arc::new(store);
-    let node = Node::start(
-        store.clone(),
+    run(
+        &a.dir,
         NodeOptions {
             node_id: a.node_id.clone(),
             listen: a.listen.clone(),
@@ -71,11 +88,47 @@ pub fn serve(a: ServeArgs) -> Result<(), CliError> {
             ..NodeOptions::default()
         },
     )
-    .map_err(context(format!("cannot start node {}", a.node_id)))?;
+}
+
+/// Runs a mirror of a source cluster until SIGINT or SIGTERM.
+pub fn mirror(a: MirrorArgs) -> Result<(), CliError> {
+    let source = a
+        .source
+        .first()
+        .cloned()
+        .ok_or("--source needs an address")?;
+    run(
+        &a.dir,
+        NodeOptions {
+            node_id: a.node_id.clone(),
+            listen: a.listen.clone(),
+            leader: Some(source),
+            peers: a.source.clone(),
+            mirror: true,
+            topics: a.topics.clone(),
+            ..NodeOptions::default()
+        },
+    )
+}
+
+fn run(dir: &std::path::Path, options: NodeOptions) -> Result<(), CliError> {
+    let (tx, stopped) = mpsc::channel();
+    super::on_interrupt(move |signal| {
+        let _ = tx.send(signal);
+    })
+    .map_err(context("cannot set up the SIGINT/SIGTERM handler"))?;
+    let store = Store::open(dir, StoreOptions::default()).map_err(context(format!(
+        "cannot open the store in {}",
+        dir.display()
+    )))?;
+    let store = Arc::new(store);
+    let id = options.node_id.clone();
+    let node =
+        Node::start(store.clone(), options).map_err(context(format!("cannot start node {id}")))?;
     outln!(
         "listening on {} as {} ({})",
         node.addr(),
-        a.node_id,
+        id,
         node.role().name()
     );
     let _ = stopped.recv();
@@ -149,6 +202,11 @@ pub fn status(a: NodeArgs) -> Result<(), CliError> {
                     "log_start": p.log_start,
                     "log_end": p.log_end,
                     "high_watermark": p.high_watermark,
+                    "lag": {
+                        "records": p.lag_records,
+                        "bytes": p.lag_bytes,
+                        "ms": p.lag_ms,
+                    },
                     "followers": p.followers.iter().map(|f| serde_json::json!({
                         "node_id": f.node_id,
                         "log_end": f.log_end,
@@ -175,14 +233,28 @@ pub fn status(a: NodeArgs) -> Result<(), CliError> {
         role.name()
     );
     for p in partitions {
-        outln!(
-            "  {}/{} log_start={} log_end={} high_watermark={}",
-            p.topic,
-            p.partition,
-            p.log_start,
-            p.log_end,
-            p.high_watermark
-        );
+        if p.role == stratalog::replication::Role::Leader {
+            outln!(
+                "  {}/{} log_start={} log_end={} high_watermark={}",
+                p.topic,
+                p.partition,
+                p.log_start,
+                p.log_end,
+                p.high_watermark
+            );
+        } else {
+            outln!(
+                "  {}/{} log_start={} log_end={} high_watermark={} lag={} records (~{} bytes, {} ms)",
+                p.topic,
+                p.partition,
+                p.log_start,
+                p.log_end,
+                p.high_watermark,
+                p.lag_records,
+                p.lag_bytes,
+                p.lag_ms
+            );
+        }
         for f in p.followers {
             outln!(
                 "    follower {} log_end={} lag={} in_sync={}",

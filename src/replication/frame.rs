@@ -311,7 +311,8 @@ pub struct FollowerStatus {
 ///
 /// let p = PartitionStatus {
 ///     topic: "t".into(), partition: 0, role: Role::Leader, epoch: 1,
-///     log_start: 0, log_end: 10, high_watermark: 8, followers: vec![],
+///     log_start: 0, log_end: 10, high_watermark: 8,
+///     lag_records: 0, lag_bytes: 0, lag_ms: 0, followers: vec![],
 /// };
 /// assert!(p.high_watermark <= p.log_end);
 /// ```
@@ -331,6 +332,16 @@ pub struct PartitionStatus {
     pub log_end: u64,
     /// The high watermark as this node knows it.
     pub high_watermark: u64,
+    /// On a follower or mirror: records it lacks of what its leader (source) had at its last
+    /// fetch answer (the leader's log end for a follower, its high watermark for a mirror);
+    /// 0 on a leader.
+    pub lag_records: u64,
+    /// [`PartitionStatus::lag_records`] in bytes, estimated from this log's average batch
+    /// bytes per record (the leader does not send its byte positions).
+    pub lag_bytes: u64,
+    /// Milliseconds since this follower or mirror last held everything its leader had, as
+    /// of a fetch answer (0 while caught up, and on a leader).
+    pub lag_ms: u64,
     /// The followers (on a leader; empty elsewhere).
     pub followers: Vec<FollowerStatus>,
 }
@@ -1072,6 +1083,9 @@ fn encode_partition_status(w: &mut Writer<'_>, p: &PartitionStatus) -> Result<()
     w.u64(p.log_start);
     w.u64(p.log_end);
     w.u64(p.high_watermark);
+    w.u64(p.lag_records);
+    w.u64(p.lag_bytes);
+    w.u64(p.lag_ms);
     w.len("followers", p.followers.len())?;
     for f in &p.followers {
         w.str("node_id", &f.node_id)?;
@@ -1091,6 +1105,9 @@ fn decode_partition_status(r: &mut Reader) -> Result<PartitionStatus, FrameError
         log_start: r.u64("log_start")?,
         log_end: r.u64("log_end")?,
         high_watermark: r.u64("high_watermark")?,
+        lag_records: r.u64("lag_records")?,
+        lag_bytes: r.u64("lag_bytes")?,
+        lag_ms: r.u64("lag_ms")?,
         followers: r.list("followers", |r| {
             Ok(FollowerStatus {
                 node_id: r.str("node_id")?,
@@ -1339,6 +1356,9 @@ mod tests {
                     log_start: 0,
                     log_end: 10,
                     high_watermark: 8,
+                    lag_records: 3,
+                    lag_bytes: 300,
+                    lag_ms: 40,
                     followers: vec![FollowerStatus {
                         node_id: "n2".into(),
                         log_end: 8,

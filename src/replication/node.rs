@@ -59,6 +59,14 @@ pub struct NodeOptions {
     /// leads (the leader of the highest epoch wins); a node that starts as a leader first asks
     /// them, and follows one that leads a higher epoch than its own.
     pub peers: Vec<String>,
+    /// Run as a mirror of `leader` (a source in another cluster): copy its partitions (up to
+    /// its high watermark) and its consumer offsets at the same offsets, never counting toward
+    /// its acknowledgements or in-sync set. `peers` are the source cluster's nodes, asked who
+    /// leads when the source fails over. A mirror can be promoted to lead.
+    pub mirror: bool,
+    /// On a mirror: copy only the topics whose names match this glob pattern (`*`, `?`,
+    /// `[...]`); `None`: every topic.
+    pub topics: Option<String>,
 }
 
 impl Default for NodeOptions {
@@ -73,11 +81,25 @@ impl Default for NodeOptions {
             fetch_wait: Duration::from_millis(500),
             fetch_max_bytes: 1 << 20,
             peers: Vec::new(),
+            mirror: false,
+            topics: None,
         }
     }
 }
 
 type Key = (String, u32);
+
+/// How far a follower or mirror is behind, as of its last fetch answer.
+#[derive(Debug, Clone, Copy)]
+struct Lag {
+    /// What the leader had: its log end (follower) or high watermark (mirror).
+    leader_mark: u64,
+    /// When this node last held all of it.
+    caught_up_at: Instant,
+    /// Batch bytes and records appended, for the bytes-per-record estimate.
+    bytes: u64,
+    records: u64,
+}
 
 /// How often a follower compares its topics with its leader's.
 const TOPIC_SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -103,6 +125,10 @@ struct Shared {
     progress: Condvar,
     stop: AtomicBool,
     fetchers: Mutex<Vec<JoinHandle<()>>>,
+    /// On a follower or mirror, per partition: how far behind its leader it is.
+    lag: Mutex<HashMap<Key, Lag>>,
+    /// The mirror's topic filter.
+    topics: Option<glob::Pattern>,
     /// Held by a fetcher while it truncates or appends, and by a promote while it changes the
     /// role: a fetcher of an older generation (one still waiting on a leader that froze when
     /// the promote came) never writes once the node leads a new epoch.
@@ -156,11 +182,26 @@ impl Node {
     /// Starts serving `store`: as its leader, or following `options.leader`.
     pub fn start(store: Arc<Store>, options: NodeOptions) -> Result<Node> {
         let epoch = current_epoch(&store)?;
+        if options.mirror && options.leader.is_none() {
+            return Err(Error::InvalidArgument(
+                "a mirror needs a source to copy (NodeOptions::leader)".into(),
+            ));
+        }
+        let topics = options
+            .topics
+            .as_deref()
+            .map(glob::Pattern::new)
+            .transpose()
+            .map_err(|e| Error::InvalidArgument(format!("bad topic pattern: {e}")))?;
         let shared = Arc::new(Shared {
             store,
             addr: std::sync::OnceLock::new(),
+            lag: Mutex::new(HashMap::new()),
+            topics,
             state: Mutex::new(State {
-                role: if options.leader.is_some() {
+                role: if options.mirror {
+                    Role::Mirror
+                } else if options.leader.is_some() {
                     Role::Follower
                 } else {
                     Role::Leader
@@ -453,7 +494,7 @@ impl Shared {
         let (start, end) = (log.start_offset(), log.end_offset());
         // A follower whose last epoch ends earlier here (or is unknown here) diverges: it must
         // cut its log there first (KIP-101), and learns where from this answer.
-        if role == FetchRole::Follower && offset > start {
+        if role != FetchRole::Consumer && offset > start {
             let diverging = match log.epoch_end(last_epoch) {
                 Some((e, epoch_end)) if e == last_epoch && epoch_end >= offset => None,
                 Some((_, epoch_end)) => Some(epoch_end.min(offset)),
@@ -546,6 +587,7 @@ impl Shared {
             (st.role, st.epoch, st.leader.clone())
         };
         let trackers = lock(&self.trackers);
+        let lags = lock(&self.lag);
         let mut partitions = Vec::new();
         for t in self.store.topics().unwrap_or_default() {
             for p in 0..t.partitions() {
@@ -567,6 +609,19 @@ impl Shared {
                             .collect()
                     })
                     .unwrap_or_default();
+                let (lag_records, lag_bytes, lag_ms) = match lags.get(&(t.name.clone(), p)) {
+                    Some(l) if role != Role::Leader => {
+                        let records = l.leader_mark.saturating_sub(end);
+                        let per_record = l.bytes.checked_div(l.records).unwrap_or(0);
+                        let ms = if records == 0 {
+                            0
+                        } else {
+                            l.caught_up_at.elapsed().as_millis() as u64
+                        };
+                        (records, records * per_record, ms)
+                    }
+                    _ => (0, 0, 0),
+                };
                 partitions.push(PartitionStatus {
                     topic: t.name.clone(),
                     partition: p,
@@ -575,6 +630,9 @@ impl Shared {
                     log_start: log.start_offset(),
                     log_end: end,
                     high_watermark: log.high_watermark(),
+                    lag_records,
+                    lag_bytes,
+                    lag_ms,
                     followers: if role == Role::Leader {
                         followers
                     } else {
@@ -683,7 +741,7 @@ impl Shared {
             if epoch < st.epoch || (epoch == st.epoch && st.role == Role::Leader) {
                 return (ErrorCode::FencedEpoch, st.epoch);
             }
-            if st.role == Role::Follower {
+            if st.role != Role::Leader {
                 // The fetchers reconnect when the leader changes, and refuse answers of an
                 // older epoch from now on.
                 tracing::info!(epoch, leader, "following the newly promoted leader");
@@ -717,12 +775,20 @@ impl Shared {
         let mut fetchers = lock(&self.fetchers);
         let mut logs: Vec<(String, u32)> = vec![(OFFSETS_LOG.to_string(), 0)];
         for t in self.store.topics()? {
-            logs.extend((0..t.partitions()).map(|p| (t.name.clone(), p)));
+            if self.copies(&t.name) {
+                logs.extend((0..t.partitions()).map(|p| (t.name.clone(), p)));
+            }
         }
         for (name, p) in logs {
             fetchers.push(self.spawn_fetcher(name, p, generation)?);
         }
         Ok(())
+    }
+
+    /// Whether this node copies topic `name` (a mirror's `--topics` pattern; every topic
+    /// otherwise).
+    fn copies(&self, name: &str) -> bool {
+        self.topics.as_ref().is_none_or(|p| p.matches(name))
     }
 
     fn spawn_fetcher(
@@ -752,6 +818,9 @@ impl Shared {
             )));
         };
         for t in topics {
+            if !self.copies(&t.topic) {
+                continue;
+            }
             let id = TopicId(t.topic_id);
             match self.store.topic(&t.topic) {
                 Ok(local) => {
@@ -886,8 +955,13 @@ impl Shared {
             self.store.partition(topic, partition)?
         };
         let offset = log.end_offset();
+        let mirror = lock(&self.state).role == Role::Mirror;
         let request = Message::FetchRequest {
-            role: FetchRole::Follower,
+            role: if mirror {
+                FetchRole::Mirror
+            } else {
+                FetchRole::Follower
+            },
             node_id: self.options.node_id.clone(),
             topic: topic.to_string(),
             partition,
@@ -917,9 +991,9 @@ impl Shared {
             epoch,
             high_watermark,
             log_start,
+            log_end,
             diverging_end,
             batches,
-            ..
         } = answer
         else {
             return Err(Error::InvalidArgument(format!(
@@ -1011,8 +1085,13 @@ impl Shared {
             }
             return Ok(());
         }
+        let fetched_bytes = batches.len() as u64;
         let batches =
             split_batches(batches).map_err(|e| Error::InvalidArgument(format!("fetched: {e}")))?;
+        let fetched_records: u64 = batches
+            .iter()
+            .map(|b| b.last_offset() + 1 - b.base_offset())
+            .sum();
         if !batches.is_empty() {
             if offsets {
                 let _writes = self.replica_write(generation)?;
@@ -1028,6 +1107,21 @@ impl Shared {
             }
         }
         log.set_high_watermark(high_watermark.min(log.end_offset()));
+        let mark = if mirror { high_watermark } else { log_end };
+        let now = Instant::now();
+        let mut lags = lock(&self.lag);
+        let lag = lags.entry((topic.to_string(), partition)).or_insert(Lag {
+            leader_mark: mark,
+            caught_up_at: now,
+            bytes: 0,
+            records: 0,
+        });
+        lag.leader_mark = mark;
+        lag.bytes += fetched_bytes;
+        lag.records += fetched_records;
+        if log.end_offset() >= mark {
+            lag.caught_up_at = now;
+        }
         Ok(())
     }
 }
@@ -1176,7 +1270,7 @@ impl Handler for NodeHandler {
                 // A follower still in an older epoch is refused with this one; it takes it and
                 // fetches again (its last epoch decides what it must truncate).
                 let epoch = lock(&node.state).epoch;
-                if role == FetchRole::Follower && leader_epoch < epoch {
+                if role != FetchRole::Consumer && leader_epoch < epoch {
                     return reply.send_fetch(ErrorCode::FencedEpoch, epoch, 0, 0, 0, u64::MAX, &[]);
                 }
                 let wait = Duration::from_millis(max_wait_ms.min(30_000).into());
