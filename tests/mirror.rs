@@ -249,6 +249,25 @@ fn a_mirror_follows_a_failing_over_source_and_takes_over_with_its_groups() {
         values[300..],
         "the group on the promoted mirror must print exactly the records after its commit"
     );
+    // The old source leader comes back with its old store and peers: the promoted mirror
+    // keeps telling the source nodes of its epoch, so it follows the mirror instead of leading
+    // beside it.
+    let back = serve(
+        &dirs[leader],
+        &format!("n{leader}"),
+        &addrs[leader],
+        None,
+        &extra,
+    );
+    eventually(
+        "the old source follows the promoted mirror",
+        TIMEOUT,
+        || {
+            status(&addrs[leader])
+                .is_some_and(|s| s["role"] == "follower" && s["leader"] == addrs[2].as_str())
+        },
+    );
+    drop(back);
     drop(mirror_proc);
     eprintln!(
         "mirror: seed {seed:#x}, {sent} records sent, {} acknowledged, {} on the mirror (byte-identical prefix), {mirror_kills} mirror kills, {failovers} source failovers, the group resumed on the promoted mirror after {} records: {} more, {:.1} s",

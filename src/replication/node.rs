@@ -704,19 +704,55 @@ impl Shared {
     /// that froze (SIGSTOP, a long pause) and came back after the promote went on leading with
     /// the follower that was not promoted, and acknowledged writes at `quorum` and `all` that
     /// the new leader never had.
-    fn announce(&self, epoch: u64, former: String) {
+    ///
+    /// The peers that do not answer are told again every second in the background, for as
+    /// long as this node leads this epoch: a node that was down at the promote (a source that
+    /// a mirror replaced, a crashed old leader) hears it as soon as it is back.
+    fn announce(self: &Arc<Self>, epoch: u64, former: String) {
         let own = server_addr(self).to_string();
         let mut targets: Vec<String> = self.options.peers.clone();
         if !former.is_empty() && !targets.contains(&former) {
             targets.push(former);
         }
         targets.retain(|t| *t != own);
-        let notice = Message::LeaderChangeRequest { epoch, leader: own };
+        let mut missed = self.tell(&targets, epoch, &own);
+        if missed.is_empty() {
+            return;
+        }
+        let generation = lock(&self.state).generation;
+        let shared = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("stratalog-announce".into())
+            .spawn(move || {
+                while !missed.is_empty() {
+                    std::thread::sleep(Duration::from_secs(1));
+                    if !shared.running(generation) {
+                        return;
+                    }
+                    missed = shared.tell(&missed, epoch, &own);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start telling the missing peers of the new epoch again");
+        }
+    }
+
+    /// Sends `LeaderChangeRequest { epoch, leader }` to every target in parallel; returns
+    /// those that did not answer.
+    fn tell(&self, targets: &[String], epoch: u64, leader: &str) -> Vec<String> {
+        let notice = Message::LeaderChangeRequest {
+            epoch,
+            leader: leader.to_string(),
+        };
+        let missed = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
-            for target in &targets {
-                let notice = &notice;
+            for target in targets {
+                let (notice, missed) = (&notice, &missed);
                 scope.spawn(move || {
-                    let Some(addr) = resolve(target) else { return };
+                    let Some(addr) = resolve(target) else {
+                        lock(missed).push(target.clone());
+                        return;
+                    };
                     let answer = Client::connect(addr, Duration::from_secs(1)).and_then(|mut c| {
                         c.set_timeout(Duration::from_secs(2))?;
                         c.call(notice)
@@ -726,11 +762,15 @@ impl Shared {
                             tracing::info!(peer = target, error = error.name(), epoch = theirs, "told a peer of the new epoch");
                         }
                         Ok(other) => tracing::warn!(peer = target, ?other, "a peer answered a leader change oddly"),
-                        Err(e) => tracing::info!(peer = target, error = %e, "could not tell a peer of the new epoch"),
+                        Err(e) => {
+                            tracing::debug!(peer = target, error = %e, "could not tell a peer of the new epoch");
+                            lock(missed).push(target.clone());
+                        }
                     }
                 });
             }
         });
+        missed.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Another node leads `epoch` at `leader`: follow it, unless this node knows a newer
