@@ -1,0 +1,217 @@
+//! Role changes: a promote to a new epoch and its announcement to the peers, following a
+//! newly announced leader, stepping down on a newer epoch, and asking the peers who leads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+impl Shared {
+    /// Leads a new epoch above `min_epoch` and every epoch seen, durably, in every partition.
+    pub(super) fn promote(self: &Arc<Self>, min_epoch: u64) -> Result<u64> {
+        let writes = lock(&self.replica_writes);
+        let mut st = lock(&self.state);
+        let former = std::mem::take(&mut st.leader);
+        let epoch = st.epoch.max(min_epoch).max(current_epoch(&self.store)?) + 1;
+        for t in self.store.topics()? {
+            for p in 0..t.partitions() {
+                self.store.set_leader_epoch(&t.name, p, epoch)?;
+            }
+        }
+        self.store.set_offsets_epoch(epoch)?;
+        st.role = Role::Leader;
+        st.epoch = epoch;
+        st.leader = server_addr(self).to_string();
+        st.generation += 1;
+        drop(st);
+        drop(writes);
+        lock(&self.trackers).clear();
+        self.progress.notify_all();
+        // Fetchers see the new generation and stop, without being waited for here: one may
+        // wait for its leader's answer until its timeout (a leader that froze). The node's stop
+        // joins them.
+        lock(&self.fetchers).retain(|f| !f.is_finished());
+        tracing::info!(node = %self.options.node_id, epoch, "promoted: leading");
+        self.announce(epoch, former);
+        Ok(epoch)
+    }
+
+    /// Tells every peer and the former leader, before the promote answers, that this node
+    /// leads `epoch` (`LeaderChangeRequest`, in parallel, at most about three seconds for a
+    /// peer that does not answer). A leader of an older epoch stops leading and follows this
+    /// node; a follower takes the epoch and the leader at once, so that the fetches it sends
+    /// fence its old leader and it takes no answer of an older epoch. Without this, a leader
+    /// that froze (SIGSTOP, a long pause) and came back after the promote went on leading with
+    /// the follower that was not promoted, and acknowledged writes at `quorum` and `all` that
+    /// the new leader never had.
+    ///
+    /// The peers that do not answer are told again every second in the background, for as
+    /// long as this node leads this epoch: a node that was down at the promote (a source that
+    /// a mirror replaced, a crashed old leader) hears it as soon as it is back.
+    pub(super) fn announce(self: &Arc<Self>, epoch: u64, former: String) {
+        let own = server_addr(self).to_string();
+        let mut targets: Vec<String> = self.options.peers.clone();
+        if !former.is_empty() && !targets.contains(&former) {
+            targets.push(former);
+        }
+        targets.retain(|t| *t != own);
+        let mut missed = self.tell(&targets, epoch, &own);
+        if missed.is_empty() {
+            return;
+        }
+        let generation = lock(&self.state).generation;
+        let shared = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("stratalog-announce".into())
+            .spawn(move || {
+                while !missed.is_empty() {
+                    std::thread::sleep(Duration::from_secs(1));
+                    if !shared.running(generation) {
+                        return;
+                    }
+                    missed = shared.tell(&missed, epoch, &own);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start telling the missing peers of the new epoch again");
+        }
+    }
+
+    /// Sends `LeaderChangeRequest { epoch, leader }` to every target in parallel; returns
+    /// those that did not answer.
+    pub(super) fn tell(&self, targets: &[String], epoch: u64, leader: &str) -> Vec<String> {
+        let notice = Message::LeaderChangeRequest {
+            epoch,
+            leader: leader.to_string(),
+        };
+        let missed = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for target in targets {
+                let (notice, missed) = (&notice, &missed);
+                scope.spawn(move || {
+                    let Some(addr) = resolve(target) else {
+                        lock(missed).push(target.clone());
+                        return;
+                    };
+                    let answer = Client::connect(addr, Duration::from_secs(1)).and_then(|mut c| {
+                        c.set_timeout(Duration::from_secs(2))?;
+                        c.call(notice)
+                    });
+                    match answer {
+                        Ok(Message::LeaderChangeResponse { error, epoch: theirs }) => {
+                            tracing::info!(peer = target, error = error.name(), epoch = theirs, "told a peer of the new epoch");
+                        }
+                        Ok(other) => tracing::warn!(peer = target, ?other, "a peer answered a leader change oddly"),
+                        Err(e) => {
+                            tracing::debug!(peer = target, error = %e, "could not tell a peer of the new epoch");
+                            lock(missed).push(target.clone());
+                        }
+                    }
+                });
+            }
+        });
+        missed.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Another node leads `epoch` at `leader`: follow it, unless this node knows a newer
+    /// epoch (or leads this one). Returns the error to answer and this node's epoch.
+    pub(super) fn leader_change(self: &Arc<Self>, epoch: u64, leader: String) -> (ErrorCode, u64) {
+        {
+            let mut st = lock(&self.state);
+            if epoch < st.epoch || (epoch == st.epoch && st.role == Role::Leader) {
+                return (ErrorCode::FencedEpoch, st.epoch);
+            }
+            if st.role != Role::Leader {
+                // The fetchers reconnect when the leader changes, and refuse answers of an
+                // older epoch from now on.
+                tracing::info!(epoch, leader, "following the newly promoted leader");
+                st.leader = leader;
+                st.epoch = epoch;
+                return (ErrorCode::None, epoch);
+            }
+            tracing::warn!(node = %self.options.node_id, epoch = st.epoch, new_epoch = epoch, leader, "a newer leader announced itself: no longer leading");
+            st.role = Role::Follower;
+            st.leader = leader;
+            st.epoch = epoch;
+            st.generation += 1;
+        }
+        lock(&self.trackers).clear();
+        self.progress.notify_all();
+        if let Err(e) = self.start_fetchers() {
+            tracing::error!(error = %e, "could not start following the new leader");
+        }
+        (ErrorCode::None, epoch)
+    }
+
+    /// Stops leading (a newer epoch exists somewhere): refuses produces from now on, and
+    /// follows whoever the peers say leads.
+    pub(super) fn step_down(self: &Arc<Self>, seen_epoch: u64) {
+        {
+            let mut st = lock(&self.state);
+            if st.role != Role::Leader || seen_epoch <= st.epoch {
+                return;
+            }
+            tracing::warn!(node = %self.options.node_id, epoch = st.epoch, seen_epoch, "a newer epoch exists: no longer leading");
+            st.role = Role::Follower;
+            st.leader = String::new();
+            st.epoch = seen_epoch;
+            st.generation += 1;
+        }
+        self.progress.notify_all();
+        if let Err(e) = self.start_fetchers() {
+            tracing::error!(error = %e, "could not start following after stepping down");
+        }
+    }
+
+    /// A follower hears of an epoch newer than its own (a promote's announcement, see
+    /// [`Shared::announce`]): it takes that epoch at once, so that its next fetch fences its
+    /// old leader and no answer of an older epoch is appended, then asks its peers who leads
+    /// (in the background; the fetcher reconnects when the leader changes).
+    pub(super) fn follow_newer_epoch(self: &Arc<Self>, seen_epoch: u64) {
+        {
+            let mut st = lock(&self.state);
+            if st.role == Role::Leader || seen_epoch <= st.epoch {
+                return;
+            }
+            st.epoch = seen_epoch;
+        }
+        let shared = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("stratalog-discover".into())
+            .spawn(move || {
+                if let Some((leader, epoch)) = shared.discover_leader() {
+                    let mut st = lock(&shared.state);
+                    if st.role != Role::Leader && epoch >= st.epoch {
+                        st.leader = leader;
+                        st.epoch = epoch;
+                    }
+                }
+            });
+    }
+
+    /// Asks every peer for its status; returns the address and epoch of the peer that leads
+    /// the highest epoch, if any answers as a leader.
+    pub(super) fn discover_leader(&self) -> Option<(String, u64)> {
+        let own = self.addr.get().map(|a| a.to_string());
+        let mut best: Option<(String, u64)> = None;
+        for peer in &self.options.peers {
+            if Some(peer) == own.as_ref() {
+                continue;
+            }
+            let Some(addr) = resolve(peer) else { continue };
+            let Ok(mut client) = Client::connect(addr, Duration::from_secs(1)) else {
+                continue;
+            };
+            if let Ok(Message::StatusResponse {
+                role: Role::Leader,
+                epoch,
+                ..
+            }) = client.call(&Message::StatusRequest)
+                && best.as_ref().is_none_or(|(_, e)| epoch > *e)
+            {
+                best = Some((peer.clone(), epoch));
+            }
+        }
+        best
+    }
+}

@@ -1,0 +1,376 @@
+//! The follower's (and mirror's) side of a node: one fetcher per partition and one for the
+//! consumer offsets log, the leader's topics taken over, divergent suffixes cut (KIP-101,
+//! KIP-279), and the lag behind the leader.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+impl Shared {
+    pub(super) fn join_fetchers(&self) {
+        let fetchers = std::mem::take(&mut *lock(&self.fetchers));
+        for f in fetchers {
+            let _ = f.join();
+        }
+    }
+
+    pub(super) fn start_fetchers(self: &Arc<Self>) -> Result<()> {
+        let generation = lock(&self.state).generation;
+        let mut fetchers = lock(&self.fetchers);
+        let mut logs: Vec<(String, u32)> = vec![(OFFSETS_LOG.to_string(), 0)];
+        for t in self.store.topics()? {
+            if self.copies(&t.name) {
+                logs.extend((0..t.partitions()).map(|p| (t.name.clone(), p)));
+            }
+        }
+        for (name, p) in logs {
+            fetchers.push(self.spawn_fetcher(name, p, generation)?);
+        }
+        Ok(())
+    }
+
+    /// Whether this node copies topic `name` (a mirror's `--topics` pattern; every topic
+    /// otherwise).
+    pub(super) fn copies(&self, name: &str) -> bool {
+        self.topics.as_ref().is_none_or(|p| p.matches(name))
+    }
+
+    pub(super) fn spawn_fetcher(
+        self: &Arc<Self>,
+        topic: String,
+        partition: u32,
+        generation: u64,
+    ) -> Result<JoinHandle<()>> {
+        let shared = self.clone();
+        std::thread::Builder::new()
+            .name(format!("stratalog-fetch-{topic}-{partition}"))
+            .spawn(move || shared.fetch_loop(&topic, partition, generation))
+            .map_err(|e| Error::io("spawn fetcher thread", "stratalog-fetch", e))
+    }
+
+    /// A follower takes its leader's topics: it creates those it lacks (with the leader's id,
+    /// partition count and partitioner; settings default) and starts fetching them, and gives
+    /// its own topics of the same names the leader's ids (the replicated consumer offsets name
+    /// topics by id).
+    pub(super) fn sync_topics(
+        self: &Arc<Self>,
+        client: &mut Client,
+        generation: u64,
+    ) -> Result<()> {
+        let answer = client
+            .call(&Message::MetadataRequest)
+            .map_err(|e| Error::InvalidArgument(format!("metadata from the leader: {e}")))?;
+        let Message::MetadataResponse { topics, .. } = answer else {
+            return Err(Error::InvalidArgument(format!(
+                "the leader answered a metadata request with {answer:?}"
+            )));
+        };
+        for t in topics {
+            if !self.copies(&t.topic) {
+                continue;
+            }
+            let id = TopicId(t.topic_id);
+            match self.store.topic(&t.topic) {
+                Ok(local) => {
+                    if local.id != id {
+                        tracing::info!(topic = t.topic, "taking the leader's topic id");
+                        self.store.adopt_topic_id(&t.topic, id)?;
+                    }
+                    if local.partitions() != t.partitions {
+                        tracing::warn!(
+                            topic = t.topic,
+                            here = local.partitions(),
+                            leader = t.partitions,
+                            "the leader has another partition count; only the partitions both \
+                             have are replicated"
+                        );
+                    }
+                }
+                Err(Error::UnknownTopic { .. }) => {
+                    let kind = t.partitioner.parse().unwrap_or_default();
+                    self.store.create_topic_as(
+                        &t.topic,
+                        t.partitions,
+                        TopicConfig::default(),
+                        kind,
+                        Some(id),
+                    )?;
+                    tracing::info!(
+                        topic = t.topic,
+                        partitions = t.partitions,
+                        "created a topic of the leader"
+                    );
+                    let mut fetchers = lock(&self.fetchers);
+                    for p in 0..t.partitions {
+                        fetchers.push(self.spawn_fetcher(t.topic.clone(), p, generation)?);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn running(&self, generation: u64) -> bool {
+        !self.stop.load(Ordering::Acquire) && lock(&self.state).generation == generation
+    }
+
+    /// One partition's fetcher: fetch from the log end, append, repeat, until the node stops
+    /// or changes role.
+    pub(super) fn fetch_loop(self: &Arc<Self>, topic: &str, partition: u32, generation: u64) {
+        let mut client: Option<Client> = None;
+        let mut failures = 0u32;
+        // The consumer offsets fetcher also keeps the topics in step with the leader's.
+        let mut synced: Option<Instant> = None;
+        while self.running(generation) {
+            if failures >= 3 {
+                // The leader does not answer: ask the peers who leads now.
+                failures = 0;
+                if let Some((leader, epoch)) = self.discover_leader() {
+                    let mut st = lock(&self.state);
+                    if epoch >= st.epoch && st.role != Role::Leader {
+                        st.leader = leader;
+                        st.epoch = epoch;
+                    }
+                }
+            }
+            let leader = lock(&self.state).leader.clone();
+            if client
+                .as_ref()
+                .is_some_and(|c| resolve(&leader) != Some(c.addr()))
+            {
+                // The leader changed (a newer epoch was announced): drop the old connection.
+                client = None;
+            }
+            if client.is_none() {
+                client = resolve(&leader).and_then(|addr| {
+                    Client::connect(addr, self.options.fetch_wait + Duration::from_secs(10)).ok()
+                });
+                if client.is_none() {
+                    failures += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            }
+            let c = client.as_mut().expect("connected above");
+            if topic == OFFSETS_LOG && synced.is_none_or(|t| t.elapsed() >= TOPIC_SYNC_INTERVAL) {
+                match self.sync_topics(c, generation) {
+                    Ok(()) => synced = Some(Instant::now()),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not take the leader's topics");
+                        failures += 1;
+                        client = None;
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                }
+            }
+            match self.fetch_once(c, topic, partition, generation) {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    tracing::debug!(topic, partition, error = %e, "fetch failed; reconnecting");
+                    failures += 1;
+                    client = None;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// The replica-write lock, if this fetcher's generation is still the node's.
+    pub(super) fn replica_write(&self, generation: u64) -> Result<MutexGuard<'_, ()>> {
+        let writes = lock(&self.replica_writes);
+        if self.running(generation) {
+            Ok(writes)
+        } else {
+            Err(Error::InvalidArgument(
+                "the node changed role while fetching; the answer is dropped".into(),
+            ))
+        }
+    }
+
+    pub(super) fn fetch_once(
+        &self,
+        client: &mut Client,
+        topic: &str,
+        partition: u32,
+        generation: u64,
+    ) -> Result<()> {
+        let offsets = topic == OFFSETS_LOG;
+        let log = if offsets {
+            self.store.offsets_log()?
+        } else {
+            self.store.partition(topic, partition)?
+        };
+        let offset = log.end_offset();
+        let mirror = lock(&self.state).role == Role::Mirror;
+        let request = Message::FetchRequest {
+            role: if mirror {
+                FetchRole::Mirror
+            } else {
+                FetchRole::Follower
+            },
+            node_id: self.options.node_id.clone(),
+            topic: topic.to_string(),
+            partition,
+            offset,
+            last_epoch: log.last_record_epoch().unwrap_or(0),
+            leader_epoch: lock(&self.state).epoch,
+            max_bytes: self.options.fetch_max_bytes,
+            max_wait_ms: self.options.fetch_wait.as_millis() as u32,
+        };
+        let answer = client
+            .call(&request)
+            .map_err(|e| Error::InvalidArgument(format!("fetch from the leader: {e}")))?;
+        if let Message::ErrorResponse {
+            error: ErrorCode::NotLeader,
+            leader,
+            ..
+        } = &answer
+        {
+            // Our leader was deposed: follow the one it names, or ask the peers.
+            if !leader.is_empty() {
+                lock(&self.state).leader = leader.clone();
+            }
+            return Err(Error::InvalidArgument("the leader moved".into()));
+        }
+        let Message::FetchResponse {
+            error,
+            epoch,
+            high_watermark,
+            log_start,
+            log_end,
+            diverging_end,
+            batches,
+        } = answer
+        else {
+            return Err(Error::InvalidArgument(format!(
+                "the leader answered a fetch with {answer:?}"
+            )));
+        };
+        if error == ErrorCode::FencedEpoch {
+            let mut st = lock(&self.state);
+            st.epoch = st.epoch.max(epoch);
+            return Ok(());
+        }
+        if error == ErrorCode::OffsetOutOfRange && offsets && offset < log_start {
+            // The leader compacted its consumer offsets log while this node lagged: the
+            // records between are gone there; start over at its start and fetch its state.
+            tracing::warn!(
+                from = offset,
+                to = log_start,
+                "the leader compacted the consumer offsets log; fetching its state anew"
+            );
+            let _writes = self.replica_write(generation)?;
+            return self.store.restart_offsets_at(log_start);
+        }
+        if error == ErrorCode::OffsetOutOfRange && !offsets && offset < log_start {
+            // The leader no longer has the records from this node's end on (retention, or it
+            // started at an offset): this node's records are all below what the leader keeps,
+            // so it starts over, empty, at the leader's start (Kafka's
+            // truncate-fully-and-start-at) and fetches from there.
+            tracing::warn!(
+                topic,
+                partition,
+                from = offset,
+                to = log_start,
+                "below the leader's start: starting over there"
+            );
+            let _writes = self.replica_write(generation)?;
+            return log.reset_to(log_start);
+        }
+        if error != ErrorCode::None {
+            std::thread::sleep(Duration::from_millis(100));
+            return Err(Error::InvalidArgument(format!(
+                "the leader refused the fetch: {}",
+                error.name()
+            )));
+        }
+        {
+            let mut st = lock(&self.state);
+            if epoch < st.epoch {
+                // A deposed leader answered (it froze and came back): its batches are not ours.
+                return Err(Error::InvalidArgument(format!(
+                    "the leader answered in epoch {epoch}, older than epoch {} this node knows",
+                    st.epoch
+                )));
+            }
+            st.epoch = st.epoch.max(epoch);
+        }
+        if diverging_end != u64::MAX {
+            // Cut exactly the divergent suffix (KIP-101, with KIP-279's refinement): ask where
+            // our last epoch ends on the leader, as (e, end); the records in common end at
+            // `end` there and at the end of epoch `e` here, whichever is lower.
+            let ours = log.last_record_epoch().unwrap_or(0);
+            let at = match client.call(&Message::EpochEndRequest {
+                topic: topic.to_string(),
+                partition,
+                epoch: ours,
+            }) {
+                Ok(Message::EpochEndResponse {
+                    error: ErrorCode::None,
+                    epoch: e,
+                    end_offset,
+                }) => {
+                    let own_end = log.epoch_end(e).map_or(log.start_offset(), |(_, end)| end);
+                    end_offset.min(own_end).min(offset)
+                }
+                _ => diverging_end.min(offset),
+            };
+            let at = at.max(log.start_offset());
+            tracing::warn!(
+                topic,
+                partition,
+                from = at,
+                to = offset,
+                "truncating a divergent suffix"
+            );
+            let _writes = self.replica_write(generation)?;
+            if offsets {
+                self.store.truncate_offsets(at)?;
+            } else {
+                log.truncate(at)?;
+            }
+            return Ok(());
+        }
+        let fetched_bytes = batches.len() as u64;
+        let batches =
+            split_batches(batches).map_err(|e| Error::InvalidArgument(format!("fetched: {e}")))?;
+        let fetched_records: u64 = batches
+            .iter()
+            .map(|b| b.last_offset() + 1 - b.base_offset())
+            .sum();
+        if !batches.is_empty() {
+            if offsets {
+                let _writes = self.replica_write(generation)?;
+                self.store.append_offsets_replica(&batches)?;
+            } else {
+                // Written under the lock, made durable outside it: the partitions' fsyncs
+                // must not queue behind one another.
+                let appended = {
+                    let _writes = self.replica_write(generation)?;
+                    log.append_replica(&batches)?
+                };
+                appended.receipt.wait()?;
+            }
+        }
+        log.set_high_watermark(high_watermark.min(log.end_offset()));
+        let mark = if mirror { high_watermark } else { log_end };
+        let now = Instant::now();
+        let mut lags = lock(&self.lag);
+        let lag = lags.entry((topic.to_string(), partition)).or_insert(Lag {
+            leader_mark: mark,
+            caught_up_at: now,
+            bytes: 0,
+            records: 0,
+        });
+        lag.leader_mark = mark;
+        lag.bytes += fetched_bytes;
+        lag.records += fetched_records;
+        if log.end_offset() >= mark {
+            lag.caught_up_at = now;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,269 @@
+//! The leader's side of a node: produces and their acknowledgement levels, the consumer
+//! offset commits, fetch answers (long-polling, from the segment files), and the in-sync set
+//! as followers fetch.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+impl Shared {
+    pub(super) fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        acks: Acks,
+        timeout: Duration,
+        bytes: Bytes,
+    ) -> Message {
+        let answer = |error, base, last, acks, epoch| Message::ProduceResponse {
+            error,
+            base_offset: base,
+            last_offset: last,
+            acks,
+            epoch,
+        };
+        let (generation, epoch) = {
+            let st = lock(&self.state);
+            (st.generation, st.epoch)
+        };
+        let log = match self.partition(topic, partition) {
+            Ok(log) => log,
+            Err(code) => return answer(code, 0, 0, acks, epoch),
+        };
+        let batches = match split_batches(bytes) {
+            Ok(b) if !b.is_empty() => b,
+            _ => return answer(ErrorCode::CorruptMessage, 0, 0, acks, epoch),
+        };
+        let (mut base, mut last) = (None, 0);
+        for batch in &batches {
+            let appended = match log.append_batch(batch) {
+                Ok(a) => a,
+                Err(Error::InvalidArgument(_)) => {
+                    return answer(ErrorCode::CorruptMessage, 0, 0, acks, epoch);
+                }
+                Err(_) => return answer(ErrorCode::StorageError, 0, 0, acks, epoch),
+            };
+            if appended.receipt.wait().is_err() {
+                return answer(ErrorCode::StorageError, 0, 0, acks, epoch);
+            }
+            base.get_or_insert(appended.base_offset);
+            last = appended.last_offset;
+        }
+        let base = base.unwrap_or(0);
+        let error = self.wait_for_acks(topic, partition, &log, last + 1, acks, timeout, generation);
+        answer(error, base, last, acks, epoch)
+    }
+
+    /// Waits until every record of `log` below `end` is acknowledged at level `acks`, the
+    /// in-sync set falls below what `acks` needs, this node stops leading (its role changed
+    /// since `generation`), or `timeout` passes.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per part of the wait"
+    )]
+    pub(super) fn wait_for_acks(
+        &self,
+        topic: &str,
+        partition: u32,
+        log: &Log,
+        end: u64,
+        acks: Acks,
+        timeout: Duration,
+        generation: u64,
+    ) -> ErrorCode {
+        let key = (topic.to_string(), partition);
+        let deadline = Instant::now() + timeout;
+        let mut trackers = lock(&self.trackers);
+        loop {
+            if lock(&self.state).generation != generation || self.stop.load(Ordering::Acquire) {
+                return ErrorCode::LeadershipLost;
+            }
+            let durable = log.end_offset();
+            let tracker = trackers
+                .entry(key.clone())
+                .or_insert_with(|| self.tracker(log));
+            tracker.expire(Instant::now());
+            let hw = tracker.advance(durable);
+            log.set_high_watermark(hw);
+            match tracker.ack_state(acks, end, durable, self.options.replicas) {
+                AckState::Reached => return ErrorCode::None,
+                AckState::NotEnoughReplicas { .. } => return ErrorCode::NotEnoughReplicas,
+                AckState::Waiting => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return ErrorCode::Timeout;
+            }
+            // Woken by follower fetches; the short bound re-checks expiry of the in-sync set.
+            trackers = self
+                .progress
+                .wait_timeout(trackers, left.min(Duration::from_millis(100)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    /// Commits a consumer group's position on the leader: durable in the consumer offsets log,
+    /// then replicated to every in-sync replica (as `acks=all`), so that a new leader has it.
+    pub(super) fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        epoch: u64,
+    ) -> ErrorCode {
+        let generation = lock(&self.state).generation;
+        if let Err(e) = self.store.commit(group, topic, partition, offset, epoch) {
+            return match e {
+                Error::UnknownTopic { .. } | Error::UnknownPartition { .. } => {
+                    ErrorCode::UnknownTopicOrPartition
+                }
+                Error::StaleEpoch { .. } => ErrorCode::FencedEpoch,
+                Error::CommitBeyondEnd { .. } => ErrorCode::OffsetOutOfRange,
+                Error::InvalidArgument(_) => ErrorCode::InvalidRequest,
+                _ => ErrorCode::StorageError,
+            };
+        }
+        let log = match self.store.offsets_log() {
+            Ok(log) => log,
+            Err(_) => return ErrorCode::StorageError,
+        };
+        self.wait_for_acks(
+            OFFSETS_LOG,
+            0,
+            &log,
+            log.end_offset(),
+            Acks::All,
+            Duration::from_secs(30),
+            generation,
+        )
+    }
+
+    pub(super) fn tracker(&self, log: &Log) -> ReplicaTracker {
+        ReplicaTracker::new(
+            log.high_watermark(),
+            self.options.replica_lag_timeout,
+            self.options.min_in_sync,
+        )
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one argument per request field")]
+    pub(super) fn fetch(
+        &self,
+        reply: &mut Reply<'_>,
+        role: FetchRole,
+        node_id: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        last_epoch: u64,
+        max_bytes: u32,
+        max_wait: Duration,
+    ) -> std::result::Result<(), WireError> {
+        let epoch = lock(&self.state).epoch;
+        let empty = |reply: &mut Reply<'_>, error, start, end, hw, diverging| {
+            reply.send_fetch(error, epoch, hw, start, end, diverging, &[])
+        };
+        // The handler answered `NotLeader` (with the leader's address) before calling this.
+        let log = match self.partition(topic, partition) {
+            Ok(log) => log,
+            Err(code) => return empty(reply, code, 0, 0, 0, u64::MAX),
+        };
+        let (start, end) = (log.start_offset(), log.end_offset());
+        // A follower whose last epoch ends earlier here (or is unknown here) diverges: it must
+        // cut its log there first (KIP-101), and learns where from this answer.
+        if role != FetchRole::Consumer && offset > start {
+            let diverging = match log.epoch_end(last_epoch) {
+                Some((e, epoch_end)) if e == last_epoch && epoch_end >= offset => None,
+                Some((_, epoch_end)) => Some(epoch_end.min(offset)),
+                None => Some(start),
+            };
+            if let Some(at) = diverging {
+                return empty(reply, ErrorCode::None, start, end, log.high_watermark(), at);
+            }
+        }
+        if offset < start || offset > end {
+            return empty(
+                reply,
+                ErrorCode::OffsetOutOfRange,
+                start,
+                end,
+                log.high_watermark(),
+                u64::MAX,
+            );
+        }
+        if role == FetchRole::Follower {
+            self.follower_fetched(topic, partition, node_id, offset, &log);
+        }
+        let upper = |log: &Log| match role {
+            FetchRole::Follower => log.end_offset(),
+            FetchRole::Consumer | FetchRole::Mirror => log.high_watermark(),
+        };
+        let deadline = Instant::now() + max_wait;
+        while upper(&log) <= offset && !self.stop.load(Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match role {
+                FetchRole::Follower => {
+                    log.wait_for_data(offset, left);
+                }
+                // The high watermark moves with other replicas' fetches, not with appends.
+                _ => std::thread::sleep(left.min(Duration::from_millis(10))),
+            }
+        }
+        let limit = upper(&log);
+        // Sent from the segment files with `sendfile` (docs/SAFETY.md).
+        let ranges = if offset < limit {
+            match log.read_file_ranges(offset, limit, max_bytes as usize) {
+                Ok(b) => b,
+                Err(Error::OffsetOutOfRange { start, end, .. }) => {
+                    return empty(
+                        reply,
+                        ErrorCode::OffsetOutOfRange,
+                        start,
+                        end,
+                        log.high_watermark(),
+                        u64::MAX,
+                    );
+                }
+                Err(_) => return empty(reply, ErrorCode::StorageError, 0, 0, 0, u64::MAX),
+            }
+        } else {
+            Vec::new()
+        };
+        reply
+            .send_fetch_ranges(
+                ErrorCode::None,
+                epoch,
+                log.high_watermark(),
+                log.start_offset(),
+                log.end_offset(),
+                u64::MAX,
+                &ranges,
+            )
+            .map(drop)
+    }
+
+    /// Records a follower's fetch at `offset` (its durable end) and moves the high watermark.
+    pub(super) fn follower_fetched(
+        &self,
+        topic: &str,
+        partition: u32,
+        node: &str,
+        offset: u64,
+        log: &Log,
+    ) {
+        let mut trackers = lock(&self.trackers);
+        let tracker = trackers
+            .entry((topic.to_string(), partition))
+            .or_insert_with(|| self.tracker(log));
+        let end = log.end_offset();
+        let hw = tracker.on_fetch(node, offset, end, end, Instant::now());
+        log.set_high_watermark(hw);
+        drop(trackers);
+        self.progress.notify_all();
+    }
+}
