@@ -10,7 +10,11 @@
 //! the new leader instead of from the start. Seeded (`STRATALOG_CRASH_SEED`); every process is
 //! killed when the test ends, also when it fails.
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
+
+use cluster::{BIN, Proc, status};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -21,57 +25,23 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stratalog");
 const TIMEOUT: Duration = Duration::from_secs(60);
 const RECORDS: usize = 3000;
 const PARTITIONS: u32 = 3;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn serve(dir: &Path, id: &str, listen: &str, leader: Option<&str>, peers: &str) -> Proc {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--dir", dir.to_str().unwrap(), "--node-id", id])
-        .args(["--listen", listen, "--peers", peers])
-        .args(["--replicas", "3", "--min-in-sync", "2"])
-        .args(["--replica-lag-timeout", "1500"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if let Some(l) = leader {
-        cmd.args(["--leader", l]);
-    }
-    let mut child = cmd.spawn().expect("spawn serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening on "), "serve printed {line:?}");
-    Proc(child)
+    let extra = ["--peers", peers, "--replicas", "3", "--min-in-sync", "2"];
+    cluster::serve(
+        dir,
+        id,
+        listen,
+        leader,
+        &[&extra[..], &["--replica-lag-timeout", "1500"]].concat(),
+    )
 }
 
-fn status(addr: &str) -> Option<serde_json::Value> {
-    let out = Command::new(BIN)
-        .args(["status", "--node", addr, "--json"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
-}
-
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < TIMEOUT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    cluster::eventually(what, TIMEOUT, cond)
 }
 
 /// Every follower of every partition in sync and caught up on the leader at `addr`.

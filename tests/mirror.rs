@@ -105,6 +105,21 @@ fn a_mirror_follows_a_failing_over_source_and_takes_over_with_its_groups() {
         Some(serve(&dirs[1], "n1", &addrs[1], Some(&addrs[0]), &extra)),
     ];
     let mut leader = 0usize;
+    // The source fails over: SIGKILL its leader, promote the follower, restart the old
+    // leader, which finds the new one through its peers.
+    let fail_over = |nodes: &mut [Option<Proc>; 2], leader: &mut usize| {
+        drop(nodes[*leader].take());
+        let other = 1 - *leader;
+        run(&["promote", "--node", &addrs[other]]);
+        nodes[*leader] = Some(serve(
+            &dirs[*leader],
+            &format!("n{leader}"),
+            &addrs[*leader],
+            None,
+            &extra,
+        ));
+        *leader = other;
+    };
     let mut mirror_proc = Some(mirror(&mirror_dir, &addrs[2], &sources));
     run(&["produce", "--node", &addrs[0], "--log", "other/0"]);
 
@@ -124,19 +139,7 @@ fn a_mirror_follows_a_failing_over_source_and_takes_over_with_its_groups() {
         }
         next_event = Instant::now() + Duration::from_millis(rng.random_range(300..1200));
         if failovers < 2 && rng.random_bool(0.4) {
-            // The source fails over: SIGKILL its leader, promote the follower, restart the
-            // old leader, which finds the new one through its peers.
-            drop(nodes[leader].take());
-            let other = 1 - leader;
-            run(&["promote", "--node", &addrs[other]]);
-            nodes[leader] = Some(serve(
-                &dirs[leader],
-                &format!("n{leader}"),
-                &addrs[leader],
-                None,
-                &extra,
-            ));
-            leader = other;
+            fail_over(&mut nodes, &mut leader);
             failovers += 1;
         } else {
             // The mirror dies and comes back.
@@ -149,17 +152,7 @@ fn a_mirror_follows_a_failing_over_source_and_takes_over_with_its_groups() {
     let acks = producer.finish(Duration::from_secs(20));
     assert!(!acks.is_empty(), "nothing was acknowledged");
     while failovers < 2 {
-        drop(nodes[leader].take());
-        let other = 1 - leader;
-        run(&["promote", "--node", &addrs[other]]);
-        nodes[leader] = Some(serve(
-            &dirs[leader],
-            &format!("n{leader}"),
-            &addrs[leader],
-            None,
-            &extra,
-        ));
-        leader = other;
+        fail_over(&mut nodes, &mut leader);
         failovers += 1;
     }
     // A consumer group on the source processes part of the records and commits.

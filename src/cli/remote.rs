@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use stratalog::replication::node::split_batches;
 use stratalog::replication::transport::Client;
-use stratalog::replication::{Acks, ErrorCode, FetchRole, Message};
+use stratalog::replication::{Acks, ErrorCode, FetchRole, Message, TopicMetadata};
 use stratalog::store::Partitioner;
 use stratalog::{BatchBuilder, Compression, Record};
 
@@ -122,6 +122,17 @@ impl Conn {
         }
     }
 
+    /// What the node knows of `topic` (a metadata request).
+    fn topic(&mut self, topic: &str) -> Result<TopicMetadata, CliError> {
+        let Message::MetadataResponse { topics, .. } = self.call(&Message::MetadataRequest)? else {
+            return Err("the node answered a metadata request with something else".into());
+        };
+        topics
+            .into_iter()
+            .find(|t| t.topic == topic)
+            .ok_or_else(|| format!("no topic {topic:?} on {}", self.current).into())
+    }
+
     /// Sends `request`; on `NotLeader` with an address, reconnects there and sends it again.
     /// With several addresses, a node that does not answer, or answers `NotLeader` without
     /// naming a leader (a failover under way), makes it try the others.
@@ -183,14 +194,7 @@ pub fn consume(node: &str, o: &Options) -> Result<(), CliError> {
     let mut conn = Conn::open(node)?;
     let (topic, partitions) = match &o.topic {
         Some(topic) => {
-            let Message::MetadataResponse { topics, .. } = conn.call(&Message::MetadataRequest)?
-            else {
-                return Err("the node answered a metadata request with something else".into());
-            };
-            let t = topics
-                .iter()
-                .find(|t| &t.topic == topic)
-                .ok_or_else(|| format!("no topic {topic:?} on {node}"))?;
+            let t = conn.topic(topic)?;
             (topic.clone(), (0..t.partitions).collect::<Vec<u32>>())
         }
         None => {
@@ -505,14 +509,7 @@ pub fn produce(node: &str, o: &super::produce::Options) -> Result<(), CliError> 
     let mut conn = Conn::open(node)?;
     let (topic, fixed, router) = match &o.topic {
         Some(topic) => {
-            let Message::MetadataResponse { topics, .. } = conn.call(&Message::MetadataRequest)?
-            else {
-                return Err("the node answered a metadata request with something else".into());
-            };
-            let t = topics
-                .iter()
-                .find(|t| &t.topic == topic)
-                .ok_or_else(|| format!("no topic {topic:?} on {node}"))?;
+            let t = conn.topic(topic)?;
             let kind = match o.partitioner {
                 Some(kind) => kind,
                 None => t.partitioner.parse().map_err(|e| {
