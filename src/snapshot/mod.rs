@@ -129,6 +129,23 @@ pub struct SnapshotReport {
 }
 
 /// What [`restore`] did.
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::{Store, StoreOptions, snapshot};
+///
+/// # fn main() -> stratalog::Result<()> {
+/// let tmp = tempfile::tempdir().unwrap();
+/// let store = Store::open(tmp.path().join("s"), StoreOptions::default())?;
+/// snapshot::create(&store, &tmp.path().join("snap"))?;
+/// let report = snapshot::restore(&tmp.path().join("snap"), &tmp.path().join("r"))?;
+/// // Every byte the MANIFEST lists was copied and checked.
+/// let listed: u64 = report.manifest.files.iter().map(|f| f.len).sum();
+/// assert_eq!(report.bytes, listed);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RestoreReport {
     /// The restored store's directory.
