@@ -377,3 +377,41 @@ fn an_offline_snapshot_of_a_store_held_by_another_is_refused() {
     snapshot::create_offline(&tmp.path().join("src"), &out).unwrap();
     snapshot::verify(&out).unwrap();
 }
+
+/// The snapshot point of the consumer offsets log is read before the partitions': a commit
+/// made between the two reads (here, deterministically, in the pause) is not in the snapshot,
+/// while the records it covers may be; read the other way round, the snapshot would hold a
+/// commit past its partition's snapshot point.
+#[test]
+fn no_commit_in_a_snapshot_is_past_its_partitions_snapshot_point() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("src"), store_options()).unwrap();
+    small_topic(&store);
+    let log = store.partition("t", 0).unwrap();
+    log.append_records(&["a", "b"]).unwrap();
+    store.commit("g", "t", 0, 1, log.leader_epoch()).unwrap();
+    let snap = tmp.path().join("snap");
+    let report = snapshot::create_with_pause(&store, &snap, &mut || {
+        let appended = log.append_records(&["c", "d", "e"]).unwrap();
+        let end = appended.last_offset + 1;
+        store.commit("g", "t", 0, end, log.leader_epoch()).unwrap();
+    })
+    .unwrap();
+    let restored = tmp.path().join("restored");
+    snapshot::restore(&snap, &restored).unwrap();
+    let restored = Store::open(&restored, store_options()).unwrap();
+    let end = restored.partition("t", 0).unwrap().end_offset();
+    let committed = restored.committed("g", "t", 0).unwrap().offset;
+    let point = report
+        .manifest
+        .partitions
+        .iter()
+        .find(|p| p.dir == "t/0")
+        .unwrap();
+    assert_eq!(end, point.end_offset);
+    assert!(
+        committed <= end,
+        "commit {committed} past the restored end {end}"
+    );
+    assert_eq!((committed, end), (1, 5));
+}

@@ -211,6 +211,23 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// Takes a snapshot of `store` into the new directory `out` (which must not exist). Safe while
 /// the store is being written: see the module docs for the snapshot point.
 pub fn create(store: &Store, out: &Path) -> Result<SnapshotReport> {
+    create_inner(store, out, &mut || {})
+}
+
+/// [`create`], calling `between` once the first log's snapshot point (the consumer offsets
+/// log's) is read and before the others are: what the tests use to change the store at the
+/// worst moment.
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
+pub fn create_with_pause(
+    store: &Store,
+    out: &Path,
+    between: &mut dyn FnMut(),
+) -> Result<SnapshotReport> {
+    create_inner(store, out, between)
+}
+
+fn create_inner(store: &Store, out: &Path, between: &mut dyn FnMut()) -> Result<SnapshotReport> {
     let started = Instant::now();
     if out.exists() {
         return Err(Error::InvalidArgument(format!(
@@ -242,16 +259,19 @@ pub fn create(store: &Store, out: &Path) -> Result<SnapshotReport> {
     }
     // The snapshot point: every end offset, the consumer offsets log's first.
     let cut_started = Instant::now();
-    let cuts: Vec<Cut> = logs
-        .into_iter()
-        .map(|(rel, log)| Cut {
+    let mut cuts: Vec<Cut> = Vec::with_capacity(logs.len());
+    for (i, (rel, log)) in logs.into_iter().enumerate() {
+        if i == 1 {
+            between();
+        }
+        cuts.push(Cut {
             end: log.end_offset(),
             start: log.start_offset(),
             epoch: log.leader_epoch(),
             rel,
             log,
-        })
-        .collect();
+        });
+    }
     let cut_duration = cut_started.elapsed();
 
     let mut w = Writer {
