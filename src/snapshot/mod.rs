@@ -280,6 +280,7 @@ fn create_inner(store: &Store, out: &Path, between: &mut dyn FnMut()) -> Result<
         dirs: BTreeSet::new(),
         linked: (0, 0),
         copied: (0, 0),
+        pending: Pending::default(),
     };
     // Registry after the cut: a topic created meanwhile is in it with no partition (they
     // open empty); its generation file likewise.
@@ -303,6 +304,7 @@ fn create_inner(store: &Store, out: &Path, between: &mut dyn FnMut()) -> Result<
         partitions,
         files: std::mem::take(&mut w.files),
     };
+    w.pending.sync()?;
     let manifest_path = tmp.path.join(MANIFEST_NAME);
     write_synced(&manifest_path, &manifest.encode())?;
     for dir in w.dirs.iter().rev() {
@@ -385,6 +387,8 @@ struct Writer {
     dirs: BTreeSet<String>,
     linked: (usize, u64),
     copied: (usize, u64),
+    /// Copies not yet fsynced.
+    pending: Pending,
 }
 
 impl Writer {
@@ -413,7 +417,8 @@ impl Writer {
     /// Copies `len` bytes of `src` (all of it if `None`) to `rel`, synced.
     fn copy(&mut self, src: &Path, rel: &str, len: Option<u64>, how: FileCopy) -> Result<()> {
         let dst = self.target(rel)?;
-        let (len, crc) = copy_file(src, &dst, len)?;
+        let (len, crc, file) = copy_file(src, &dst, len)?;
+        self.pending.push(dst, file)?;
         self.copied.0 += 1;
         self.copied.1 += len;
         self.files.push(ManifestFile {
@@ -580,9 +585,10 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all().ctx("fsync", path)
 }
 
-/// Copies `src` (its first `len` bytes, or all of it) to the new file `dst`, synced; returns
-/// the bytes copied and their CRC-32C. Fails if `src` is shorter than `len`.
-fn copy_file(src: &Path, dst: &Path, len: Option<u64>) -> Result<(u64, u32)> {
+/// Copies `src` (its first `len` bytes, or all of it) to the new file `dst`; returns the
+/// bytes copied, their CRC-32C and the file, not yet synced (see [`Pending`]). Fails if `src`
+/// is shorter than `len`.
+fn copy_file(src: &Path, dst: &Path, len: Option<u64>) -> Result<(u64, u32, File)> {
     let input = File::open(src).ctx("open", src)?;
     let mut output = File::create_new(dst).ctx("create", dst)?;
     let (n, crc) = stream(input, len, src, |chunk| {
@@ -600,8 +606,34 @@ fn copy_file(src: &Path, dst: &Path, len: Option<u64>) -> Result<(u64, u32)> {
             ),
         ));
     }
-    output.sync_all().ctx("fsync", dst)?;
-    Ok((n, crc))
+    Ok((n, crc, output))
+}
+
+/// Files written and not yet fsynced: synced together every [`Pending::MAX`] files and at the
+/// end, so that the kernel writes one back while the next is copied (an fsync right after each
+/// file would wait for it with the disk otherwise idle).
+#[derive(Default)]
+struct Pending {
+    files: Vec<(PathBuf, File)>,
+}
+
+impl Pending {
+    const MAX: usize = 64;
+
+    fn push(&mut self, path: PathBuf, file: File) -> Result<()> {
+        self.files.push((path, file));
+        if self.files.len() >= Self::MAX {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        for (path, file) in self.files.drain(..) {
+            file.sync_all().ctx("fsync", &path)?;
+        }
+        Ok(())
+    }
 }
 
 fn checksum_file(path: &Path, len: Option<u64>) -> Result<(u64, u32)> {
@@ -779,6 +811,7 @@ pub fn restore(snap: &Path, dir: &Path) -> Result<RestoreReport> {
         dirs: BTreeSet::new(),
         linked: (0, 0),
         copied: (0, 0),
+        pending: Pending::default(),
     };
     for p in &manifest.partitions {
         w.ensure_dir(&p.dir)?;
@@ -787,15 +820,17 @@ pub fn restore(snap: &Path, dir: &Path) -> Result<RestoreReport> {
     for f in &manifest.files {
         let src = snap.join(&f.path);
         let dst = w.target(&f.path)?;
-        let (len, crc) = copy_file(&src, &dst, None).map_err(|e| match e {
+        let (len, crc, file) = copy_file(&src, &dst, None).map_err(|e| match e {
             Error::Io { .. } | Error::NoSpace { .. } if !src.exists() => {
                 damaged(snap, &src, "missing", Some(Box::new(e)))
             }
             e => e,
         })?;
         check_file(snap, f, len, crc)?;
+        w.pending.push(dst, file)?;
         bytes += len;
     }
+    w.pending.sync()?;
     for d in w.dirs.iter().rev() {
         sync_dir(&tmp.path.join(d))?;
     }
