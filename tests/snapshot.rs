@@ -302,10 +302,20 @@ fn a_missing_or_truncated_file_is_refused() {
     // Put back, it restores.
     std::fs::write(&path, &saved).unwrap();
     snapshot::restore(&snap, &target).unwrap();
-    Store::open(&target, store_options())
-        .unwrap()
-        .close()
-        .unwrap();
+    // The restored store takes appends where the snapshot ended, and reopens cleanly.
+    let restored = Store::open(&target, store_options()).unwrap();
+    let log = restored.partition("t", 0).unwrap();
+    let end = log.end_offset();
+    assert_eq!(end, 200);
+    let appended = log.append_records(&["after the restore"]).unwrap();
+    assert_eq!(appended.base_offset, end);
+    drop(log);
+    restored.close().unwrap();
+    let reopened = Store::open(&target, store_options()).unwrap();
+    let log = reopened.partition("t", 0).unwrap();
+    assert_eq!(log.end_offset(), end + 1);
+    assert_eq!(&log.read_one(end).unwrap().value[..], b"after the restore");
+    assert_eq!(reopened.committed("g", "t", 0).map(|c| c.offset), Some(150));
 }
 
 #[test]
