@@ -425,3 +425,39 @@ fn no_commit_in_a_snapshot_is_past_its_partitions_snapshot_point() {
     );
     assert_eq!((committed, end), (1, 5));
 }
+
+/// After a compaction the consumer offsets live in `__consumer_offsets.<gen>`, named by
+/// `consumer_offsets.generation`: both are taken, and the restored groups are the source's.
+#[test]
+fn a_compacted_consumer_offsets_log_is_taken_with_its_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("src"), store_options()).unwrap();
+    small_topic(&store);
+    let log = store.partition("t", 1).unwrap();
+    log.append_records(&["a", "b", "c"]).unwrap();
+    for offset in 1..=3 {
+        store
+            .commit("g", "t", 1, offset, log.leader_epoch())
+            .unwrap();
+    }
+    let compacted = store.compact_offsets().unwrap();
+    let name = compacted
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_ne!(name, "__consumer_offsets", "the compaction moved the log");
+    let snap = tmp.path().join("snap");
+    let report = snapshot::create(&store, &snap).unwrap();
+    assert!(report.manifest.partitions.iter().any(|p| p.dir == name));
+    assert!(
+        report
+            .manifest
+            .files
+            .iter()
+            .any(|f| f.path == "consumer_offsets.generation")
+    );
+    snapshot::restore(&snap, &tmp.path().join("r")).unwrap();
+    let restored = Store::open(tmp.path().join("r"), store_options()).unwrap();
+    assert_eq!(restored.committed("g", "t", 1).map(|c| c.offset), Some(3));
+}
