@@ -31,7 +31,7 @@ fn options() -> StoreOptions {
     }
 }
 
-/// A store of about 24 MiB in 1 MiB segments, so that a copy takes some milliseconds.
+/// A store of about 8 MiB in 1 MiB segments, so that a copy takes some milliseconds.
 fn store(dir: &Path) {
     let store = Store::open(dir, options()).unwrap();
     let config = TopicConfig {
@@ -47,7 +47,7 @@ fn store(dir: &Path) {
     let value = vec![7u8; 16 << 10];
     for p in 0..2 {
         let log = store.partition("t", p).unwrap();
-        for _ in 0..(12 << 20) / (4 * value.len()) {
+        for _ in 0..(4 << 20) / (4 * value.len()) {
             log.append_records(&[&value[..], &value[..], &value[..], &value[..]])
                 .unwrap();
         }
@@ -78,11 +78,40 @@ fn a_killed_snapshot_or_restore_leaves_nothing_or_a_whole_result() {
     store(&src);
     let reference = tmp.path().join("reference");
     let manifest = snapshot::create_offline(&src, &reference).unwrap().manifest;
+    // How long each command takes here, unkilled (machines and their load differ): the kills
+    // land at random within 1.2 times that, so that some runs finish and most do not. The
+    // times only place the kills; no check depends on them.
+    let timed = |args: &[&str]| {
+        let started = std::time::Instant::now();
+        let status = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "stratalog {args:?}");
+        started.elapsed().as_micros() as u64 * 6 / 5 + 1
+    };
+    let timed_snap = tmp.path().join("timed-snap");
+    let snapshot_us = timed(&[
+        "snapshot",
+        "--dir",
+        src.to_str().unwrap(),
+        "--out",
+        timed_snap.to_str().unwrap(),
+    ]);
+    let timed_restore = tmp.path().join("timed-restore");
+    let restore_us = timed(&[
+        "restore",
+        "--snapshot",
+        reference.to_str().unwrap(),
+        "--dir",
+        timed_restore.to_str().unwrap(),
+    ]);
     let mut rng = rand::rng();
     let (mut snaps_whole, mut restores_whole) = (0, 0);
-    let rounds = 10;
+    let rounds = 12;
     for round in 0..rounds {
-        let delay = Duration::from_micros(rng.random_range(0..60_000));
+        let delay = Duration::from_micros(rng.random_range(0..snapshot_us));
         let snap = tmp.path().join(format!("snap{round}"));
         run_killed(
             &[
@@ -92,8 +121,7 @@ fn a_killed_snapshot_or_restore_leaves_nothing_or_a_whole_result() {
                 "--out",
                 snap.to_str().unwrap(),
             ],
-            // A restore copies, checks and opens the store: it takes longer.
-            delay * 3,
+            delay,
         );
         if snap.exists() {
             snapshot::verify(&snap).unwrap();
@@ -108,8 +136,7 @@ fn a_killed_snapshot_or_restore_leaves_nothing_or_a_whole_result() {
                 "--dir",
                 restored.to_str().unwrap(),
             ],
-            // A restore copies, checks and opens the store: it takes longer.
-            delay * 3,
+            Duration::from_micros(rng.random_range(0..restore_us)),
         );
         if restored.exists() {
             let store = Store::open(&restored, options()).unwrap();
@@ -130,6 +157,6 @@ fn a_killed_snapshot_or_restore_leaves_nothing_or_a_whole_result() {
         snapshot::create_offline(&src, &tmp.path().join(format!("check{round}"))).unwrap();
     }
     println!(
-        "{rounds} kills: {snaps_whole} snapshot(s) and {restores_whole} restore(s) had finished, the rest left nothing at their target"
+        "{rounds} rounds (kills within {snapshot_us} us of a snapshot, {restore_us} us of a restore): {snaps_whole} snapshot(s) and {restores_whole} restore(s) had finished, the rest left nothing at their target"
     );
 }
