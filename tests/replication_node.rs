@@ -495,9 +495,7 @@ fn a_follower_below_the_leaders_start_starts_over_there() {
     let follower = Node::start(b.clone(), options("b", Some(leader.addr().to_string()))).unwrap();
     let mut client = Client::connect(leader.addr(), TIMEOUT).unwrap();
     let values: Vec<String> = (0..5).map(|i| format!("n{i}")).collect();
-    eventually("the follower in sync", || {
-        in_sync_followers(&mut client) == 1
-    });
+    eventually("the follower in sync", || in_sync_followers(&mut client) == 1);
     match produce(&mut client, 0, Acks::All, &values) {
         Message::ProduceResponse {
             error: ErrorCode::None,
