@@ -461,3 +461,20 @@ fn a_compacted_consumer_offsets_log_is_taken_with_its_generation() {
     let restored = Store::open(tmp.path().join("r"), store_options()).unwrap();
     assert_eq!(restored.committed("g", "t", 1).map(|c| c.offset), Some(3));
 }
+
+/// A MANIFEST rewritten (with a valid CRC) to leave out a log's settings file, with the file
+/// removed: refused, naming the file the log needs.
+#[test]
+fn a_manifest_naming_a_log_without_its_files_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (snap, mut manifest) = sample(tmp.path());
+    manifest.files.retain(|f| f.path != "t/0/log.meta");
+    std::fs::remove_file(snap.join("t/0/log.meta")).unwrap();
+    std::fs::write(snap.join(MANIFEST_NAME), manifest.encode()).unwrap();
+    refused(
+        &snap,
+        &snap.join("t/0/log.meta"),
+        &tmp.path().join("r"),
+        false,
+    );
+}

@@ -737,6 +737,33 @@ fn check_listing(snap: &Path, manifest: &Manifest) -> Result<()> {
             return Err(damaged(snap, snap.join(&f.path), "missing", None));
         }
     }
+    // Every log the MANIFEST names has its settings and a segment in it.
+    for p in &manifest.partitions {
+        let meta = format!("{}/{META_FILE}", p.dir);
+        if !listed.contains(meta.as_str()) {
+            return Err(damaged(
+                snap,
+                snap.join(&meta),
+                "the MANIFEST names the log but not this file",
+                None,
+            ));
+        }
+        let has_segment = manifest.files.iter().any(|f| {
+            f.path
+                .strip_prefix(p.dir.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+                .and_then(parse_segment_file_name)
+                .is_some_and(|(_, kind)| kind == SegmentFile::Log)
+        });
+        if !has_segment {
+            return Err(damaged(
+                snap,
+                snap.join(&p.dir),
+                "the MANIFEST names the log but none of its segments",
+                None,
+            ));
+        }
+    }
     Ok(())
 }
 
