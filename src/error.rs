@@ -207,6 +207,24 @@ pub enum Error {
         /// The partition's current leader epoch.
         current: u64,
     },
+
+    /// A snapshot failed its checks (`MANIFEST` unreadable, a file missing, extra, shorter,
+    /// longer or with other bytes than the `MANIFEST` says). Nothing was restored: take a new
+    /// snapshot, or restore from another copy of this one.
+    #[error(
+        "snapshot {snapshot} is damaged: {path}: {reason}; nothing was restored, take a new snapshot or use another copy"
+    )]
+    SnapshotDamaged {
+        /// The snapshot directory.
+        snapshot: PathBuf,
+        /// The file that failed (the `MANIFEST`, or a file it lists).
+        path: PathBuf,
+        /// What check failed.
+        reason: String,
+        /// The underlying error, if any (a format error in the `MANIFEST`, an I/O error).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 /// Part of [`Error`]: why a replica append was refused.

@@ -24,6 +24,7 @@ pub mod log;
 #[cfg(not(feature = "test-support"))]
 mod log;
 pub mod replication;
+pub mod snapshot;
 pub mod storage;
 pub mod store;
 

@@ -8,6 +8,7 @@ pub mod node;
 pub mod produce;
 pub mod recover;
 pub mod remote;
+pub mod snapshot;
 pub mod topics;
 pub mod verify;
 

@@ -11,6 +11,7 @@ mod epochs;
 mod files;
 mod quarantine;
 mod record;
+mod snapshot;
 pub mod store;
 
 pub use batch::{
@@ -32,6 +33,12 @@ pub use quarantine::{
     parse_quarantine_file_name, quarantine_file_name,
 };
 pub use record::{Header, Record, RecordIter, RecordView};
+pub use snapshot::{
+    FileCopy, MANIFEST_CRC_LEN, MANIFEST_FILE_LEN, MANIFEST_HEADER_LEN, MANIFEST_MAGIC,
+    MANIFEST_NAME, MANIFEST_PARTITION_LEN, MANIFEST_VERSION, MAX_MANIFEST_ENTRIES,
+    MAX_MANIFEST_PATH, Manifest, ManifestFile, ManifestFileEntry, ManifestHeader,
+    ManifestPartition, ManifestPartitionEntry, check_manifest_path,
+};
 
 /// Why a sequence of bytes is not a valid stratalog structure.
 ///
