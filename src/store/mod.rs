@@ -1123,11 +1123,23 @@ impl Store {
         if self.topic(name)?.id == id {
             return Ok(());
         }
-        self.inner.update_topic(name, |t| {
-            t.id = id;
-            Ok(())
-        })?;
-        state(&self.inner.live, REGISTRY)?.insert(name.to_string(), id);
+        {
+            // The registry and the live ids change together, under the registry lock (in the
+            // order `create_topic` takes them): a partition lookup that read the old id sees a
+            // mismatch and reads again, never an unknown topic.
+            let mut registry = state(&self.inner.registry, REGISTRY)?;
+            let mut next = registry.clone();
+            let entry = next
+                .iter_mut()
+                .find(|e| e.info.name == name && !e.deleting)
+                .ok_or_else(|| Error::UnknownTopic {
+                    topic: name.to_string(),
+                })?;
+            entry.info.id = id;
+            topic::write(self.inner.storage.as_ref(), &self.inner.dir, &next)?;
+            *registry = next;
+            state(&self.inner.live, REGISTRY)?.insert(name.to_string(), id);
+        }
         self.inner.with_offsets(|o| o.reload())
     }
 
@@ -1316,6 +1328,15 @@ impl Inner {
     }
 
     fn partition(self: &Arc<Self>, topic: &str, partition: u32) -> Result<Arc<Log>> {
+        // A topic whose id changed under this lookup (a follower taking its leader's id) is
+        // looked up once more: the change is whole by then.
+        match self.partition_once(topic, partition) {
+            Err(Error::UnknownTopic { .. }) => self.partition_once(topic, partition),
+            other => other,
+        }
+    }
+
+    fn partition_once(self: &Arc<Self>, topic: &str, partition: u32) -> Result<Arc<Log>> {
         let info = self.topic(topic)?;
         if partition >= info.partitions() {
             return Err(Error::UnknownPartition {
@@ -1648,6 +1669,34 @@ mod tests {
             panic!("poisoning the lock on purpose");
         }));
         assert!(m.is_poisoned());
+    }
+
+    /// A follower takes its leader's topic ids while its fetchers and status look partitions
+    /// up: no lookup may find the topic unknown in between (the bench's follower status once
+    /// missed its partition that way).
+    #[test]
+    fn lookups_never_miss_a_topic_whose_id_is_taken_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(store(tmp.path()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let looker = {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut lookups = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    store
+                        .partition("t", 0)
+                        .expect("a lookup during an id change");
+                    lookups += 1;
+                }
+                lookups
+            })
+        };
+        for _ in 0..300 {
+            store.adopt_topic_id("t", TopicId::generate()).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        assert!(looker.join().expect("no lookup failed") > 0);
     }
 
     fn store(dir: &Path) -> Store {
