@@ -2,7 +2,7 @@
 //! (docs/DR.md).
 //!
 //! A snapshot is a directory holding the store's layout and a `MANIFEST`
-//! ([`Manifest`](crate::format::Manifest), byte map in docs/DR.md):
+//! ([`Manifest`], byte map in docs/DR.md):
 //!
 //! ```text
 //! SNAP/
