@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 
 use crate::crash;
 use crate::error::{Error, IoContext, Result};
-use crate::format::{FILE_HEADER_LEN, parse_segment_name};
+use crate::format::parse_segment_name;
 use crate::storage::{OpenMode, Storage, read_all};
 
 use super::checkpoint::Meta;
@@ -213,37 +213,15 @@ impl Inner {
                 &mut meta,
             )?;
         }
-        let (segment, index_file, time_file) = self.create_segment(offset)?;
-        crash::point("reset.after_create");
-        *self.segments.write().unwrap_or_else(|e| e.into_inner()) =
-            BTreeMap::from([(offset, segment.clone())]);
-        w.generation += 1;
-        *w = Writer {
-            active: segment,
-            index_file,
-            time_file,
-            written: FILE_HEADER_LEN as u64,
-            allocated: FILE_HEADER_LEN as u64,
-            fill_pending: false,
-            fill_mark: w.fill_mark,
-            fill_zeros: w.fill_zeros,
-            next_offset: offset,
-            seq: w.seq,
-            generation: w.generation,
-            first_append: None,
-        };
-        let mut st = self.commit.lock();
-        st.generation = w.generation;
-        st.durable = st.written;
-        self.end_offset.store(offset, Ordering::Release);
-        self.start_offset.store(offset, Ordering::Release);
-        self.high_watermark.store(offset, Ordering::Release);
-        drop(st);
-        self.lock_or_fail(&self.checkpoint, "checkpoint")?.write(
-            w.checkpoint(false),
-            w.generation,
-            true,
-            true,
+        self.restart_at(
+            w,
+            BTreeMap::new(),
+            offset,
+            Some("reset.after_create"),
+            || {
+                self.start_offset.store(offset, Ordering::Release);
+                self.high_watermark.store(offset, Ordering::Release);
+            },
         )?;
         unmark(self.storage.as_ref(), &self.dir)?;
         // Readers waiting for an offset below the new end must look again (they get

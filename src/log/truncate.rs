@@ -1,6 +1,7 @@
 //! Truncation ([`Log::truncate`](super::Log::truncate)): removing every record at or above an
 //! offset, the removed batches kept in quarantine, the epoch history cut with them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -169,9 +170,30 @@ impl Inner {
             kept.rebuild_index()?;
             segment_map.insert(kept.base, kept);
         }
+        self.restart_at(w, segment_map, offset, None, || {
+            self.high_watermark.fetch_min(offset, Ordering::AcqRel);
+        })
+    }
+
+    /// Starts the writer over at `offset` in a new, empty active segment after `kept` (the
+    /// segments that stay), as a truncation or a reset leaves the log: readers see the end at
+    /// `offset`, `watermarks` runs under the commit lock (the caller's start and high
+    /// watermark changes), and the checkpoint is written. `crash_point` is hit between the
+    /// segment's creation and its installation.
+    pub(super) fn restart_at(
+        &self,
+        w: &mut Writer,
+        mut kept: BTreeMap<u64, Arc<Segment>>,
+        offset: u64,
+        crash_point: Option<&'static str>,
+        watermarks: impl FnOnce(),
+    ) -> Result<()> {
         let (segment, index_file, time_file) = self.create_segment(offset)?;
-        segment_map.insert(offset, segment.clone());
-        *self.segments.write().unwrap_or_else(|e| e.into_inner()) = segment_map;
+        if let Some(name) = crash_point {
+            crash::point(name);
+        }
+        kept.insert(offset, segment.clone());
+        *self.segments.write().unwrap_or_else(|e| e.into_inner()) = kept;
         w.generation += 1;
         *w = Writer {
             active: segment,
@@ -191,7 +213,7 @@ impl Inner {
         st.generation = w.generation;
         st.durable = st.written;
         self.end_offset.store(offset, Ordering::Release);
-        self.high_watermark.fetch_min(offset, Ordering::AcqRel);
+        watermarks();
         drop(st);
         self.lock_or_fail(&self.checkpoint, "checkpoint")?.write(
             w.checkpoint(false),

@@ -82,23 +82,10 @@ impl Reply<'_> {
         chunks: &[Bytes],
     ) -> Result<(), WireError> {
         let total: usize = chunks.iter().map(Bytes::len).sum();
-        let total = u32::try_from(total).map_err(|_| {
-            WireError::Frame(super::FrameError::BadLength {
-                len: total as u64,
-                max: super::frame::MAX_FRAME_BYTES.into(),
-            })
-        })?;
-        let mut head = Vec::with_capacity(64);
-        Message::encode_fetch_head(
-            self.correlation,
+        let head = self.fetch_head(
             error,
-            epoch,
-            high_watermark,
-            log_start,
-            log_end,
-            diverging_end,
-            total,
-            &mut head,
+            [epoch, high_watermark, log_start, log_end, diverging_end],
+            total as u64,
         )?;
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunks.len() + 1);
         slices.push(IoSlice::new(&head));
@@ -128,23 +115,10 @@ impl Reply<'_> {
         ranges: &[FileRange],
     ) -> Result<u64, WireError> {
         let total: u64 = ranges.iter().map(FileRange::len).sum();
-        let total = u32::try_from(total).map_err(|_| {
-            WireError::Frame(super::FrameError::BadLength {
-                len: total,
-                max: super::frame::MAX_FRAME_BYTES.into(),
-            })
-        })?;
-        let mut head = Vec::with_capacity(64);
-        Message::encode_fetch_head(
-            self.correlation,
+        let head = self.fetch_head(
             error,
-            epoch,
-            high_watermark,
-            log_start,
-            log_end,
-            diverging_end,
+            [epoch, high_watermark, log_start, log_end, diverging_end],
             total,
-            &mut head,
         )?;
         self.stream.write_all(&head)?;
         let mut by_sendfile = 0;
@@ -163,6 +137,39 @@ impl Reply<'_> {
         }
         self.stream.flush()?;
         Ok(by_sendfile)
+    }
+}
+
+impl Reply<'_> {
+    /// The head of a fetch answer (frame head and fields up to the batches' length) for
+    /// `error` and `fields` = epoch, high watermark, log start, log end, diverging end, and
+    /// `total` bytes of batches, refused if they would not fit in a frame.
+    fn fetch_head(
+        &self,
+        error: ErrorCode,
+        fields: [u64; 5],
+        total: u64,
+    ) -> Result<Vec<u8>, WireError> {
+        let [epoch, high_watermark, log_start, log_end, diverging_end] = fields;
+        let total = u32::try_from(total).map_err(|_| {
+            WireError::Frame(super::FrameError::BadLength {
+                len: total,
+                max: super::frame::MAX_FRAME_BYTES.into(),
+            })
+        })?;
+        let mut head = Vec::with_capacity(64);
+        Message::encode_fetch_head(
+            self.correlation,
+            error,
+            epoch,
+            high_watermark,
+            log_start,
+            log_end,
+            diverging_end,
+            total,
+            &mut head,
+        )?;
+        Ok(head)
     }
 }
 
