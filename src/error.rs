@@ -118,6 +118,15 @@ pub enum Error {
     #[error("the log is closed")]
     Closed,
 
+    /// A read-only open found a log whose creation never finished (a writer stopped between
+    /// writing `log.meta` and its first segment): it holds no record. A writable open creates
+    /// the segment.
+    #[error("{} has no segment: it holds no record (its creation did not finish); open it writable once to create one", dir.display())]
+    NoSegment {
+        /// The log's directory.
+        dir: PathBuf,
+    },
+
     /// The store has no topic of this name.
     #[error("no topic {topic:?} in the store; create it first (`stratalog topics create`)")]
     UnknownTopic {

@@ -230,3 +230,23 @@ fn json_gives_every_byte_field_one_type() {
     );
     assert_eq!(records[2]["key"]["hex"], "");
 }
+
+/// A producer killed between writing a new log's `log.meta` and its first segment leaves a
+/// log that holds no record: consume prints nothing and succeeds (it failed, "no segment",
+/// when `tests/crash_kill.rs` killed a producer there).
+#[test]
+fn a_log_whose_creation_did_not_finish_holds_no_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("default");
+    stratalog::Log::open(&dir, stratalog::LogOptions::default())
+        .unwrap()
+        .close()
+        .unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "log.meta" {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    assert_eq!(ok(&["consume", "--dir", s(tmp.path())], b""), "");
+}

@@ -150,7 +150,7 @@ fn run_log(dir: &Path, o: &Options) -> Result<(), CliError> {
     }
     // Read-only: no lock and nothing written, so it reads beside a producer that holds the
     // log (and `--follow` tails it), and never repairs a crashed log behind anyone's back.
-    let log = Log::open(
+    let log = match Log::open(
         dir,
         LogOptions {
             fsync: FsyncPolicy::Never,
@@ -159,8 +159,15 @@ fn run_log(dir: &Path, o: &Options) -> Result<(), CliError> {
             read_only: true,
             ..LogOptions::default()
         },
-    )
-    .map_err(context(format!("cannot open the log in {}", dir.display())))?;
+    ) {
+        // A writer stopped while creating the log: it holds no record, so there is nothing
+        // to print (with `--follow`, the writer that finishes it must be waited for instead).
+        Err(stratalog::Error::NoSegment { .. }) if !o.follow => {
+            tracing::warn!(dir = %dir.display(), "the log's creation did not finish: it holds no record");
+            return Ok(());
+        }
+        opened => opened.map_err(context(format!("cannot open the log in {}", dir.display())))?,
+    };
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let printed = start_offset(&log, o, None, "the log").and_then(|next| {

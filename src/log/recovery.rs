@@ -287,10 +287,9 @@ impl Recovery<'_> {
         let map_hint = meta.config.segment_bytes + u64::from(crate::format::MAX_BATCH_BYTES);
         if bases.is_empty() {
             if self.read_only {
-                return Err(Error::InvalidArgument(format!(
-                    "{} has no segment; open it writable once to create one",
-                    self.dir.display()
-                )));
+                return Err(Error::NoSegment {
+                    dir: self.dir.to_path_buf(),
+                });
             }
             return self.fresh(meta.start_offset, map_hint);
         }
