@@ -71,6 +71,7 @@ fn fetch_request(offset: u64, max_bytes: u32) -> Message {
         leader_epoch: 0,
         max_bytes,
         max_wait_ms: 0,
+        durable_end: 0,
     }
 }
 

@@ -224,6 +224,7 @@ fn expected(m: &Message) -> BTreeMap<String, Value> {
             leader_epoch,
             max_bytes,
             max_wait_ms,
+            durable_end,
         } => map(vec![
             ("role", int(*role as u8)),
             ("node_id", s(node_id)),
@@ -234,6 +235,7 @@ fn expected(m: &Message) -> BTreeMap<String, Value> {
             ("leader_epoch", int(*leader_epoch)),
             ("max_bytes", int(*max_bytes)),
             ("max_wait_ms", int(*max_wait_ms)),
+            ("durable_end", int(*durable_end)),
         ]),
         Message::FetchResponse {
             error,
@@ -421,6 +423,7 @@ fn samples() -> Vec<Message> {
             leader_epoch: 4,
             max_bytes: 1 << 20,
             max_wait_ms: 500,
+            durable_end: 0,
         },
         Message::FetchResponse {
             error: ErrorCode::None,

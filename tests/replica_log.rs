@@ -274,3 +274,58 @@ fn the_high_watermark_and_the_wait_for_new_data() {
     assert!(log.wait_for_data(2, Duration::from_secs(30)));
     appender.join().unwrap();
 }
+
+/// A leader's follower fetches read past the durable end, up to the written end
+/// (`Log::written_end`), so that the leader's fsync and the follower's overlap; consumers
+/// never see those records. A failed log (an fsync error) serves none of them: their pages may
+/// already be gone.
+#[test]
+fn reads_past_the_durable_end_reach_the_written_end_until_the_log_fails() {
+    let sim = SimStorage::new(5);
+    let dir = Path::new("/w");
+    let options = LogOptions {
+        group_commit: stratalog::GroupCommit::External,
+        ..common::options(sim.shared(), FsyncPolicy::Always)
+    };
+    let log = Log::open(dir, options).unwrap();
+    // External group commit, and no shared thread: nothing is synced until a receipt is awaited.
+    let first = log.append_records(&["a", "b"]).unwrap();
+    assert_eq!((log.end_offset(), log.written_end()), (0, 2));
+    assert!(
+        log.read(0, 1 << 20).unwrap().is_empty(),
+        "readers see durable records only"
+    );
+    assert!(log.read_file_ranges(0, 0, 1 << 20).unwrap().is_empty());
+    let ranges = log.read_file_ranges(0, log.written_end(), 1 << 20).unwrap();
+    assert_eq!(ranges.len(), 1);
+    assert_eq!((ranges[0].base_offset(), ranges[0].last_offset()), (0, 1));
+    assert!(log.wait_for_written(0, Duration::ZERO));
+    assert!(!log.wait_for_data(0, Duration::ZERO));
+    // The newest epoch ends at the written end: a follower that fetched these is not told it
+    // diverged.
+    assert_eq!(
+        log.epoch_end(log.leader_epoch()).map(|(_, end)| end),
+        Some(2)
+    );
+    first.receipt.wait().unwrap();
+    assert_eq!((log.end_offset(), log.written_end()), (2, 2));
+
+    // A truncation takes the written end down with the end.
+    let second = log.append_records(&["c"]).unwrap();
+    assert_eq!(log.written_end(), 3);
+    second.receipt.wait().unwrap();
+    log.truncate(2).unwrap();
+    assert_eq!((log.end_offset(), log.written_end()), (2, 2));
+
+    // A failed fsync fails the log: nothing past the durable end is served any more.
+    let third = log.append_records(&["d"]).unwrap();
+    sim.inject(stratalog::storage::Fault::FailSync { nth: 1 });
+    assert!(third.receipt.wait().is_err());
+    assert_eq!(log.written_end(), 3);
+    assert!(matches!(
+        log.read_file_ranges(2, 3, 1 << 20),
+        Err(Error::Failed(_))
+    ));
+    // What was durable is still served.
+    assert_eq!(log.read_file_ranges(0, 2, 1 << 20).unwrap().len(), 1);
+}

@@ -336,29 +336,36 @@ fn commits_replicate_and_follow_compaction() {
     let follower = Node::start(b.clone(), options("b", Some(leader.addr().to_string()))).unwrap();
     let mut client = Client::connect(leader.addr(), TIMEOUT).unwrap();
     let values: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    // The leader's epoch (a leader's every start is a new one): commits carry it.
+    let mut e = 0;
     eventually("the follower in sync", || {
-        matches!(
-            produce(&mut client, 0, Acks::All, &values),
+        match produce(&mut client, 0, Acks::All, &values) {
             Message::ProduceResponse {
                 error: ErrorCode::None,
+                epoch,
                 ..
+            } => {
+                e = epoch;
+                true
             }
-        )
+            _ => false,
+        }
     });
+    assert!(e > 0, "a leader's start is a new epoch");
     eventually("the follower takes the leader's topic id", || {
         b.topic("t").unwrap().id == a.topic("t").unwrap().id
     });
     // Acknowledged commits are on the follower when the leader answers.
     for offset in 1..=5 {
-        assert_eq!(commit(&mut client, "g", 0, offset, 0), ErrorCode::None);
+        assert_eq!(commit(&mut client, "g", 0, offset, e), ErrorCode::None);
         assert_eq!(b.committed("g", "t", 0).map(|c| c.offset), Some(offset));
     }
-    assert_eq!(commit(&mut client, "h", 0, 2, 0), ErrorCode::None);
+    assert_eq!(commit(&mut client, "h", 0, 2, e), ErrorCode::None);
     // A compaction on the leader starts a new generation at the old end: the follower, caught
     // up, goes on from there.
     let before = a.offsets_log_records().unwrap();
     a.compact_offsets().unwrap();
-    assert_eq!(commit(&mut client, "g", 0, 7, 0), ErrorCode::None);
+    assert_eq!(commit(&mut client, "g", 0, 7, e), ErrorCode::None);
     assert_eq!(b.committed("g", "t", 0).map(|c| c.offset), Some(7));
     assert_eq!(b.committed("h", "t", 0).map(|c| c.offset), Some(2));
     // Stopped while the leader commits and compacts twice: the follower is below the leader's
@@ -366,7 +373,7 @@ fn commits_replicate_and_follow_compaction() {
     follower.stop();
     for offset in 8..=9 {
         assert_eq!(
-            commit(&mut client, "g", 0, offset, 0),
+            commit(&mut client, "g", 0, offset, e),
             ErrorCode::NotEnoughReplicas
         );
     }
@@ -512,4 +519,78 @@ fn a_follower_below_the_leaders_start_starts_over_there() {
     drop(client);
     follower.stop();
     leader.stop();
+}
+
+/// Followers fetch records the leader has written but not yet made durable. A leader that
+/// lost such a tail (a power loss) and starts again must not write other records at the same
+/// offsets in the same epoch: its start is a new epoch, so a follower that holds the lost
+/// tail finds that its epoch ends earlier on the leader and cuts it (KIP-101). Here the lost
+/// tail is simulated by truncating the leader's log while it is down; the new leader writes
+/// other records at those offsets before the follower comes back.
+#[test]
+fn a_leader_that_lost_its_unsynced_tail_restarts_in_a_new_epoch_and_followers_cut_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store_a, store_b) = (store(&tmp.path().join("a")), store(&tmp.path().join("b")));
+    let a = Node::start(store_a.clone(), options("a", None)).unwrap();
+    let b = Node::start(store_b.clone(), options("b", Some(a.addr().to_string()))).unwrap();
+    let mut client = Client::connect(a.addr(), TIMEOUT).unwrap();
+    let first: Vec<String> = (0..5).map(|i| format!("first-{i}")).collect();
+    let tail: Vec<String> = (0..5).map(|i| format!("tail-{i}")).collect();
+    eventually("the follower in sync", || {
+        matches!(
+            produce(&mut client, 0, Acks::All, &first),
+            Message::ProduceResponse {
+                error: ErrorCode::None,
+                ..
+            }
+        )
+    });
+    let end = store_a.partition("t", 0).unwrap().end_offset();
+    assert!(matches!(
+        produce(&mut client, 0, Acks::All, &tail),
+        Message::ProduceResponse {
+            error: ErrorCode::None,
+            ..
+        }
+    ));
+    eventually("the follower has the tail", || {
+        store_b.partition("t", 0).unwrap().end_offset() == end + 5
+    });
+    let old_epoch = store_a.partition("t", 0).unwrap().leader_epoch();
+    drop(client);
+    b.stop();
+    a.stop();
+    // The leader lost the tail; the follower kept it.
+    store_a.partition("t", 0).unwrap().truncate(end).unwrap();
+    let a = Node::start(store_a.clone(), options("a", None)).unwrap();
+    let new_epoch = store_a.partition("t", 0).unwrap().leader_epoch();
+    let mut client = Client::connect(a.addr(), TIMEOUT).unwrap();
+    let other: Vec<String> = (0..5).map(|i| format!("other-{i}")).collect();
+    assert!(matches!(
+        produce(&mut client, 0, Acks::Leader, &other),
+        Message::ProduceResponse {
+            error: ErrorCode::None,
+            ..
+        }
+    ));
+    let b = Node::start(store_b.clone(), options("b", Some(a.addr().to_string()))).unwrap();
+    eventually(
+        "the follower cut the lost tail and took the new records",
+        || {
+            store_b.partition("t", 0).unwrap().high_watermark() == end + 5
+                && store_b.partition("t", 0).unwrap().end_offset() == end + 5
+                && store_b
+                    .partition("t", 0)
+                    .unwrap()
+                    .read(end, 1 << 20)
+                    .unwrap()
+                    .first()
+                    .is_some_and(|batch| batch.leader_epoch() == new_epoch)
+        },
+    );
+    same_bytes(&store_a, &store_b, 0);
+    assert!(new_epoch > old_epoch, "{new_epoch} > {old_epoch}");
+    drop(client);
+    b.stop();
+    a.stop();
 }

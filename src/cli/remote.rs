@@ -341,6 +341,7 @@ fn commit(conn: &mut Conn, group: &str, topic: &str, c: &mut Cursor) -> Result<(
                     leader_epoch: 0,
                     max_bytes: 0,
                     max_wait_ms: 0,
+                    durable_end: 0,
                 };
                 if let Message::FetchResponse { epoch, .. } = conn.call(&probe)? {
                     c.epoch = epoch;
@@ -387,6 +388,7 @@ fn fetch_and_print(
         leader_epoch: 0,
         max_bytes: 1 << 20,
         max_wait_ms: wait,
+        durable_end: 0,
     };
     let wait = if o.follow && c.next.is_some() {
         FOLLOW_WAIT_MS

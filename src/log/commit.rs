@@ -572,6 +572,23 @@ impl Receipt {
         self.commit.wait_for(st, self.target)
     }
 
+    /// Asks for the append to be made durable now, in the background (by the log's flusher
+    /// thread, or the store's shared one), without waiting: for a caller that has more to do
+    /// before it waits (a follower fetches its next batches while the last ones are synced).
+    /// [`Receipt::wait`] still says when it is done.
+    pub fn request_sync(&self) {
+        let mut st = self.commit.lock();
+        if self.target == 0 || st.durable >= self.target || st.failed.is_some() || st.shutdown {
+            return;
+        }
+        st.requested = st.requested.max(self.target);
+        drop(st);
+        self.commit.work.notify_one();
+        if self.commit.mode == GroupCommit::External {
+            self.commit.notify_external();
+        }
+    }
+
     /// True if [`Receipt::wait`] would return at once.
     pub fn is_complete(&self) -> bool {
         let st = self.commit.lock();

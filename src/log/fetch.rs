@@ -85,9 +85,14 @@ impl FileRange {
 impl Log {
     /// For a fetch answer sent with `sendfile`: the batches [`Log::read`] returns for `from`
     /// and `max_bytes`, checked the same way (CRC, offsets following on), up to the last one
-    /// whose last offset is below `upper` (the end offset for a follower, the high watermark
-    /// for a consumer), as ranges of their segment files: one per segment, each of whole
+    /// whose last offset is below `upper` (the high watermark for a consumer, the written end
+    /// for a follower), as ranges of their segment files: one per segment, each of whole
     /// batches back to back. Errors as [`Log::read`]; empty if the first batch reaches `upper`.
+    ///
+    /// An `upper` above [`Log::end_offset`] reads past the durable end, up to
+    /// [`Log::written_end`]: records written but not yet durable (a leader's follower fetches
+    /// them while the leader's own fsync runs; they are not committed until the high watermark
+    /// passes them). A failed log serves none of them ([`Error::Failed`](crate::Error::Failed)).
     ///
     /// Each range carries a descriptor of its file if the storage has one: the active
     /// segment's is duplicated; a sealed segment keeps no descriptor (descriptors stay
@@ -102,7 +107,8 @@ impl Log {
         max_bytes: usize,
     ) -> Result<Vec<FileRange>> {
         let mut placed = Vec::new();
-        let batches = self.read_placed(from, max_bytes, Some(&mut placed))?;
+        let unsynced = upper > self.end_offset();
+        let batches = self.read_placed(from, max_bytes, Some(&mut placed), unsynced)?;
         let mut ranges: Vec<FileRange> = Vec::new();
         let mut segment_of_last = None;
         for (batch, (segment, position)) in batches.into_iter().zip(placed) {

@@ -310,6 +310,9 @@ struct Inner {
     start_offset: AtomicU64,
     /// One past the last offset readers may see.
     end_offset: AtomicU64,
+    /// One past the last offset written, durable or not (at least `end_offset` on a writable
+    /// log): how far a read past the durable end may go.
+    written_end: AtomicU64,
     epoch: AtomicU64,
     /// Which epoch started where (the `log.epochs` file); changed under the `writer` lock
     /// through `lock_or_fail`. Readers recover a poisoned guard: each change is one `Vec`
@@ -457,7 +460,7 @@ impl Log {
     /// if any is there). The batches point into the mapped segment files (no copy) and were
     /// checked (CRC) before they are returned. Reading at [`Log::end_offset`] returns nothing.
     pub fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>> {
-        self.read_placed(from, max_bytes, None)
+        self.read_placed(from, max_bytes, None, false)
     }
 
     /// [`Log::read`], also giving, if `placed` is given, each batch's segment and byte
@@ -467,12 +470,21 @@ impl Log {
         from: u64,
         max_bytes: usize,
         mut placed: Option<&mut Vec<(Arc<Segment>, u64)>>,
+        unsynced: bool,
     ) -> Result<Vec<Batch>> {
         let mut positions = Vec::new();
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let (start, end) = (self.start_offset(), self.end_offset());
+        let end = if unsynced {
+            // A failed log's unsynced bytes may be gone from the page cache already (a failed
+            // fsync can mark them clean): serve none of them.
+            self.inner.commit.check_failed()?;
+            self.written_end()
+        } else {
+            self.end_offset()
+        };
+        let start = self.start_offset();
         if from < start || from > end {
             return Err(Error::OffsetOutOfRange {
                 offset: from,
@@ -502,7 +514,7 @@ impl Log {
         };
         while let Some(s) = segment {
             let wanted = placed.is_some().then_some(&mut positions);
-            let full = s.read_into(from, max_bytes, &mut taken, &mut out, wanted)?;
+            let full = s.read_into(from, max_bytes, &mut taken, &mut out, wanted, unsynced)?;
             if let Some(placed) = placed.as_mut() {
                 placed.extend(positions.drain(..).map(|p| (s.clone(), p)));
             }

@@ -205,6 +205,7 @@ pub(super) fn open(dir: &Path, options: LogOptions) -> Result<Inner> {
         config: Mutex::new(meta.config),
         start_offset: AtomicU64::new(meta.start_offset),
         end_offset: AtomicU64::new(writer.next_offset),
+        written_end: AtomicU64::new(writer.next_offset),
         epoch: AtomicU64::new(epochs.current()),
         epochs: Mutex::new(epochs),
         high_watermark: AtomicU64::new(writer.next_offset),

@@ -94,7 +94,7 @@ impl Log {
     /// has no history reports `(0, start offset)`.
     pub fn epoch_history(&self) -> EpochHistory {
         let history = lock(&self.inner.epochs).clone();
-        if history.entries().is_empty() && self.end_offset() > self.start_offset() {
+        if history.entries().is_empty() && self.written_end() > self.start_offset() {
             let mut seeded = history;
             // Cannot fail: the history is empty.
             let _ = seeded.assign(0, self.start_offset());
@@ -111,9 +111,10 @@ impl Log {
 
     /// Where `epoch` ends in this log (Kafka's `OffsetsForLeaderEpoch`): the largest epoch at
     /// or below it that the history knows, and one past its last offset (the start of the next
-    /// epoch, or the end offset for the newest). `None` if no known epoch is at or below it.
+    /// epoch, or the written end, [`Log::written_end`], for the newest). `None` if no known
+    /// epoch is at or below it.
     pub fn epoch_end(&self, epoch: u64) -> Option<(u64, u64)> {
-        self.epoch_history().end_of(epoch, self.end_offset())
+        self.epoch_history().end_of(epoch, self.written_end())
     }
 
     /// The high watermark: the offset below which records are committed (on enough replicas).
@@ -136,17 +137,40 @@ impl Log {
         self.inner.hw_managed.store(true, Ordering::Release);
     }
 
+    /// One past the last offset written, durable or not: at least [`Log::end_offset`], and
+    /// above it while appends wait for their fsync (under [`FsyncPolicy::Always`]). What a
+    /// follower's fetch may read ([`Log::read_file_ranges`] with this as its upper bound), and
+    /// where a replica's next [`Log::append_replica`] must start.
+    ///
+    /// [`FsyncPolicy::Always`]: crate::FsyncPolicy::Always
+    pub fn written_end(&self) -> u64 {
+        self.inner
+            .written_end
+            .load(Ordering::Acquire)
+            .max(self.end_offset())
+    }
+
     /// Waits until the end offset is above `offset` (a record at `offset` can be read) or
     /// `timeout` passes; returns whether it is. For fetches that long-poll instead of spinning.
     pub fn wait_for_data(&self, offset: u64, timeout: Duration) -> bool {
+        self.wait_for(offset, timeout, Log::end_offset)
+    }
+
+    /// [`Log::wait_for_data`] for [`Log::written_end`]: wakes as soon as a record at `offset`
+    /// is written, before it is durable.
+    pub fn wait_for_written(&self, offset: u64, timeout: Duration) -> bool {
+        self.wait_for(offset, timeout, Log::written_end)
+    }
+
+    fn wait_for(&self, offset: u64, timeout: Duration, end: fn(&Log) -> u64) -> bool {
         let deadline = Instant::now() + timeout;
         let inner = &self.inner;
         let (mutex, condvar) = &inner.data_signal;
         inner.data_waiters.fetch_add(1, Ordering::AcqRel);
         let mut guard = lock(mutex);
         let ready = loop {
-            if self.end_offset() > offset || inner.closed.load(Ordering::Acquire) {
-                break self.end_offset() > offset;
+            if end(self) > offset || inner.closed.load(Ordering::Acquire) {
+                break end(self) > offset;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -164,6 +188,15 @@ impl Log {
 }
 
 impl Inner {
+    /// Raises the written end to `end` and wakes [`Log::wait_for_written`] waiters.
+    pub(super) fn publish_written(&self, end: u64) {
+        let before = self.written_end.fetch_max(end, Ordering::AcqRel);
+        if end > before && self.data_waiters.load(Ordering::Acquire) > 0 {
+            let _g = lock(&self.data_signal.0);
+            self.data_signal.1.notify_all();
+        }
+    }
+
     /// Raises the end offset readers see to `end` and wakes [`Log::wait_for_data`] waiters.
     pub(super) fn publish_end(&self, end: u64) {
         let before = self.end_offset.fetch_max(end, Ordering::AcqRel);

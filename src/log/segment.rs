@@ -146,6 +146,14 @@ pub(crate) struct Segment {
     storage: Arc<dyn Storage>,
     visible: AtomicU64,
     next_offset: AtomicU64,
+    /// Bytes written (not necessarily durable), at least `visible`: what a read past the
+    /// durable end ([`Log::read_file_ranges`] with an upper bound above the end offset) may
+    /// serve. Raised by the writer after each write, never lowered (a truncation replaces the
+    /// segment).
+    ///
+    /// [`Log::read_file_ranges`]: super::Log::read_file_ranges
+    written: AtomicU64,
+    written_next: AtomicU64,
     max_ts: AtomicI64,
     /// The cached mapping. Poisoning: the slot is assigned whole, so a panic cannot leave it
     /// half-updated and its users recover the guard.
@@ -199,6 +207,8 @@ impl Segment {
             storage,
             visible: AtomicU64::new(visible),
             next_offset: AtomicU64::new(next_offset),
+            written: AtomicU64::new(visible),
+            written_next: AtomicU64::new(next_offset),
             max_ts: AtomicI64::new(max_ts),
             mapping: Mutex::new(None),
             map_hint,
@@ -243,9 +253,18 @@ impl Segment {
 
     /// Makes bytes up to `len` visible (never lowers what readers already see).
     pub fn publish(&self, len: u64, next_offset: u64, max_ts: i64) {
+        self.note_written(len, next_offset);
         self.max_ts.fetch_max(max_ts, Ordering::AcqRel);
         self.next_offset.fetch_max(next_offset, Ordering::AcqRel);
         self.visible.fetch_max(len, Ordering::AcqRel);
+    }
+
+    /// Records that whole batches up to byte `len` (offsets below `next_offset`) are written,
+    /// durable or not, for reads past the durable end.
+    pub fn note_written(&self, len: u64, next_offset: u64) {
+        // The offset first: a reader that sees the length also sees an offset that covers it.
+        self.written_next.fetch_max(next_offset, Ordering::AcqRel);
+        self.written.fetch_max(len, Ordering::AcqRel);
     }
 
     fn corrupt(&self, position: u64, source: FormatError) -> Error {
@@ -433,9 +452,16 @@ impl Segment {
         taken: &mut usize,
         out: &mut Vec<Batch>,
         mut positions: Option<&mut Vec<u64>>,
+        unsynced: bool,
     ) -> Result<bool> {
-        let visible = self.visible_len();
-        if visible <= FILE_HEADER_LEN as u64 || from >= self.next_offset() {
+        let (visible, next) = if unsynced {
+            // The length after the offset: the writer raises the offset first.
+            let len = self.written.load(Ordering::Acquire);
+            (len, self.written_next.load(Ordering::Acquire))
+        } else {
+            (self.visible_len(), self.next_offset())
+        };
+        if visible <= FILE_HEADER_LEN as u64 || from >= next {
             return Ok(false);
         }
         let bytes = self.bytes(visible)?;
@@ -489,7 +515,7 @@ impl Segment {
         let mut from = start;
         loop {
             batches.clear();
-            self.read_into(from, 1 << 20, &mut 0, &mut batches, None)?;
+            self.read_into(from, 1 << 20, &mut 0, &mut batches, None, false)?;
             if batches.is_empty() {
                 return Ok(None);
             }

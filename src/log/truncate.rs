@@ -213,6 +213,7 @@ impl Inner {
         st.generation = w.generation;
         st.durable = st.written;
         self.end_offset.store(offset, Ordering::Release);
+        self.written_end.store(offset, Ordering::Release);
         watermarks();
         drop(st);
         self.lock_or_fail(&self.checkpoint, "checkpoint")?.write(

@@ -71,6 +71,8 @@ impl Inner {
         w.written += len;
         w.allocated = w.allocated.max(w.written);
         w.next_offset = base + u64::from(count);
+        active.note_written(w.written, w.next_offset);
+        self.publish_written(w.next_offset);
         w.seq += len;
         w.first_append.get_or_insert_with(Instant::now);
         self.want_fill(w);

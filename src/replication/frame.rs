@@ -21,7 +21,7 @@
 use bytes::Bytes;
 
 /// The protocol version this build speaks (the `version` byte of every frame).
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Bytes of the frame head: `len`, `version`, `kind`, `flags`, `correlation`.
 pub const FRAME_HEAD_LEN: usize = 12;
@@ -428,7 +428,7 @@ pub enum Message {
         topic: String,
         /// The partition.
         partition: u32,
-        /// The first offset wanted; a follower's durable log end.
+        /// The first offset wanted; a follower's written log end.
         offset: u64,
         /// The epoch of the fetcher's last batch (for divergence checks), 0 if it has none.
         last_epoch: u64,
@@ -438,6 +438,10 @@ pub enum Message {
         max_bytes: u32,
         /// How long the leader may hold the request when it has nothing new.
         max_wait_ms: u32,
+        /// A follower's durable log end (what it has made durable, at most `offset`: it may
+        /// fetch on while its last records are being made durable); what moves the high
+        /// watermark. 0 from consumers and mirrors.
+        durable_end: u64,
     },
     /// The answer to a fetch: the frame ends with the batch bytes, as stored.
     FetchResponse {
@@ -801,6 +805,7 @@ impl Message {
                 leader_epoch,
                 max_bytes,
                 max_wait_ms,
+                durable_end,
             } => {
                 w.u8(*role as u8);
                 w.str("node_id", node_id)?;
@@ -811,6 +816,7 @@ impl Message {
                 w.u64(*leader_epoch);
                 w.u32(*max_bytes);
                 w.u32(*max_wait_ms);
+                w.u64(*durable_end);
             }
             Message::FetchResponse {
                 error,
@@ -960,6 +966,7 @@ impl Message {
                 leader_epoch: r.u64("leader_epoch")?,
                 max_bytes: r.u32("max_bytes")?,
                 max_wait_ms: r.u32("max_wait_ms")?,
+                durable_end: r.u64("durable_end")?,
             },
             4 => Message::FetchResponse {
                 error: r.error()?,
@@ -1299,6 +1306,7 @@ mod tests {
                 leader_epoch: 4,
                 max_bytes: 1 << 20,
                 max_wait_ms: 500,
+                durable_end: 97,
             },
             Message::FetchResponse {
                 error: ErrorCode::None,

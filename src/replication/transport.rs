@@ -662,6 +662,7 @@ mod tests {
             leader_epoch: 0,
             max_bytes: 1024,
             max_wait_ms: 0,
+            durable_end: 0,
         }
     }
 

@@ -12,13 +12,11 @@ impl Shared {
         let writes = lock(&self.replica_writes);
         let mut st = lock(&self.state);
         let former = std::mem::take(&mut st.leader);
-        let epoch = st.epoch.max(min_epoch).max(current_epoch(&self.store)?) + 1;
-        for t in self.store.topics()? {
-            for p in 0..t.partitions() {
-                self.store.set_leader_epoch(&t.name, p, epoch)?;
-            }
-        }
-        self.store.set_offsets_epoch(epoch)?;
+        let epoch = next_epoch(
+            st.epoch.max(min_epoch).max(current_epoch(&self.store)?),
+            EpochStart::Promote,
+        );
+        self.start_epoch_everywhere(epoch)?;
         st.role = Role::Leader;
         st.epoch = epoch;
         st.leader = server_addr(self).to_string();
@@ -34,6 +32,16 @@ impl Shared {
         tracing::info!(node = %self.options.node_id, epoch, "promoted: leading");
         self.announce(epoch, former);
         Ok(epoch)
+    }
+
+    /// Starts `epoch` durably in every partition's history and the consumer offsets log.
+    pub(super) fn start_epoch_everywhere(&self, epoch: u64) -> Result<()> {
+        for t in self.store.topics()? {
+            for p in 0..t.partitions() {
+                self.store.set_leader_epoch(&t.name, p, epoch)?;
+            }
+        }
+        self.store.set_offsets_epoch(epoch)
     }
 
     /// Tells every peer and the former leader, before the promote answers, that this node
@@ -213,5 +221,49 @@ impl Shared {
             }
         }
         best
+    }
+}
+
+/// Why a node starts a new epoch (see [`next_epoch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EpochStart {
+    /// A promote (an operator's, or an election): even epochs.
+    Promote,
+    /// A node that starts as the leader (a restart, or a new cluster): odd epochs.
+    Start,
+}
+
+/// The epoch a node starts above every epoch it has `seen`: the next even number for a
+/// promote, the next odd one for a leader's start, so that the two never start the same
+/// epoch.
+///
+/// Every start of a leader needs an epoch of its own because followers fetch records the
+/// leader has written but not yet made durable (the two fsyncs overlap): a leader that lost
+/// such a tail in a power loss and went on in the same epoch would write other records at
+/// the same offsets in the same epoch, which no follower could tell apart (KIP-101 compares
+/// epochs). A restart in a new epoch makes followers cut what the leader no longer has.
+/// A promoted node and the old leader restarted while it was being promoted (an operator's
+/// mistake: start a deposed leader with `--leader` or `--peers`) still never share an epoch,
+/// so fencing and the divergence check tell them apart.
+pub(super) fn next_epoch(seen: u64, why: EpochStart) -> u64 {
+    let next = seen + 1;
+    match (why, next % 2) {
+        (EpochStart::Promote, 0) | (EpochStart::Start, 1) => next,
+        _ => next + 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promotes_and_starts_never_share_an_epoch() {
+        for seen in 0..50 {
+            let p = next_epoch(seen, EpochStart::Promote);
+            let s = next_epoch(seen, EpochStart::Start);
+            assert!(p > seen && s > seen && p <= seen + 2 && s <= seen + 2);
+            assert_eq!((p % 2, s % 2), (0, 1));
+        }
     }
 }

@@ -203,7 +203,10 @@ impl Shared {
         } else {
             self.store.partition(topic, partition)?
         };
-        let offset = log.end_offset();
+        // Fetch from what is written: the last answer's batches may still be being made
+        // durable (see below), and the durable end goes with the request.
+        let offset = log.written_end();
+        let durable_end = log.end_offset().min(offset);
         let mirror = lock(&self.state).role == Role::Mirror;
         let request = Message::FetchRequest {
             role: if mirror {
@@ -219,6 +222,7 @@ impl Shared {
             leader_epoch: lock(&self.state).epoch,
             max_bytes: self.options.fetch_max_bytes,
             max_wait_ms: self.options.fetch_wait.as_millis() as u32,
+            durable_end: if mirror { 0 } else { durable_end },
         };
         let answer = client
             .call(&request)
@@ -352,8 +356,21 @@ impl Shared {
                     let _writes = self.replica_write(generation)?;
                     log.append_replica(&batches)?
                 };
-                appended.receipt.wait()?;
+                if log.written_end() >= log_end {
+                    // Caught up: the next fetch tells the leader what is durable, so it waits
+                    // for the fsync (the leader's acknowledgements wait for it).
+                    appended.receipt.wait()?;
+                } else {
+                    // Catching up: the fsync runs in the background while the next batches
+                    // are fetched; a later fetch reports them durable.
+                    appended.receipt.request_sync();
+                }
             }
+        }
+        if batches.is_empty() && !offsets && log.end_offset() < log.written_end() {
+            // Nothing new, and records of an earlier answer are still being made durable:
+            // the next fetch must report them, not wait a long poll to.
+            log.flush()?;
         }
         log.set_high_watermark(high_watermark.min(log.end_offset()));
         let mark = if mirror { high_watermark } else { log_end };

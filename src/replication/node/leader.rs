@@ -148,19 +148,22 @@ impl Shared {
         )
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one argument per request field")]
     pub(super) fn fetch(
         &self,
         reply: &mut Reply<'_>,
-        role: FetchRole,
-        node_id: &str,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        last_epoch: u64,
+        at: FetchAt<'_>,
         max_bytes: u32,
         max_wait: Duration,
     ) -> std::result::Result<(), WireError> {
+        let FetchAt {
+            role,
+            node_id,
+            topic,
+            partition,
+            offset,
+            last_epoch,
+            durable_end,
+        } = at;
         let epoch = lock(&self.state).epoch;
         let empty = |reply: &mut Reply<'_>, error, start, end, hw, diverging| {
             reply.send_fetch(error, epoch, hw, start, end, diverging, &[])
@@ -170,7 +173,15 @@ impl Shared {
             Ok(log) => log,
             Err(code) => return empty(reply, code, 0, 0, 0, u64::MAX),
         };
-        let (start, end) = (log.start_offset(), log.end_offset());
+        // Followers read what is written, durable or not: the leader's fsync and the
+        // follower's fetch, append and fsync overlap, and a record is committed only once the
+        // high watermark (durable on the leader and every in-sync follower) passes it.
+        // Consumers and mirrors read committed records only.
+        let upper = |log: &Log| match role {
+            FetchRole::Follower => log.written_end(),
+            FetchRole::Consumer | FetchRole::Mirror => log.high_watermark(),
+        };
+        let (start, end) = (log.start_offset(), log.written_end());
         // A follower whose last epoch ends earlier here (or is unknown here) diverges: it must
         // cut its log there first (KIP-101), and learns where from this answer.
         if role != FetchRole::Consumer && offset > start {
@@ -194,12 +205,8 @@ impl Shared {
             );
         }
         if role == FetchRole::Follower {
-            self.follower_fetched(topic, partition, node_id, offset, &log);
+            self.follower_fetched(topic, partition, node_id, durable_end.min(offset), &log);
         }
-        let upper = |log: &Log| match role {
-            FetchRole::Follower => log.end_offset(),
-            FetchRole::Consumer | FetchRole::Mirror => log.high_watermark(),
-        };
         let deadline = Instant::now() + max_wait;
         while upper(&log) <= offset && !self.stop.load(Ordering::Acquire) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -208,7 +215,7 @@ impl Shared {
             }
             match role {
                 FetchRole::Follower => {
-                    log.wait_for_data(offset, left);
+                    log.wait_for_written(offset, left);
                 }
                 // The high watermark moves with other replicas' fetches, not with appends.
                 _ => std::thread::sleep(left.min(Duration::from_millis(10))),
@@ -247,7 +254,8 @@ impl Shared {
             .map(drop)
     }
 
-    /// Records a follower's fetch at `offset` (its durable end) and moves the high watermark.
+    /// Records a follower's fetch reporting `offset` as its durable end and moves the high
+    /// watermark.
     pub(super) fn follower_fetched(
         &self,
         topic: &str,

@@ -248,7 +248,13 @@ impl Node {
             server: Some(server),
         };
         if lock(&node.shared.state).role == Role::Leader {
-            lock(&node.shared.state).leader = server_addr(&node.shared).to_string();
+            // A leader's every start is a new epoch (see `next_epoch`).
+            let mut st = lock(&node.shared.state);
+            let epoch = failover::next_epoch(st.epoch, failover::EpochStart::Start);
+            node.shared.start_epoch_everywhere(epoch)?;
+            st.epoch = epoch;
+            st.leader = server_addr(&node.shared).to_string();
+            tracing::info!(node = %node.shared.options.node_id, epoch, "leading");
         } else {
             node.shared.start_fetchers()?;
         }
@@ -436,6 +442,21 @@ pub fn split_batches(bytes: Bytes) -> std::result::Result<Vec<Batch>, crate::for
     Ok(out)
 }
 
+/// Who fetches what, from a [`Message::FetchRequest`].
+#[derive(Debug, Clone, Copy)]
+struct FetchAt<'a> {
+    role: FetchRole,
+    node_id: &'a str,
+    topic: &'a str,
+    partition: u32,
+    /// The first offset wanted (a follower's written end).
+    offset: u64,
+    /// The epoch of the fetcher's last batch.
+    last_epoch: u64,
+    /// A follower's durable end (at most `offset`).
+    durable_end: u64,
+}
+
 struct NodeHandler(Arc<Shared>);
 
 impl Handler for NodeHandler {
@@ -477,6 +498,7 @@ impl Handler for NodeHandler {
                 leader_epoch,
                 max_bytes,
                 max_wait_ms,
+                durable_end,
             } => {
                 // Fencing: a fetcher that knows a newer epoch than this node leads in follows a
                 // newer leader, so this one was deposed: it stops leading before it answers.
@@ -494,9 +516,16 @@ impl Handler for NodeHandler {
                     return reply.send_fetch(ErrorCode::FencedEpoch, epoch, 0, 0, 0, u64::MAX, &[]);
                 }
                 let wait = Duration::from_millis(max_wait_ms.min(30_000).into());
-                return node.fetch(
-                    reply, role, &node_id, &topic, partition, offset, last_epoch, max_bytes, wait,
-                );
+                let fetch = FetchAt {
+                    role,
+                    node_id: &node_id,
+                    topic: &topic,
+                    partition,
+                    offset,
+                    last_epoch,
+                    durable_end,
+                };
+                return node.fetch(reply, fetch, max_bytes, wait);
             }
             Message::EpochEndRequest {
                 topic,
