@@ -538,10 +538,27 @@ impl Client {
 
     /// Sends `request` and waits for its answer.
     pub fn call(&mut self, request: &Message) -> Result<Message, CallError> {
+        let correlation = self.send(request)?;
+        self.receive(correlation)
+    }
+
+    /// Sends `request` without waiting for its answer; returns its correlation id for
+    /// [`Client::receive`]. A node answers a connection's requests in the order they were sent,
+    /// so a caller may send the next request before it reads the last answer (a follower
+    /// fetches its next chunk while it appends the last one). Answers must be received in
+    /// order.
+    pub fn send(&mut self, request: &Message) -> Result<u32, CallError> {
         let correlation = self.next.fetch_add(1, Ordering::Relaxed);
         let addr = self.addr;
         write_frame(&mut self.writer, correlation, request)
             .map_err(|source| CallError::Wire { addr, source })?;
+        Ok(correlation)
+    }
+
+    /// Waits for the answer to the request sent with `correlation` (the oldest one not yet
+    /// received).
+    pub fn receive(&mut self, correlation: u32) -> Result<Message, CallError> {
+        let addr = self.addr;
         match read_frame(&mut self.reader) {
             Ok(Some((got, message))) if got == correlation => Ok(message),
             // A bad-frame answer (correlation 0) is still an answer the caller can read.
