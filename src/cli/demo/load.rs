@@ -223,7 +223,7 @@ impl Producer {
                         Err(e) => {
                             last_error = e.to_string();
                             if next_node.is_multiple_of(self.nodes.len()) {
-                                std::thread::sleep(Duration::from_millis(50));
+                                std::thread::sleep(Duration::from_millis(10));
                             }
                             continue;
                         }
@@ -276,14 +276,14 @@ impl Producer {
                         }
                     }
                     if self.client.is_none() {
-                        std::thread::sleep(Duration::from_millis(50));
+                        std::thread::sleep(Duration::from_millis(10));
                     }
                 }
                 Message::ErrorResponse { error, message, .. } => {
                     // A node that does not know the leader yet, or is starting: another.
                     last_error = format!("{}: {message}", error.name());
                     self.client = None;
-                    std::thread::sleep(Duration::from_millis(50));
+                    std::thread::sleep(Duration::from_millis(10));
                 }
                 Message::ProduceResponse { error, .. } => {
                     // Not acknowledged (a leader change, a follower leaving the in-sync
@@ -292,7 +292,7 @@ impl Producer {
                     if error == ErrorCode::NotLeader {
                         self.client = None;
                     }
-                    std::thread::sleep(Duration::from_millis(50));
+                    std::thread::sleep(Duration::from_millis(10));
                 }
                 other => {
                     return Err(format!("a produce was answered with {other:?}"));

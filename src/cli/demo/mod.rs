@@ -1242,6 +1242,136 @@ impl Demo {
     }
 }
 
+/// The failover time of `stratalog bench`: in the new directory `root`, a leader and a
+/// follower (`serve` processes on 127.0.0.1, one partition, `--min-in-sync 1`), a producer at
+/// `acks=all` through both addresses; the leader is SIGKILLed and the follower promoted
+/// (`promote`). Returns the time from the kill to the first write the new leader acknowledged.
+pub fn failover_time(root: &Path) -> Result<Duration, CliError> {
+    const BENCH_TOPIC: &str = "failover";
+    let exe = std::env::current_exe().map_err(context("cannot find this executable"))?;
+    fs::create_dir_all(root).map_err(context(format!("cannot create {}", root.display())))?;
+    let addrs = cluster::free_addrs(2)?;
+    let peers = addrs.join(",");
+    let mut nodes = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let dir = root.join(format!("n{i}")).to_string_lossy().into_owned();
+        cluster::run(
+            &exe,
+            &["topics", "create", "--dir", &dir, BENCH_TOPIC],
+            Duration::from_secs(30),
+        )?;
+        let mut args: Vec<String> = [
+            "serve",
+            "--dir",
+            &dir,
+            "--node-id",
+            &format!("n{i}"),
+            "--listen",
+            addr,
+            "--peers",
+            &peers,
+            "--replicas",
+            "2",
+            "--min-in-sync",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if i == 1 {
+            args.extend(["--leader".to_string(), addrs[0].clone()]);
+        }
+        let stderr = root.join(format!("n{i}.stderr"));
+        nodes.push(Some(cluster::start_server(
+            &exe,
+            &args,
+            &format!("node n{i}"),
+            &stderr,
+        )?));
+    }
+    let in_sync = || -> Option<()> {
+        let s = cluster::status(&exe, &addrs[0])?;
+        s["partitions"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["topic"] == BENCH_TOPIC)
+            .all(|p| {
+                p["followers"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f["in_sync"] == true))
+            })
+            .then_some(())
+    };
+    let started = Instant::now();
+    while in_sync().is_none() {
+        if started.elapsed() > WAIT {
+            return Err("the follower did not join the in-sync set within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let shared = Arc::new(Shared::new());
+    let sockets: Vec<SocketAddr> = addrs
+        .iter()
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()
+        .map_err(context("a node address"))?;
+    let partitioner = Partitioner::new(PartitionerKind::RoundRobin, 1)
+        .map_err(context("a partitioner of one partition"))?;
+    let producer = load::start_producer(
+        0,
+        sockets,
+        partitioner,
+        BENCH_TOPIC.to_string(),
+        shared.clone(),
+    );
+    let outcome = (|| -> Result<Duration, CliError> {
+        let loaded = Instant::now();
+        while shared.acked.load(Ordering::Relaxed) == 0
+            || loaded.elapsed() < Duration::from_millis(300)
+        {
+            if producer.is_finished() || loaded.elapsed() > WAIT {
+                return Err("the producer got no write acknowledged before the kill".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let kill_at = shared.now();
+        if let Some(n) = nodes[0].take() {
+            n.proc.kill();
+        }
+        FailoverPath::OperatorPromote.fail_over(&exe, &addrs[1])?;
+        let waited = Instant::now();
+        loop {
+            let first = shared
+                .acks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .find(|a| a.at > kill_at && a.node == 1)
+                .map(|a| a.at);
+            if let Some(at) = first {
+                return Ok(Duration::from_secs_f64(at - kill_at));
+            }
+            if producer.is_finished() || waited.elapsed() > WAIT {
+                return Err("no write was acknowledged after the failover".into());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    })();
+    shared.stop.store(true, Ordering::SeqCst);
+    let result = producer.join();
+    for n in nodes.into_iter().flatten() {
+        n.proc.kill();
+    }
+    match result {
+        Ok(load::ProducerResult { error: Some(e), .. }) if outcome.is_err() => Err(format!(
+            "{}; the producer: {e}",
+            outcome.err().map_or(String::new(), |o| o.to_string())
+        )
+        .into()),
+        _ => outcome,
+    }
+}
+
 /// `, e.g. key K value V` for a report.
 fn example(kv: &Option<KeyValue>) -> String {
     kv.as_ref().map_or(String::new(), |(k, v)| {
