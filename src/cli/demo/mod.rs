@@ -378,9 +378,9 @@ impl Demo {
         };
         let bar = ProgressBar::with_draw_target(len, target);
         let template = if len.is_some() {
-            "  {spinner} {prefix:<9} [{bar:28}] {elapsed:>3} {msg}"
+            "{spinner} {prefix:<8} [{bar:16}] {elapsed:>3} {msg}"
         } else {
-            "  {spinner} {prefix:<9} {elapsed:>3} {msg}"
+            "{spinner} {prefix:<8} {elapsed:>3} {msg}"
         };
         bar.set_style(
             ProgressStyle::with_template(template)
@@ -592,7 +592,7 @@ impl Demo {
         let consumed = self.shared.consumed_count();
         let mirror = self.mirror_lag().map_or("?".to_string(), |l| l.to_string());
         format!(
-            "{rate:>6.0} acks/s  {acked} acked  group lag {}  mirror lag {mirror}",
+            "{rate:>5.0} acks/s, {acked} acked, lag: group {} mirror {mirror}",
             acked.saturating_sub(consumed)
         )
     }

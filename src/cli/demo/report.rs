@@ -173,6 +173,10 @@ impl Figures {
             ),
             ("records corrupt".into(), self.records_corrupt.to_string()),
             (
+                "consumer processes restarted (the group resumed)".into(),
+                self.consumer_restarts.to_string(),
+            ),
+            (
                 "acknowledged records not consumed".into(),
                 self.records_not_consumed.to_string(),
             ),
