@@ -214,3 +214,37 @@ fn sigint_to_the_process_group_stops_every_node_and_removes_the_scratch() {
         entries(&scratch)
     );
 }
+
+#[test]
+fn bad_arguments_are_refused_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scratch = tmp.path().join("tmpdir");
+    std::fs::create_dir(&scratch).unwrap();
+    let full = tmp.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("precious"), b"x").unwrap();
+    for (args, says) in [
+        (vec!["--seconds", "0"], "--seconds"),
+        (vec!["--seconds", "nan"], "--seconds"),
+        (vec!["--partitions", "0"], "--partitions"),
+        (vec!["--producers", "0"], "--producers"),
+        (vec!["--keep", full.to_str().unwrap()], "not empty"),
+    ] {
+        let out = Command::new(BIN)
+            .arg("demo")
+            .args(&args)
+            .env("TMPDIR", &scratch)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(says) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+    // Nothing was made, and the kept directory's file is untouched.
+    assert!(entries(&scratch).is_empty(), "{:?}", entries(&scratch));
+    assert_eq!(entries(&full), vec!["precious".to_string()]);
+}
