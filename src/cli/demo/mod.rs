@@ -931,7 +931,8 @@ impl Demo {
     }
 
     /// Stops the producers; waits for the followers and the mirror to reach the high
-    /// watermark and the group to consume everything. Returns the high watermarks.
+    /// watermark and the group to consume everything; keeps the acknowledged records and the
+    /// final high watermarks for the checks.
     fn drain(&mut self) -> Result<(), CliError> {
         let bar = self.phase(
             "drain",
