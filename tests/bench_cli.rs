@@ -116,6 +116,7 @@ fn bench_replication_rows_print_figures_and_ratios() {
             "acks=all + 1 follower, 16 writers",
             Some("x single node, same writers"),
         ),
+        ("failover: leader SIGKILLed under acks=all", None),
     ];
     for (row, ratio) in rows {
         let line = stdout

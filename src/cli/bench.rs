@@ -8,7 +8,9 @@
 //! The replication rows (also alone, with `--replication-only`) compare a follower catching up
 //! over 127.0.0.1 with loopback TCP and the disk moving the same bytes, the leader's CPU per
 //! replicated byte with the loopback sender's, and `acks=all` with one follower with a single
-//! node (docs/BENCHMARKS.md, "Replication").
+//! node (docs/BENCHMARKS.md, "Replication"), and the failover time: a leader `serve` process
+//! SIGKILLed under an `acks=all` producer, the follower promoted, until the first write the new
+//! leader acknowledged.
 
 use std::fs::{self, File};
 use std::hint::black_box;
@@ -69,7 +71,8 @@ pub struct Options {
     pub compare_prealloc: bool,
     /// Run only the replication rows (a follower catching up over 127.0.0.1 against loopback
     /// TCP and the disk, `acks=all` with one follower against a single node, the leader's CPU
-    /// per replicated byte), on the whole `--seconds` budget; no plot is written.
+    /// per replicated byte, the failover time from a leader's SIGKILL to the first write the
+    /// promoted follower acknowledged), on the whole `--seconds` budget; no plot is written.
     #[arg(long, conflicts_with_all = ["compare_io", "compare_prealloc"])]
     pub replication_only: bool,
 }
@@ -1277,7 +1280,7 @@ const REPLICATION_UNITS: f64 = 4.0;
 /// (the disk's speed drifts) and the ratios shown are medians of the per-round ratios.
 const REPLICATION_ROUNDS: usize = 3;
 /// Progress steps of the replication rows: the setup, the catch-up rounds, the `acks` rounds.
-const REPLICATION_STEPS: u64 = 1 + 2 * REPLICATION_ROUNDS as u64;
+const REPLICATION_STEPS: u64 = 1 + 3 * REPLICATION_ROUNDS as u64;
 /// Writer counts of the `acks=all` rows.
 const REPLICATION_WRITERS: [usize; 2] = [1, 16];
 /// Record size of every replication row.
@@ -1454,7 +1457,29 @@ impl Bench {
             "%",
         );
 
-        self.acks_all(unit)
+        self.acks_all(unit)?;
+        self.failover_time()
+    }
+
+    /// The failover row: two `stratalog serve` processes, the leader SIGKILLed under an
+    /// `acks=all` producer and the follower promoted (`stratalog promote`), timed from the
+    /// kill to the first write the new leader acknowledged; the median of the rounds.
+    fn failover_time(&mut self) -> Result<(), CliError> {
+        let mut times = Vec::new();
+        for round in 0..REPLICATION_ROUNDS {
+            self.step(&format!("replication: failover, round {}", round + 1));
+            let dir = self.root.join(format!("failover-{round}"));
+            times.push(super::demo::failover_time(&dir)?.as_secs_f64() * 1e3);
+            remove_dir(&dir)?;
+            self.done();
+        }
+        self.row(
+            "failover: leader SIGKILLed under acks=all, follower promoted, to the first acknowledged write (median)",
+            median(times),
+            "ms",
+        )
+        .lower_is_better = true;
+        Ok(())
     }
 
     /// `acks=all` with one (in-process) follower against a single node without followers,

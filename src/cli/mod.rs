@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod consume;
+pub mod demo;
 pub mod dump;
 pub mod groups;
 pub mod node;

@@ -1,0 +1,1439 @@
+//! `stratalog demo`: the whole engine in one command (issue 14).
+//!
+//! In a scratch directory (under `$TMPDIR`, removed at the end; `--keep DIR` keeps it) it
+//! runs real processes of this executable: three `serve` nodes on 127.0.0.1 and a `mirror`;
+//! a topic of several partitions with the consistent-hash ring partitioner; producers
+//! (threads of the demo, through the protocol, so that each acknowledgement is timed) writing
+//! keyed records at `acks=all` while a consumer group (`consume --node --group --follow`)
+//! consumes and commits. Partway through it SIGKILLs the leader and fails over (operator
+//! path: `promote`), brings the old leader back as a follower, stops a follower briefly to
+//! take an offline `snapshot` of its store and `restore` it into a fourth directory. At the
+//! end it stops every node and checks, reading the stores with the library: every
+//! acknowledged record is in the final log and was consumed at least once (by key and value),
+//! none is corrupt, the replicas and the mirror are byte-identical up to the high watermark,
+//! and the restored copy equals the source up to the snapshot. It prints a summary table,
+//! writes an SVG plot (and `--json` figures) and exits 1 if any check failed.
+
+mod check;
+mod cluster;
+mod load;
+mod report;
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+use stratalog::replication::Message;
+use stratalog::replication::transport::Client;
+use stratalog::store::{Partitioner, PartitionerKind};
+use stratalog::{Log, LogOptions};
+
+use super::{CliError, context, outln};
+use check::{KeyValue, StoredBatch};
+use cluster::{Proc, Server};
+use load::Shared;
+use report::{Check, Figures};
+
+/// `stratalog demo`: its command line is its options.
+#[derive(Debug, Args)]
+pub struct Options {
+    /// Seconds of production, split over the three stretches of load (before the kill,
+    /// between the failover and the snapshot, after it); the whole demo takes about this
+    /// plus 15 to 25 s of starting, failing over, draining and checking.
+    #[arg(long, value_name = "N", default_value_t = 30.0)]
+    pub seconds: f64,
+    /// Keep the data (nodes, mirror, snapshot, restored copy, logs) in DIR, which must be
+    /// new or empty, instead of a temporary directory removed at the end.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+    /// Also write the figures as JSON to this file (`records_acked`, `records_lost`,
+    /// `failover_ms`, latencies, every check).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Where to write the plot (default `stratalog-demo.svg` in the current directory).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Partitions of the demo topic.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub partitions: u32,
+    /// Producer threads.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub producers: usize,
+}
+
+/// The demo's topic.
+const TOPIC: &str = "demo";
+/// Its consumer group.
+const GROUP: &str = "demo";
+/// Nodes of the cluster (the mirror is one more process).
+const NODES: usize = 3;
+/// Bound of every wait for the cluster (in sync, caught up, drained).
+const WAIT: Duration = Duration::from_secs(60);
+/// How long a node or consumer gets to stop cleanly after SIGTERM.
+const GRACE: Duration = Duration::from_secs(20);
+/// The phases, for the `[i/N]` headers.
+const PHASES: usize = 8;
+
+/// How the demo fails over.
+///
+/// Only the operator path exists. The etcd coordinator (`serve --coordinator etcd://...`,
+/// issue 13) is being built: it becomes a second variant whose [`FailoverPath::serve_args`]
+/// passes the coordinator to every node (and starts a local `etcd`), and whose
+/// [`FailoverPath::fail_over`] waits for the lease to move instead of promoting;
+/// [`FailoverPath::choose`] picks it when the `etcd` binary is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailoverPath {
+    /// The demo, as an operator, runs `stratalog promote` on an in-sync follower.
+    OperatorPromote,
+}
+
+impl FailoverPath {
+    /// The path to use here, and a note on the choice.
+    fn choose() -> (FailoverPath, String) {
+        let etcd = std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("etcd").is_file()));
+        let note = if etcd {
+            "an `etcd` binary is on PATH, but the etcd failover path is not built yet: \
+             failing over by operator promote (`stratalog promote`)"
+        } else {
+            "no `etcd` binary on PATH: failing over by operator promote (`stratalog promote`)"
+        };
+        (FailoverPath::OperatorPromote, note.to_string())
+    }
+
+    /// Its name in the summary and the JSON.
+    fn name(self) -> &'static str {
+        match self {
+            FailoverPath::OperatorPromote => "operator-promote",
+        }
+    }
+
+    /// What every `serve` gets for this path.
+    fn serve_args(self) -> Vec<String> {
+        match self {
+            FailoverPath::OperatorPromote => Vec::new(),
+        }
+    }
+
+    /// After the leader was killed: makes the node at `new_leader` lead. Returns what the
+    /// command said.
+    fn fail_over(self, exe: &Path, new_leader: &str) -> Result<String, CliError> {
+        match self {
+            FailoverPath::OperatorPromote => {
+                let out = cluster::run(
+                    exe,
+                    &["promote", "--node", new_leader],
+                    Duration::from_secs(30),
+                )?;
+                Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            }
+        }
+    }
+}
+
+/// The scratch directory and whether to keep it, for the signal handler.
+static SCRATCH: OnceLock<(PathBuf, bool)> = OnceLock::new();
+
+/// On SIGINT or SIGTERM: kills every node, removes the scratch directory (unless `--keep`)
+/// and exits 130.
+fn interrupted(signal: i32) -> ! {
+    let name = if signal == libc::SIGTERM {
+        "SIGTERM"
+    } else {
+        "SIGINT"
+    };
+    cluster::kill_all_children();
+    match SCRATCH.get() {
+        Some((path, false)) => match fs::remove_dir_all(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => eprintln!(
+                "\nerror: stratalog demo: interrupted by {name}; every node was stopped but the \
+                 scratch directory {} could not be removed: {e}; remove it by hand",
+                path.display()
+            ),
+            _ => eprintln!(
+                "\nstratalog demo: interrupted by {name}; stopped every node and removed {}",
+                path.display()
+            ),
+        },
+        Some((path, true)) => eprintln!(
+            "\nstratalog demo: interrupted by {name}; stopped every node; the data is kept in {}",
+            path.display()
+        ),
+        None => eprintln!("\nstratalog demo: interrupted by {name}"),
+    }
+    std::process::exit(130);
+}
+
+/// Runs `demo`.
+pub fn run(o: Options) -> Result<(), CliError> {
+    if !(o.seconds.is_finite() && o.seconds >= 1.0 && o.seconds <= 3600.0) {
+        return Err(format!(
+            "--seconds must be between 1 and 3600 seconds of load, not {}",
+            o.seconds
+        )
+        .into());
+    }
+    if !(1..=64).contains(&o.partitions) {
+        return Err(format!("--partitions must be 1 to 64, not {}", o.partitions).into());
+    }
+    if !(1..=16).contains(&o.producers) {
+        return Err(format!("--producers must be 1 to 16, not {}", o.producers).into());
+    }
+    // Before any other thread starts (so that they all leave the signals to it), and before
+    // the scratch directory exists.
+    super::on_interrupt(|signal| interrupted(signal))
+        .map_err(context("cannot set up the SIGINT/SIGTERM handler"))?;
+    let started = Instant::now();
+    let (root, temp) = match &o.keep {
+        Some(dir) => {
+            fs::create_dir_all(dir).map_err(context(format!("cannot create {}", dir.display())))?;
+            let empty = fs::read_dir(dir)
+                .map_err(context(format!("cannot list {}", dir.display())))?
+                .next()
+                .is_none();
+            if !empty {
+                return Err(format!(
+                    "--keep {}: the directory is not empty; give a new or empty one",
+                    dir.display()
+                )
+                .into());
+            }
+            (dir.clone(), None)
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("stratalog-demo-")
+                .tempdir()
+                .map_err(context(format!(
+                    "cannot make a scratch directory in {}",
+                    std::env::temp_dir().display()
+                )))?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    let _ = SCRATCH.set((root.clone(), o.keep.is_some()));
+    let exe = std::env::current_exe().map_err(context("cannot find this executable"))?;
+    let outcome = Demo::new(&o, exe, root.clone()).and_then(|mut demo| {
+        let run = demo.run_phases();
+        // Whatever happened, no process of the demo outlives it.
+        demo.stop_everything();
+        run.map(|()| demo)
+    });
+    let mut demo = outcome?;
+    demo.figures.elapsed = started.elapsed().as_secs_f64();
+    let f = &demo.figures;
+    outln!("\nsummary");
+    print!("{}", f.table());
+    if let Some(path) = &o.json {
+        let text = serde_json::to_string_pretty(&f.to_json()).expect("JSON of plain values");
+        fs::write(path, text + "\n")
+            .map_err(context(format!("cannot write {}", path.display())))?;
+        outln!("figures written to {}", path.display());
+    }
+    let svg = o
+        .svg
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("stratalog-demo.svg"));
+    let acks = demo
+        .shared
+        .acks
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    report::write_svg(&svg, &acks, f)
+        .map_err(context(format!("cannot write the plot {}", svg.display())))?;
+    drop(acks);
+    outln!(
+        "plot of throughput and latency over time (kill and failover marked) written to {}",
+        svg.display()
+    );
+    match temp {
+        Some(temp) => temp
+            .close()
+            .map_err(context("cannot remove the scratch directory"))?,
+        None => outln!("the data is kept in {}", root.display()),
+    }
+    let failed = f.checks.iter().filter(|c| !c.passed).count();
+    if failed > 0 {
+        return Err(format!("{failed} of {} checks failed (see above)", f.checks.len()).into());
+    }
+    outln!(
+        "all {} checks passed: nothing acknowledged was lost",
+        f.checks.len()
+    );
+    Ok(())
+}
+
+/// A consumer process of the group and the thread reading its lines.
+struct Consumer {
+    proc: Proc,
+    reader: JoinHandle<()>,
+}
+
+/// The demo's state.
+struct Demo {
+    exe: PathBuf,
+    root: PathBuf,
+    seconds: f64,
+    partitions: u32,
+    producers: usize,
+    path: FailoverPath,
+    path_note: String,
+    terminal: bool,
+    phase: usize,
+    /// Node addresses, then the mirror's.
+    addrs: Vec<String>,
+    nodes: Vec<Option<Server>>,
+    mirror: Option<Server>,
+    leader: usize,
+    consumer: Option<Consumer>,
+    /// The consumer runs with `--follow` (and is restarted if it exits).
+    consumer_follows: bool,
+    producer_threads: Vec<JoinHandle<load::ProducerResult>>,
+    shared: Arc<Shared>,
+    /// Mirror lag in records at the last look, and when that was.
+    mirror_lag: Option<u64>,
+    mirror_looked: Option<Instant>,
+    /// The snapshot's end offset per partition of the demo topic.
+    snapshot_ends: Vec<(u32, u64)>,
+    /// Every record acknowledged, once the producers stopped.
+    acked: Vec<KeyValue>,
+    /// Why producers stopped early.
+    producer_errors: Vec<String>,
+    /// The final high watermark per partition.
+    hws: Vec<u64>,
+    figures: Figures,
+}
+
+impl Demo {
+    fn new(o: &Options, exe: PathBuf, root: PathBuf) -> Result<Demo, CliError> {
+        let (path, path_note) = FailoverPath::choose();
+        fs::create_dir_all(root.join("logs")).map_err(context(format!(
+            "cannot create {}",
+            root.join("logs").display()
+        )))?;
+        Ok(Demo {
+            exe,
+            root,
+            seconds: o.seconds,
+            partitions: o.partitions,
+            producers: o.producers,
+            path,
+            path_note,
+            terminal: std::io::stderr().is_terminal(),
+            phase: 0,
+            addrs: cluster::free_addrs(NODES + 1)?,
+            nodes: (0..NODES).map(|_| None).collect(),
+            mirror: None,
+            leader: 0,
+            consumer: None,
+            consumer_follows: false,
+            producer_threads: Vec::new(),
+            shared: Arc::new(Shared::new()),
+            mirror_lag: None,
+            mirror_looked: None,
+            snapshot_ends: Vec::new(),
+            acked: Vec::new(),
+            producer_errors: Vec::new(),
+            hws: Vec::new(),
+            figures: Figures {
+                path: path.name().to_string(),
+                partitions: o.partitions,
+                producers: o.producers,
+                seconds: o.seconds,
+                ..Figures::default()
+            },
+        })
+    }
+
+    fn node_dir(&self, i: usize) -> PathBuf {
+        self.root.join(format!("n{i}"))
+    }
+
+    fn mirror_addr(&self) -> &str {
+        &self.addrs[NODES]
+    }
+
+    fn node_list(&self) -> String {
+        self.addrs[..NODES].join(",")
+    }
+
+    /// Prints the phase's header and returns its progress bar: a bar over `len` steps, or a
+    /// spinner; drawn on stderr only when it is a terminal.
+    fn phase(&mut self, name: &str, what: &str, len: Option<u64>) -> Result<ProgressBar, CliError> {
+        self.phase += 1;
+        outln!("[{}/{PHASES}] {name}: {what}", self.phase);
+        let target = if self.terminal {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(len, target);
+        let template = if len.is_some() {
+            "{spinner} {prefix:<8} [{bar:16}] {elapsed:>3} {msg}"
+        } else {
+            "{spinner} {prefix:<8} {elapsed:>3} {msg}"
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(name.to_string());
+        if self.terminal {
+            bar.enable_steady_tick(Duration::from_millis(120));
+        }
+        Ok(bar)
+    }
+
+    fn run_phases(&mut self) -> Result<(), CliError> {
+        self.start_cluster()?;
+        self.start_load()?;
+        self.load_for("load", self.seconds * 0.4)?;
+        self.fail_over()?;
+        self.load_for("load", self.seconds * 0.3)?;
+        self.snapshot()?;
+        self.load_for("load", self.seconds * 0.3)?;
+        self.drain()?;
+        self.check()
+    }
+
+    // --- processes
+
+    fn serve_args(&self, i: usize, leader: Option<usize>) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "serve",
+            "--dir",
+            &self.node_dir(i).to_string_lossy(),
+            "--node-id",
+            &format!("n{i}"),
+            "--listen",
+            &self.addrs[i],
+            "--peers",
+            &self.node_list(),
+            "--replicas",
+            "3",
+            "--min-in-sync",
+            "2",
+            "--replica-lag-timeout",
+            "1500",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(l) = leader {
+            args.extend(["--leader".to_string(), self.addrs[l].clone()]);
+        }
+        args.extend(self.path.serve_args());
+        args
+    }
+
+    fn start_node(&mut self, i: usize, leader: Option<usize>) -> Result<(), CliError> {
+        let args = self.serve_args(i, leader);
+        let stderr = self.root.join("logs").join(format!("n{i}.stderr"));
+        self.nodes[i] = Some(cluster::start_server(
+            &self.exe,
+            &args,
+            &format!("node n{i}"),
+            &stderr,
+        )?);
+        Ok(())
+    }
+
+    fn start_consumer(&mut self, follow: bool) -> Result<(), CliError> {
+        let nodes = self.node_list();
+        let mut args = vec![
+            "consume",
+            "--node",
+            &nodes,
+            "--topic",
+            TOPIC,
+            "--group",
+            GROUP,
+            "--format",
+            "json",
+            "--commit-every",
+            "200",
+        ];
+        if follow {
+            args.push("--follow");
+        }
+        let stderr_path = self.root.join("logs").join("consumer.stderr");
+        let stderr = fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&stderr_path)
+            .map_err(context(format!("cannot create {}", stderr_path.display())))?;
+        let mut cmd = cluster::command(&self.exe, &args);
+        cmd.stdout(std::process::Stdio::piped()).stderr(stderr);
+        let mut proc = Proc::spawn(&mut cmd, "the consumer")?;
+        let stdout = proc
+            .child()
+            .stdout
+            .take()
+            .ok_or("no stdout of the consumer")?;
+        let reader = load::read_consumer(stdout, self.shared.clone());
+        self.consumer = Some(Consumer { proc, reader });
+        self.consumer_follows = follow;
+        Ok(())
+    }
+
+    /// Restarts the `--follow` consumer if it exited (a failover it did not ride out): the
+    /// group resumes from its commits.
+    fn keep_consumer_alive(&mut self) -> Result<(), CliError> {
+        let exited = match self.consumer.as_mut() {
+            Some(c) if self.consumer_follows => c.proc.exited().is_some(),
+            _ => false,
+        };
+        if exited {
+            if let Some(c) = self.consumer.take() {
+                let _ = c.reader.join();
+            }
+            self.figures.consumer_restarts += 1;
+            self.start_consumer(true)?;
+        }
+        Ok(())
+    }
+
+    /// What the partitions of the demo topic look like on the node at `addr`.
+    fn partitions_of(&self, addr: &str) -> Option<(Value, Vec<Value>)> {
+        let s = cluster::status(&self.exe, addr)?;
+        let mut ps: Vec<Value> = s["partitions"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["topic"] == TOPIC)
+            .cloned()
+            .collect();
+        ps.sort_by_key(|p| p["partition"].as_u64());
+        (ps.len() == self.partitions as usize).then_some((s, ps))
+    }
+
+    /// The leader's high watermark per partition if both followers are in sync on every
+    /// partition (and, with `caught_up`, at the leader's log end, which is then the high
+    /// watermark).
+    fn in_sync(&self, caught_up: bool) -> Option<Vec<u64>> {
+        let (s, ps) = self.partitions_of(&self.addrs[self.leader])?;
+        if s["role"] != "leader" {
+            return None;
+        }
+        let mut hws = Vec::new();
+        for p in &ps {
+            let good = p["followers"]
+                .as_array()?
+                .iter()
+                .filter(|f| f["in_sync"] == true && (!caught_up || f["lag"] == 0))
+                .count();
+            if good != NODES - 1 || (caught_up && p["log_end"] != p["high_watermark"]) {
+                return None;
+            }
+            hws.push(p["high_watermark"].as_u64()?);
+        }
+        Some(hws)
+    }
+
+    /// The leader's high watermark per partition.
+    fn leader_hws(&mut self) -> Option<Vec<u64>> {
+        let (s, ps) = self.partitions_of(&self.addrs[self.leader])?;
+        if s["role"] != "leader" {
+            return None;
+        }
+        ps.iter().map(|p| p["high_watermark"].as_u64()).collect()
+    }
+
+    /// True if node `i` follows the leader on every partition, in sync, and its durable end
+    /// reached `targets` (the high watermarks when it was restarted): a node that only just
+    /// came back may still be listed in sync from before, its log end tells.
+    fn rejoined(&self, i: usize, targets: &[u64]) -> Option<()> {
+        let (s, ps) = self.partitions_of(&self.addrs[self.leader])?;
+        if s["role"] != "leader" {
+            return None;
+        }
+        let id = format!("n{i}");
+        ps.iter()
+            .zip(targets)
+            .all(|(p, target)| {
+                p["followers"].as_array().is_some_and(|fs| {
+                    fs.iter().any(|f| {
+                        f["node_id"] == id
+                            && f["in_sync"] == true
+                            && f["log_end"].as_u64().is_some_and(|e| e >= *target)
+                    })
+                })
+            })
+            .then_some(())
+    }
+
+    /// Records the mirror lacks of what it last heard the source had (at most once a second).
+    fn mirror_lag(&mut self) -> Option<u64> {
+        if self
+            .mirror_looked
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+        {
+            self.mirror_looked = Some(Instant::now());
+            self.mirror_lag = self
+                .partitions_of(&self.addrs[NODES])
+                .map(|(_, ps)| ps.iter().filter_map(|p| p["lag"]["records"].as_u64()).sum());
+        }
+        self.mirror_lag
+    }
+
+    /// The live line: throughput, acknowledged, consumer and mirror lag.
+    fn live(&mut self) -> String {
+        let rate = self.shared.recent_rate(1.0);
+        let acked = self.shared.acked.load(Ordering::Relaxed);
+        let consumed = self.shared.consumed_count();
+        let mirror = self.mirror_lag().map_or("?".to_string(), |l| l.to_string());
+        format!(
+            "{rate:>5.0} acks/s, {acked} acked, lag: group {} mirror {mirror}",
+            acked.saturating_sub(consumed)
+        )
+    }
+
+    /// Waits for `cond`, showing the live line on `bar`.
+    fn wait<T>(
+        &mut self,
+        bar: &ProgressBar,
+        what: &str,
+        mut cond: impl FnMut(&mut Demo) -> Option<T>,
+    ) -> Result<T, CliError> {
+        let started = Instant::now();
+        loop {
+            if let Some(v) = cond(self) {
+                return Ok(v);
+            }
+            if started.elapsed() > WAIT {
+                return Err(
+                    format!("timed out after {} s waiting for {what}", WAIT.as_secs()).into(),
+                );
+            }
+            self.keep_consumer_alive()?;
+            let line = self.live();
+            bar.set_message(format!("{what} · {line}"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    // --- the phases
+
+    fn start_cluster(&mut self) -> Result<(), CliError> {
+        let what = format!(
+            "3 nodes and a mirror on 127.0.0.1, topic {TOPIC:?} of {} partitions (consistent-hash ring); {}",
+            self.partitions, self.path_note
+        );
+        let bar = self.phase("cluster", &what, None)?;
+        for i in 0..NODES {
+            let dir = self.node_dir(i);
+            cluster::run(
+                &self.exe,
+                &[
+                    "topics",
+                    "create",
+                    "--dir",
+                    &dir.to_string_lossy(),
+                    TOPIC,
+                    "--partitions",
+                    &self.partitions.to_string(),
+                    "--partitioner",
+                    "ring",
+                ],
+                Duration::from_secs(30),
+            )?;
+        }
+        bar.set_message("starting the nodes");
+        self.start_node(0, None)?;
+        for i in 1..NODES {
+            self.start_node(i, Some(0))?;
+        }
+        let args: Vec<String> = [
+            "mirror",
+            "--dir",
+            &self.root.join("mirror").to_string_lossy(),
+            "--source",
+            &self.node_list(),
+            "--listen",
+            self.mirror_addr(),
+            "--topics",
+            TOPIC,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let stderr = self.root.join("logs").join("mirror.stderr");
+        self.mirror = Some(cluster::start_server(
+            &self.exe,
+            &args,
+            "the mirror",
+            &stderr,
+        )?);
+        bar.set_message("waiting for the followers to join the in-sync set");
+        self.wait(&bar, "followers in sync", |d| d.in_sync(true))?;
+        self.wait(&bar, "the mirror to take the topic", |d| {
+            d.partitions_of(&d.addrs[NODES]).map(|_| ())
+        })?;
+        bar.finish_and_clear();
+        for i in 0..NODES {
+            outln!(
+                "  n{i} {} ({})",
+                self.addrs[i],
+                if i == self.leader {
+                    "leader"
+                } else {
+                    "follower"
+                }
+            );
+        }
+        outln!(
+            "  mirror {} (copies {TOPIC:?} and the group's offsets)",
+            self.mirror_addr()
+        );
+        Ok(())
+    }
+
+    fn start_load(&mut self) -> Result<(), CliError> {
+        // The partitioner as the node reports it, as any client would route by.
+        let addr: SocketAddr = self.addrs[self.leader]
+            .parse()
+            .map_err(context("a node address"))?;
+        let mut client = Client::connect(addr, Duration::from_secs(10))
+            .map_err(context("cannot reach the leader"))?;
+        let Message::MetadataResponse { topics, .. } = client
+            .call(&Message::MetadataRequest)
+            .map_err(context("metadata request failed"))?
+        else {
+            return Err("the leader answered a metadata request with something else".into());
+        };
+        let t = topics
+            .into_iter()
+            .find(|t| t.topic == TOPIC)
+            .ok_or("the leader does not know the demo topic")?;
+        let kind: PartitionerKind = t.partitioner.parse().map_err(|e: String| -> CliError {
+            format!("the leader names an unknown partitioner: {e}").into()
+        })?;
+        let nodes: Vec<SocketAddr> = self.addrs[..NODES]
+            .iter()
+            .map(|a| a.parse())
+            .collect::<Result<_, _>>()
+            .map_err(context("a node address"))?;
+        // The load's clock starts now.
+        self.shared = Arc::new(Shared::new());
+        self.start_consumer(true)?;
+        for id in 0..self.producers {
+            let partitioner = Partitioner::new(kind, t.partitions)
+                .map_err(context("cannot spread over the topic's partitions"))?;
+            self.producer_threads.push(load::start_producer(
+                id as u32,
+                nodes.clone(),
+                partitioner,
+                TOPIC.to_string(),
+                self.shared.clone(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Lets the load run for `seconds`, showing it live.
+    fn load_for(&mut self, name: &str, seconds: f64) -> Result<(), CliError> {
+        let what = format!(
+            "{} producers, keyed records of {} bytes at acks=all; consumer group {GROUP:?} \
+             consuming and committing; for {seconds:.1} s",
+            self.producers,
+            check::VALUE_LEN
+        );
+        let len = (seconds * 1000.0) as u64;
+        let bar = self.phase(name, &what, Some(len))?;
+        let (started, acked_before) = (Instant::now(), self.shared.acked.load(Ordering::Relaxed));
+        while started.elapsed().as_secs_f64() < seconds {
+            if self.producer_threads.iter().any(JoinHandle::is_finished) {
+                bar.finish_and_clear();
+                return Err(self.producer_failure());
+            }
+            self.keep_consumer_alive()?;
+            let line = self.live();
+            bar.set_position(started.elapsed().as_millis() as u64);
+            bar.set_message(line);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bar.finish_and_clear();
+        let acked = self.shared.acked.load(Ordering::Relaxed) - acked_before;
+        let line = self.live();
+        outln!(
+            "  {acked} records acknowledged in {seconds:.1} s ({:.0}/s); now: {line}",
+            acked as f64 / seconds
+        );
+        Ok(())
+    }
+
+    /// A producer stopped before it was told to: why.
+    fn producer_failure(&mut self) -> CliError {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let errors: Vec<String> = self
+            .producer_threads
+            .drain(..)
+            .filter_map(|h| h.join().ok().and_then(|r| r.error))
+            .collect();
+        format!("a producer stopped: {}", errors.join("; ")).into()
+    }
+
+    fn fail_over(&mut self) -> Result<(), CliError> {
+        let what = format!(
+            "SIGKILL the leader n{} under load; {}",
+            self.leader,
+            match self.path {
+                FailoverPath::OperatorPromote => "promote an in-sync follower",
+            }
+        );
+        let bar = self.phase("failover", &what, None)?;
+        // An in-sync follower of every partition (every acknowledged record is on it).
+        let (s, _) = self
+            .partitions_of(&self.addrs[self.leader])
+            .ok_or("the leader does not answer status")?;
+        let new = (0..NODES)
+            .filter(|&i| i != self.leader)
+            .find(|i| {
+                let id = format!("n{i}");
+                s["partitions"].as_array().is_some_and(|ps| {
+                    ps.iter().filter(|p| p["topic"] == TOPIC).all(|p| {
+                        p["followers"].as_array().is_some_and(|fs| {
+                            fs.iter()
+                                .any(|f| f["node_id"] == id && f["in_sync"] == true)
+                        })
+                    })
+                })
+            })
+            .ok_or("no follower is in sync on every partition: not failing over")?;
+        let old = self.leader;
+        let kill_at = self.shared.now();
+        if let Some(n) = self.nodes[old].take() {
+            n.proc.kill();
+        }
+        let said = self.path.fail_over(&self.exe, &self.addrs[new])?;
+        let promote_at = self.shared.now();
+        self.leader = new;
+        let shared = self.shared.clone();
+        let first = self.wait(&bar, "the first acknowledged write after the kill", |_| {
+            let acks = shared.acks.lock().unwrap_or_else(PoisonError::into_inner);
+            acks.iter()
+                .find(|a| a.at > kill_at && a.node != old)
+                .map(|a| a.at)
+        })?;
+        self.figures.kill_at = Some(kill_at);
+        self.figures.failover_at = Some(first);
+        self.figures.failover_ms = Some((first - kill_at) * 1000.0);
+        self.figures.promote_ms = Some((promote_at - kill_at) * 1000.0);
+        // The old leader comes back: it asks its peers who leads and follows.
+        bar.set_message(format!("restarting n{old} as a follower"));
+        let targets = self.wait(&bar, "the new leader's status", Demo::leader_hws)?;
+        self.start_node(old, None)?;
+        let back = Instant::now();
+        self.wait(&bar, "the old leader back in sync", |d| {
+            d.rejoined(old, &targets)
+        })?;
+        bar.finish_and_clear();
+        outln!(
+            "  n{old} killed at {kill_at:.2} s; {said} ({:.0} ms after the kill); first write \
+             acknowledged {:.0} ms after the kill; n{old} back as a follower, in sync {:.1} s \
+             after its restart",
+            (promote_at - kill_at) * 1000.0,
+            (first - kill_at) * 1000.0,
+            back.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<(), CliError> {
+        let f = (0..NODES)
+            .find(|&i| i != self.leader)
+            .expect("three nodes, one leader");
+        let what = format!(
+            "stop follower n{f}, snapshot its store offline, restart it; restore the snapshot \
+             into a fourth directory"
+        );
+        let bar = self.phase("snapshot", &what, None)?;
+        let snap = self.root.join("snapshot");
+        let restored = self.root.join("restored");
+        self.figures.snapshot_at = Some(self.shared.now());
+        // `snapshot --node ADDR` (a snapshot streamed from a running node) is being built:
+        // once it exists, take the snapshot from the running follower here, and drop the
+        // stop and the restart around it.
+        if let Some(n) = self.nodes[f].take() {
+            let (_, clean) = n.proc.terminate(GRACE);
+            if !clean {
+                return Err(
+                    format!("n{f} did not stop within {} s of SIGTERM", GRACE.as_secs()).into(),
+                );
+            }
+        }
+        let out = cluster::run(
+            &self.exe,
+            &[
+                "snapshot",
+                "--dir",
+                &self.node_dir(f).to_string_lossy(),
+                "--out",
+                &snap.to_string_lossy(),
+            ],
+            Duration::from_secs(120),
+        );
+        // Back as a follower whatever the snapshot did.
+        let targets = self.wait(&bar, "the leader's status", Demo::leader_hws)?;
+        self.start_node(f, Some(self.leader))?;
+        out?;
+        let manifest = stratalog::snapshot::verify(&snap).map_err(context(format!(
+            "the snapshot {} failed its checks",
+            snap.display()
+        )))?;
+        self.snapshot_ends = manifest
+            .partitions
+            .iter()
+            .filter_map(|p| {
+                let (topic, partition) = p.dir.split_once('/')?;
+                (topic == TOPIC).then_some((partition.parse().ok()?, p.end_offset))
+            })
+            .collect();
+        self.figures.snapshot_records = manifest
+            .partitions
+            .iter()
+            .filter(|p| p.dir.starts_with(&format!("{TOPIC}/")))
+            .map(|p| p.end_offset - p.start_offset)
+            .sum();
+        cluster::run(
+            &self.exe,
+            &[
+                "restore",
+                "--snapshot",
+                &snap.to_string_lossy(),
+                "--dir",
+                &restored.to_string_lossy(),
+            ],
+            Duration::from_secs(120),
+        )?;
+        self.wait(&bar, "the follower back in sync", |d| {
+            d.rejoined(f, &targets)
+        })?;
+        bar.finish_and_clear();
+        outln!(
+            "  snapshot of n{f}: {} records of {TOPIC:?} over {} partitions, {} files; restored \
+             into {}; n{f} back in sync",
+            self.figures.snapshot_records,
+            self.snapshot_ends.len(),
+            manifest.files.len(),
+            restored.display()
+        );
+        Ok(())
+    }
+
+    /// Stops the producers; waits for the followers and the mirror to reach the high
+    /// watermark and the group to consume everything; keeps the acknowledged records and the
+    /// final high watermarks for the checks.
+    fn drain(&mut self) -> Result<(), CliError> {
+        let bar = self.phase(
+            "drain",
+            "stop the producers; wait for the replicas, the mirror and the group to catch up",
+            None,
+        )?;
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let mut acked = Vec::new();
+        let mut errors = Vec::new();
+        for h in self.producer_threads.drain(..) {
+            match h.join() {
+                Ok(r) => {
+                    acked.extend(r.acked);
+                    errors.extend(r.error);
+                }
+                Err(_) => errors.push("a producer thread panicked".into()),
+            }
+        }
+        self.acked = acked;
+        self.producer_errors = errors;
+        let hws = self.wait(&bar, "the followers at the leader's end", |d| {
+            d.in_sync(true)
+        })?;
+        let want = hws.clone();
+        self.wait(&bar, "the mirror at the high watermark", |d| {
+            let (_, ps) = d.partitions_of(&d.addrs[NODES])?;
+            ps.iter()
+                .zip(&want)
+                .all(|(p, hw)| p["log_end"].as_u64() == Some(*hw))
+                .then_some(())
+        })?;
+        // The follower consumer stops (committing what it printed); one more runs to the
+        // high watermark and exits.
+        if let Some(c) = self.consumer.take() {
+            let _ = c.proc.terminate(GRACE);
+            let _ = c.reader.join();
+        }
+        self.start_consumer(false)?;
+        let status = self.wait(
+            &bar,
+            "the consumer group to reach the high watermark",
+            |d| d.consumer.as_mut().and_then(|c| c.proc.exited()),
+        )?;
+        if let Some(c) = self.consumer.take() {
+            let _ = c.reader.join();
+        }
+        if !status.success() {
+            return Err(format!(
+                "the last consumer failed ({status}); see {}",
+                self.root.join("logs/consumer.stderr").display()
+            )
+            .into());
+        }
+        self.hws = hws;
+        bar.finish_and_clear();
+        outln!(
+            "  {} records acknowledged; high watermarks {:?}; the group consumed {} distinct records",
+            self.acked.len(),
+            self.hws,
+            self.shared.consumed_count()
+        );
+        Ok(())
+    }
+
+    /// Stops every node and the mirror (cleanly), reads their stores back and checks.
+    fn check(&mut self) -> Result<(), CliError> {
+        let bar = self.phase(
+            "check",
+            "stop every node; read the stores back with the library and check them",
+            None,
+        )?;
+        bar.set_message("stopping the nodes and the mirror");
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            if let Some(n) = n.take()
+                && !n.proc.terminate(GRACE).1
+            {
+                tracing::warn!(
+                    "node n{i} did not stop within {} s of SIGTERM",
+                    GRACE.as_secs()
+                );
+            }
+        }
+        if let Some(m) = self.mirror.take()
+            && !m.proc.terminate(GRACE).1
+        {
+            tracing::warn!(
+                "the mirror did not stop within {} s of SIGTERM",
+                GRACE.as_secs()
+            );
+        }
+        bar.set_message("reading the stores");
+        let mut checks = Vec::new();
+        checks.push(Check {
+            name: "the producers wrote through the failover".into(),
+            passed: self.producer_errors.is_empty(),
+            detail: if self.producer_errors.is_empty() {
+                format!("{} producers, none gave up", self.producers)
+            } else {
+                self.producer_errors.join("; ")
+            },
+        });
+
+        // The final leader's log is the reference.
+        let leader_dir = self.node_dir(self.leader);
+        let mut reference = Vec::new();
+        let mut in_log: HashSet<KeyValue> = HashSet::new();
+        let (mut total, mut corrupt) = (0u64, Vec::new());
+        for p in 0..self.partitions {
+            let dir = stratalog::store::partition_dir(&leader_dir, TOPIC, p);
+            match read_log(&dir, self.hws[p as usize]) {
+                Ok((batches, records)) => {
+                    for (offset, key, value) in records {
+                        total += 1;
+                        match check::check_record(key.as_deref(), &value) {
+                            Ok(_) => {
+                                in_log.insert((key.unwrap_or_default(), value));
+                            }
+                            Err(e) => corrupt
+                                .push(format!("n{} {TOPIC}/{p} offset {offset}: {e}", self.leader)),
+                        }
+                    }
+                    reference.push(batches);
+                }
+                Err(e) => {
+                    corrupt.push(format!("n{} {TOPIC}/{p}: {e}", self.leader));
+                    reference.push(Vec::new());
+                }
+            }
+        }
+        let consumer_corrupt = self
+            .shared
+            .corrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let lines = self.shared.consumed_lines.load(Ordering::Relaxed);
+        let corrupt_count = (corrupt.len() + consumer_corrupt.len()) as u64;
+        checks.push(Check {
+            name: "no record corrupt".into(),
+            passed: corrupt_count == 0,
+            detail: if corrupt_count == 0 {
+                format!(
+                    "{total} records of the final log and {lines} consumed records checked \
+                     (batch CRC, then each value's digest of its key)"
+                )
+            } else {
+                let all: Vec<String> = corrupt.into_iter().chain(consumer_corrupt).collect();
+                format!("{} corrupt, e.g. {}", all.len(), all[0])
+            },
+        });
+
+        let lost = check::missing(&self.acked, &in_log);
+        checks.push(Check {
+            name: "every acknowledged record is in the final log".into(),
+            passed: lost.missing == 0,
+            detail: format!(
+                "{} acknowledged records looked up by key and value below the high watermark \
+                 of n{}: {} lost{}",
+                lost.checked,
+                self.leader,
+                lost.missing,
+                example(&lost.example)
+            ),
+        });
+        let consumed = self
+            .shared
+            .consumed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let not_consumed = check::missing(&self.acked, &consumed);
+        checks.push(Check {
+            name: "every acknowledged record consumed at least once".into(),
+            passed: not_consumed.missing == 0,
+            detail: format!(
+                "group {GROUP:?}: {} distinct records consumed ({lines} printed, {} consumer \
+                 restarts); {} acknowledged records never consumed{}",
+                consumed.len(),
+                self.figures.consumer_restarts,
+                not_consumed.missing,
+                example(&not_consumed.example)
+            ),
+        });
+
+        // The followers and the mirror against the leader, below the high watermark.
+        let mut copies: Vec<(String, PathBuf)> = (0..NODES)
+            .filter(|&i| i != self.leader)
+            .map(|i| (format!("n{i}"), self.node_dir(i)))
+            .collect();
+        copies.push(("mirror".into(), self.root.join("mirror")));
+        let mut compared = [(0u64, Vec::new()), (0u64, Vec::new())];
+        for (name, dir) in &copies {
+            let which = usize::from(name == "mirror");
+            for p in 0..self.partitions {
+                let hw = self.hws[p as usize];
+                let result = read_log(&stratalog::store::partition_dir(dir, TOPIC, p), hw)
+                    .and_then(|(b, _)| check::compare_logs(&reference[p as usize], &b, hw));
+                match result {
+                    Ok(bytes) => compared[which].0 += bytes,
+                    Err(e) => compared[which].1.push(format!("{name} {TOPIC}/{p}: {e}")),
+                }
+            }
+        }
+        for (which, name, whose) in [
+            (
+                0,
+                "replicas byte-identical up to the high watermark",
+                "2 followers",
+            ),
+            (
+                1,
+                "mirror byte-identical up to the high watermark",
+                "the mirror",
+            ),
+        ] {
+            let (bytes, errors) = &compared[which];
+            checks.push(Check {
+                name: name.into(),
+                passed: errors.is_empty(),
+                detail: if errors.is_empty() {
+                    format!(
+                        "{whose} x {} partitions: {bytes} bytes of batches equal to the \
+                         leader's, at the same offsets (high watermarks {:?})",
+                        self.partitions, self.hws
+                    )
+                } else {
+                    errors.join("; ")
+                },
+            });
+        }
+
+        // The restored copy against the source, up to the snapshot's end.
+        let restored = self.root.join("restored");
+        let mut errors = Vec::new();
+        let mut bytes = 0u64;
+        if self.snapshot_ends.len() != self.partitions as usize {
+            errors.push(format!(
+                "the snapshot holds {} partitions of {TOPIC:?}, not {}",
+                self.snapshot_ends.len(),
+                self.partitions
+            ));
+        }
+        for &(p, end) in &self.snapshot_ends {
+            let Some(source) = reference.get(p as usize) else {
+                errors.push(format!(
+                    "the snapshot holds {TOPIC}/{p}, which the topic lacks"
+                ));
+                continue;
+            };
+            let result = read_log(&stratalog::store::partition_dir(&restored, TOPIC, p), end)
+                .and_then(|(b, _)| check::compare_logs(source, &b, end));
+            match result {
+                Ok(n) => bytes += n,
+                Err(e) => errors.push(format!("restored {TOPIC}/{p}: {e}")),
+            }
+        }
+        checks.push(Check {
+            name: "restored copy equal to the source up to the snapshot".into(),
+            passed: errors.is_empty(),
+            detail: if errors.is_empty() {
+                format!(
+                    "{} records, {bytes} bytes of batches equal to the leader's up to the \
+                     snapshot's ends {:?}",
+                    self.figures.snapshot_records, self.snapshot_ends
+                )
+            } else {
+                errors.join("; ")
+            },
+        });
+
+        let f = &mut self.figures;
+        f.records_sent = self.shared.sent.load(Ordering::Relaxed);
+        f.records_acked = self.acked.len() as u64;
+        f.records_consumed = consumed.len() as u64;
+        f.records_not_consumed = not_consumed.missing;
+        f.records_checked = total;
+        f.records_lost = lost.missing;
+        f.records_corrupt = corrupt_count;
+        f.records_duplicated = total.saturating_sub(in_log.len() as u64);
+        f.add_acks(
+            &self
+                .shared
+                .acks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        f.checks = checks;
+        bar.finish_and_clear();
+        Ok(())
+    }
+
+    /// Stops every process the demo started (nodes and mirror cleanly, with SIGTERM).
+    fn stop_everything(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(c) = self.consumer.take() {
+            c.proc.kill();
+            let _ = c.reader.join();
+        }
+        for n in self.nodes.iter_mut().filter_map(Option::take) {
+            let _ = n.proc.terminate(GRACE);
+        }
+        if let Some(m) = self.mirror.take() {
+            let _ = m.proc.terminate(GRACE);
+        }
+        for h in self.producer_threads.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The failover time of `stratalog bench`: in the new directory `root`, a leader and a
+/// follower (`serve` processes on 127.0.0.1, one partition, `--min-in-sync 1`), a producer at
+/// `acks=all` through both addresses; the leader is SIGKILLed and the follower promoted
+/// (`promote`). Returns the time from the kill to the first write the new leader acknowledged.
+pub fn failover_time(root: &Path) -> Result<Duration, CliError> {
+    const BENCH_TOPIC: &str = "failover";
+    let exe = std::env::current_exe().map_err(context("cannot find this executable"))?;
+    fs::create_dir_all(root).map_err(context(format!("cannot create {}", root.display())))?;
+    let addrs = cluster::free_addrs(2)?;
+    let peers = addrs.join(",");
+    let mut nodes = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let dir = root.join(format!("n{i}")).to_string_lossy().into_owned();
+        cluster::run(
+            &exe,
+            &["topics", "create", "--dir", &dir, BENCH_TOPIC],
+            Duration::from_secs(30),
+        )?;
+        let mut args: Vec<String> = [
+            "serve",
+            "--dir",
+            &dir,
+            "--node-id",
+            &format!("n{i}"),
+            "--listen",
+            addr,
+            "--peers",
+            &peers,
+            "--replicas",
+            "2",
+            "--min-in-sync",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if i == 1 {
+            args.extend(["--leader".to_string(), addrs[0].clone()]);
+        }
+        let stderr = root.join(format!("n{i}.stderr"));
+        nodes.push(Some(cluster::start_server(
+            &exe,
+            &args,
+            &format!("node n{i}"),
+            &stderr,
+        )?));
+    }
+    let in_sync = || -> Option<()> {
+        let s = cluster::status(&exe, &addrs[0])?;
+        s["partitions"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["topic"] == BENCH_TOPIC)
+            .all(|p| {
+                p["followers"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f["in_sync"] == true))
+            })
+            .then_some(())
+    };
+    let started = Instant::now();
+    while in_sync().is_none() {
+        if started.elapsed() > WAIT {
+            return Err("the follower did not join the in-sync set within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let shared = Arc::new(Shared::new());
+    let sockets: Vec<SocketAddr> = addrs
+        .iter()
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()
+        .map_err(context("a node address"))?;
+    let partitioner = Partitioner::new(PartitionerKind::RoundRobin, 1)
+        .map_err(context("a partitioner of one partition"))?;
+    let producer = load::start_producer(
+        0,
+        sockets,
+        partitioner,
+        BENCH_TOPIC.to_string(),
+        shared.clone(),
+    );
+    let outcome = (|| -> Result<Duration, CliError> {
+        let loaded = Instant::now();
+        while shared.acked.load(Ordering::Relaxed) == 0
+            || loaded.elapsed() < Duration::from_millis(300)
+        {
+            if producer.is_finished() || loaded.elapsed() > WAIT {
+                return Err("the producer got no write acknowledged before the kill".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let kill_at = shared.now();
+        if let Some(n) = nodes[0].take() {
+            n.proc.kill();
+        }
+        FailoverPath::OperatorPromote.fail_over(&exe, &addrs[1])?;
+        let waited = Instant::now();
+        loop {
+            let first = shared
+                .acks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .find(|a| a.at > kill_at && a.node == 1)
+                .map(|a| a.at);
+            if let Some(at) = first {
+                return Ok(Duration::from_secs_f64(at - kill_at));
+            }
+            if producer.is_finished() || waited.elapsed() > WAIT {
+                return Err("no write was acknowledged after the failover".into());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    })();
+    shared.stop.store(true, Ordering::SeqCst);
+    let result = producer.join();
+    for n in nodes.into_iter().flatten() {
+        n.proc.kill();
+    }
+    match result {
+        Ok(load::ProducerResult { error: Some(e), .. }) if outcome.is_err() => Err(format!(
+            "{}; the producer: {e}",
+            outcome.err().map_or(String::new(), |o| o.to_string())
+        )
+        .into()),
+        _ => outcome,
+    }
+}
+
+/// `, e.g. key K value V` for a report.
+fn example(kv: &Option<KeyValue>) -> String {
+    kv.as_ref().map_or(String::new(), |(k, v)| {
+        format!(
+            ", e.g. key {:?} value {:?}",
+            String::from_utf8_lossy(k),
+            String::from_utf8_lossy(v)
+        )
+    })
+}
+
+/// A record read back: offset, key, value.
+type ReadRecord = (u64, Option<Vec<u8>>, Vec<u8>);
+
+/// The batches of the log in `dir` that end below `upto`, and their records, read with the
+/// library (read-only: every batch's CRC is checked as it is read).
+fn read_log(dir: &Path, upto: u64) -> Result<(Vec<StoredBatch>, Vec<ReadRecord>), String> {
+    let log = Log::open(
+        dir,
+        LogOptions {
+            read_only: true,
+            create: false,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+    let (mut batches, mut records) = (Vec::new(), Vec::new());
+    let mut next = log.start_offset();
+    'read: while next < upto.min(log.end_offset()) {
+        let read = log
+            .read(next, 1 << 20)
+            .map_err(|e| format!("reading {} at offset {next}: {e}", dir.display()))?;
+        if read.is_empty() {
+            break;
+        }
+        for batch in read {
+            if batch.last_offset() >= upto {
+                break 'read;
+            }
+            let recs = batch.records().map_err(|e| {
+                format!(
+                    "the batch at offset {} is corrupt: {e}",
+                    batch.base_offset()
+                )
+            })?;
+            for r in recs {
+                let r = r.map_err(|e| {
+                    format!(
+                        "a record of the batch at offset {} is corrupt: {e}",
+                        batch.base_offset()
+                    )
+                })?;
+                records.push((r.offset, r.key.map(|k| k.to_vec()), r.value.to_vec()));
+            }
+            next = batch.last_offset() + 1;
+            batches.push(StoredBatch {
+                base: batch.base_offset(),
+                last: batch.last_offset(),
+                bytes: batch.as_bytes().clone(),
+            });
+        }
+    }
+    Ok((batches, records))
+}
