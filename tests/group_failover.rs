@@ -17,7 +17,7 @@ mod common;
 use cluster::{BIN, Proc, status};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -320,4 +320,77 @@ impl WaitRef for Child {
         }
         (self.wait().unwrap(), out, err)
     }
+}
+
+/// A commit through a node is answered `NotEnoughReplicas` while too few replicas are in sync
+/// (here the only follower is down, `--min-in-sync 2`). The consumer waits that out (up to its
+/// failover wait) instead of failing: it commits once the follower is back. Before, `consume
+/// --group` exited 1 at the first refusal.
+#[test]
+fn a_commit_refused_while_a_follower_is_down_is_made_once_it_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("n{i}"))).collect();
+    cluster::create_topic(&dirs);
+    let addrs = common::free_addrs(2);
+    let extra = ["--replicas", "2", "--min-in-sync", "2"];
+    let lag = ["--replica-lag-timeout", "500"];
+    let extra: Vec<&str> = [&extra[..], &lag[..]].concat();
+    let _leader = cluster::serve(&dirs[0], "n0", &addrs[0], None, &extra);
+    let follower = cluster::serve(&dirs[1], "n1", &addrs[1], Some(&addrs[0]), &extra);
+    eventually("the follower in sync", || {
+        status(&addrs[0])
+            .as_ref()
+            .and_then(|s| cluster::follower_state(s, "n1"))
+            .is_some_and(|(in_sync, _)| in_sync)
+    });
+    let mut produce = Command::new(BIN)
+        .args([
+            "produce", "--node", &addrs[0], "--log", "t/0", "--acks", "all",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a\nb\nc\n")
+        .unwrap();
+    assert!(produce.wait().unwrap().success());
+    drop(follower);
+    // Past the lag timeout: the leader counts the follower out at the next acknowledgement.
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut consumer = Proc(
+        Command::new(BIN)
+            .args([
+                "consume", "--node", &addrs[0], "--log", "t/0", "--group", "g",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let _follower = cluster::serve(&dirs[1], "n1", &addrs[1], Some(&addrs[0]), &extra);
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    consumer
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    consumer
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        consumer.0.wait().unwrap().success(),
+        "consume failed: {stderr}"
+    );
+    assert_eq!(stdout, "a\nb\nc\n");
 }

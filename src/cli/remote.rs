@@ -307,12 +307,15 @@ fn fetch_committed(
 
 /// Commits `c.next` for `group` on the leader (replicated before it answers). A leader change
 /// since the last fetch (`FencedEpoch`) is learnt from one more fetch, and the commit made
-/// again.
+/// again; too few replicas in sync (or a replication timeout) is waited out for up to
+/// [`FAILOVER_WAIT`].
 fn commit(conn: &mut Conn, group: &str, topic: &str, c: &mut Cursor) -> Result<(), CliError> {
     let Some(offset) = c.next else {
         return Ok(());
     };
-    for _ in 0..MAX_REDIRECTS {
+    let deadline = std::time::Instant::now() + FAILOVER_WAIT;
+    let mut redirects = 0;
+    while redirects < MAX_REDIRECTS {
         let request = Message::OffsetCommitRequest {
             group: group.to_string(),
             topic: topic.to_string(),
@@ -329,8 +332,14 @@ fn commit(conn: &mut Conn, group: &str, topic: &str, c: &mut Cursor) -> Result<(
                 return Ok(());
             }
             Message::OffsetCommitResponse {
+                error: ErrorCode::NotEnoughReplicas | ErrorCode::Timeout,
+            } if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Message::OffsetCommitResponse {
                 error: ErrorCode::FencedEpoch | ErrorCode::LeadershipLost,
             } => {
+                redirects += 1;
                 let probe = Message::FetchRequest {
                     role: FetchRole::Consumer,
                     node_id: String::new(),
