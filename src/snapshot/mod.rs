@@ -678,6 +678,45 @@ fn copy_file(src: &Path, dst: &Path, len: Option<u64>) -> Result<(u64, u32, File
     Ok((n, crc, output))
 }
 
+/// [`copy_file`] of a whole file for a restore: the kernel is asked to start writing each
+/// chunk back as soon as it is written (`sync_file_range`, Linux), so that the disk works
+/// while the copy goes on and the final fsync finds little left to write.
+fn copy_writing_back(src: &Path, dst: &Path) -> Result<(u64, u32, File)> {
+    let input = File::open(src).ctx("open", src)?;
+    let mut output = File::create_new(dst).ctx("create", dst)?;
+    let mut written = 0u64;
+    let (n, crc) = stream(input, None, src, |chunk| {
+        output.write_all(chunk).ctx("write", dst)?;
+        start_writeback(&output, written, chunk.len() as u64);
+        written += chunk.len() as u64;
+        Ok(())
+    })?;
+    Ok((n, crc, output))
+}
+
+/// Asks the kernel to start writing bytes `offset..offset + len` of `file` back to the disk,
+/// without waiting (`sync_file_range(SYNC_FILE_RANGE_WRITE)`; nothing elsewhere than Linux).
+/// A hint: the fsync that follows is what makes the file durable and reports errors.
+#[cfg(target_os = "linux")]
+#[expect(
+    unsafe_code,
+    reason = "sync_file_range has no safe wrapper in std or rustix: see the SAFETY comment"
+)]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for the whole call (borrowed from `file`), and the call
+    // only reads its integer arguments; it touches no memory of this process.
+    let _ = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
+
 /// Files written and not yet fsynced: synced together every [`Pending::MAX`] files and at the
 /// end, so that the kernel writes one back while the next is copied (an fsync right after each
 /// file would wait for it with the disk otherwise idle).
@@ -912,21 +951,11 @@ pub fn restore(snap: &Path, dir: &Path) -> Result<RestoreReport> {
     for p in &manifest.partitions {
         w.ensure_dir(&p.dir)?;
     }
-    let mut bytes = 0;
+    let mut jobs = Vec::with_capacity(manifest.files.len());
     for f in &manifest.files {
-        let src = snap.join(&f.path);
-        let dst = w.target(&f.path)?;
-        let (len, crc, file) = copy_file(&src, &dst, None).map_err(|e| match e {
-            Error::Io { .. } | Error::NoSpace { .. } if !src.exists() => {
-                damaged(snap, &src, "missing", Some(Box::new(e)))
-            }
-            e => e,
-        })?;
-        check_file(snap, f, len, crc)?;
-        w.pending.push(dst, file)?;
-        bytes += len;
+        jobs.push((f, snap.join(&f.path), w.target(&f.path)?));
     }
-    w.pending.sync()?;
+    let bytes = copy_checked(snap, &jobs)?;
     for d in w.dirs.iter().rev() {
         sync_dir(&tmp.path.join(d))?;
     }
@@ -944,6 +973,68 @@ pub fn restore(snap: &Path, dir: &Path) -> Result<RestoreReport> {
         copy_duration,
         duration: started.elapsed(),
     })
+}
+
+/// How many files a restore copies at once: while one thread waits for the disk (its file's
+/// fsync, or the page cache's write-back limit), the others copy and checksum (measured in
+/// docs/DR.md: 0.73-0.76x the disk's sequential write with 4 or 8, 0.51 with one).
+const RESTORE_THREADS: usize = 4;
+
+/// Copies every `(file, src, dst)`, checking each against its `MANIFEST` entry while it is
+/// copied, on a few threads (files in `MANIFEST` order, taken in turn); each file is fsynced
+/// by its thread once written, while the others copy. Returns the bytes copied, or the error
+/// of the first failing file in `MANIFEST` order.
+fn copy_checked(snap: &Path, jobs: &[(&ManifestFile, PathBuf, PathBuf)]) -> Result<u64> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let bytes = AtomicU64::new(0);
+    let errors: Mutex<Vec<(usize, Error)>> = Mutex::new(Vec::new());
+    let one = |f: &ManifestFile, src: &Path, dst: &Path| -> Result<u64> {
+        let (len, crc, file) = copy_writing_back(src, dst).map_err(|e| match e {
+            Error::Io { .. } | Error::NoSpace { .. } if !src.exists() => {
+                damaged(snap, src, "missing", Some(Box::new(e)))
+            }
+            e => e,
+        })?;
+        check_file(snap, f, len, crc)?;
+        file.sync_all().ctx("fsync", dst)?;
+        Ok(len)
+    };
+    let work = || {
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((f, src, dst)) = jobs.get(i) else {
+                break;
+            };
+            match one(f, src, dst) {
+                Ok(len) => {
+                    bytes.fetch_add(len, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    errors
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((i, e));
+                }
+            }
+        }
+    };
+    let threads = RESTORE_THREADS.min(jobs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            s.spawn(work);
+        }
+        work();
+    });
+    let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    errors.sort_by_key(|(i, _)| *i);
+    match errors.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(bytes.into_inner()),
+    }
 }
 
 /// Opens the restored store in `tmp` (recovering each log once) and compares every log's
