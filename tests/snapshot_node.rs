@@ -393,3 +393,135 @@ fn snapshots_from_a_node_stay_whole_while_retention_deletes_segments() {
     );
     println!("20 snapshots while retention ran; the start had moved in {starts_moved}");
 }
+
+/// `stratalog snapshot --node ADDR --out SNAP` against a running node: the snapshot verifies
+/// (`verify --snapshot`), restores, and holds the node's records and group; `--dir` with
+/// `--node` is refused.
+#[test]
+fn the_snapshot_command_takes_one_from_a_node() {
+    let bin = env!("CARGO_BIN_EXE_stratalog");
+    let tmp = tempfile::tempdir().unwrap();
+    let a = open_store(&tmp.path().join("a"), None, None);
+    let log = a.partition("t", 1).unwrap();
+    for i in 0..100 {
+        log.append_records(&[format!("v{i}")]).unwrap();
+    }
+    a.commit("g", "t", 1, 60, log.leader_epoch()).unwrap();
+    let node = Node::start(a.clone(), NodeOptions::default()).unwrap();
+    let snap = tmp.path().join("snap");
+    let run = |args: &[&str]| std::process::Command::new(bin).args(args).output().unwrap();
+    let out = run(&[
+        "snapshot",
+        "--node",
+        &node.addr().to_string(),
+        "--out",
+        snap.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("t/1: offsets 0..100"), "{text}");
+    let out = run(&["verify", "--snapshot", snap.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = tmp.path().join("restored");
+    let out = run(&[
+        "restore",
+        "--snapshot",
+        snap.to_str().unwrap(),
+        "--dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = Store::open(&restored, StoreOptions::default()).unwrap();
+    let copy = store.partition("t", 1).unwrap();
+    assert_eq!(batches(&copy, 0, 100), batches(&log, 0, 100));
+    assert_eq!(store.committed("g", "t", 1).map(|c| c.offset), Some(60));
+    let out = run(&[
+        "snapshot",
+        "--node",
+        &node.addr().to_string(),
+        "--dir",
+        tmp.path().join("a").to_str().unwrap(),
+        "--out",
+        tmp.path().join("both").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "--dir with --node accepted");
+    node.stop();
+}
+
+/// A node whose stream does not match the `MANIFEST` it ends with (a file's bytes differ from
+/// its CRC-32C) is refused, naming the file, and nothing is left: no `out`, no temporary
+/// directory.
+#[test]
+fn a_stream_that_does_not_match_its_manifest_is_refused() {
+    use stratalog::format::{FileCopy, Manifest, ManifestFile};
+    use stratalog::replication::{read_frame, write_frame};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        // One connection: a chunk, then a MANIFEST with another CRC for it.
+        let (mut conn, _) = listener.accept().unwrap();
+        let (corr, request) = read_frame(&mut conn).unwrap().unwrap();
+        assert!(matches!(request, Message::SnapshotRequest { .. }));
+        let data = b"registry bytes".to_vec();
+        write_frame(
+            &mut conn,
+            corr,
+            &Message::SnapshotChunk {
+                path: "stratalog.store".into(),
+                offset: 0,
+                data: Bytes::from(data.clone()),
+            },
+        )
+        .unwrap();
+        let manifest = Manifest {
+            snapshot_id: 1,
+            created_ms: 0,
+            partitions: vec![],
+            files: vec![ManifestFile {
+                path: "stratalog.store".into(),
+                len: data.len() as u64,
+                crc32c: crc32c::crc32c(&data) ^ 1,
+                how: FileCopy::Copied,
+            }],
+        };
+        write_frame(
+            &mut conn,
+            corr,
+            &Message::SnapshotEnd {
+                error: ErrorCode::None,
+                message: String::new(),
+                manifest: Bytes::from(manifest.encode()),
+            },
+        )
+        .unwrap();
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("snap");
+    // A node that sent a snapshot which does not check is not asked again: its error is the
+    // answer (the listener is gone by then; a retry would report a refused connection).
+    let err = snapshot::create_from_node(std::slice::from_ref(&addr), &out).unwrap_err();
+    server.join().unwrap();
+    let text = err.to_string();
+    assert!(
+        text.contains("stratalog.store") && text.contains("CRC-32C"),
+        "{text}"
+    );
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "a temporary directory was left"
+    );
+}

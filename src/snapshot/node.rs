@@ -489,7 +489,11 @@ struct Received {
 enum Attempt {
     /// The node does not lead; it named this leader (empty if it knows none).
     NotLeader(String),
+    /// The connection failed, or the node refused: another node, or a retry, may do.
     Failed(Error),
+    /// The node sent a snapshot that does not check (its `MANIFEST` invalid or not matching
+    /// the files), or said it could not take one: that is the answer.
+    Final(Error),
 }
 
 /// Receives a snapshot from the leader among `nodes` into a temporary directory next to
@@ -544,6 +548,7 @@ fn receive_any(
                 tracing::info!(node = addr, error = %e, "snapshot attempt failed");
                 last = Some(e);
             }
+            Err(Attempt::Final(e)) => return Err(e),
         }
         if Instant::now() >= deadline {
             break;
@@ -558,13 +563,15 @@ fn receive_any(
 
 /// One streamed snapshot from `addr` into the existing empty directory `dir`.
 fn receive_from(addr: &str, dir: &Path) -> std::result::Result<Received, Attempt> {
-    let failed = |reason: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| {
-        Attempt::Failed(Error::SnapshotFromNode {
+    let error = |reason: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| {
+        Error::SnapshotFromNode {
             node: addr.to_string(),
             reason,
             source,
-        })
+        }
     };
+    let failed = |reason, source| Attempt::Failed(error(reason, source));
+    let last_word = |reason, source| Attempt::Final(error(reason, source));
     let sock: SocketAddr = addr
         .to_socket_addrs()
         .ok()
@@ -670,15 +677,15 @@ fn receive_from(addr: &str, dir: &Path) -> std::result::Result<Received, Attempt
             } => {
                 finish(&mut current, &mut w, &mut got).map_err(local)?;
                 if error != ErrorCode::None {
-                    return Err(failed(
+                    return Err(last_word(
                         format!("the node could not take it: {}: {message}", error.name()),
                         None,
                     ));
                 }
                 let decoded = Manifest::decode(&manifest).map_err(|e| {
-                    failed("the MANIFEST it sent is invalid".into(), Some(Box::new(e)))
+                    last_word("the MANIFEST it sent is invalid".into(), Some(Box::new(e)))
                 })?;
-                check_received(&decoded, &got).map_err(|r| failed(r, None))?;
+                check_received(&decoded, &got).map_err(|r| last_word(r, None))?;
                 for p in &decoded.partitions {
                     w.ensure_dir(&p.dir).map_err(local)?;
                 }
