@@ -1,5 +1,7 @@
 //! Snapshots of a store: a consistent, verifiable point-in-time copy, and its restore
-//! (docs/DR.md).
+//! (docs/DR.md). Taken offline or from a store in this process ([`create`]), or streamed from
+//! a serving node and cut at its high watermarks ([`create_from_node`]); a new follower or
+//! mirror starts from one ([`bootstrap`]).
 //!
 //! A snapshot is a directory holding the store's layout and a `MANIFEST`
 //! ([`Manifest`], byte map in docs/DR.md):
