@@ -234,6 +234,23 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+
+    /// A snapshot streamed from a node failed: no node answered, none leads, the connection
+    /// broke, the node could not cut its store, or what it sent did not match its `MANIFEST`.
+    /// Nothing was written at the target: check the addresses and that a leader runs, then
+    /// take it again.
+    #[error(
+        "snapshot from {node} failed: {reason}; nothing was written, check that a leader serves there and take it again"
+    )]
+    SnapshotFromNode {
+        /// The node (or the addresses tried).
+        node: String,
+        /// What failed.
+        reason: String,
+        /// The underlying error, if any (a connection error, a frame error).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 /// Part of [`Error`]: why a replica append was refused.

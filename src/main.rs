@@ -117,7 +117,8 @@ enum Command {
     /// snapshot point, the registry, the consumer offsets and a `MANIFEST` with the CRC-32C
     /// of every file (docs/DR.md). The command opens the store itself: a store open in
     /// another process (a running node) is refused. Written under a temporary name and
-    /// renamed at the end.
+    /// renamed at the end. With `--node ADDR[,ADDR...]` instead of `--dir`: a snapshot
+    /// streamed from the leader of a running cluster, cut at every log's high watermark.
     Snapshot(SnapshotArgs),
     /// Restore the snapshot `--snapshot SNAP` into `--dir DIR` (new or empty): every file is
     /// checked against the `MANIFEST` before anything appears at DIR; a damaged, truncated or
@@ -297,9 +298,20 @@ struct VerifyArgs {
 
 #[derive(Debug, Args)]
 struct SnapshotArgs {
-    /// The store to snapshot.
-    #[arg(short, long, value_name = "DIR", env = "STRATALOG_DIR")]
-    dir: PathBuf,
+    /// The store to snapshot (offline).
+    #[arg(
+        short,
+        long,
+        value_name = "DIR",
+        env = "STRATALOG_DIR",
+        required_unless_present = "node",
+        conflicts_with = "node"
+    )]
+    dir: Option<PathBuf>,
+    /// Take it from a running node instead: the leader (a follower's answer is followed to
+    /// it) streams its store cut at every log's high watermark.
+    #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
+    node: Vec<String>,
     /// The snapshot directory to create (must not exist).
     #[arg(long, value_name = "SNAP")]
     out: PathBuf,
@@ -376,7 +388,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             (None, Some(dir), None) => cli::recover::run_all(&dir),
             (None, None, _) => Err("give --dir DIR".into()),
         },
-        Command::Snapshot(a) => cli::snapshot::create(&a.dir, &a.out),
+        Command::Snapshot(a) => match a.dir {
+            Some(dir) if a.node.is_empty() => cli::snapshot::create(&dir, &a.out),
+            _ => cli::snapshot::create_from_node(&a.node, &a.out),
+        },
         Command::Restore(a) => cli::snapshot::restore(&a.snapshot, &a.dir),
         Command::Serve(a) => cli::node::serve(a),
         Command::Mirror(a) => cli::node::mirror(a),

@@ -393,6 +393,21 @@ fn expected(m: &Message) -> BTreeMap<String, Value> {
             ("leader", s(leader)),
             ("message", s(message)),
         ]),
+        Message::SnapshotRequest { chunk_bytes } => map(vec![("chunk_bytes", int(*chunk_bytes))]),
+        Message::SnapshotChunk { path, offset, data } => map(vec![
+            ("path", s(path)),
+            ("offset", int(*offset)),
+            ("data", Value::Bytes(data.to_vec())),
+        ]),
+        Message::SnapshotEnd {
+            error,
+            message,
+            manifest,
+        } => map(vec![
+            ("error", int(*error as u16)),
+            ("message", s(message)),
+            ("manifest", Value::Bytes(manifest.to_vec())),
+        ]),
         other => panic!("no expectation for {other:?}: add it to this test"),
     }
 }
@@ -523,6 +538,19 @@ fn samples() -> Vec<Message> {
             error: ErrorCode::NotLeader,
             leader: "127.0.0.1:9001".into(),
             message: "not the leader".into(),
+        },
+        Message::SnapshotRequest {
+            chunk_bytes: 1 << 20,
+        },
+        Message::SnapshotChunk {
+            path: "t/0/00000000000000000000.log".into(),
+            offset: 4096,
+            data: Bytes::from_static(b"segment bytes"),
+        },
+        Message::SnapshotEnd {
+            error: ErrorCode::StorageError,
+            message: "a segment could not be read".into(),
+            manifest: Bytes::new(),
         },
     ]
 }

@@ -117,6 +117,18 @@ fn run(dir: &std::path::Path, options: NodeOptions) -> Result<(), CliError> {
         let _ = tx.send(signal);
     })
     .map_err(context("cannot set up the SIGINT/SIGTERM handler"))?;
+    // A new follower or mirror (empty directory) starts from a snapshot of its leader.
+    match stratalog::snapshot::bootstrap_node(dir, &options) {
+        Ok(Some(r)) => tracing::info!(
+            node = r.node,
+            bytes = r.restore.bytes,
+            "bootstrapped from a snapshot"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "no snapshot to bootstrap from; fetching from the start")
+        }
+    }
     let store = Store::open(dir, StoreOptions::default()).map_err(context(format!(
         "cannot open the store in {}",
         dir.display()

@@ -1,5 +1,5 @@
-//! `stratalog snapshot`, `stratalog restore` and `stratalog verify --snapshot`: offline
-//! snapshots of a store (docs/DR.md). Thin over [`stratalog::snapshot`].
+//! `stratalog snapshot`, `stratalog restore` and `stratalog verify --snapshot`: snapshots of
+//! a store, offline or streamed from a node (docs/DR.md). Thin over [`stratalog::snapshot`].
 
 use std::path::Path;
 
@@ -39,6 +39,34 @@ pub fn create(dir: &Path, out: &Path) -> Result<(), CliError> {
         report.linked_bytes,
         report.copied_files,
         report.copied_bytes,
+        report.duration.as_secs_f64()
+    );
+    for p in &m.partitions {
+        outln!(
+            "  {}: offsets {}..{}, epoch {}",
+            p.dir,
+            p.start_offset,
+            p.end_offset,
+            p.leader_epoch
+        );
+    }
+    Ok(())
+}
+
+/// Takes a snapshot streamed from the leader among `nodes` into the new directory `out`.
+pub fn create_from_node(nodes: &[String], out: &Path) -> Result<(), CliError> {
+    let report = snapshot::create_from_node(nodes, out).map_err(context(format!(
+        "cannot take a snapshot from {}",
+        nodes.join(",")
+    )))?;
+    let m = &report.manifest;
+    outln!(
+        "snapshot {} from {}: {} log(s), {} file(s), {} bytes received in {:.3} s",
+        out.display(),
+        report.node,
+        m.partitions.len(),
+        m.files.len(),
+        report.bytes,
         report.duration.as_secs_f64()
     );
     for p in &m.partitions {

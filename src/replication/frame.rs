@@ -574,10 +574,38 @@ pub enum Message {
         /// The node's epoch after the change.
         epoch: u64,
     },
+    /// Stream a snapshot of the store (docs/DR.md, "Snapshots from a node"): the leader cuts
+    /// every log at its high watermark and answers with [`Message::SnapshotChunk`]s, then one
+    /// [`Message::SnapshotEnd`] (or an [`Message::ErrorResponse`], `NotLeader` on a follower).
+    SnapshotRequest {
+        /// At most this many bytes of file data in one chunk (the node clamps it to 64 KiB..=
+        /// 16 MiB).
+        chunk_bytes: u32,
+    },
+    /// Bytes of one file of a streamed snapshot. Every file of the snapshot comes as one or
+    /// more chunks in a row, from offset 0, in order (an empty file as one empty chunk).
+    SnapshotChunk {
+        /// The file, relative to the snapshot directory, `/`-separated.
+        path: String,
+        /// Where in the file `data` starts.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// The end of a streamed snapshot: its `MANIFEST` (which lists every file sent with its
+    /// length and CRC-32C), or why the snapshot failed.
+    SnapshotEnd {
+        /// `None` if the snapshot is whole.
+        error: ErrorCode,
+        /// For people, when `error` is set; else empty.
+        message: String,
+        /// The encoded `MANIFEST` (empty on error).
+        manifest: Bytes,
+    },
 }
 
 /// The frame kinds, in number order with their names (for the documentation test).
-pub const KINDS: [(u8, &str); 19] = [
+pub const KINDS: [(u8, &str); 22] = [
     (1, "ProduceRequest"),
     (2, "ProduceResponse"),
     (3, "FetchRequest"),
@@ -597,6 +625,9 @@ pub const KINDS: [(u8, &str); 19] = [
     (17, "ErrorResponse"),
     (18, "LeaderChangeRequest"),
     (19, "LeaderChangeResponse"),
+    (20, "SnapshotRequest"),
+    (21, "SnapshotChunk"),
+    (22, "SnapshotEnd"),
 ];
 
 /// A decoded frame head.
@@ -686,6 +717,9 @@ impl Message {
             Message::ErrorResponse { .. } => 17,
             Message::LeaderChangeRequest { .. } => 18,
             Message::LeaderChangeResponse { .. } => 19,
+            Message::SnapshotRequest { .. } => 20,
+            Message::SnapshotChunk { .. } => 21,
+            Message::SnapshotEnd { .. } => 22,
         }
     }
 
@@ -909,6 +943,21 @@ impl Message {
                 w.u16(*error as u16);
                 w.u64(*epoch);
             }
+            Message::SnapshotRequest { chunk_bytes } => w.u32(*chunk_bytes),
+            Message::SnapshotChunk { path, offset, data } => {
+                w.str("path", path)?;
+                w.u64(*offset);
+                w.bytes(data);
+            }
+            Message::SnapshotEnd {
+                error,
+                message,
+                manifest,
+            } => {
+                w.u16(*error as u16);
+                w.str("message", message)?;
+                w.bytes(manifest);
+            }
             Message::PromoteResponse { error, epoch } => {
                 w.u16(*error as u16);
                 w.u64(*epoch);
@@ -1031,6 +1080,19 @@ impl Message {
             19 => Message::LeaderChangeResponse {
                 error: r.error()?,
                 epoch: r.u64("epoch")?,
+            },
+            20 => Message::SnapshotRequest {
+                chunk_bytes: r.u32("chunk_bytes")?,
+            },
+            21 => Message::SnapshotChunk {
+                path: r.str("path")?,
+                offset: r.u64("offset")?,
+                data: r.bytes("data")?,
+            },
+            22 => Message::SnapshotEnd {
+                error: r.error()?,
+                message: r.str("message")?,
+                manifest: r.bytes("manifest")?,
             },
             14 => Message::PromoteResponse {
                 error: r.error()?,
@@ -1387,6 +1449,19 @@ mod tests {
             Message::LeaderChangeResponse {
                 error: ErrorCode::FencedEpoch,
                 epoch: 7,
+            },
+            Message::SnapshotRequest {
+                chunk_bytes: 1 << 20,
+            },
+            Message::SnapshotChunk {
+                path: "t/0/00000000000000000000.log".into(),
+                offset: 4096,
+                data: Bytes::from_static(b"segment bytes"),
+            },
+            Message::SnapshotEnd {
+                error: ErrorCode::None,
+                message: String::new(),
+                manifest: Bytes::from_static(b"STRASNP\0..."),
             },
             Message::MetadataRequest,
             Message::MetadataResponse {

@@ -40,6 +40,7 @@ use crate::store::{OFFSETS_LOG, Store, TopicConfig, TopicId};
 mod failover;
 mod follower;
 mod leader;
+mod snapshot;
 
 /// How a [`Node`] runs. See [`Node`] for an example.
 #[derive(Debug, Clone)]
@@ -580,6 +581,10 @@ impl Handler for NodeHandler {
                 let (error, epoch) = node.leader_change(epoch, leader);
                 Message::LeaderChangeResponse { error, epoch }
             }
+            Message::SnapshotRequest { chunk_bytes } => match node.not_leader() {
+                Some(leader) => not_leader(leader),
+                None => return node.serve_snapshot(reply, chunk_bytes),
+            },
             Message::StatusRequest => node.status(),
             Message::MetadataRequest => node.metadata(),
             Message::PromoteRequest { min_epoch } => match node.promote(min_epoch) {
