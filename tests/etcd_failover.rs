@@ -388,3 +388,110 @@ fn etcd_cut_from_leader() {
     let j = IDS.iter().position(|i| *i == new.node_id).unwrap();
     acked_after_are_kept(&lone_sent, &lone_acks, before, &dirs[j]);
 }
+
+/// A follower frozen until it left the in-sync set (etcd's), then the two in-sync nodes
+/// killed: the out-of-sync node, lacking acknowledged records, is never elected; a returning
+/// in-sync node is, and the other follows it. `status --coordinator` shows etcd's view.
+#[test]
+fn out_of_sync_node_is_not_elected() {
+    let _serial = serial();
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let cluster = "isr";
+    let (_tmp, dirs, addrs) = stores();
+    let mut procs: Vec<Option<Proc>> =
+        three_with_first_leading(&etcd, cluster, &dirs, &addrs, |_| url.clone())
+            .into_iter()
+            .map(Some)
+            .collect();
+    let mut producer = Producer::start(&addrs[..2].join(","), "all", 1);
+    let mut n = 0;
+    procs[2].as_ref().unwrap().stop();
+    let mut in_sync = Vec::new();
+    while in_sync != ["a", "b"] {
+        feed_prefixed(&mut producer, "p", &mut n);
+        in_sync = etcd
+            .view(cluster)
+            .and_then(|v| v.in_sync)
+            .map(|(_, ids)| ids)
+            .unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for _ in 0..100 {
+        feed_prefixed(&mut producer, "p", &mut n);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let acks = producer.finish(Duration::from_secs(5));
+    assert!(
+        !acks.is_empty(),
+        "records were acknowledged while c was out of sync"
+    );
+    procs[0] = None;
+    procs[1] = None;
+    procs[2].as_ref().unwrap().resume();
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(4 * LEASE_MS) {
+        let named = named_leader(&etcd, cluster);
+        assert!(
+            named.as_ref().is_none_or(|l| l.node_id != "c"),
+            "c, out of sync, was elected: {named:?}"
+        );
+        assert!(
+            status(&addrs[2]).is_none_or(|s| s["role"] != "leader"),
+            "c, out of sync, leads"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    procs[1] = Some(etcd::serve(
+        &dirs[1], "b", &addrs[1], &url, cluster, LEASE_MS,
+    ));
+    eventually("b elected, c following it", TIMEOUT, || {
+        named_leader(&etcd, cluster).is_some_and(|l| l.node_id == "b")
+            && status(&addrs[2]).is_some_and(|s| s["leader"] == addrs[1].as_str())
+    });
+    let out = std::process::Command::new(cluster::BIN)
+        .args([
+            "status",
+            "--node",
+            &addrs[1],
+            "--coordinator",
+            &url,
+            "--cluster",
+            cluster,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status --coordinator failed: {out:?}");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["coordinator"]["leader"]["node_id"], "b", "{s}");
+    assert_eq!(s["coordinator"]["leader"]["addr"], addrs[1].as_str(), "{s}");
+    assert!(s["coordinator"]["epoch"].as_u64().unwrap() >= 2, "{s}");
+    let text = std::process::Command::new(cluster::BIN)
+        .args([
+            "status",
+            "--node",
+            &addrs[1],
+            "--coordinator",
+            &url,
+            "--cluster",
+            cluster,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "coordinator {url} cluster={cluster} leader={} (b)",
+            addrs[1]
+        )),
+        "{text}"
+    );
+    eventually("c caught up with b", TIMEOUT, || converged(&addrs[1..]));
+    drop(procs);
+    let sent: Vec<Vec<u8>> = (0..n).map(|i| format!("p-{i}").into_bytes()).collect();
+    for i in 1..3 {
+        let (records, _) = read_log(&dirs[i], u64::MAX);
+        check_acked(IDS[i], &records, &sent, &acks);
+    }
+}
