@@ -399,36 +399,7 @@ fn out_of_sync_node_is_not_elected() {
     let url = etcd.url();
     let cluster = "isr";
     let (_tmp, dirs, addrs) = stores();
-    let mut procs: Vec<Option<Proc>> =
-        three_with_first_leading(&etcd, cluster, &dirs, &addrs, |_| url.clone())
-            .into_iter()
-            .map(Some)
-            .collect();
-    let mut producer = Producer::start(&addrs[..2].join(","), "all", 1);
-    let mut n = 0;
-    procs[2].as_ref().unwrap().stop();
-    let mut in_sync = Vec::new();
-    while in_sync != ["a", "b"] {
-        feed_prefixed(&mut producer, "p", &mut n);
-        in_sync = etcd
-            .view(cluster)
-            .and_then(|v| v.in_sync)
-            .map(|(_, ids)| ids)
-            .unwrap_or_default();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    for _ in 0..100 {
-        feed_prefixed(&mut producer, "p", &mut n);
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let acks = producer.finish(Duration::from_secs(5));
-    assert!(
-        !acks.is_empty(),
-        "records were acknowledged while c was out of sync"
-    );
-    procs[0] = None;
-    procs[1] = None;
-    procs[2].as_ref().unwrap().resume();
+    let (mut procs, (n, acks)) = out_of_sync_c(&etcd, cluster, &dirs, &addrs, &[]);
     let watched = Instant::now();
     while watched.elapsed() < Duration::from_millis(4 * LEASE_MS) {
         let named = named_leader(&etcd, cluster);
@@ -494,4 +465,73 @@ fn out_of_sync_node_is_not_elected() {
         let (records, _) = read_log(&dirs[i], u64::MAX);
         check_acked(IDS[i], &records, &sent, &acks);
     }
+}
+
+/// Three nodes, a leading; c frozen until etcd's in-sync set is {a, b}, records acknowledged
+/// meanwhile; then a and b killed and c continued. c runs with `c_extra`. Returns the
+/// processes, how many lines the producer sent and its acknowledgements.
+fn out_of_sync_c(
+    etcd: &Etcd,
+    cluster: &str,
+    dirs: &[PathBuf],
+    addrs: &[String],
+    c_extra: &[&str],
+) -> (Vec<Option<Proc>>, (u64, Vec<u64>)) {
+    let url = etcd.url();
+    let first = etcd::serve(&dirs[0], "a", &addrs[0], &url, cluster, LEASE_MS);
+    eventually("node a leads", TIMEOUT, || {
+        named_leader(etcd, cluster).is_some_and(|l| l.node_id == "a")
+    });
+    let mut procs = vec![
+        Some(first),
+        Some(etcd::serve(
+            &dirs[1], "b", &addrs[1], &url, cluster, LEASE_MS,
+        )),
+        Some(etcd::serve_with(
+            &dirs[2], "c", &addrs[2], &url, cluster, LEASE_MS, c_extra,
+        )),
+    ];
+    healthy(etcd, cluster);
+    let mut producer = Producer::start(&addrs[..2].join(","), "all", 1);
+    let mut n = 0;
+    procs[2].as_ref().unwrap().stop();
+    let mut in_sync = Vec::new();
+    while in_sync != ["a", "b"] {
+        feed_prefixed(&mut producer, "p", &mut n);
+        in_sync = etcd
+            .view(cluster)
+            .and_then(|v| v.in_sync)
+            .map(|(_, ids)| ids)
+            .unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for _ in 0..100 {
+        feed_prefixed(&mut producer, "p", &mut n);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let acks = producer.finish(Duration::from_secs(5));
+    assert!(
+        !acks.is_empty(),
+        "records were acknowledged while c was out of sync"
+    );
+    procs[0] = None;
+    procs[1] = None;
+    procs[2].as_ref().unwrap().resume();
+    (procs, (n, acks))
+}
+
+/// The same with `--unclean-election` on c: once no in-sync node came back for two lease
+/// times, c is elected (it logs the offsets from which records may be lost).
+#[test]
+fn unclean_election_elects_an_out_of_sync_node() {
+    let _serial = serial();
+    let etcd = Etcd::start();
+    let cluster = "unclean";
+    let (_tmp, dirs, addrs) = stores();
+    let (procs, _) = out_of_sync_c(&etcd, cluster, &dirs, &addrs, &["--unclean-election"]);
+    eventually("c elected uncleanly", TIMEOUT, || {
+        named_leader(&etcd, cluster).is_some_and(|l| l.node_id == "c")
+            && status(&addrs[2]).is_some_and(|s| s["role"] == "leader")
+    });
+    drop(procs);
 }

@@ -100,25 +100,34 @@ pub fn serve(
     cluster: &str,
     lease_ms: u64,
 ) -> crate::cluster::Proc {
+    serve_with(dir, id, listen, url, cluster, lease_ms, &[])
+}
+
+/// [`serve`] with `extra` arguments (`--unclean-election`).
+pub fn serve_with(
+    dir: &std::path::Path,
+    id: &str,
+    listen: &str,
+    url: &str,
+    cluster: &str,
+    lease_ms: u64,
+    extra: &[&str],
+) -> crate::cluster::Proc {
     let lease = lease_ms.to_string();
-    crate::cluster::serve(
-        dir,
-        id,
-        listen,
-        None,
-        &[
-            "--coordinator",
-            url,
-            "--cluster",
-            cluster,
-            "--lease-ms",
-            &lease,
-            "--replicas",
-            "3",
-            "--min-in-sync",
-            "2",
-            "--replica-lag-timeout",
-            "1000",
-        ],
-    )
+    let mut args = vec![
+        "--coordinator",
+        url,
+        "--cluster",
+        cluster,
+        "--lease-ms",
+        &lease,
+        "--replicas",
+        "3",
+        "--min-in-sync",
+        "2",
+        "--replica-lag-timeout",
+        "1000",
+    ];
+    args.extend_from_slice(extra);
+    crate::cluster::serve(dir, id, listen, None, &args)
 }

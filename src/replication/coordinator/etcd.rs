@@ -75,7 +75,20 @@ pub(crate) fn start(
     })
 }
 
-/// The value of the `leader` key.
+/// The value of the `leader` key: `"<epoch> <address> <node id>"`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stratalog::replication::coordinator::{CoordinatorOptions, describe};
+///
+/// // No etcd answers on port 1: a typed error that names the address, within the limit.
+/// let o = CoordinatorOptions::from_url("etcd://127.0.0.1:1")?;
+/// let err = describe(&o, Duration::from_secs(2)).unwrap_err();
+/// assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+/// # Ok::<(), stratalog::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderRecord {
     /// The epoch it leads (0 while it starts it).
@@ -569,7 +582,17 @@ impl Coordinator {
     }
 }
 
-/// The cluster as etcd holds it (`stratalog status --coordinator`).
+/// The cluster as etcd holds it (`stratalog status --coordinator`), read by [`describe`].
+///
+/// # Examples
+///
+/// ```
+/// use stratalog::replication::coordinator::ClusterView;
+///
+/// // A cluster no node ever joined: no leader, epoch 0, no in-sync set.
+/// let v = ClusterView::default();
+/// assert!(v.leader.is_none() && v.in_sync.is_none() && v.epoch == 0);
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ClusterView {
     /// The `leader` key, if a node holds it.
