@@ -251,6 +251,17 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// The coordinator (etcd, `replication::coordinator`) could not be set up: a bad
+    /// `etcd://` address, a build without the `etcd` feature, or its thread could not start.
+    /// Check the `--coordinator` address and that etcd answers there.
+    #[error("coordinator: {what}")]
+    Coordinator {
+        /// What failed, and what to check.
+        what: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 /// Part of [`Error`]: why a replica append was refused.

@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Args;
+use stratalog::replication::coordinator::CoordinatorOptions;
 use stratalog::replication::node::{Node, NodeOptions};
 use stratalog::replication::transport::Client;
 use stratalog::replication::{ErrorCode, Message};
@@ -44,6 +45,48 @@ pub struct ServeArgs {
     /// follows a node that leads a higher epoch instead of leading beside it.
     #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
     pub peers: Vec<String>,
+    /// Elect the leader through etcd (`etcd://HOST:PORT[,HOST:PORT...]`): no `--leader`, the
+    /// node campaigns, follows whoever etcd names, and rejoins by itself after a restart
+    /// (needs a build with the `etcd` feature).
+    #[arg(long, value_name = "etcd://HOST:PORT,...", conflicts_with = "leader")]
+    pub coordinator: Option<String>,
+    /// The leadership lease (milliseconds): a leader that cannot renew it for this long
+    /// stops acknowledging and is replaced.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 5000,
+        requires = "coordinator"
+    )]
+    pub lease_ms: u64,
+    /// The cluster's name in etcd (its keys live under /stratalog/NAME/).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "default",
+        requires = "coordinator"
+    )]
+    pub cluster: String,
+    /// Let a node outside the in-sync set be elected when no in-sync node is (availability
+    /// over durability): acknowledged records may be lost, and the node logs which.
+    #[arg(long, requires = "coordinator")]
+    pub unclean_election: bool,
+}
+
+impl ServeArgs {
+    fn coordinator(&self) -> Result<Option<CoordinatorOptions>, CliError> {
+        let Some(url) = &self.coordinator else {
+            return Ok(None);
+        };
+        if self.lease_ms < 100 {
+            return Err("--lease-ms must be at least 100".into());
+        }
+        let mut c = CoordinatorOptions::from_url(url).map_err(|e| e.to_string())?;
+        c.lease = Duration::from_millis(self.lease_ms);
+        c.cluster = self.cluster.clone();
+        c.unclean_election = self.unclean_election;
+        Ok(Some(c))
+    }
 }
 
 /// `stratalog mirror`.
@@ -75,6 +118,7 @@ pub struct MirrorArgs {
 
 /// Runs a node until SIGINT or SIGTERM.
 pub fn serve(a: ServeArgs) -> Result<(), CliError> {
+    let coordinator = a.coordinator()?;
     run(
         &a.dir,
         NodeOptions {
@@ -85,6 +129,7 @@ pub fn serve(a: ServeArgs) -> Result<(), CliError> {
             min_in_sync: a.min_in_sync,
             replicas: a.replicas,
             peers: a.peers.clone(),
+            coordinator,
             ..NodeOptions::default()
         },
     )
@@ -160,6 +205,49 @@ pub struct NodeArgs {
     /// Print JSON instead of text (`status`).
     #[arg(long)]
     pub json: bool,
+    /// `status`: also show the cluster as etcd holds it (`etcd://HOST:PORT,...`): who leads,
+    /// its lease, the epoch and the in-sync set.
+    #[arg(long, value_name = "etcd://HOST:PORT,...")]
+    pub coordinator: Option<String>,
+    /// `status --coordinator`: the cluster's name in etcd.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub cluster: String,
+}
+
+/// The cluster as etcd holds it, as JSON (`null` fields when absent).
+#[cfg(feature = "etcd")]
+fn coordinator_view(a: &NodeArgs) -> Result<Option<serde_json::Value>, CliError> {
+    let Some(url) = &a.coordinator else {
+        return Ok(None);
+    };
+    let mut c = CoordinatorOptions::from_url(url).map_err(|e| e.to_string())?;
+    c.cluster = a.cluster.clone();
+    let v = stratalog::replication::coordinator::describe(&c, Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    Ok(Some(serde_json::json!({
+        "coordinator": url,
+        "cluster": c.cluster,
+        "leader": v.leader.as_ref().map(|l| serde_json::json!({
+            "node_id": l.node_id,
+            "addr": l.addr,
+            "epoch": l.epoch,
+        })),
+        "lease": {
+            "left_ms": v.lease_left_ms,
+            "granted_ms": v.lease_granted_ms,
+        },
+        "epoch": v.epoch,
+        "in_sync": v.in_sync.as_ref().map(|(_, ids)| ids.clone()),
+        "in_sync_epoch": v.in_sync.as_ref().map(|(e, _)| *e),
+    })))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn coordinator_view(a: &NodeArgs) -> Result<Option<serde_json::Value>, CliError> {
+    match &a.coordinator {
+        None => Ok(None),
+        Some(_) => Err("this build has no etcd coordinator (build with the `etcd` feature)".into()),
+    }
 }
 
 fn connect(node: &str) -> Result<Client, CliError> {
@@ -202,6 +290,7 @@ pub fn status(a: NodeArgs) -> Result<(), CliError> {
     else {
         return Err("the node answered a status request with something else".into());
     };
+    let cluster = coordinator_view(&a)?;
     if a.json {
         let parts: Vec<serde_json::Value> = partitions
             .iter()
@@ -236,6 +325,7 @@ pub fn status(a: NodeArgs) -> Result<(), CliError> {
                 "epoch": epoch,
                 "leader": leader,
                 "partitions": parts,
+                "coordinator": cluster,
             })
         );
         return Ok(());
@@ -244,6 +334,20 @@ pub fn status(a: NodeArgs) -> Result<(), CliError> {
         "node {node_id} role={} epoch={epoch} leader={leader}",
         role.name()
     );
+    if let Some(c) = &cluster {
+        let leader = &c["leader"];
+        outln!(
+            "coordinator {} cluster={} leader={} ({}) epoch={} lease_left_ms={} lease_granted_ms={} in_sync={}",
+            c["coordinator"].as_str().unwrap_or(""),
+            c["cluster"].as_str().unwrap_or(""),
+            leader["addr"].as_str().unwrap_or("none"),
+            leader["node_id"].as_str().unwrap_or("-"),
+            c["epoch"],
+            c["lease"]["left_ms"],
+            c["lease"]["granted_ms"],
+            c["in_sync"]
+        );
+    }
     for p in partitions {
         if p.role == stratalog::replication::Role::Leader {
             outln!(

@@ -182,6 +182,13 @@ impl Conn {
                     self.client = client;
                     self.current = leader;
                 }
+                Err(_) if self.can_fail_over() && Instant::now() < deadline => {
+                    // The node named a leader that is gone (a failover under way, the others
+                    // still name it until a new one is elected): not a leader change.
+                    redirects -= 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                    self.fail_over()?;
+                }
                 Err(_) if self.can_fail_over() => self.fail_over()?,
                 Err(e) => return Err(e),
             }

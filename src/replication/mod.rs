@@ -7,6 +7,7 @@
 //! [`read_frame`] / [`write_frame`], which move one frame over any `Read` / `Write` (a TCP
 //! stream) with every length checked before anything is allocated.
 
+pub mod coordinator;
 pub mod frame;
 pub mod isr;
 pub mod node;

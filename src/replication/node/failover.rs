@@ -30,7 +30,11 @@ impl Shared {
         // joins them.
         lock(&self.fetchers).retain(|f| !f.is_finished());
         tracing::info!(node = %self.options.node_id, epoch, "promoted: leading");
-        self.announce(epoch, former);
+        // Under a coordinator, etcd names the leader (an announcement could wait seconds on a
+        // frozen former leader).
+        if self.fence.is_none() {
+            self.announce(epoch, former);
+        }
         Ok(epoch)
     }
 

@@ -51,6 +51,7 @@ impl Shared {
         }
         let base = base.unwrap_or(0);
         let error = self.wait_for_acks(topic, partition, &log, last + 1, acks, timeout, generation);
+        let error = self.coordinated_ack(topic, partition, last + 1, acks, error, timeout);
         answer(error, base, last, acks, epoch)
     }
 
@@ -129,14 +130,23 @@ impl Shared {
             Ok(log) => log,
             Err(_) => return ErrorCode::StorageError,
         };
-        self.wait_for_acks(
+        let end = log.end_offset();
+        let error = self.wait_for_acks(
             OFFSETS_LOG,
             0,
             &log,
-            log.end_offset(),
+            end,
             Acks::All,
             Duration::from_secs(30),
             generation,
+        );
+        self.coordinated_ack(
+            OFFSETS_LOG,
+            0,
+            end,
+            Acks::All,
+            error,
+            Duration::from_secs(30),
         )
     }
 

@@ -37,6 +37,9 @@ use crate::format::Batch;
 use crate::log::Log;
 use crate::store::{OFFSETS_LOG, Store, TopicConfig, TopicId};
 
+// The etcd coordinator's handle on the node lives beside the coordinator.
+#[path = "../coordinator/control.rs"]
+pub(crate) mod control;
 mod failover;
 mod follower;
 mod leader;
@@ -73,6 +76,10 @@ pub struct NodeOptions {
     /// On a mirror: copy only the topics whose names match this glob pattern (`*`, `?`,
     /// `[...]`); `None`: every topic.
     pub topics: Option<String>,
+    /// Elect the leader through etcd instead of `leader` (see
+    /// [`coordinator`](crate::replication::coordinator)): the node starts as a follower, with
+    /// no leader until etcd names one. Needs the `etcd` feature.
+    pub coordinator: Option<crate::replication::coordinator::CoordinatorOptions>,
 }
 
 impl Default for NodeOptions {
@@ -89,6 +96,7 @@ impl Default for NodeOptions {
             peers: Vec::new(),
             mirror: false,
             topics: None,
+            coordinator: None,
         }
     }
 }
@@ -139,6 +147,8 @@ struct Shared {
     /// role: a fetcher of an older generation (one still waiting on a leader that froze when
     /// the promote came) never writes once the node leads a new epoch.
     replica_writes: Mutex<()>,
+    /// With a coordinator: what the leader checks before it acknowledges (its lease).
+    fence: Option<Arc<crate::replication::coordinator::LeaseFence>>,
 }
 
 /// A running node. Dropping it stops the server and every fetcher.
@@ -176,6 +186,8 @@ struct Shared {
 pub struct Node {
     shared: Arc<Shared>,
     server: Option<Server>,
+    #[cfg(feature = "etcd")]
+    coordinator: Option<crate::replication::coordinator::Running>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -199,6 +211,7 @@ impl Node {
             .map(glob::Pattern::new)
             .transpose()
             .map_err(|e| Error::InvalidArgument(format!("bad topic pattern: {e}")))?;
+        let fence = options_coordinated(&options);
         let shared = Arc::new(Shared {
             store,
             addr: std::sync::OnceLock::new(),
@@ -207,7 +220,7 @@ impl Node {
             state: Mutex::new(State {
                 role: if options.mirror {
                     Role::Mirror
-                } else if options.leader.is_some() {
+                } else if options.leader.is_some() || options.coordinator.is_some() {
                     Role::Follower
                 } else {
                     Role::Leader
@@ -222,6 +235,7 @@ impl Node {
             stop: AtomicBool::new(false),
             fetchers: Mutex::new(Vec::new()),
             replica_writes: Mutex::new(()),
+            fence,
         });
         let handler = Arc::new(NodeHandler(shared.clone()));
         let server = Server::start(
@@ -231,7 +245,7 @@ impl Node {
         )
         .map_err(|e| Error::io("listen", shared.options.listen.clone(), e))?;
         let _ = shared.addr.set(server.addr());
-        if shared.options.leader.is_none() {
+        if shared.options.leader.is_none() && shared.fence.is_none() {
             // A node restarted after a failover must not lead beside the new leader: if a
             // peer leads a higher epoch, follow it.
             if let Some((leader, epoch)) = shared.discover_leader() {
@@ -244,9 +258,27 @@ impl Node {
                 }
             }
         }
+        #[cfg(feature = "etcd")]
+        let coordinator = match (&shared.options.coordinator, &shared.fence) {
+            (Some(c), Some(fence)) => Some(crate::replication::coordinator::start(
+                control::Control(Arc::downgrade(&shared)),
+                fence.clone(),
+                c.clone(),
+            )?),
+            _ => None,
+        };
+        #[cfg(not(feature = "etcd"))]
+        if shared.options.coordinator.is_some() {
+            return Err(Error::Coordinator {
+                what: "this build has no etcd coordinator: build with the `etcd` feature".into(),
+                source: None,
+            });
+        }
         let node = Node {
             shared,
             server: Some(server),
+            #[cfg(feature = "etcd")]
+            coordinator,
         };
         if lock(&node.shared.state).role == Role::Leader {
             // A leader's every start is a new epoch (see `next_epoch`).
@@ -283,6 +315,10 @@ impl Node {
     }
 
     fn stop_inner(&mut self) {
+        #[cfg(feature = "etcd")]
+        if let Some(mut c) = self.coordinator.take() {
+            c.stop();
+        }
         self.shared.stop.store(true, Ordering::Release);
         self.shared.progress.notify_all();
         if let Some(server) = self.server.take() {
@@ -296,6 +332,15 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.stop_inner();
     }
+}
+
+fn options_coordinated(
+    options: &NodeOptions,
+) -> Option<Arc<crate::replication::coordinator::LeaseFence>> {
+    options
+        .coordinator
+        .as_ref()
+        .map(|_| Arc::new(crate::replication::coordinator::LeaseFence::new()))
 }
 
 /// The highest current epoch over the store's partitions.

@@ -1,0 +1,537 @@
+//! Automatic failover through a real etcd (started by the test on 127.0.0.1, killed when the
+//! test ends, also when it fails): three `stratalog serve --coordinator` nodes.
+//! - `leader_killed_rounds`: under `acks=all` load (`produce --node A,B,C`), the leader is
+//!   killed with SIGKILL at random moments and restarted (with no `--leader`) after a random
+//!   pause, `STRATALOG_ETCD_ROUNDS` rounds (default 20): a new leader is elected without an
+//!   operator, the producer goes on through it, and at the end every acknowledged record is
+//!   on every replica. Prints the time from each kill to the first acknowledged write through
+//!   the new leader, against the lease (never asserted).
+//! - `frozen_leader_acknowledges_nothing`: a leader stopped (SIGSTOP) for three lease times,
+//!   with a producer at `acks=leader` talking to it alone, then continued: nothing it
+//!   acknowledges after it continues is missing from the new leader, and it rejoins as a
+//!   follower of the new leader.
+//! - `etcd_cut_from_leader`: etcd reaches the leader through a TCP proxy that then black-holes:
+//!   the same check on its acknowledgements, and once healed, exactly one node leads, the one
+//!   etcd names.
+//!
+//! Seeded with `STRATALOG_CRASH_SEED`. The tests run one at a time (they share two cores).
+
+#[path = "common/cluster.rs"]
+mod cluster;
+mod common;
+#[path = "common/etcd.rs"]
+mod etcd;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cluster::{Proc, Producer, check_acked, create_topic, eventually, read_log, status};
+use common::proxy::{Mode, Proxy};
+use etcd::Etcd;
+use stratalog::replication::coordinator::LeaderRecord;
+
+const LEASE_MS: u64 = 1000;
+const TIMEOUT: Duration = Duration::from_secs(60);
+const IDS: [&str; 3] = ["a", "b", "c"];
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn seed() -> u64 {
+    std::env::var("STRATALOG_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+/// Three stores with topic `t`, three free addresses.
+fn stores() -> (Vec<tempfile::TempDir>, Vec<PathBuf>, Vec<String>) {
+    let tmp: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<PathBuf> = tmp.iter().map(|t| t.path().to_path_buf()).collect();
+    create_topic(&dirs);
+    (tmp, dirs, common::free_addrs(3))
+}
+
+/// The leader etcd names, once it has started its epoch.
+fn named_leader(etcd: &Etcd, cluster: &str) -> Option<LeaderRecord> {
+    etcd.view(cluster)?.leader.filter(|l| l.epoch > 0)
+}
+
+/// Waits until etcd names a leader that leads (its status says so) and publishes all three
+/// nodes in sync.
+fn healthy(etcd: &Etcd, cluster: &str) -> LeaderRecord {
+    let mut found = None;
+    eventually("a leader with all three nodes in sync", TIMEOUT, || {
+        let Some(view) = etcd.view(cluster) else {
+            return false;
+        };
+        let Some(l) = view.leader.filter(|l| l.epoch > 0) else {
+            return false;
+        };
+        let all = view.in_sync.is_some_and(|(_, ids)| ids.len() == 3);
+        let leads = status(&l.addr).is_some_and(|s| s["role"] == "leader" && s["epoch"] == l.epoch);
+        found = Some(l);
+        all && leads
+    });
+    found.unwrap()
+}
+
+/// Feeds the producer while fewer than 200 of its lines wait for an acknowledgement.
+fn feed(p: &mut Producer, prefix: &str, next: &mut u64) {
+    while p.sent.len() - p.acks().len() < 200 {
+        assert!(
+            p.send(format!("{prefix}-{next}").into_bytes()),
+            "the producer exited"
+        );
+        *next += 1;
+    }
+}
+
+/// Every node's t/0 end and high watermark are the same (all caught up).
+fn converged(addrs: &[String]) -> bool {
+    let ends: Vec<(u64, u64)> = addrs
+        .iter()
+        .filter_map(|a| {
+            let s = status(a)?;
+            let p = &s["partitions"][0];
+            Some((p["log_end"].as_u64()?, p["high_watermark"].as_u64()?))
+        })
+        .collect();
+    ends.len() == addrs.len() && ends.iter().all(|e| e.0 == ends[0].0)
+}
+
+#[test]
+fn leader_killed_rounds() {
+    let _serial = serial();
+    let rounds: usize = std::env::var("STRATALOG_ETCD_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed = seed();
+    println!("seed {seed} (STRATALOG_CRASH_SEED), {rounds} rounds, lease {LEASE_MS} ms");
+    let mut rng = common::Rng(seed);
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let cluster = "kill";
+    let (_tmp, dirs, addrs) = stores();
+    let start = |i: usize| etcd::serve(&dirs[i], IDS[i], &addrs[i], &url, cluster, LEASE_MS);
+    let mut procs: Vec<Option<Proc>> = (0..3).map(|i| Some(start(i))).collect();
+    let mut producer = Producer::start(&addrs.join(","), "all", 1);
+    let mut next = 0u64;
+    let (mut to_elected, mut to_acked) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let old = healthy(&etcd, cluster);
+        let load = Instant::now() + Duration::from_millis(100 + rng.below(700));
+        while Instant::now() < load {
+            feed(&mut producer, "p", &mut next);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let i = addrs
+            .iter()
+            .position(|a| *a == old.addr)
+            .expect("the leader is one of ours");
+        procs[i] = None; // SIGKILL
+        let killed = Instant::now();
+        // The first acknowledgement counted is one that arrives after etcd names the new
+        // leader (so none of the dead leader's can be counted).
+        let mut baseline = None;
+        loop {
+            feed(&mut producer, "p", &mut next);
+            if baseline.is_none()
+                && named_leader(&etcd, cluster).is_some_and(|l| l.epoch > old.epoch)
+            {
+                to_elected.push(killed.elapsed());
+                baseline = Some(producer.acks().len());
+            }
+            if baseline.is_some_and(|b| producer.acks().len() > b) {
+                to_acked.push(killed.elapsed());
+                break;
+            }
+            assert!(
+                killed.elapsed() < TIMEOUT,
+                "round {round}: no write acknowledged through a new leader within {TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        println!(
+            "round {round}: killed {} (epoch {}); new leader named after {:?}, first write acknowledged through it after {:?}",
+            old.node_id,
+            old.epoch,
+            to_elected.last().unwrap(),
+            to_acked.last().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(rng.below(1000)));
+        procs[i] = Some(start(i));
+    }
+    healthy(&etcd, cluster);
+    let acks = producer.finish(Duration::from_secs(10));
+    eventually("every replica caught up", TIMEOUT, || converged(&addrs));
+    drop(procs);
+    let sent = next;
+    for (i, dir) in dirs.iter().enumerate() {
+        let (records, _) = read_log(dir, u64::MAX);
+        let covered = check_acked(IDS[i], &records, &producer_sent(sent), &acks);
+        assert!(covered > 0, "{}: nothing was acknowledged", IDS[i]);
+    }
+    let mut acked = to_acked.clone();
+    acked.sort();
+    println!(
+        "kill to first acknowledged write through the new leader, lease {LEASE_MS} ms: median {:?}, max {:?} (goal: under {} ms); kill to new leader named: max {:?}; {} records acknowledged",
+        acked[acked.len() / 2],
+        acked[acked.len() - 1],
+        2 * LEASE_MS,
+        to_elected.iter().max().unwrap(),
+        acks.len()
+    );
+}
+
+/// The values `feed` sent, in order.
+fn producer_sent(n: u64) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("p-{i}").into_bytes()).collect()
+}
+
+/// Starts the three nodes; `url_of(i)` is the coordinator node `i` uses. Node 0 starts first
+/// and leads.
+fn three_with_first_leading(
+    etcd: &Etcd,
+    cluster: &str,
+    dirs: &[PathBuf],
+    addrs: &[String],
+    url_of: impl Fn(usize) -> String,
+) -> Vec<Proc> {
+    let first = etcd::serve(&dirs[0], IDS[0], &addrs[0], &url_of(0), cluster, LEASE_MS);
+    eventually("node a leads", TIMEOUT, || {
+        named_leader(etcd, cluster).is_some_and(|l| l.node_id == "a")
+    });
+    let mut procs = vec![first];
+    for i in 1..3 {
+        procs.push(etcd::serve(
+            &dirs[i],
+            IDS[i],
+            &addrs[i],
+            &url_of(i),
+            cluster,
+            LEASE_MS,
+        ));
+    }
+    healthy(etcd, cluster);
+    procs
+}
+
+/// Checks the acknowledgements `lone` (a producer that talked to the old leader alone) got
+/// after `from`: each names a record of its own in the new leader's log.
+fn acked_after_are_kept(sent: &[Vec<u8>], acks: &[u64], from: usize, dir: &std::path::Path) {
+    let (records, _) = read_log(dir, u64::MAX);
+    let at: std::collections::HashMap<u64, &Vec<u8>> =
+        records.iter().map(|(o, v)| (*o, v)).collect();
+    for &x in &acks[from.min(acks.len())..] {
+        let v = at.get(&x).unwrap_or_else(|| {
+            panic!("offset {x}, acknowledged by the old leader after it lost its lease, is not in the new leader's log")
+        });
+        assert!(
+            sent.contains(v),
+            "offset {x}, acknowledged by the old leader after it lost its lease, holds {:?} in the new leader's log: the acknowledged record was lost",
+            String::from_utf8_lossy(v)
+        );
+    }
+}
+
+#[test]
+fn frozen_leader_acknowledges_nothing() {
+    let _serial = serial();
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let cluster = "frozen";
+    let (_tmp, dirs, addrs) = stores();
+    let procs = three_with_first_leading(&etcd, cluster, &dirs, &addrs, |_| url.clone());
+    let old = named_leader(&etcd, cluster).unwrap();
+    // One producer at acks=leader on the leader alone, one at acks=all on the others.
+    let mut lone = Producer::start(&addrs[0], "leader", 1);
+    let mut others = Producer::start(&addrs[1..].join(","), "all", 1);
+    let (mut n1, mut n2) = (0, 0);
+    for _ in 0..100 {
+        feed_prefixed(&mut lone, "lone", &mut n1);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    procs[0].stop();
+    let frozen = Instant::now();
+    // Requests keep queueing at the frozen leader's socket meanwhile.
+    for i in 0..50 {
+        let _ = lone.send(format!("lone-late-{i}").into_bytes());
+    }
+    eventually("a new leader", TIMEOUT, || {
+        named_leader(&etcd, cluster).is_some_and(|l| l.epoch > old.epoch)
+    });
+    // From here on another node was elected: the old leader must acknowledge nothing more
+    // that the new leader lacks.
+    let before = lone.acks().len();
+    while frozen.elapsed() < Duration::from_millis(3 * LEASE_MS) {
+        feed_prefixed(&mut others, "other", &mut n2);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    procs[0].resume();
+    let new = named_leader(&etcd, cluster).unwrap();
+    eventually("the old leader follows the new one", TIMEOUT, || {
+        status(&addrs[0]).is_some_and(|s| s["role"] == "follower" && s["leader"] == new.addr)
+    });
+    for _ in 0..200 {
+        feed_prefixed(&mut others, "other", &mut n2);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let lone_sent = lone.sent.clone();
+    let lone_acks = lone.finish(Duration::from_secs(3));
+    others.finish(Duration::from_secs(5));
+    eventually("every replica caught up", TIMEOUT, || converged(&addrs));
+    drop(procs);
+    let j = IDS.iter().position(|i| *i == new.node_id).unwrap();
+    println!(
+        "old leader acknowledged {} writes after it continued",
+        lone_acks.len().saturating_sub(before)
+    );
+    acked_after_are_kept(&lone_sent, &lone_acks, before, &dirs[j]);
+}
+
+fn feed_prefixed(p: &mut Producer, prefix: &str, next: &mut u64) {
+    if p.sent.len() - p.acks().len() < 100 {
+        let _ = p.send(format!("{prefix}-{next}").into_bytes());
+        *next += 1;
+    }
+}
+
+#[test]
+fn etcd_cut_from_leader() {
+    let _serial = serial();
+    let etcd = Etcd::start();
+    let proxy = Proxy::start(etcd.client.parse().unwrap()).unwrap();
+    let via_proxy = format!("etcd://{}", proxy.addr());
+    let url = etcd.url();
+    let cluster = "cut";
+    let (_tmp, dirs, addrs) = stores();
+    let procs = three_with_first_leading(&etcd, cluster, &dirs, &addrs, |i| {
+        if i == 0 {
+            via_proxy.clone()
+        } else {
+            url.clone()
+        }
+    });
+    let old = named_leader(&etcd, cluster).unwrap();
+    let mut lone = Producer::start(&addrs[0], "leader", 1);
+    let mut others = Producer::start(&addrs[1..].join(","), "all", 1);
+    let (mut n1, mut n2) = (0, 0);
+    for _ in 0..100 {
+        feed_prefixed(&mut lone, "lone", &mut n1);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    proxy.set_mode(Mode::Blackhole);
+    let cut = Instant::now();
+    // Counted once another node is elected: acknowledgements at `acks=leader` before that may
+    // be lost in a failover; after it, none may be given.
+    let mut before = None;
+    let mut stepped_down = None;
+    while stepped_down.is_none() || cut.elapsed() < Duration::from_millis(3 * LEASE_MS) {
+        feed_prefixed(&mut lone, "lone", &mut n1);
+        feed_prefixed(&mut others, "other", &mut n2);
+        if before.is_none() && named_leader(&etcd, cluster).is_some_and(|l| l.epoch > old.epoch) {
+            before = Some(lone.acks().len());
+        }
+        if stepped_down.is_none() && status(&addrs[0]).is_some_and(|s| s["role"] != "leader") {
+            stepped_down = Some(cut.elapsed());
+        }
+        assert!(
+            cut.elapsed() < TIMEOUT,
+            "the cut-off leader never stepped down"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eventually("a new leader", TIMEOUT, || {
+        named_leader(&etcd, cluster).is_some_and(|l| l.epoch > old.epoch)
+    });
+    let before = before.unwrap_or_else(|| lone.acks().len());
+    let new = named_leader(&etcd, cluster).unwrap();
+    assert!(
+        new.node_id != "a",
+        "the cut-off node cannot be elected: {new:?}"
+    );
+    println!(
+        "cut-off leader stepped down {:?} after the cut (lease {LEASE_MS} ms)",
+        stepped_down.unwrap()
+    );
+    proxy.set_mode(Mode::Pass);
+    proxy.cut();
+    eventually(
+        "exactly one leader, the one etcd names, all following it",
+        TIMEOUT,
+        || {
+            let Some(named) = named_leader(&etcd, cluster) else {
+                return false;
+            };
+            let st: Vec<_> = addrs.iter().filter_map(|a| status(a)).collect();
+            st.len() == 3
+                && st.iter().filter(|s| s["role"] == "leader").count() == 1
+                && st.iter().all(|s| s["leader"] == named.addr)
+        },
+    );
+    let lone_sent = lone.sent.clone();
+    let lone_acks = lone.finish(Duration::from_secs(3));
+    others.finish(Duration::from_secs(5));
+    eventually("every replica caught up", TIMEOUT, || converged(&addrs));
+    drop(procs);
+    let j = IDS.iter().position(|i| *i == new.node_id).unwrap();
+    acked_after_are_kept(&lone_sent, &lone_acks, before, &dirs[j]);
+}
+
+/// A follower frozen until it left the in-sync set (etcd's), then the two in-sync nodes
+/// killed: the out-of-sync node, lacking acknowledged records, is never elected; a returning
+/// in-sync node is, and the other follows it. `status --coordinator` shows etcd's view.
+#[test]
+fn out_of_sync_node_is_not_elected() {
+    let _serial = serial();
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let cluster = "isr";
+    let (_tmp, dirs, addrs) = stores();
+    let (mut procs, (n, acks)) = out_of_sync_c(&etcd, cluster, &dirs, &addrs, &[]);
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(4 * LEASE_MS) {
+        let named = named_leader(&etcd, cluster);
+        assert!(
+            named.as_ref().is_none_or(|l| l.node_id != "c"),
+            "c, out of sync, was elected: {named:?}"
+        );
+        assert!(
+            status(&addrs[2]).is_none_or(|s| s["role"] != "leader"),
+            "c, out of sync, leads"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    procs[1] = Some(etcd::serve(
+        &dirs[1], "b", &addrs[1], &url, cluster, LEASE_MS,
+    ));
+    eventually("b elected, c following it", TIMEOUT, || {
+        named_leader(&etcd, cluster).is_some_and(|l| l.node_id == "b")
+            && status(&addrs[2]).is_some_and(|s| s["leader"] == addrs[1].as_str())
+    });
+    let out = std::process::Command::new(cluster::BIN)
+        .args([
+            "status",
+            "--node",
+            &addrs[1],
+            "--coordinator",
+            &url,
+            "--cluster",
+            cluster,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status --coordinator failed: {out:?}");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["coordinator"]["leader"]["node_id"], "b", "{s}");
+    assert_eq!(s["coordinator"]["leader"]["addr"], addrs[1].as_str(), "{s}");
+    assert!(s["coordinator"]["epoch"].as_u64().unwrap() >= 2, "{s}");
+    let text = std::process::Command::new(cluster::BIN)
+        .args([
+            "status",
+            "--node",
+            &addrs[1],
+            "--coordinator",
+            &url,
+            "--cluster",
+            cluster,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "coordinator {url} cluster={cluster} leader={} (b)",
+            addrs[1]
+        )),
+        "{text}"
+    );
+    eventually("c caught up with b", TIMEOUT, || converged(&addrs[1..]));
+    drop(procs);
+    let sent: Vec<Vec<u8>> = (0..n).map(|i| format!("p-{i}").into_bytes()).collect();
+    for i in 1..3 {
+        let (records, _) = read_log(&dirs[i], u64::MAX);
+        check_acked(IDS[i], &records, &sent, &acks);
+    }
+}
+
+/// Three nodes, a leading; c frozen until etcd's in-sync set is {a, b}, records acknowledged
+/// meanwhile; then a and b killed and c continued. c runs with `c_extra`. Returns the
+/// processes, how many lines the producer sent and its acknowledgements.
+fn out_of_sync_c(
+    etcd: &Etcd,
+    cluster: &str,
+    dirs: &[PathBuf],
+    addrs: &[String],
+    c_extra: &[&str],
+) -> (Vec<Option<Proc>>, (u64, Vec<u64>)) {
+    let url = etcd.url();
+    let first = etcd::serve(&dirs[0], "a", &addrs[0], &url, cluster, LEASE_MS);
+    eventually("node a leads", TIMEOUT, || {
+        named_leader(etcd, cluster).is_some_and(|l| l.node_id == "a")
+    });
+    let mut procs = vec![
+        Some(first),
+        Some(etcd::serve(
+            &dirs[1], "b", &addrs[1], &url, cluster, LEASE_MS,
+        )),
+        Some(etcd::serve_with(
+            &dirs[2], "c", &addrs[2], &url, cluster, LEASE_MS, c_extra,
+        )),
+    ];
+    healthy(etcd, cluster);
+    let mut producer = Producer::start(&addrs[..2].join(","), "all", 1);
+    let mut n = 0;
+    procs[2].as_ref().unwrap().stop();
+    let mut in_sync = Vec::new();
+    while in_sync != ["a", "b"] {
+        feed_prefixed(&mut producer, "p", &mut n);
+        in_sync = etcd
+            .view(cluster)
+            .and_then(|v| v.in_sync)
+            .map(|(_, ids)| ids)
+            .unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for _ in 0..100 {
+        feed_prefixed(&mut producer, "p", &mut n);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let acks = producer.finish(Duration::from_secs(5));
+    assert!(
+        !acks.is_empty(),
+        "records were acknowledged while c was out of sync"
+    );
+    procs[0] = None;
+    procs[1] = None;
+    procs[2].as_ref().unwrap().resume();
+    (procs, (n, acks))
+}
+
+/// The same with `--unclean-election` on c: once no in-sync node came back for two lease
+/// times, c is elected (it logs the offsets from which records may be lost).
+#[test]
+fn unclean_election_elects_an_out_of_sync_node() {
+    let _serial = serial();
+    let etcd = Etcd::start();
+    let cluster = "unclean";
+    let (_tmp, dirs, addrs) = stores();
+    let (procs, _) = out_of_sync_c(&etcd, cluster, &dirs, &addrs, &["--unclean-election"]);
+    eventually("c elected uncleanly", TIMEOUT, || {
+        named_leader(&etcd, cluster).is_some_and(|l| l.node_id == "c")
+            && status(&addrs[2]).is_some_and(|s| s["role"] == "leader")
+    });
+    drop(procs);
+}
