@@ -6,8 +6,8 @@
 //! (threads of the demo, through the protocol, so that each acknowledgement is timed) writing
 //! keyed records at `acks=all` while a consumer group (`consume --node --group --follow`)
 //! consumes and commits. Partway through it SIGKILLs the leader and fails over (operator
-//! path: `promote`), brings the old leader back as a follower, stops a follower briefly to
-//! take an offline `snapshot` of its store and `restore` it into a fourth directory. At the
+//! path: `promote`), brings the old leader back as a follower, takes a `snapshot --node` streamed
+//! from the running cluster and `restore`s it into a fourth directory. At the
 //! end it stops every node and checks, reading the stores with the library: every
 //! acknowledged record is in the final log and was consumed at least once (by key and value),
 //! none is corrupt, the replicas and the mirror are byte-identical up to the high watermark,
@@ -853,39 +853,26 @@ impl Demo {
             .find(|&i| i != self.leader)
             .expect("three nodes, one leader");
         let what = format!(
-            "stop follower n{f}, snapshot its store offline, restart it; restore the snapshot \
-             into a fourth directory"
+            "snapshot streamed from the running cluster (asked of follower n{f}, cut by the \
+             leader at its high watermarks) while the producers go on; restore it into a \
+             fourth directory"
         );
         let bar = self.phase("snapshot", &what, None)?;
         let snap = self.root.join("snapshot");
         let restored = self.root.join("restored");
         self.figures.snapshot_at = Some(self.shared.now());
-        // `snapshot --node ADDR` (a snapshot streamed from a running node) is being built:
-        // once it exists, take the snapshot from the running follower here, and drop the
-        // stop and the restart around it.
-        if let Some(n) = self.nodes[f].take() {
-            let (_, clean) = n.proc.terminate(GRACE);
-            if !clean {
-                return Err(
-                    format!("n{f} did not stop within {} s of SIGTERM", GRACE.as_secs()).into(),
-                );
-            }
-        }
-        let out = cluster::run(
+        // Asked of a follower: it names the leader, which streams the snapshot; appends go on.
+        cluster::run(
             &self.exe,
             &[
                 "snapshot",
-                "--dir",
-                &self.node_dir(f).to_string_lossy(),
+                "--node",
+                &self.addrs[f],
                 "--out",
                 &snap.to_string_lossy(),
             ],
             Duration::from_secs(120),
-        );
-        // Back as a follower whatever the snapshot did.
-        let targets = self.wait(&bar, "the leader's status", Demo::leader_hws)?;
-        self.start_node(f, Some(self.leader))?;
-        out?;
+        )?;
         let manifest = stratalog::snapshot::verify(&snap).map_err(context(format!(
             "the snapshot {} failed its checks",
             snap.display()
@@ -915,13 +902,10 @@ impl Demo {
             ],
             Duration::from_secs(120),
         )?;
-        self.wait(&bar, "the follower back in sync", |d| {
-            d.rejoined(f, &targets)
-        })?;
         bar.finish_and_clear();
         outln!(
-            "  snapshot of n{f}: {} records of {TOPIC:?} over {} partitions, {} files; restored \
-             into {}; n{f} back in sync",
+            "  snapshot through n{f}: {} records of {TOPIC:?} over {} partitions, {} files; \
+             restored into {}",
             self.figures.snapshot_records,
             self.snapshot_ends.len(),
             manifest.files.len(),

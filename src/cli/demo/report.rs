@@ -57,12 +57,11 @@ pub struct Figures {
     pub failover_ms: Option<f64>,
     /// From the kill to the answer of `promote`.
     pub promote_ms: Option<f64>,
-    /// Seconds since the load started of the kill, of the first acknowledgement after it,
-    /// of the follower's stop for the snapshot and of its restart.
+    /// Seconds since the load started of the kill.
     pub kill_at: Option<f64>,
     /// Seconds since the load started of the first acknowledgement after the kill.
     pub failover_at: Option<f64>,
-    /// Seconds since the load started of the follower's stop for the snapshot.
+    /// Seconds since the load started of the snapshot's request.
     pub snapshot_at: Option<f64>,
     /// Records of the demo topic in the snapshot.
     pub snapshot_records: u64,
@@ -243,7 +242,7 @@ pub fn write_svg(path: &Path, acks: &[Ack], f: &Figures) -> Result<(), CliError>
     let marks: Vec<(&str, f64, RGBColor)> = [
         ("leader killed", f.kill_at, RED),
         ("first ack after failover", f.failover_at, GREEN),
-        ("follower stopped for the snapshot", f.snapshot_at, MAGENTA),
+        ("snapshot taken", f.snapshot_at, MAGENTA),
     ]
     .into_iter()
     .filter_map(|(l, t, c)| t.map(|t| (l, t, c)))
