@@ -99,6 +99,10 @@ fn bench_replication_rows_print_figures_and_ratios() {
             "follower catch-up over 127.0.0.1",
             Some("x slower of loopback TCP and disk"),
         ),
+        (
+            "mirror catch-up over 127.0.0.1",
+            Some("x slower of loopback TCP and disk"),
+        ),
         ("follower catch-up / loopback TCP, median", None),
         ("follower catch-up / disk writes + sync_data, median", None),
         (

@@ -1320,6 +1320,8 @@ struct CatchUpRound {
     tcp: Moved,
     /// The follower's catch-up; `cpu` is the leader's.
     follower: Moved,
+    /// A mirror's catch-up (`stratalog mirror`, reading to the high watermark).
+    mirror: Moved,
 }
 
 /// The median of some per-round values.
@@ -1367,10 +1369,10 @@ impl Bench {
         let disk_probe = plain_rate(&probe_path, 1 << 30, unit / 4)?;
         fs::remove_file(&probe_path)
             .map_err(context(format!("cannot remove {}", probe_path.display())))?;
-        // Each round writes the bytes to the disk twice (the baseline, the follower): about
-        // 1.75 units for all rounds, at the probed speed.
+        // Each round writes the bytes to the disk three times (the baseline, the follower,
+        // the mirror): about 1.75 units for all rounds, at the probed speed.
         let target =
-            (disk_probe * unit.as_secs_f64() * 1.75 / (2 * REPLICATION_ROUNDS) as f64) as usize;
+            (disk_probe * unit.as_secs_f64() * 1.75 / (3 * REPLICATION_ROUNDS) as f64) as usize;
         let target = target.clamp(8 * MIB, 1 << 30) / MIB * MIB;
         let leader = CatchUpLeader::fill(self, target)?;
         self.done();
@@ -1383,8 +1385,8 @@ impl Bench {
                 round + 1
             ));
             let mut r = CatchUpRound::default();
-            for k in 0..3 {
-                match (round + k) % 3 {
+            for k in 0..4 {
+                match (round + k) % 4 {
                     0 => {
                         r.disk = write_then_sync(
                             &self.root.join("replication-disk.file"),
@@ -1392,7 +1394,8 @@ impl Bench {
                         )?;
                     }
                     1 => r.tcp = loopback_copy(leader.bytes)?,
-                    _ => r.follower = leader.catch_up(self, round)?,
+                    2 => r.follower = leader.catch_up(self, round, false)?,
+                    _ => r.mirror = leader.catch_up(self, round, true)?,
                 }
             }
             rounds.push(r);
@@ -1439,6 +1442,19 @@ impl Bench {
             per_round(&|r| r.follower.rate() / r.disk),
             "x",
         );
+        let mirror = mean(&|r| r.mirror.rate());
+        let mirror_vs_slower = per_round(&|r| r.mirror.rate() / r.tcp.rate().min(r.disk));
+        self.row(
+            format!(
+                "mirror catch-up over 127.0.0.1 ({mib} MiB, `stratalog mirror`, fetched + fsynced)"
+            ),
+            mirror / 1e6,
+            "MB/s",
+        )
+        .bound = Some((
+            "slower of loopback TCP and disk (median per round; goal 0.8x)".into(),
+            mirror / 1e6 / mirror_vs_slower,
+        ));
         let leader_cpu = mean(&|r| r.follower.cpu_per_kib());
         let row = self.row(
             "leader CPU per replicated KiB during catch-up",
@@ -1821,8 +1837,12 @@ impl CatchUpLeader {
     /// A new, empty follower (a `stratalog serve` child process, so that this process's CPU
     /// is the leader's) fetches the whole log; timed from the first time its end is seen
     /// above 0 until it reaches the leader's end.
-    fn catch_up(&self, b: &Bench, round: usize) -> Result<Moved, CliError> {
-        let name = format!("catch-up-follower-{round}");
+    ///
+    /// With `mirror`, the child is a `stratalog mirror` of the leader instead (it reads to the
+    /// leader's high watermark, which a leader without followers keeps at its end).
+    fn catch_up(&self, b: &Bench, round: usize, mirror: bool) -> Result<Moved, CliError> {
+        let role = if mirror { "mirror" } else { "follower" };
+        let name = format!("catch-up-{role}-{round}");
         let dir = b.root.join(&name);
         drop(b.replication_store(&name, FsyncPolicy::Always)?);
         let stderr_path = b.root.join(format!("{name}.stderr"));
@@ -1830,13 +1850,17 @@ impl CatchUpLeader {
             .map_err(context(format!("cannot create {}", stderr_path.display())))?;
         let exe = std::env::current_exe().map_err(context("cannot find this executable"))?;
         let mut command = std::process::Command::new(exe);
+        let leader = self.node.addr().to_string();
+        if mirror {
+            command.arg("mirror").args(["--source", &leader]);
+        } else {
+            command.arg("serve").args(["--leader", &leader]);
+        }
         command
-            .arg("serve")
             .arg("--dir")
             .arg(&dir)
-            .args(["--node-id", &format!("bench-follower-{round}")])
+            .args(["--node-id", &format!("bench-{role}-{round}")])
             .args(["--listen", "127.0.0.1:0"])
-            .args(["--leader", &self.node.addr().to_string()])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(stderr);
