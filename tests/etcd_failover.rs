@@ -13,6 +13,9 @@
 //! - `etcd_cut_from_leader`: etcd reaches the leader through a TCP proxy that then black-holes:
 //!   the same check on its acknowledgements, and once healed, exactly one node leads, the one
 //!   etcd names.
+//! - `an_etcd_cluster_losing_a_member_changes_nothing`: three etcd members; one is killed under
+//!   `acks=all` load: the same node leads the same epoch, writes go on being acknowledged, and
+//!   every acknowledged record is on every replica.
 //!
 //! Seeded with `STRATALOG_CRASH_SEED`. The tests run one at a time (they share two cores).
 
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use cluster::{Proc, Producer, check_acked, create_topic, eventually, read_log, status};
 use common::proxy::{Mode, Proxy};
-use etcd::Etcd;
+use etcd::{Etcd, EtcdCluster};
 use stratalog::replication::coordinator::LeaderRecord;
 
 const LEASE_MS: u64 = 1000;
@@ -534,4 +537,81 @@ fn unclean_election_elects_an_out_of_sync_node() {
             && status(&addrs[2]).is_some_and(|s| s["role"] == "leader")
     });
     drop(procs);
+}
+
+/// A three-member etcd cluster that loses one member (SIGKILL) changes nothing: the nodes
+/// reach etcd through the members left (`etcd://A,B,C`), the leader keeps its lease and its
+/// epoch, `acks=all` writes go on, and every acknowledged record is on every replica. The
+/// member killed is chosen by the seed (it may be etcd's own leader). A 3 s lease leaves the
+/// client time to move to another member.
+#[test]
+fn an_etcd_cluster_losing_a_member_changes_nothing() {
+    let _serial = serial();
+    let seed = seed();
+    let mut rng = common::Rng(seed);
+    let lease = 3000;
+    let mut etcd = EtcdCluster::start();
+    let url = etcd.url();
+    let cluster = "members";
+    let (_tmp, dirs, addrs) = stores();
+    let start = |i: usize| etcd::serve(&dirs[i], IDS[i], &addrs[i], &url, cluster, lease);
+    let first = start(0);
+    eventually("node a leads", TIMEOUT, || {
+        etcd.view(cluster)
+            .and_then(|v| v.leader)
+            .is_some_and(|l| l.node_id == "a" && l.epoch > 0)
+    });
+    let procs = vec![first, start(1), start(2)];
+    let before = {
+        let mut found = None;
+        eventually("all three in sync", TIMEOUT, || {
+            let Some(view) = etcd.view(cluster) else {
+                return false;
+            };
+            found = view.leader.clone();
+            view.in_sync.is_some_and(|(_, ids)| ids.len() == 3)
+        });
+        found.unwrap()
+    };
+    let mut producer = Producer::start(&addrs.join(","), "all", 1);
+    let mut next = 0u64;
+    let load = |p: &mut Producer, next: &mut u64, for_ms: u64| {
+        let until = Instant::now() + Duration::from_millis(for_ms);
+        while Instant::now() < until {
+            feed(p, "p", next);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    load(&mut producer, &mut next, 500);
+    let victim = rng.below(3) as usize;
+    etcd.kill(victim);
+    let acked_at_kill = producer.acks().len();
+    // Four leases with a member gone.
+    load(&mut producer, &mut next, 4 * lease);
+    let after = etcd.view(cluster).and_then(|v| v.leader);
+    assert_eq!(
+        after.as_ref().map(|l| (&l.node_id, l.epoch)),
+        Some((&before.node_id, before.epoch)),
+        "the leadership changed when etcd member m{victim} died"
+    );
+    let leads = status(&before.addr).is_some_and(|s| s["role"] == "leader");
+    assert!(leads, "{} no longer leads", before.node_id);
+    assert!(
+        producer.acks().len() > acked_at_kill,
+        "no write acknowledged after etcd member m{victim} died"
+    );
+    let acks = producer.finish(Duration::from_secs(10));
+    eventually("every replica caught up", TIMEOUT, || converged(&addrs));
+    drop(procs);
+    for (i, dir) in dirs.iter().enumerate() {
+        let (records, _) = read_log(dir, u64::MAX);
+        check_acked(IDS[i], &records, &producer_sent(next), &acks);
+    }
+    println!(
+        "seed {seed}: etcd member m{victim} killed; {} led epoch {} throughout; {} acknowledged ({} after the kill)",
+        before.node_id,
+        before.epoch,
+        acks.len(),
+        acks.len() - acked_at_kill
+    );
 }

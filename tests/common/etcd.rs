@@ -83,6 +83,84 @@ impl Etcd {
     }
 }
 
+/// Three etcd members forming one cluster on 127.0.0.1, each killed (and its directory
+/// removed) when dropped.
+pub struct EtcdCluster {
+    /// The members; `None` once killed with [`EtcdCluster::kill`].
+    pub members: Vec<Option<Etcd>>,
+}
+
+impl EtcdCluster {
+    /// Starts three members (short election timeout, as [`Etcd::start`]) and waits until the
+    /// cluster answers.
+    pub fn start() -> EtcdCluster {
+        let ports = crate::common::free_addrs(6);
+        let names = ["m0", "m1", "m2"];
+        let initial: Vec<String> = (0..3)
+            .map(|i| format!("{}=http://{}", names[i], ports[2 * i + 1]))
+            .collect();
+        let initial = initial.join(",");
+        let members: Vec<Option<Etcd>> = (0..3)
+            .map(|i| {
+                let dir = tempfile::tempdir().unwrap();
+                let (client, peer) = (ports[2 * i].clone(), ports[2 * i + 1].clone());
+                let child = Command::new("etcd")
+                    .args(["--name", names[i], "--data-dir"])
+                    .arg(dir.path().join("data"))
+                    .args(["--listen-client-urls", &format!("http://{client}")])
+                    .args(["--advertise-client-urls", &format!("http://{client}")])
+                    .args(["--listen-peer-urls", &format!("http://{peer}")])
+                    .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
+                    .args(["--initial-cluster", &initial])
+                    .args(["--initial-cluster-state", "new"])
+                    .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("etcd must be installed for these tests (Debian: etcd-server)");
+                Some(Etcd {
+                    child,
+                    client,
+                    _dir: dir,
+                })
+            })
+            .collect();
+        let cluster = EtcdCluster { members };
+        let started = Instant::now();
+        while cluster.view("probe").is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the etcd cluster did not answer within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// `etcd://A,B,C`: every member.
+    pub fn url(&self) -> String {
+        let clients: Vec<&str> = self
+            .members
+            .iter()
+            .flatten()
+            .map(|m| m.client.as_str())
+            .collect();
+        format!("etcd://{}", clients.join(","))
+    }
+
+    /// The cluster's keys as the members still running see them.
+    pub fn view(&self, cluster: &str) -> Option<ClusterView> {
+        let mut o = CoordinatorOptions::from_url(&self.url()).ok()?;
+        o.cluster = cluster.to_string();
+        describe(&o, Duration::from_secs(2)).ok()
+    }
+
+    /// Kills member `i` (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        self.members[i] = None;
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -381,7 +381,30 @@ impl Coordinator {
                 tracing::warn!("etcd: the lease expired");
                 s.until = Instant::now();
             }
-            other => tracing::debug!(?other, "etcd: keepalive unanswered"),
+            other => {
+                // The stream's member may be gone (one of several etcd members died): open a
+                // new stream for the same lease, which the client sends to a member that
+                // answers, and renew through it at once. `until` moves only on an answer.
+                tracing::debug!(?other, "etcd: keepalive unanswered; reopening the stream");
+                let lease_id = s.lease;
+                let reopened = tokio::time::timeout(limit, s.client.lease_keep_alive(lease_id));
+                if let Ok(Ok((keeper, stream))) = reopened.await {
+                    s.keeper = keeper;
+                    s.stream = stream;
+                    let sent = Instant::now();
+                    let again = tokio::time::timeout(limit, async {
+                        s.keeper.keep_alive().await?;
+                        s.stream.message().await
+                    })
+                    .await;
+                    if let Ok(Ok(Some(r))) = again
+                        && r.ttl() > 0
+                    {
+                        s.last_sent = sent;
+                        s.until = sent + lease - margin(lease);
+                    }
+                }
+            }
         }
     }
 
