@@ -85,8 +85,9 @@ const PHASES: usize = 8;
 
 /// How the demo fails over.
 ///
-/// Only the operator path exists. The etcd coordinator (`serve --coordinator etcd://...`,
-/// issue 13) is being built: it becomes a second variant whose [`FailoverPath::serve_args`]
+/// Only the operator path exists in the demo. The etcd coordinator (`serve --coordinator
+/// etcd://...`, issue 13) exists but the demo does not drive it yet: it becomes a second
+/// variant whose [`FailoverPath::serve_args`]
 /// passes the coordinator to every node (and starts a local `etcd`), and whose
 /// [`FailoverPath::fail_over`] waits for the lease to move instead of promoting;
 /// [`FailoverPath::choose`] picks it when the `etcd` binary is found.
@@ -102,8 +103,9 @@ impl FailoverPath {
         let etcd = std::env::var_os("PATH")
             .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("etcd").is_file()));
         let note = if etcd {
-            "an `etcd` binary is on PATH, but the etcd failover path is not built yet: \
-             failing over by operator promote (`stratalog promote`)"
+            "an `etcd` binary is on PATH, but the demo does not drive the etcd coordinator yet \
+             (`serve --coordinator`, docs/REPLICATION.md): failing over by operator promote \
+             (`stratalog promote`)"
         } else {
             "no `etcd` binary on PATH: failing over by operator promote (`stratalog promote`)"
         };
