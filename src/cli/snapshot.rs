@@ -41,16 +41,7 @@ pub fn create(dir: &Path, out: &Path) -> Result<(), CliError> {
         report.copied_bytes,
         report.duration.as_secs_f64()
     );
-    for p in &m.partitions {
-        outln!(
-            "  {}: offsets {}..{}, epoch {}",
-            p.dir,
-            p.start_offset,
-            p.end_offset,
-            p.leader_epoch
-        );
-    }
-    Ok(())
+    print_partitions(m)
 }
 
 /// Takes a snapshot streamed from the leader among `nodes` into the new directory `out`.
@@ -69,6 +60,11 @@ pub fn create_from_node(nodes: &[String], out: &Path) -> Result<(), CliError> {
         report.bytes,
         report.duration.as_secs_f64()
     );
+    print_partitions(m)
+}
+
+/// One line per log of the snapshot: its offsets and epoch.
+fn print_partitions(m: &stratalog::format::Manifest) -> Result<(), CliError> {
     for p in &m.partitions {
         outln!(
             "  {}: offsets {}..{}, epoch {}",

@@ -182,6 +182,16 @@ struct TempDir {
     armed: bool,
 }
 
+impl TempDir {
+    /// Renames the directory to `target` (`what` names it in an error), after which it is no
+    /// longer removed on drop, and makes the rename durable.
+    fn persist(mut self, target: &Path, what: &'static str) -> Result<()> {
+        fs::rename(&self.path, target).ctx(what, target)?;
+        self.armed = false;
+        sync_dir(crate::storage::parent_dir(target))
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         if self.armed {
@@ -304,10 +314,7 @@ fn create_inner(store: &Store, out: &Path, between: &mut dyn FnMut()) -> Result<
         sync_dir(&tmp.path.join(dir))?;
     }
     sync_dir(&tmp.path)?;
-    fs::rename(&tmp.path, out).ctx("rename snapshot into place", out)?;
-    let mut tmp = tmp;
-    tmp.armed = false;
-    sync_dir(crate::storage::parent_dir(out))?;
+    tmp.persist(out, "rename snapshot into place")?;
     Ok(SnapshotReport {
         dir: out.to_path_buf(),
         manifest,
@@ -964,10 +971,7 @@ pub fn restore(snap: &Path, dir: &Path) -> Result<RestoreReport> {
     sync_dir(&tmp.path)?;
     let copy_duration = started.elapsed();
     check_restored(snap, &tmp.path, &manifest)?;
-    fs::rename(&tmp.path, dir).ctx("rename the restored store into place", dir)?;
-    let mut tmp = tmp;
-    tmp.armed = false;
-    sync_dir(crate::storage::parent_dir(dir))?;
+    tmp.persist(dir, "rename the restored store into place")?;
     Ok(RestoreReport {
         dir: dir.to_path_buf(),
         manifest,

@@ -395,10 +395,7 @@ pub fn create_from_node(nodes: &[String], out: &Path) -> Result<NodeSnapshotRepo
     let (tmp, got) = receive_any(nodes, out, "snapshot", RETRY_FOR)?;
     write_synced(&tmp.path.join(MANIFEST_NAME), &got.manifest_bytes)?;
     sync_dir(&tmp.path)?;
-    fs::rename(&tmp.path, out).ctx("rename snapshot into place", out)?;
-    let mut tmp = tmp;
-    tmp.armed = false;
-    sync_dir(crate::storage::parent_dir(out))?;
+    tmp.persist(out, "rename snapshot into place")?;
     Ok(NodeSnapshotReport {
         dir: out.to_path_buf(),
         node: got.node,
@@ -461,10 +458,7 @@ fn bootstrap_within(
     sync_dir(&tmp.path)?;
     let copy_duration = started.elapsed();
     check_restored(&tmp.path, &tmp.path, &got.manifest)?;
-    fs::rename(&tmp.path, dir).ctx("rename the bootstrapped store into place", dir)?;
-    let mut tmp = tmp;
-    tmp.armed = false;
-    sync_dir(crate::storage::parent_dir(dir))?;
+    tmp.persist(dir, "rename the bootstrapped store into place")?;
     Ok(Some(BootstrapReport {
         node: got.node,
         restore: RestoreReport {
