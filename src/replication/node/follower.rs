@@ -413,19 +413,18 @@ impl Shared {
             log.flush()?;
         }
         log.set_high_watermark(high_watermark.min(log.end_offset()));
-        let mark = leader_has;
         let now = Instant::now();
         let mut lags = lock(&self.lag);
         let lag = lags.entry((topic.to_string(), partition)).or_insert(Lag {
-            leader_mark: mark,
+            leader_mark: leader_has,
             caught_up_at: now,
             bytes: 0,
             records: 0,
         });
-        lag.leader_mark = mark;
+        lag.leader_mark = leader_has;
         lag.bytes += fetched_bytes;
         lag.records += fetched_records;
-        if log.end_offset() >= mark {
+        if log.end_offset() >= leader_has {
             lag.caught_up_at = now;
         }
         Ok(())
