@@ -72,6 +72,7 @@ fn fetch_request(offset: u64, max_bytes: u32) -> Message {
         max_bytes,
         max_wait_ms: 0,
         durable_end: 0,
+        topic_id: [0; 16],
     }
 }
 

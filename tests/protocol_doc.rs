@@ -225,6 +225,7 @@ fn expected(m: &Message) -> BTreeMap<String, Value> {
             max_bytes,
             max_wait_ms,
             durable_end,
+            topic_id,
         } => map(vec![
             ("role", int(*role as u8)),
             ("node_id", s(node_id)),
@@ -236,6 +237,7 @@ fn expected(m: &Message) -> BTreeMap<String, Value> {
             ("max_bytes", int(*max_bytes)),
             ("max_wait_ms", int(*max_wait_ms)),
             ("durable_end", int(*durable_end)),
+            ("topic_id", Value::Bytes(topic_id.to_vec())),
         ]),
         Message::FetchResponse {
             error,
@@ -439,6 +441,7 @@ fn samples() -> Vec<Message> {
             max_bytes: 1 << 20,
             max_wait_ms: 500,
             durable_end: 0,
+            topic_id: [0; 16],
         },
         Message::FetchResponse {
             error: ErrorCode::None,

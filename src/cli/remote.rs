@@ -358,6 +358,7 @@ fn commit(conn: &mut Conn, group: &str, topic: &str, c: &mut Cursor) -> Result<(
                     max_bytes: 0,
                     max_wait_ms: 0,
                     durable_end: 0,
+                    topic_id: [0; 16],
                 };
                 if let Message::FetchResponse { epoch, .. } = conn.call(&probe)? {
                     c.epoch = epoch;
@@ -405,6 +406,7 @@ fn fetch_and_print(
         max_bytes: 1 << 20,
         max_wait_ms: wait,
         durable_end: 0,
+        topic_id: [0; 16],
     };
     let wait = if o.follow && c.next.is_some() {
         FOLLOW_WAIT_MS

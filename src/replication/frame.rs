@@ -21,7 +21,7 @@
 use bytes::Bytes;
 
 /// The protocol version this build speaks (the `version` byte of every frame).
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Bytes of the frame head: `len`, `version`, `kind`, `flags`, `correlation`.
 pub const FRAME_HEAD_LEN: usize = 12;
@@ -138,11 +138,14 @@ pub enum ErrorCode {
     UnsupportedVersion = 11,
     /// The leader stopped leading while the request waited (its acknowledgement is unknown).
     LeadershipLost = 12,
+    /// The fetch names another incarnation of the topic than the leader's (the topic was
+    /// deleted and created again): the fetcher takes the leader's topics anew.
+    InconsistentTopicId = 13,
 }
 
 impl ErrorCode {
     /// Every code, in number order (for the documentation test).
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::None,
         ErrorCode::NotLeader,
         ErrorCode::FencedEpoch,
@@ -156,6 +159,7 @@ impl ErrorCode {
         ErrorCode::StorageError,
         ErrorCode::UnsupportedVersion,
         ErrorCode::LeadershipLost,
+        ErrorCode::InconsistentTopicId,
     ];
 
     /// The code for a number read from the wire.
@@ -179,6 +183,7 @@ impl ErrorCode {
             ErrorCode::StorageError => "StorageError",
             ErrorCode::UnsupportedVersion => "UnsupportedVersion",
             ErrorCode::LeadershipLost => "LeadershipLost",
+            ErrorCode::InconsistentTopicId => "InconsistentTopicId",
         }
     }
 }
@@ -442,6 +447,10 @@ pub enum Message {
         /// fetch on while its last records are being made durable); what moves the high
         /// watermark. 0 from consumers and mirrors.
         durable_end: u64,
+        /// The incarnation of the topic the fetcher holds (KIP-516): a leader whose topic of
+        /// that name has another id answers `InconsistentTopicId`. All zeros: not checked
+        /// (consumers, and the consumer offsets log).
+        topic_id: [u8; 16],
     },
     /// The answer to a fetch: the frame ends with the batch bytes, as stored.
     FetchResponse {
@@ -840,6 +849,7 @@ impl Message {
                 max_bytes,
                 max_wait_ms,
                 durable_end,
+                topic_id,
             } => {
                 w.u8(*role as u8);
                 w.str("node_id", node_id)?;
@@ -851,6 +861,7 @@ impl Message {
                 w.u32(*max_bytes);
                 w.u32(*max_wait_ms);
                 w.u64(*durable_end);
+                w.out.extend_from_slice(topic_id);
             }
             Message::FetchResponse {
                 error,
@@ -1016,6 +1027,7 @@ impl Message {
                 max_bytes: r.u32("max_bytes")?,
                 max_wait_ms: r.u32("max_wait_ms")?,
                 durable_end: r.u64("durable_end")?,
+                topic_id: r.array("topic_id")?,
             },
             4 => Message::FetchResponse {
                 error: r.error()?,
@@ -1369,6 +1381,7 @@ mod tests {
                 max_bytes: 1 << 20,
                 max_wait_ms: 500,
                 durable_end: 97,
+                topic_id: [7; 16],
             },
             Message::FetchResponse {
                 error: ErrorCode::None,

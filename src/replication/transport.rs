@@ -680,6 +680,7 @@ mod tests {
             max_bytes: 1024,
             max_wait_ms: 0,
             durable_end: 0,
+            topic_id: [0; 16],
         }
     }
 

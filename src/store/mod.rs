@@ -784,17 +784,30 @@ impl Store {
         Ok(self.topic(name)?.current().partitioner())
     }
 
-    /// Deletes a topic and every file of its partitions. Fails with [`Error::InUse`] if a
-    /// partition log handed out by [`Store::partition`] is still held elsewhere. The deletion
-    /// is first recorded in the registry, so a crash half way is finished at the next open.
+    /// Deletes a topic and every file of its partitions. From the call on, no new lookup of
+    /// its partitions succeeds ([`Store::partition`] answers [`Error::UnknownTopic`]), and the
+    /// partition logs handed out before are waited for, up to a second; fails with
+    /// [`Error::InUse`] (and the topic is whole again) if one is still held elsewhere then.
+    /// The deletion is first recorded in the registry, so a crash half way is finished at the
+    /// next open.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         self.inner.check_writable()?;
         let info = self.topic(name)?;
         // Close the open partitions, all or none. A clone held by the store's own flusher or
-        // retention thread is not a use: it is waited for below. A clone held elsewhere is,
-        // but one that is being handed to the store's own threads is looked at again for a
-        // moment before the deletion is refused.
-        let deadline = Instant::now() + Duration::from_millis(100);
+        // retention thread is not a use: it is waited for below. A clone held elsewhere is:
+        // no new one is handed out from here on, and those held are given a moment to be let
+        // go (a replication leader's fetches hold partitions while they wait for records)
+        // before the deletion is refused.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        {
+            let mut live = state(&self.inner.live, REGISTRY)?;
+            if live.get(name) != Some(&info.id) {
+                return Err(Error::UnknownTopic {
+                    topic: name.to_string(),
+                });
+            }
+            live.remove(name);
+        }
         let taken: Vec<(PartitionKey, Arc<Log>)> = loop {
             let mut partitions = state(&self.inner.partitions, PARTITIONS)?;
             let keys: Vec<PartitionKey> = partitions
@@ -817,12 +830,13 @@ impl Store {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Some(k) => {
+                    drop(partitions);
+                    state(&self.inner.live, REGISTRY)?.insert(info.name.clone(), info.id);
                     return Err(Error::InUse {
                         what: format!("partition {}/{}", k.0, k.1),
                     });
                 }
                 None => {
-                    state(&self.inner.live, REGISTRY)?.remove(name);
                     break keys
                         .into_iter()
                         .filter_map(|k| partitions.remove(&k).map(|log| (k, log)))

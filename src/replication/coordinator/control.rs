@@ -103,8 +103,8 @@ impl Control {
             return Vec::new();
         };
         let mut verdict: BTreeMap<String, bool> = BTreeMap::new();
-        for tracker in lock(&s.trackers).values() {
-            for (id, f) in tracker.followers() {
+        for tracked in lock(&s.trackers).values() {
+            for (id, f) in tracked.tracker.followers() {
                 *verdict.entry(id.clone()).or_insert(true) &= f.in_sync;
             }
         }
@@ -175,7 +175,7 @@ impl Shared {
             let held = fence.published().iter().filter(|id| *id != own).all(|id| {
                 trackers
                     .get(&key)
-                    .and_then(|t| t.followers().get(id))
+                    .and_then(|t| t.tracker.followers().get(id))
                     .is_some_and(|f| f.durable_end >= end)
             });
             if held {

@@ -17,15 +17,13 @@ impl Shared {
 
     pub(super) fn start_fetchers(self: &Arc<Self>) -> Result<()> {
         let generation = lock(&self.state).generation;
-        let mut fetchers = lock(&self.fetchers);
-        let mut logs: Vec<(String, u32)> = vec![(OFFSETS_LOG.to_string(), 0)];
+        self.ensure_fetcher(OFFSETS_LOG, 0, generation)?;
         for t in self.store.topics()? {
             if self.copies(&t.name) {
-                logs.extend((0..t.partitions()).map(|p| (t.name.clone(), p)));
+                for p in 0..t.partitions() {
+                    self.ensure_fetcher(&t.name, p, generation)?;
+                }
             }
-        }
-        for (name, p) in logs {
-            fetchers.push(self.spawn_fetcher(name, p, generation)?);
         }
         Ok(())
     }
@@ -36,23 +34,46 @@ impl Shared {
         self.topics.as_ref().is_none_or(|p| p.matches(name))
     }
 
-    pub(super) fn spawn_fetcher(
+    /// Starts a fetcher for a partition, unless one of this generation runs for it.
+    pub(super) fn ensure_fetcher(
         self: &Arc<Self>,
-        topic: String,
+        topic: &str,
         partition: u32,
         generation: u64,
-    ) -> Result<JoinHandle<()>> {
-        let shared = self.clone();
-        std::thread::Builder::new()
+    ) -> Result<()> {
+        let entry = ((topic.to_string(), partition), generation);
+        if !lock(&self.fetching).insert(entry.clone()) {
+            return Ok(());
+        }
+        /// Takes the fetcher off `fetching` however it ends.
+        struct Running(Arc<Shared>, (Key, u64));
+        impl Drop for Running {
+            fn drop(&mut self) {
+                lock(&self.0.fetching).remove(&self.1);
+            }
+        }
+        let running = Running(self.clone(), entry);
+        let (shared, topic) = (self.clone(), topic.to_string());
+        let handle = std::thread::Builder::new()
             .name(format!("stratalog-fetch-{topic}-{partition}"))
-            .spawn(move || shared.fetch_loop(&topic, partition, generation))
-            .map_err(|e| Error::io("spawn fetcher thread", "stratalog-fetch", e))
+            .spawn(move || {
+                let _running = running;
+                shared.fetch_loop(&topic, partition, generation)
+            })
+            .map_err(|e| Error::io("spawn fetcher thread", "stratalog-fetch", e))?;
+        let mut fetchers = lock(&self.fetchers);
+        fetchers.retain(|f| !f.is_finished());
+        fetchers.push(handle);
+        Ok(())
     }
 
     /// A follower takes its leader's topics: it creates those it lacks (with the leader's id,
-    /// partition count and partitioner; settings default) and starts fetching them, and gives
-    /// its own topics of the same names the leader's ids (the replicated consumer offsets name
-    /// topics by id).
+    /// partition count and partitioner; settings default), adds the partitions the leader
+    /// added, and fetches them all. A topic of the same name with another id is the leader's
+    /// if it holds no record (a store prepared offline: it takes the leader's id, since the
+    /// replicated consumer offsets name topics by id); otherwise it is another incarnation
+    /// (the leader deleted the topic and created it again), which is deleted here and created
+    /// anew. A follower (not a mirror) deletes the topics its leader no longer has.
     pub(super) fn sync_topics(
         self: &Arc<Self>,
         client: &mut Client,
@@ -66,28 +87,56 @@ impl Shared {
                 "the leader answered a metadata request with {answer:?}"
             )));
         };
-        for t in topics {
+        for t in &topics {
             if !self.copies(&t.topic) {
                 continue;
             }
             let id = TopicId(t.topic_id);
-            match self.store.topic(&t.topic) {
-                Ok(local) => {
-                    if local.id != id {
-                        tracing::info!(topic = t.topic, "taking the leader's topic id");
-                        self.store.adopt_topic_id(&t.topic, id)?;
+            let local = match self.store.topic(&t.topic) {
+                Ok(local) if local.id != id && self.holds_records(&local)? => {
+                    tracing::warn!(
+                        topic = t.topic,
+                        "the leader holds another incarnation of this topic (deleted and \
+                         created again): deleting this one and fetching the leader's"
+                    );
+                    if !self.drop_topic(&t.topic)? {
+                        continue;
                     }
-                    if local.partitions() != t.partitions {
+                    None
+                }
+                Ok(local) if local.id != id => {
+                    tracing::info!(topic = t.topic, "taking the leader's topic id");
+                    self.store.adopt_topic_id(&t.topic, id)?;
+                    Some(local)
+                }
+                Ok(local) => Some(local),
+                Err(Error::UnknownTopic { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            let partitions = match local {
+                Some(local) if local.partitions() < t.partitions => {
+                    tracing::info!(
+                        topic = t.topic,
+                        from = local.partitions(),
+                        to = t.partitions,
+                        "adding the partitions the leader added"
+                    );
+                    self.store.add_partitions(&t.topic, t.partitions)?;
+                    t.partitions
+                }
+                Some(local) => {
+                    if local.partitions() > t.partitions {
                         tracing::warn!(
                             topic = t.topic,
                             here = local.partitions(),
                             leader = t.partitions,
-                            "the leader has another partition count; only the partitions both \
-                             have are replicated"
+                            "the leader has fewer partitions; only the partitions both have \
+                             are replicated"
                         );
                     }
+                    local.partitions().min(t.partitions)
                 }
-                Err(Error::UnknownTopic { .. }) => {
+                None => {
                     let kind = t.partitioner.parse().unwrap_or_default();
                     self.store.create_topic_as(
                         &t.topic,
@@ -101,15 +150,52 @@ impl Shared {
                         partitions = t.partitions,
                         "created a topic of the leader"
                     );
-                    let mut fetchers = lock(&self.fetchers);
-                    for p in 0..t.partitions {
-                        fetchers.push(self.spawn_fetcher(t.topic.clone(), p, generation)?);
-                    }
+                    t.partitions
                 }
-                Err(e) => return Err(e),
+            };
+            for p in 0..partitions {
+                self.ensure_fetcher(&t.topic, p, generation)?;
+            }
+        }
+        if lock(&self.state).role == Role::Follower {
+            for local in self.store.topics()? {
+                if !topics.iter().any(|t| t.topic == local.name) {
+                    tracing::warn!(
+                        topic = local.name,
+                        "the leader has no such topic (deleted there): deleting it"
+                    );
+                    self.drop_topic(&local.name)?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Whether any partition of `topic` holds a record.
+    fn holds_records(&self, topic: &crate::store::TopicInfo) -> Result<bool> {
+        for p in 0..topic.partitions() {
+            let log = self.store.partition(&topic.name, p)?;
+            if log.written_end() > log.start_offset() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Deletes a topic of this follower: true once it is gone. Its fetchers stop first; while
+    /// one still holds a partition open the deletion is refused, and the next sync of the
+    /// topics tries again.
+    fn drop_topic(&self, name: &str) -> Result<bool> {
+        lock(&self.dropping).insert(name.to_string());
+        match self.store.delete_topic(name) {
+            Ok(()) | Err(Error::UnknownTopic { .. }) => {
+                lock(&self.dropping).remove(name);
+                self.resync.store(true, Ordering::Release);
+                Ok(true)
+            }
+            Err(Error::InUse { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     pub(super) fn running(&self, generation: u64) -> bool {
@@ -126,6 +212,10 @@ impl Shared {
         // The consumer offsets fetcher also keeps the topics in step with the leader's.
         let mut synced: Option<Instant> = None;
         while self.running(generation) {
+            if topic != OFFSETS_LOG && lock(&self.dropping).contains(topic) {
+                // Being deleted (see `drop_topic`): the partition must be closed for that.
+                return;
+            }
             if failures >= 3 {
                 // The leader does not answer: ask the peers who leads now.
                 failures = 0;
@@ -157,7 +247,10 @@ impl Shared {
                 }
             }
             let c = client.as_mut().expect("connected above");
-            if topic == OFFSETS_LOG && synced.is_none_or(|t| t.elapsed() >= TOPIC_SYNC_INTERVAL) {
+            if topic == OFFSETS_LOG
+                && (synced.is_none_or(|t| t.elapsed() >= TOPIC_SYNC_INTERVAL)
+                    || self.resync.swap(false, Ordering::AcqRel))
+            {
                 match self.sync_topics(c, generation) {
                     Ok(()) => synced = Some(Instant::now()),
                     Err(e) => {
@@ -171,6 +264,11 @@ impl Shared {
             }
             match self.fetch_once(c, topic, partition, generation, &mut in_flight) {
                 Ok(()) => failures = 0,
+                Err(Error::UnknownTopic { .. } | Error::UnknownPartition { .. }) => {
+                    // Deleted here (the leader deleted it); a new incarnation gets a new
+                    // fetcher.
+                    return;
+                }
                 Err(e) => {
                     tracing::debug!(topic, partition, error = %e, "fetch failed; reconnecting");
                     failures += 1;
@@ -202,10 +300,13 @@ impl Shared {
         in_flight: &mut Option<(u32, u64)>,
     ) -> Result<()> {
         let offsets = topic == OFFSETS_LOG;
-        let log = if offsets {
-            self.store.offsets_log()?
+        let (log, topic_id) = if offsets {
+            (self.store.offsets_log()?, [0; 16])
         } else {
-            self.store.partition(topic, partition)?
+            (
+                self.store.partition(topic, partition)?,
+                self.store.topic(topic)?.id.0,
+            )
         };
         // Fetch from what is written: the last answer's batches may still be being made
         // durable (see below), and the durable end goes with the request.
@@ -227,6 +328,7 @@ impl Shared {
             max_bytes: self.options.fetch_max_bytes,
             max_wait_ms: self.options.fetch_wait.as_millis() as u32,
             durable_end: if mirror { 0 } else { durable_end },
+            topic_id,
         };
         let wire = |e| Error::InvalidArgument(format!("fetch from the leader: {e}"));
         let answer = match in_flight.take() {
@@ -271,6 +373,14 @@ impl Shared {
                 "the leader answered a fetch with {answer:?}"
             )));
         };
+        if error == ErrorCode::InconsistentTopicId {
+            // The leader deleted the topic and created it again: take its topics anew (this
+            // copy is deleted, and the new one fetched from its start).
+            self.resync.store(true, Ordering::Release);
+            return Err(Error::InvalidArgument(format!(
+                "the leader holds another incarnation of topic {topic}; taking its topics anew"
+            )));
+        }
         if error == ErrorCode::FencedEpoch {
             let mut st = lock(&self.state);
             st.epoch = st.epoch.max(epoch);

@@ -80,9 +80,7 @@ impl Shared {
                 return ErrorCode::LeadershipLost;
             }
             let durable = log.end_offset();
-            let tracker = trackers
-                .entry(key.clone())
-                .or_insert_with(|| self.tracker(log));
+            let tracker = self.tracker_of(&mut trackers, &key, log);
             tracker.expire(Instant::now());
             let hw = tracker.advance(durable);
             log.set_high_watermark(hw);
@@ -150,12 +148,32 @@ impl Shared {
         )
     }
 
-    pub(super) fn tracker(&self, log: &Log) -> ReplicaTracker {
-        ReplicaTracker::new(
-            log.high_watermark(),
-            self.options.replica_lag_timeout,
-            self.options.min_in_sync,
-        )
+    /// The in-sync bookkeeping of `key`, made anew if it was made for another incarnation of
+    /// the topic (see [`Tracked`]).
+    pub(super) fn tracker_of<'a>(
+        &self,
+        trackers: &'a mut HashMap<Key, Tracked>,
+        key: &Key,
+        log: &Log,
+    ) -> &'a mut ReplicaTracker {
+        let topic_id = if key.0 == OFFSETS_LOG {
+            TopicId::default()
+        } else {
+            self.store.topic(&key.0).map(|t| t.id).unwrap_or_default()
+        };
+        let fresh = || Tracked {
+            topic_id,
+            tracker: ReplicaTracker::new(
+                log.high_watermark(),
+                self.options.replica_lag_timeout,
+                self.options.min_in_sync,
+            ),
+        };
+        let tracked = trackers.entry(key.clone()).or_insert_with(fresh);
+        if tracked.topic_id != topic_id {
+            *tracked = fresh();
+        }
+        &mut tracked.tracker
     }
 
     pub(super) fn fetch(
@@ -173,6 +191,7 @@ impl Shared {
             offset,
             last_epoch,
             durable_end,
+            topic_id,
         } = at;
         let epoch = lock(&self.state).epoch;
         let empty = |reply: &mut Reply<'_>, error, start, end, hw, diverging| {
@@ -183,6 +202,11 @@ impl Shared {
             Ok(log) => log,
             Err(code) => return empty(reply, code, 0, 0, 0, u64::MAX),
         };
+        // A fetcher holding another incarnation of the topic (deleted and created again here)
+        // must not take this one's records behind its own (KIP-516).
+        if topic_id != [0; 16] && self.store.topic(topic).map(|t| t.id.0).ok() != Some(topic_id) {
+            return empty(reply, ErrorCode::InconsistentTopicId, 0, 0, 0, u64::MAX);
+        }
         // Followers read what is written, durable or not: the leader's fsync and the
         // follower's fetch, append and fsync overlap, and a record is committed only once the
         // high watermark (durable on the leader and every in-sync follower) passes it.
@@ -223,9 +247,14 @@ impl Shared {
             if left.is_zero() {
                 break;
             }
+            // A topic being deleted waits for the partitions held open (this wait holds one):
+            // the wait looks every so often, and lets go.
+            if topic != OFFSETS_LOG && self.store.try_partition(topic, partition).is_err() {
+                return empty(reply, ErrorCode::UnknownTopicOrPartition, 0, 0, 0, u64::MAX);
+            }
             match role {
                 FetchRole::Follower => {
-                    log.wait_for_written(offset, left);
+                    log.wait_for_written(offset, left.min(Duration::from_millis(50)));
                 }
                 // The high watermark moves with other replicas' fetches, not with appends.
                 _ => std::thread::sleep(left.min(Duration::from_millis(10))),
@@ -275,9 +304,7 @@ impl Shared {
         log: &Log,
     ) {
         let mut trackers = lock(&self.trackers);
-        let tracker = trackers
-            .entry((topic.to_string(), partition))
-            .or_insert_with(|| self.tracker(log));
+        let tracker = self.tracker_of(&mut trackers, &(topic.to_string(), partition), log);
         let end = log.end_offset();
         let hw = tracker.on_fetch(node, offset, end, end, Instant::now());
         log.set_high_watermark(hw);

@@ -17,7 +17,7 @@
 //!   partition's history before the node answers, and announced to the peers; following an
 //!   announced leader; stepping down on a newer epoch; asking the peers who leads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -118,6 +118,14 @@ struct Lag {
 /// How often a follower compares its topics with its leader's.
 const TOPIC_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A partition's in-sync bookkeeping on a leader, tied to the incarnation of the topic it was
+/// made for (its id): a topic deleted and created again under the same name starts over, so
+/// that no follower's end in the old topic counts in the new one.
+struct Tracked {
+    topic_id: TopicId,
+    tracker: ReplicaTracker,
+}
+
 struct State {
     role: Role,
     /// The epoch this node leads in, or last saw its leader in.
@@ -134,11 +142,19 @@ struct Shared {
     /// Set once the server listens.
     addr: std::sync::OnceLock<SocketAddr>,
     state: Mutex<State>,
-    trackers: Mutex<HashMap<Key, ReplicaTracker>>,
+    trackers: Mutex<HashMap<Key, Tracked>>,
     /// Signalled when a high watermark moves or the role changes (produces waiting for acks).
     progress: Condvar,
     stop: AtomicBool,
     fetchers: Mutex<Vec<JoinHandle<()>>>,
+    /// The partitions a fetcher runs for, with its generation: one fetcher per partition.
+    fetching: Mutex<HashSet<(Key, u64)>>,
+    /// Topics a follower is deleting (the leader deleted them, or holds another incarnation):
+    /// their fetchers stop, so that the deletion finds them closed.
+    dropping: Mutex<HashSet<String>>,
+    /// Set by a fetcher the leader told that it holds another incarnation of its topic: the
+    /// consumer offsets fetcher takes the leader's topics at once.
+    resync: AtomicBool,
     /// On a follower or mirror, per partition: how far behind its leader it is.
     lag: Mutex<HashMap<Key, Lag>>,
     /// The mirror's topic filter.
@@ -234,6 +250,9 @@ impl Node {
             progress: Condvar::new(),
             stop: AtomicBool::new(false),
             fetchers: Mutex::new(Vec::new()),
+            fetching: Mutex::new(HashSet::new()),
+            dropping: Mutex::new(HashSet::new()),
+            resync: AtomicBool::new(false),
             replica_writes: Mutex::new(()),
             fence,
         });
@@ -401,8 +420,10 @@ impl Shared {
                 let end = log.end_offset();
                 let followers = trackers
                     .get(&(t.name.clone(), p))
+                    .filter(|tr| tr.topic_id == t.id)
                     .map(|tr| {
-                        tr.followers()
+                        tr.tracker
+                            .followers()
                             .iter()
                             .map(|(id, f)| FollowerStatus {
                                 node_id: id.clone(),
@@ -501,6 +522,8 @@ struct FetchAt<'a> {
     last_epoch: u64,
     /// A follower's durable end (at most `offset`).
     durable_end: u64,
+    /// The incarnation of the topic the fetcher holds (all zeros: not checked).
+    topic_id: [u8; 16],
 }
 
 struct NodeHandler(Arc<Shared>);
@@ -545,6 +568,7 @@ impl Handler for NodeHandler {
                 max_bytes,
                 max_wait_ms,
                 durable_end,
+                topic_id,
             } => {
                 // Fencing: a fetcher that knows a newer epoch than this node leads in follows a
                 // newer leader, so this one was deposed: it stops leading before it answers.
@@ -570,6 +594,7 @@ impl Handler for NodeHandler {
                     offset,
                     last_epoch,
                     durable_end,
+                    topic_id,
                 };
                 return node.fetch(reply, fetch, max_bytes, wait);
             }
