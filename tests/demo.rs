@@ -395,3 +395,115 @@ fn auto_without_etcd_on_path_says_it_falls_back_to_promote() {
     assert_eq!(demo.wait(Duration::from_secs(60)).code(), Some(130));
     drop(stdout);
 }
+
+/// The process ids of the children of `parent` whose command line contains `needle`.
+fn children_running(parent: u32, needle: &str) -> Vec<libc::pid_t> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid ...`: the fields after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if ppid == Some(parent) && cmdline.contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// On the etcd path, the leader is frozen (SIGSTOP) under load for three lease times, then
+/// continued: etcd elects another node without the demo, which must notice (it fails over
+/// from the leader etcd names, not the one it started with) and still pass every check.
+/// Without that, it waits for its first leader to be named again and times out.
+#[test]
+fn the_etcd_demo_follows_a_leader_etcd_elected_on_its_own() {
+    require_etcd();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let scratch = tmp.path().join("tmpdir");
+    std::fs::create_dir(&scratch).unwrap();
+    let (json, svg) = (tmp.path().join("demo.json"), tmp.path().join("demo.svg"));
+    let mut demo = Group::spawn(
+        &[
+            "--failover",
+            "etcd",
+            "--seconds",
+            "20",
+            "--json",
+            json.to_str().unwrap(),
+            "--svg",
+            svg.to_str().unwrap(),
+        ],
+        &scratch,
+    );
+    let stdout = demo.0.stdout.take().unwrap();
+    let mut stderr = demo.0.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut e = String::new();
+        let _ = stderr.read_to_string(&mut e);
+        e
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out_reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    let started = Instant::now();
+    let mut leader = None;
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120).saturating_sub(started.elapsed()))
+            .expect("the demo did not reach its load phase in 120 s");
+        if line.ends_with("(leader)") {
+            leader = line.split_whitespace().next().map(str::to_string);
+        }
+        if line.starts_with("[2/8]") {
+            break;
+        }
+    }
+    let leader = leader.expect("the demo names its leader");
+    let pids = children_running(demo.0.id(), &format!("--node-id {leader} "));
+    assert_eq!(pids.len(), 1, "the leader {leader}'s process: {pids:?}");
+    // Three lease times (the demo's lease is 2 s), well inside the 8 s of the first load.
+    // SAFETY: plain system calls on a process of the group this test made.
+    unsafe { libc::kill(pids[0], libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(6));
+    unsafe { libc::kill(pids[0], libc::SIGCONT) };
+    let status = demo.wait(Duration::from_secs(180));
+    let out = out_reader.join().unwrap();
+    let err = err_reader.join().unwrap();
+    eprintln!("{out}");
+    assert!(
+        status.success(),
+        "the demo failed ({status}):\n{out}\nstderr:\n{err}"
+    );
+    let f: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for c in f["checks"].as_array().unwrap() {
+        assert_eq!(c["passed"], true, "check failed: {c}");
+    }
+    assert_eq!(f["records_lost"].as_u64(), Some(0), "{f}");
+    let unplanned = f["unplanned_elections"].as_u64().expect("a number");
+    println!("elections besides the demo's failover: {unplanned}");
+    assert!(
+        unplanned >= 1,
+        "etcd elected no other leader while {leader} was frozen for three lease times: {f}"
+    );
+    assert!(
+        entries(&scratch).is_empty(),
+        "left behind: {:?}",
+        entries(&scratch)
+    );
+    assert!(!demo.any_alive(), "a process of the demo outlived it");
+}

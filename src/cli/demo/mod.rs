@@ -1035,6 +1035,8 @@ impl Demo {
     }
 
     fn fail_over(&mut self) -> Result<(), CliError> {
+        // (etcd may have elected another leader during the load.)
+        self.refresh_leader();
         let what = format!(
             "SIGKILL the leader n{} under load; {}",
             self.leader,
