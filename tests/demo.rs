@@ -4,7 +4,9 @@
 //! on both failover paths: operator promote (`--failover promote`, forced: this test build has
 //! the `etcd` feature) and etcd (`--failover etcd`: the demo starts its own etcd, kills the
 //! leader and waits for etcd to elect the next). SIGINT to its process group (Ctrl-C) must stop
-//! every node (and etcd) and remove the scratch data, on both paths.
+//! every node (and etcd) and remove the scratch data, on both paths. On the etcd path a leader
+//! frozen (SIGSTOP) for three lease times under load is replaced by etcd on its own: the demo
+//! must fail over from the leader etcd names then, and pass every check.
 //!
 //! The etcd tests need an `etcd` binary on PATH (Debian and Ubuntu: `etcd-server`; `.ci/run`
 //! installs it): without one they fail, saying so, and are never skipped.
