@@ -147,7 +147,9 @@ enum Command {
     ///
     /// Runs real `serve`, `mirror`, `promote`, `status`, `consume`, `snapshot` and `restore`
     /// processes of this executable in a temporary directory (under `$TMPDIR`, removed at
-    /// the end; `--keep DIR` keeps the data). Shows each phase with live throughput and lag,
+    /// the end; `--keep DIR` keeps the data). Fails over through a local etcd it starts (etcd
+    /// elects the next leader, nobody promotes) when this build has the `etcd` feature and an
+    /// `etcd` binary is on PATH, by `promote` otherwise, and says which (`--failover`). Shows each phase with live throughput and lag,
     /// then a summary (records, throughput, acknowledgement latency p50/p99/p99.9, failover
     /// time from the kill to the first acknowledged write, records checked, records lost)
     /// and writes a plot of throughput and latency over time (`--svg`, default

@@ -5,8 +5,11 @@
 //! a topic of several partitions with the consistent-hash ring partitioner; producers
 //! (threads of the demo, through the protocol, so that each acknowledgement is timed) writing
 //! keyed records at `acks=all` while a consumer group (`consume --node --group --follow`)
-//! consumes and commits. Partway through it SIGKILLs the leader and fails over (operator
-//! path: `promote`), brings the old leader back as a follower, takes a `snapshot --node` streamed
+//! consumes and commits. Partway through it SIGKILLs the leader and fails over: through a
+//! local `etcd` the demo starts (`serve --coordinator`: etcd elects the next leader once the
+//! dead one's lease lapses, nobody promotes) when this build has the `etcd` feature and an
+//! `etcd` binary is on `PATH`, by operator `promote` otherwise (`--failover` chooses). It
+//! brings the old leader back as a follower, takes a `snapshot --node` streamed
 //! from the running cluster and `restore`s it into a fourth directory. At the
 //! end it stops every node and checks, reading the stores with the library: every
 //! acknowledged record is in the final log and was consumed at least once (by key and value),
@@ -16,6 +19,7 @@
 
 mod check;
 mod cluster;
+mod etcd;
 mod load;
 mod report;
 
@@ -29,7 +33,7 @@ use std::sync::{Arc, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use stratalog::replication::Message;
@@ -68,6 +72,27 @@ pub struct Options {
     /// Producer threads.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub producers: usize,
+    /// How to fail over: `auto` (a local etcd when this build has the `etcd` feature and an
+    /// `etcd` binary is on PATH, operator promote otherwise), `etcd` (an error if either is
+    /// missing) or `promote`.
+    #[arg(long, value_enum, value_name = "PATH", default_value_t = FailoverChoice::Auto)]
+    pub failover: FailoverChoice,
+    /// The leadership lease on the etcd path, in milliseconds (default 2000): the dead
+    /// leader is replaced about one to two lease times after the kill.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1000..=30000))]
+    pub lease_ms: Option<u64>,
+}
+
+/// `--failover`: which failover path the demo takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailoverChoice {
+    /// The etcd path when it is possible here, operator promote otherwise.
+    Auto,
+    /// A local etcd elects the next leader; an error if this build lacks the `etcd` feature
+    /// or no `etcd` binary is on PATH.
+    Etcd,
+    /// The demo runs `stratalog promote`, as an operator would.
+    Promote,
 }
 
 /// The demo's topic.
@@ -82,64 +107,84 @@ const WAIT: Duration = Duration::from_secs(60);
 const GRACE: Duration = Duration::from_secs(20);
 /// The phases, for the `[i/N]` headers.
 const PHASES: usize = 8;
+/// The etcd path's leadership lease unless `--lease-ms` says otherwise.
+const LEASE_MS: u64 = 2000;
 
 /// How the demo fails over.
-///
-/// Only the operator path exists in the demo. The etcd coordinator (`serve --coordinator
-/// etcd://...`, issue 13) exists but the demo does not drive it yet: it becomes a second
-/// variant whose [`FailoverPath::serve_args`]
-/// passes the coordinator to every node (and starts a local `etcd`), and whose
-/// [`FailoverPath::fail_over`] waits for the lease to move instead of promoting;
-/// [`FailoverPath::choose`] picks it when the `etcd` binary is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FailoverPath {
     /// The demo, as an operator, runs `stratalog promote` on an in-sync follower.
     OperatorPromote,
+    /// The nodes run under a local etcd (`serve --coordinator`, no `--leader`): once the
+    /// killed leader's lease lapses, etcd elects an in-sync node; nobody promotes.
+    Etcd,
 }
 
 impl FailoverPath {
-    /// The path to use here, and a note on the choice.
-    fn choose() -> (FailoverPath, String) {
-        let etcd = std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("etcd").is_file()));
-        let note = if etcd {
-            "an `etcd` binary is on PATH, but the demo does not drive the etcd coordinator yet \
-             (`serve --coordinator`, docs/REPLICATION.md): failing over by operator promote \
-             (`stratalog promote`)"
-        } else {
-            "no `etcd` binary on PATH: failing over by operator promote (`stratalog promote`)"
+    /// The path for `choice`, given whether this build has the `etcd` feature and where the
+    /// `etcd` binary is, with a note saying which path and why; or why `--failover etcd`
+    /// cannot be had here.
+    fn choose(
+        choice: FailoverChoice,
+        built_with_etcd: bool,
+        etcd_binary: Option<&Path>,
+        lease_ms: u64,
+    ) -> Result<(FailoverPath, String), CliError> {
+        const PROMOTE: &str = "failing over by operator promote (`stratalog promote`)";
+        const NO_FEATURE: &str = "this stratalog was built without the etcd feature: rebuild \
+             with `--features etcd` (its etcd client needs `protoc`)";
+        const NO_BINARY: &str = "no `etcd` binary on PATH: install etcd (Debian and Ubuntu: \
+             `apt-get install etcd-server`)";
+        let etcd_note = |binary: &Path| {
+            format!(
+                "a local etcd ({}) elects the leader (`serve --coordinator`, lease {lease_ms} \
+                 ms): the leader is killed and etcd elects the next, nobody promotes",
+                binary.display()
+            )
         };
-        (FailoverPath::OperatorPromote, note.to_string())
+        match (choice, built_with_etcd, etcd_binary) {
+            (FailoverChoice::Promote, _, _) => Ok((
+                FailoverPath::OperatorPromote,
+                format!("--failover promote: {PROMOTE}"),
+            )),
+            (FailoverChoice::Auto | FailoverChoice::Etcd, true, Some(binary)) => {
+                Ok((FailoverPath::Etcd, etcd_note(binary)))
+            }
+            (FailoverChoice::Etcd, false, _) => {
+                Err(format!("--failover etcd: {NO_FEATURE}; or use --failover promote").into())
+            }
+            (FailoverChoice::Etcd, true, None) => {
+                Err(format!("--failover etcd: {NO_BINARY}; or use --failover promote").into())
+            }
+            (FailoverChoice::Auto, false, _) => Ok((
+                FailoverPath::OperatorPromote,
+                format!("{NO_FEATURE} for the etcd path; {PROMOTE}"),
+            )),
+            (FailoverChoice::Auto, true, None) => Ok((
+                FailoverPath::OperatorPromote,
+                format!("{NO_BINARY} for the etcd path; {PROMOTE}"),
+            )),
+        }
     }
 
     /// Its name in the summary and the JSON.
     fn name(self) -> &'static str {
         match self {
             FailoverPath::OperatorPromote => "operator-promote",
+            FailoverPath::Etcd => "etcd",
         }
     }
+}
 
-    /// What every `serve` gets for this path.
-    fn serve_args(self) -> Vec<String> {
-        match self {
-            FailoverPath::OperatorPromote => Vec::new(),
-        }
-    }
-
-    /// After the leader was killed: makes the node at `new_leader` lead. Returns what the
-    /// command said.
-    fn fail_over(self, exe: &Path, new_leader: &str) -> Result<String, CliError> {
-        match self {
-            FailoverPath::OperatorPromote => {
-                let out = cluster::run(
-                    exe,
-                    &["promote", "--node", new_leader],
-                    Duration::from_secs(30),
-                )?;
-                Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-            }
-        }
-    }
+/// The operator's failover: makes the node at `new_leader` lead (`stratalog promote`).
+/// Returns what the command said.
+fn promote(exe: &Path, new_leader: &str) -> Result<String, CliError> {
+    let out = cluster::run(
+        exe,
+        &["promote", "--node", new_leader],
+        Duration::from_secs(30),
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// The scratch directory and whether to keep it, for the signal handler.
@@ -190,6 +235,27 @@ pub fn run(o: Options) -> Result<(), CliError> {
     if !(1..=16).contains(&o.producers) {
         return Err(format!("--producers must be 1 to 16, not {}", o.producers).into());
     }
+    let lease_ms = o.lease_ms.unwrap_or(LEASE_MS);
+    let etcd_binary = etcd::find_on_path();
+    let (path, path_note) = FailoverPath::choose(
+        o.failover,
+        cfg!(feature = "etcd"),
+        etcd_binary.as_deref(),
+        lease_ms,
+    )?;
+    if path != FailoverPath::Etcd && o.lease_ms.is_some() {
+        return Err(format!(
+            "--lease-ms is the etcd path's lease, and the demo fails over by operator promote \
+             here ({path_note})"
+        )
+        .into());
+    }
+    let failover = Failover {
+        path,
+        note: path_note,
+        etcd_binary: etcd_binary.filter(|_| path == FailoverPath::Etcd),
+        lease_ms,
+    };
     // Before any other thread starts (so that they all leave the signals to it), and before
     // the scratch directory exists.
     super::on_interrupt(|signal| interrupted(signal))
@@ -224,7 +290,7 @@ pub fn run(o: Options) -> Result<(), CliError> {
     };
     let _ = SCRATCH.set((root.clone(), o.keep.is_some()));
     let exe = std::env::current_exe().map_err(context("cannot find this executable"))?;
-    let outcome = Demo::new(&o, exe, root.clone()).and_then(|mut demo| {
+    let outcome = Demo::new(&o, failover, exe, root.clone()).and_then(|mut demo| {
         let run = demo.run_phases();
         // Whatever happened, no process of the demo outlives it.
         demo.stop_everything();
@@ -274,6 +340,17 @@ pub fn run(o: Options) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The failover path chosen, and what it needs.
+struct Failover {
+    path: FailoverPath,
+    /// Which path and why, for the first phase's header.
+    note: String,
+    /// The `etcd` executable, on the etcd path.
+    etcd_binary: Option<PathBuf>,
+    /// The leadership lease on the etcd path.
+    lease_ms: u64,
+}
+
 /// A consumer process of the group and the thread reading its lines.
 struct Consumer {
     proc: Proc,
@@ -289,9 +366,15 @@ struct Demo {
     producers: usize,
     path: FailoverPath,
     path_note: String,
+    /// The `etcd` executable (etcd path).
+    etcd_binary: Option<PathBuf>,
+    /// The leadership lease (etcd path).
+    lease_ms: u64,
+    /// The demo's etcd, while it runs (etcd path).
+    etcd: Option<etcd::Etcd>,
     terminal: bool,
     phase: usize,
-    /// Node addresses, then the mirror's.
+    /// Node addresses, then the mirror's, then (etcd path) etcd's client and peer ones.
     addrs: Vec<String>,
     nodes: Vec<Option<Server>>,
     mirror: Option<Server>,
@@ -316,8 +399,9 @@ struct Demo {
 }
 
 impl Demo {
-    fn new(o: &Options, exe: PathBuf, root: PathBuf) -> Result<Demo, CliError> {
-        let (path, path_note) = FailoverPath::choose();
+    fn new(o: &Options, f: Failover, exe: PathBuf, root: PathBuf) -> Result<Demo, CliError> {
+        let path = f.path;
+        let ports = NODES + 1 + if path == FailoverPath::Etcd { 2 } else { 0 };
         fs::create_dir_all(root.join("logs")).map_err(context(format!(
             "cannot create {}",
             root.join("logs").display()
@@ -329,10 +413,13 @@ impl Demo {
             partitions: o.partitions,
             producers: o.producers,
             path,
-            path_note,
+            path_note: f.note,
+            etcd_binary: f.etcd_binary,
+            lease_ms: f.lease_ms,
+            etcd: None,
             terminal: std::io::stderr().is_terminal(),
             phase: 0,
-            addrs: cluster::free_addrs(NODES + 1)?,
+            addrs: cluster::free_addrs(ports)?,
             nodes: (0..NODES).map(|_| None).collect(),
             mirror: None,
             leader: 0,
@@ -348,6 +435,7 @@ impl Demo {
             hws: Vec::new(),
             figures: Figures {
                 path: path.name().to_string(),
+                lease_ms: (path == FailoverPath::Etcd).then_some(f.lease_ms),
                 partitions: o.partitions,
                 producers: o.producers,
                 seconds: o.seconds,
@@ -410,7 +498,9 @@ impl Demo {
 
     // --- processes
 
-    fn serve_args(&self, i: usize, leader: Option<usize>) -> Vec<String> {
+    /// `serve` for node `i`: following `leader`, or with no `--leader` (on the etcd path,
+    /// always: the node campaigns and follows whoever etcd names).
+    fn serve_args(&self, i: usize, leader: Option<usize>) -> Result<Vec<String>, CliError> {
         let mut args: Vec<String> = [
             "serve",
             "--dir",
@@ -419,8 +509,6 @@ impl Demo {
             &format!("n{i}"),
             "--listen",
             &self.addrs[i],
-            "--peers",
-            &self.node_list(),
             "--replicas",
             "3",
             "--min-in-sync",
@@ -431,15 +519,106 @@ impl Demo {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        if let Some(l) = leader {
-            args.extend(["--leader".to_string(), self.addrs[l].clone()]);
+        match self.path {
+            FailoverPath::OperatorPromote => {
+                args.extend(["--peers".to_string(), self.node_list()]);
+                if let Some(l) = leader {
+                    args.extend(["--leader".to_string(), self.addrs[l].clone()]);
+                }
+            }
+            FailoverPath::Etcd => {
+                let url = self.etcd_url().ok_or("etcd is not running")?;
+                args.extend([
+                    "--coordinator".to_string(),
+                    url,
+                    "--cluster".to_string(),
+                    etcd::CLUSTER.to_string(),
+                    "--lease-ms".to_string(),
+                    self.lease_ms.to_string(),
+                ]);
+            }
         }
-        args.extend(self.path.serve_args());
-        args
+        Ok(args)
+    }
+
+    /// `etcd://ADDR` of the demo's etcd, while it runs.
+    fn etcd_url(&self) -> Option<String> {
+        self.etcd.as_ref().map(etcd::Etcd::url)
+    }
+
+    /// Starts the demo's etcd (etcd path), its data in the scratch directory.
+    fn start_etcd(&mut self) -> Result<(), CliError> {
+        let binary = self
+            .etcd_binary
+            .clone()
+            .ok_or("the etcd path without an etcd binary")?;
+        let (client, peer) = (&self.addrs[NODES + 1], &self.addrs[NODES + 2]);
+        self.etcd = Some(etcd::Etcd::start(
+            &binary,
+            &self.root.join("etcd"),
+            client,
+            peer,
+            &self.root.join("logs").join("etcd.log"),
+        )?);
+        Ok(())
+    }
+
+    /// etcd's view of the cluster (`status --coordinator`, asked through a running node): who
+    /// leads, its lease, the epoch, the published in-sync set.
+    fn etcd_view(&self) -> Option<Value> {
+        let url = self.etcd_url()?;
+        let i = (0..NODES).find(|&i| self.nodes[i].is_some())?;
+        let out = cluster::run(
+            &self.exe,
+            &[
+                "status",
+                "--node",
+                &self.addrs[i],
+                "--json",
+                "--coordinator",
+                &url,
+                "--cluster",
+                etcd::CLUSTER,
+            ],
+            Duration::from_secs(15),
+        )
+        .ok()?;
+        let s: Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(s["coordinator"].clone())
+    }
+
+    /// The running node, other than `except`, that says it leads, at the highest epoch (and
+    /// above `above`); and that epoch.
+    fn find_leader(&self, except: Option<usize>, above: u64) -> Option<(usize, u64)> {
+        (0..NODES)
+            .filter(|&i| Some(i) != except && self.nodes[i].is_some())
+            .filter_map(|i| {
+                let s = cluster::status(&self.exe, &self.addrs[i])?;
+                let epoch = s["epoch"].as_u64()?;
+                (s["role"] == "leader" && epoch > above).then_some((i, epoch))
+            })
+            .max_by_key(|&(_, epoch)| epoch)
+    }
+
+    /// On the etcd path: if the node taken for the leader no longer leads, takes the one that
+    /// does (etcd may elect another if a lease lapses under load), and counts the change.
+    fn refresh_leader(&mut self) {
+        if self.path != FailoverPath::Etcd {
+            return;
+        }
+        let leads = cluster::status(&self.exe, &self.addrs[self.leader])
+            .is_some_and(|s| s["role"] == "leader");
+        if leads {
+            return;
+        }
+        if let Some((i, _)) = self.find_leader(Some(self.leader), 0) {
+            self.leader = i;
+            self.figures.unplanned_elections += 1;
+        }
     }
 
     fn start_node(&mut self, i: usize, leader: Option<usize>) -> Result<(), CliError> {
-        let args = self.serve_args(i, leader);
+        let args = self.serve_args(i, leader)?;
         let stderr = self.root.join("logs").join(format!("n{i}.stderr"));
         self.nodes[i] = Some(cluster::start_server(
             &self.exe,
@@ -521,7 +700,8 @@ impl Demo {
     /// The leader's high watermark per partition if both followers are in sync on every
     /// partition (and, with `caught_up`, at the leader's log end, which is then the high
     /// watermark).
-    fn in_sync(&self, caught_up: bool) -> Option<Vec<u64>> {
+    fn in_sync(&mut self, caught_up: bool) -> Option<Vec<u64>> {
+        self.refresh_leader();
         let (s, ps) = self.partitions_of(&self.addrs[self.leader])?;
         if s["role"] != "leader" {
             return None;
@@ -543,6 +723,7 @@ impl Demo {
 
     /// The leader's high watermark per partition.
     fn leader_hws(&mut self) -> Option<Vec<u64>> {
+        self.refresh_leader();
         let (s, ps) = self.partitions_of(&self.addrs[self.leader])?;
         if s["role"] != "leader" {
             return None;
@@ -553,7 +734,8 @@ impl Demo {
     /// True if node `i` follows the leader on every partition, in sync, and its durable end
     /// reached `targets` (the high watermarks when it was restarted): a node that only just
     /// came back may still be listed in sync from before, its log end tells.
-    fn rejoined(&self, i: usize, targets: &[u64]) -> Option<()> {
+    fn rejoined(&mut self, i: usize, targets: &[u64]) -> Option<()> {
+        self.refresh_leader();
         let (s, ps) = self.partitions_of(&self.addrs[self.leader])?;
         if s["role"] != "leader" {
             return None;
@@ -649,17 +831,39 @@ impl Demo {
                 Duration::from_secs(30),
             )?;
         }
-        bar.set_message("starting the nodes");
-        self.start_node(0, None)?;
-        for i in 1..NODES {
-            self.start_node(i, Some(0))?;
+        match self.path {
+            FailoverPath::OperatorPromote => {
+                bar.set_message("starting the nodes");
+                self.start_node(0, None)?;
+                for i in 1..NODES {
+                    self.start_node(i, Some(0))?;
+                }
+            }
+            FailoverPath::Etcd => {
+                bar.set_message("starting etcd");
+                self.start_etcd()?;
+                bar.set_message("starting the nodes");
+                for i in 0..NODES {
+                    self.start_node(i, None)?;
+                }
+                let (leader, _) =
+                    self.wait(&bar, "etcd to elect a leader", |d| d.find_leader(None, 0))?;
+                self.leader = leader;
+            }
         }
+        // The mirror starts from the leader (and follows whichever leads later).
+        let mut sources = vec![self.addrs[self.leader].clone()];
+        sources.extend(
+            (0..NODES)
+                .filter(|&i| i != self.leader)
+                .map(|i| self.addrs[i].clone()),
+        );
         let args: Vec<String> = [
             "mirror",
             "--dir",
             &self.root.join("mirror").to_string_lossy(),
             "--source",
-            &self.node_list(),
+            &sources.join(","),
             "--listen",
             self.mirror_addr(),
             "--topics",
@@ -696,6 +900,15 @@ impl Demo {
             "  mirror {} (copies {TOPIC:?} and the group's offsets)",
             self.mirror_addr()
         );
+        if let Some(e) = &self.etcd {
+            outln!(
+                "  etcd {} (cluster {:?}, lease {} ms; n{} elected)",
+                e.client,
+                etcd::CLUSTER,
+                self.lease_ms,
+                self.leader
+            );
+        }
         Ok(())
     }
 
@@ -784,20 +997,28 @@ impl Demo {
         format!("a producer stopped: {}", errors.join("; ")).into()
     }
 
-    fn fail_over(&mut self) -> Result<(), CliError> {
-        let what = format!(
-            "SIGKILL the leader n{} under load; {}",
-            self.leader,
-            match self.path {
-                FailoverPath::OperatorPromote => "promote an in-sync follower",
-            }
-        );
-        let bar = self.phase("failover", &what, None)?;
-        // An in-sync follower of every partition (every acknowledged record is on it).
+    /// On the etcd path, before the kill: the epoch etcd names the demo's leader in, once
+    /// etcd's published in-sync set holds every node (so that an in-sync node can be
+    /// elected); records the lease etcd granted.
+    fn etcd_ready(&mut self) -> Option<u64> {
+        self.refresh_leader();
+        let v = self.etcd_view()?;
+        let id = format!("n{}", self.leader);
+        let all = v["in_sync"].as_array()?.len() == NODES;
+        if v["leader"]["node_id"] != id.as_str() || !all {
+            return None;
+        }
+        self.figures.lease_granted_ms = v["lease"]["granted_ms"].as_u64();
+        v["leader"]["epoch"].as_u64()
+    }
+
+    /// An in-sync follower of every partition (every acknowledged record is on it), for the
+    /// operator to promote.
+    fn promote_candidate(&self) -> Result<usize, CliError> {
         let (s, _) = self
             .partitions_of(&self.addrs[self.leader])
             .ok_or("the leader does not answer status")?;
-        let new = (0..NODES)
+        (0..NODES)
             .filter(|&i| i != self.leader)
             .find(|i| {
                 let id = format!("n{i}");
@@ -810,14 +1031,50 @@ impl Demo {
                     })
                 })
             })
-            .ok_or("no follower is in sync on every partition: not failing over")?;
+            .ok_or_else(|| "no follower is in sync on every partition: not failing over".into())
+    }
+
+    fn fail_over(&mut self) -> Result<(), CliError> {
+        // (etcd may have elected another leader during the load.)
+        self.refresh_leader();
+        let what = format!(
+            "SIGKILL the leader n{} under load; {}",
+            self.leader,
+            match self.path {
+                FailoverPath::OperatorPromote => "promote an in-sync follower".to_string(),
+                FailoverPath::Etcd => format!(
+                    "no promote: etcd elects the next leader once the dead one's lease ({} ms) \
+                     lapses",
+                    self.lease_ms
+                ),
+            }
+        );
+        let bar = self.phase("failover", &what, None)?;
+        let (candidate, old_epoch) = match self.path {
+            FailoverPath::OperatorPromote => (Some(self.promote_candidate()?), 0),
+            FailoverPath::Etcd => {
+                let epoch = self.wait(&bar, "etcd to hold every node in sync", Demo::etcd_ready)?;
+                (None, epoch)
+            }
+        };
         let old = self.leader;
         let kill_at = self.shared.now();
         if let Some(n) = self.nodes[old].take() {
             n.proc.kill();
         }
-        let said = self.path.fail_over(&self.exe, &self.addrs[new])?;
-        let promote_at = self.shared.now();
+        let (new, said) = match candidate {
+            Some(new) => (new, promote(&self.exe, &self.addrs[new])?),
+            None => {
+                let (new, epoch) = self.wait(&bar, "etcd to elect the next leader", |d| {
+                    d.find_leader(Some(old), old_epoch)
+                })?;
+                (
+                    new,
+                    format!("etcd elected n{new} (epoch {epoch}, was {old_epoch}); seen leading"),
+                )
+            }
+        };
+        let new_at = self.shared.now();
         self.leader = new;
         let shared = self.shared.clone();
         let first = self.wait(&bar, "the first acknowledged write after the kill", |_| {
@@ -829,8 +1086,14 @@ impl Demo {
         self.figures.kill_at = Some(kill_at);
         self.figures.failover_at = Some(first);
         self.figures.failover_ms = Some((first - kill_at) * 1000.0);
-        self.figures.promote_ms = Some((promote_at - kill_at) * 1000.0);
-        // The old leader comes back: it asks its peers who leads and follows.
+        match self.path {
+            FailoverPath::OperatorPromote => {
+                self.figures.promote_ms = Some((new_at - kill_at) * 1000.0);
+            }
+            FailoverPath::Etcd => self.figures.elected_ms = Some((new_at - kill_at) * 1000.0),
+        }
+        // The old leader comes back with no `--leader`: it asks its peers (or etcd) who leads
+        // and follows.
         bar.set_message(format!("restarting n{old} as a follower"));
         let targets = self.wait(&bar, "the new leader's status", Demo::leader_hws)?;
         self.start_node(old, None)?;
@@ -841,9 +1104,9 @@ impl Demo {
         bar.finish_and_clear();
         outln!(
             "  n{old} killed at {kill_at:.2} s; {said} ({:.0} ms after the kill); first write \
-             acknowledged {:.0} ms after the kill; n{old} back as a follower, in sync {:.1} s \
-             after its restart",
-            (promote_at - kill_at) * 1000.0,
+             acknowledged {:.0} ms after the kill; n{old} back as a follower (restarted with \
+             no --leader), in sync {:.1} s after its restart",
+            (new_at - kill_at) * 1000.0,
             (first - kill_at) * 1000.0,
             back.elapsed().as_secs_f64()
         );
@@ -851,6 +1114,7 @@ impl Demo {
     }
 
     fn snapshot(&mut self) -> Result<(), CliError> {
+        self.refresh_leader();
         let f = (0..NODES)
             .find(|&i| i != self.leader)
             .expect("three nodes, one leader");
@@ -1223,6 +1487,10 @@ impl Demo {
         if let Some(m) = self.mirror.take() {
             let _ = m.proc.terminate(GRACE);
         }
+        // etcd last: the nodes revoke their leases as they stop.
+        if let Some(e) = self.etcd.take() {
+            let _ = e.proc.terminate(GRACE);
+        }
         for h in self.producer_threads.drain(..) {
             let _ = h.join();
         }
@@ -1325,7 +1593,7 @@ pub fn failover_time(root: &Path) -> Result<Duration, CliError> {
         if let Some(n) = nodes[0].take() {
             n.proc.kill();
         }
-        FailoverPath::OperatorPromote.fail_over(&exe, &addrs[1])?;
+        promote(&exe, &addrs[1])?;
         let waited = Instant::now();
         loop {
             let first = shared
@@ -1422,4 +1690,63 @@ fn read_log(dir: &Path, upto: u64) -> Result<(Vec<StoredBatch>, Vec<ReadRecord>)
         }
     }
     Ok((batches, records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn choose(
+        choice: FailoverChoice,
+        feature: bool,
+        binary: Option<&str>,
+    ) -> Result<(FailoverPath, String), String> {
+        FailoverPath::choose(choice, feature, binary.map(Path::new), 2000)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn auto_takes_etcd_only_with_the_feature_and_the_binary() {
+        let (path, note) = choose(FailoverChoice::Auto, true, Some("/usr/bin/etcd")).unwrap();
+        assert_eq!(path, FailoverPath::Etcd);
+        assert!(
+            note.contains("/usr/bin/etcd") && note.contains("lease 2000 ms"),
+            "{note}"
+        );
+        let (path, note) = choose(FailoverChoice::Auto, false, Some("/usr/bin/etcd")).unwrap();
+        assert_eq!(path, FailoverPath::OperatorPromote);
+        assert!(
+            note.contains("built without the etcd feature")
+                && note.contains("--features etcd")
+                && note.contains("operator promote"),
+            "{note}"
+        );
+        let (path, note) = choose(FailoverChoice::Auto, true, None).unwrap();
+        assert_eq!(path, FailoverPath::OperatorPromote);
+        assert!(
+            note.contains("no `etcd` binary on PATH") && note.contains("operator promote"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn forced_etcd_is_refused_when_impossible_and_promote_is_always_had() {
+        let e = choose(FailoverChoice::Etcd, false, Some("/usr/bin/etcd")).unwrap_err();
+        assert!(
+            e.contains("--failover etcd") && e.contains("--features etcd"),
+            "{e}"
+        );
+        let e = choose(FailoverChoice::Etcd, true, None).unwrap_err();
+        assert!(
+            e.contains("--failover etcd") && e.contains("etcd-server"),
+            "{e}"
+        );
+        let (path, _) = choose(FailoverChoice::Etcd, true, Some("/usr/bin/etcd")).unwrap();
+        assert_eq!(path, FailoverPath::Etcd);
+        for (feature, binary) in [(true, Some("/usr/bin/etcd")), (false, None)] {
+            let (path, note) = choose(FailoverChoice::Promote, feature, binary).unwrap();
+            assert_eq!(path, FailoverPath::OperatorPromote);
+            assert!(note.contains("--failover promote"), "{note}");
+        }
+    }
 }

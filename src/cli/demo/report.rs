@@ -23,8 +23,13 @@ pub struct Check {
 /// Everything the summary says.
 #[derive(Debug, Clone, Default)]
 pub struct Figures {
-    /// The failover path used (`operator-promote`).
+    /// The failover path used (`operator-promote` or `etcd`).
     pub path: String,
+    /// The leadership lease asked of etcd (etcd path), milliseconds.
+    pub lease_ms: Option<u64>,
+    /// The lease etcd granted the leader before the kill (etcd path; etcd counts in whole
+    /// seconds, at least 1.5 election timeouts), milliseconds.
+    pub lease_granted_ms: Option<u64>,
     /// Partitions of the demo topic.
     pub partitions: u32,
     /// Producer threads.
@@ -55,8 +60,14 @@ pub struct Figures {
     pub latency_ms: [f64; 3],
     /// From the kill of the leader to the first write acknowledged by the new one.
     pub failover_ms: Option<f64>,
-    /// From the kill to the answer of `promote`.
+    /// From the kill to the answer of `promote` (operator path).
     pub promote_ms: Option<f64>,
+    /// From the kill to the demo seeing the node etcd elected lead (etcd path; status is
+    /// polled, so this is an upper bound).
+    pub elected_ms: Option<f64>,
+    /// Leaders etcd elected besides the one after the kill (a lease that lapsed under load;
+    /// the demo follows the new leader).
+    pub unplanned_elections: u64,
     /// Seconds since the load started of the kill.
     pub kill_at: Option<f64>,
     /// Seconds since the load started of the first acknowledgement after the kill.
@@ -96,6 +107,8 @@ impl Figures {
         json!({
             "passed": self.passed(),
             "failover_path": self.path,
+            "lease_ms": self.lease_ms,
+            "lease_granted_ms": self.lease_granted_ms,
             "partitions": self.partitions,
             "producers": self.producers,
             "seconds": self.seconds,
@@ -116,6 +129,8 @@ impl Figures {
             },
             "failover_ms": self.failover_ms,
             "promote_ms": self.promote_ms,
+            "elected_ms": self.elected_ms,
+            "unplanned_elections": self.unplanned_elections,
             "snapshot_records": self.snapshot_records,
             "consumer_restarts": self.consumer_restarts,
             "checks": self.checks.iter().map(|c| json!({
@@ -132,7 +147,14 @@ impl Figures {
         let mut rows: Vec<(String, String)> = vec![
             (
                 "failover path".into(),
-                format!("{} (leader SIGKILLed)", self.path),
+                match self.lease_ms {
+                    Some(lease) => format!(
+                        "{} (leader SIGKILLed, not promoted; lease {lease} ms asked, {} granted)",
+                        self.path,
+                        ms(self.lease_granted_ms.map(|g| g as f64))
+                    ),
+                    None => format!("{} (leader SIGKILLed)", self.path),
+                },
             ),
             ("records sent".into(), self.records_sent.to_string()),
             (
@@ -154,10 +176,17 @@ impl Figures {
                 "failover: kill to first acknowledged write".into(),
                 ms(self.failover_ms),
             ),
-            (
-                "  of which: kill to promote answered".into(),
-                ms(self.promote_ms),
-            ),
+            if self.lease_ms.is_some() {
+                (
+                    "  of which: kill to the elected leader seen leading".into(),
+                    ms(self.elected_ms),
+                )
+            } else {
+                (
+                    "  of which: kill to promote answered".into(),
+                    ms(self.promote_ms),
+                )
+            },
             (
                 "records consumed by the group (distinct)".into(),
                 self.records_consumed.to_string(),
@@ -181,6 +210,12 @@ impl Figures {
             ),
             ("records lost".into(), self.records_lost.to_string()),
         ];
+        if self.lease_ms.is_some() {
+            rows.push((
+                "elections besides the failover (lease lapsed)".into(),
+                self.unplanned_elections.to_string(),
+            ));
+        }
         rows.push(("demo took".into(), format!("{:.1} s", self.elapsed)));
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         let mut out = String::new();
