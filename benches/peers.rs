@@ -36,6 +36,11 @@
 //! round (9 rounds; `$STRATALOG_PEERS_ROUNDS` changes that, 0 skips the section) and prints the
 //! median of the per-round ratios: on a shared VM the fsync latency drifts by 50% or more
 //! between criterion benchmarks measured minutes apart, so the durable ratios come from there.
+//! A second interleaved section does the same for reads (issue 15): a scan of a freshly opened
+//! log, the same scan with `records()`, a second scan, and a plain file read of the same bytes;
+//! then the first read of a record in a batch not read since the open, against raft-engine's
+//! `get_entry` on a freshly opened engine (p50 and p99). `$STRATALOG_PEERS_SECTIONS` (`durable`,
+//! `reads`, comma-separated) picks the sections; both run by default.
 //!
 //! Every throughput is in **value bytes** (1 KiB per record, framing not counted) or in appends
 //! (`durable_writers_64`), the same for every member of a group, so the ratio of two figures is
@@ -944,6 +949,18 @@ fn plain_read_all(path: &Path, buf: &mut [u8]) -> usize {
     }
 }
 
+/// CPU time the calling thread has used so far (it leaves out time spent waiting for a CPU).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and the clock id is a constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Percentile `p` (0..=100) of `v`, sorted in place.
 fn percentile(v: &mut [f64], p: usize) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -974,15 +991,17 @@ fn interleaved_reads() {
     let expect = total;
     let check = |name: &str, sum: usize| assert_eq!(sum, expect, "{name} read back {sum} bytes");
     let plain_len = fs::metadata(&f.plain).expect("the plain file").len() as usize;
+    let (mut cpu_fresh, mut cpu_plain) = (Vec::new(), Vec::new());
     interleave(
         "sequential_read",
         rounds,
         &mut [
             ("stratalog_fresh_open", 1, &mut |_| {
                 let log = Log::open(&f.log_dir, opts()).expect("open");
-                let t = Instant::now();
+                let (t, cpu) = (Instant::now(), thread_cpu());
                 let sum = stratalog_read_all(&log, f.records);
                 let elapsed = t.elapsed();
+                cpu_fresh.push((thread_cpu() - cpu).as_secs_f64());
                 check("stratalog", sum);
                 log.close().expect("close");
                 elapsed
@@ -1007,13 +1026,20 @@ fn interleaved_reads() {
                 elapsed
             }),
             ("plain_file_read", 1, &mut |_| {
-                let t = Instant::now();
+                let (t, cpu) = (Instant::now(), thread_cpu());
                 let n = plain_read_all(&f.plain, &mut buf);
                 let elapsed = t.elapsed();
+                cpu_plain.push((thread_cpu() - cpu).as_secs_f64());
                 assert_eq!(n, plain_len, "plain file length");
                 elapsed
             }),
         ],
+    );
+
+    println!(
+        "interleaved sequential_read    thread CPU time, median: stratalog_fresh_open {:.1} us, plain_file_read {:.1} us",
+        median(cpu_fresh) * 1e6,
+        median(cpu_plain) * 1e6
     );
 
     // First reads: in each round a fresh open, then one record in each of `k` distinct batches
