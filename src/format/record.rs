@@ -414,10 +414,13 @@ impl Cursor<'_> {
 /// let batch = Batch::validate(encoded.as_bytes().to_vec().into())?;
 /// let mut seen = Vec::new();
 /// batch.for_each_record(|r| {
-///     seen.push((r.offset, r.key, r.value, r.headers().count()));
+///     // The slices live as long as the call (an LZ4 batch is decompressed for it): copy out
+///     // what must outlive it.
+///     seen.push((r.offset, r.key.map(<[u8]>::to_vec), r.value.to_vec(), r.headers().count()));
 ///     Ok::<(), FormatError>(())
 /// })?;
-/// assert_eq!(seen, vec![(10, Some(&b"k"[..]), &b"v1"[..], 1), (11, None, &b"v2"[..], 0)]);
+/// let want = vec![(10, Some(b"k".to_vec()), b"v1".to_vec(), 1), (11, None, b"v2".to_vec(), 0)];
+/// assert_eq!(seen, want);
 /// # Ok(())
 /// # }
 /// ```
