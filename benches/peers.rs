@@ -36,6 +36,11 @@
 //! round (9 rounds; `$STRATALOG_PEERS_ROUNDS` changes that, 0 skips the section) and prints the
 //! median of the per-round ratios: on a shared VM the fsync latency drifts by 50% or more
 //! between criterion benchmarks measured minutes apart, so the durable ratios come from there.
+//! A second interleaved section does the same for reads (issue 15): a scan of a freshly opened
+//! log, the same scan with `records()`, a second scan, and a plain file read of the same bytes;
+//! then the first read of a record in a batch not read since the open, against raft-engine's
+//! `get_entry` on a freshly opened engine (p50 and p99). `$STRATALOG_PEERS_SECTIONS` (`durable`,
+//! `reads`, comma-separated) picks the sections; both run by default.
 //!
 //! Every throughput is in **value bytes** (1 KiB per record, framing not counted) or in appends
 //! (`durable_writers_64`), the same for every member of a group, so the ratio of two figures is
@@ -630,7 +635,26 @@ struct RaftFixture {
     end: u64,
 }
 
+/// Every record visited with [`stratalog::Batch::for_each_record`] (borrowed records).
 fn stratalog_read_all(log: &Log, end: u64) -> usize {
+    let (mut from, mut sum) = (0, 0);
+    while from < end {
+        let batches = log.read(from, READ_CHUNK).expect("read");
+        for batch in &batches {
+            batch
+                .for_each_record(|r| {
+                    sum += r.value.len();
+                    Ok::<(), stratalog::FormatError>(())
+                })
+                .expect("records");
+        }
+        from = batches.last().expect("a batch").last_offset() + 1;
+    }
+    sum
+}
+
+/// The same with [`stratalog::Batch::records`] (a `RecordView` of shared `Bytes` per record).
+fn stratalog_read_all_views(log: &Log, end: u64) -> usize {
     let (mut from, mut sum) = (0, 0);
     while from < end {
         let batches = log.read(from, READ_CHUNK).expect("read");
@@ -845,6 +869,237 @@ criterion_group!(
 );
 fn main() {
     benches();
-    interleaved_durable();
+    // `$STRATALOG_PEERS_SECTIONS` (e.g. `reads`) picks the interleaved sections to run.
+    let sections = std::env::var("STRATALOG_PEERS_SECTIONS").unwrap_or_default();
+    let wanted = |s: &str| sections.is_empty() || sections.split(',').any(|w| w == s);
+    if wanted("durable") {
+        interleaved_durable();
+    }
+    if wanted("reads") {
+        interleaved_reads();
+    }
     Criterion::default().configure_from_args().final_summary();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interleaved reads (issue 15): scans against a plain file read of the same bytes, and the
+// first read of a record in a freshly opened log against raft-engine's
+
+/// The read fixtures of the interleaved section: a closed stratalog log, a plain file holding
+/// the same bytes as its segment file, and a closed raft-engine directory with the same values.
+struct ReadFixtures {
+    _dir: TempDir,
+    log_dir: PathBuf,
+    plain: PathBuf,
+    raft_dir: PathBuf,
+    /// One past stratalog's last offset; raft-engine's entries are `1..=records`.
+    records: u64,
+}
+
+fn read_fixtures(total: usize) -> ReadFixtures {
+    let dir = scratch();
+    let log_dir = dir.path().join("log");
+    let raft_dir = dir.path().join("raft");
+    let plain = dir.path().join("plain.file");
+    let values = values(READ_BATCH_RECORDS);
+    let appends = total / (READ_BATCH_RECORDS * VALUE_BYTES);
+    let log = open_stratalog(&log_dir, FsyncPolicy::Never);
+    let builder = stratalog_batch(&values);
+    for _ in 0..appends {
+        stratalog_append(&log, &builder);
+    }
+    let records = log.end_offset();
+    log.close().expect("close");
+    // The plain file: the segment's batches, byte for byte (without the preallocated tail).
+    let mut segment = Vec::new();
+    for entry in fs::read_dir(&log_dir).expect("list the log") {
+        let path = entry.expect("a log entry").path();
+        if path.extension().is_some_and(|e| e == "log") {
+            segment = fs::read(&path).expect("read the segment");
+        }
+    }
+    fs::write(&plain, &segment).expect("write the plain file");
+    let engine = open_raft_engine(&raft_dir);
+    let mut entries = raft_entries(&values);
+    let mut next = 1;
+    for _ in 0..appends {
+        raft_write(&engine, 1, &mut entries, &mut next, false);
+    }
+    engine.sync().expect("sync");
+    drop(engine);
+    ReadFixtures {
+        _dir: dir,
+        log_dir,
+        plain,
+        raft_dir,
+        records,
+    }
+}
+
+/// The whole plain file read with `read` into one reused buffer, every byte copied out once.
+fn plain_read_all(path: &Path, buf: &mut [u8]) -> usize {
+    use std::io::Read;
+    let mut file = File::open(path).expect("open the plain file");
+    let mut n = 0;
+    loop {
+        match file.read(buf).expect("read the plain file") {
+            0 => return n,
+            k => n += black_box(&buf[..k]).len(),
+        }
+    }
+}
+
+/// CPU time the calling thread has used so far (it leaves out time spent waiting for a CPU).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and the clock id is a constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Percentile `p` (0..=100) of `v`, sorted in place.
+fn percentile(v: &mut [f64], p: usize) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[(v.len() - 1) * p / 100]
+}
+
+/// Interleaved rounds of reads: (1) a scan of a freshly opened log (every batch CRC-checked on
+/// its first read), records visited borrowed (`for_each_record`); (2) the same with
+/// `records()` (a `RecordView` per record); (3) a second scan in the same open (batches already
+/// checked); (4) a plain file read of the same bytes. Then the first read of one record in a
+/// batch never read since the open, stratalog (`read_one` on a log just opened) against
+/// raft-engine (`get_entry` on an engine just opened): per round, the p50 and p99 over the
+/// reads, and the medians of those over rounds.
+fn interleaved_reads() {
+    let rounds = interleaved_rounds();
+    if rounds == 0 {
+        return;
+    }
+    let full = full_run();
+    let total = read_bytes();
+    let f = read_fixtures(total);
+    let batches = f.records / READ_BATCH_RECORDS as u64;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let opts = || LogOptions {
+        fsync: FsyncPolicy::Never,
+        ..LogOptions::default()
+    };
+    let expect = total;
+    let check = |name: &str, sum: usize| assert_eq!(sum, expect, "{name} read back {sum} bytes");
+    let plain_len = fs::metadata(&f.plain).expect("the plain file").len() as usize;
+    let (mut cpu_fresh, mut cpu_plain) = (Vec::new(), Vec::new());
+    interleave(
+        "sequential_read",
+        rounds,
+        &mut [
+            ("stratalog_fresh_open", 1, &mut |_| {
+                let log = Log::open(&f.log_dir, opts()).expect("open");
+                let (t, cpu) = (Instant::now(), thread_cpu());
+                let sum = stratalog_read_all(&log, f.records);
+                let elapsed = t.elapsed();
+                cpu_fresh.push((thread_cpu() - cpu).as_secs_f64());
+                check("stratalog", sum);
+                log.close().expect("close");
+                elapsed
+            }),
+            ("stratalog_fresh_open_views", 1, &mut |_| {
+                let log = Log::open(&f.log_dir, opts()).expect("open");
+                let t = Instant::now();
+                let sum = stratalog_read_all_views(&log, f.records);
+                let elapsed = t.elapsed();
+                check("stratalog", sum);
+                log.close().expect("close");
+                elapsed
+            }),
+            ("stratalog_second_scan", 1, &mut |_| {
+                let log = Log::open(&f.log_dir, opts()).expect("open");
+                check("stratalog", stratalog_read_all(&log, f.records));
+                let t = Instant::now();
+                let sum = stratalog_read_all(&log, f.records);
+                let elapsed = t.elapsed();
+                check("stratalog", sum);
+                log.close().expect("close");
+                elapsed
+            }),
+            ("plain_file_read", 1, &mut |_| {
+                let (t, cpu) = (Instant::now(), thread_cpu());
+                let n = plain_read_all(&f.plain, &mut buf);
+                let elapsed = t.elapsed();
+                cpu_plain.push((thread_cpu() - cpu).as_secs_f64());
+                assert_eq!(n, plain_len, "plain file length");
+                elapsed
+            }),
+        ],
+    );
+
+    println!(
+        "interleaved sequential_read    thread CPU time, median: stratalog_fresh_open {:.1} us, plain_file_read {:.1} us",
+        median(cpu_fresh) * 1e6,
+        median(cpu_plain) * 1e6
+    );
+
+    // First reads: in each round a fresh open, then one record in each of `k` distinct batches
+    // (a random record of a random batch, never read since the open), each read timed.
+    let k = if full { 1000.min(batches as usize) } else { 4 };
+    let mut rng = StdRng::seed_from_u64(0x15);
+    let (mut ours_p50, mut ours_p99, mut raft_p50, mut raft_p99, mut ratio99) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        let mut picks: Vec<u64> = (0..batches).collect();
+        for i in 0..k {
+            let j = i + (rng.next_u64() % (batches - i as u64)) as usize;
+            picks.swap(i, j);
+        }
+        let offsets: Vec<u64> = picks[..k]
+            .iter()
+            .map(|b| b * READ_BATCH_RECORDS as u64 + rng.next_u64() % READ_BATCH_RECORDS as u64)
+            .collect();
+
+        let log = Log::open(&f.log_dir, opts()).expect("open");
+        let mut ours: Vec<f64> = offsets
+            .iter()
+            .map(|&o| {
+                let t = Instant::now();
+                let r = log.read_one(o).expect("read one");
+                let e = t.elapsed();
+                assert_eq!(r.value.len(), VALUE_BYTES);
+                e.as_secs_f64()
+            })
+            .collect();
+        log.close().expect("close");
+
+        let engine = open_raft_engine(&f.raft_dir);
+        let mut theirs: Vec<f64> = offsets
+            .iter()
+            .map(|&o| {
+                let t = Instant::now();
+                let e = engine
+                    .get_entry::<Entries>(1, o + 1)
+                    .expect("get entry")
+                    .expect("an entry");
+                let took = t.elapsed();
+                assert_eq!(Entries::index(&e), o + 1);
+                took.as_secs_f64()
+            })
+            .collect();
+        drop(engine);
+        let (o99, t99) = (percentile(&mut ours, 99), percentile(&mut theirs, 99));
+        ours_p50.push(percentile(&mut ours, 50));
+        raft_p50.push(percentile(&mut theirs, 50));
+        ours_p99.push(o99);
+        raft_p99.push(t99);
+        ratio99.push(t99 / o99);
+    }
+    println!(
+        "interleaved first_read_fresh_open  stratalog p50 {:>7.1} us p99 {:>7.1} us   raft_engine p50 {:>7.1} us p99 {:>7.1} us   raft/stratalog p99 {:>5.2}x ({k} reads/round)",
+        median(ours_p50) * 1e6,
+        median(ours_p99) * 1e6,
+        median(raft_p50) * 1e6,
+        median(raft_p99) * 1e6,
+        median(ratio99),
+    );
 }

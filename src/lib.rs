@@ -29,7 +29,7 @@ pub mod storage;
 pub mod store;
 
 pub use error::{Error, ReplicaGap, Result};
-pub use format::{Batch, BatchBuilder, Compression, FormatError, Record, RecordView};
+pub use format::{Batch, BatchBuilder, Compression, FormatError, Record, RecordRef, RecordView};
 pub use log::{
     Appended, EpochHistory, FileRange, FsyncPolicy, GroupCommit, Log, LogConfig, LogOptions,
     LossKind, MAX_QUARANTINE_BYTES, MAX_QUARANTINE_FILES, Preallocate, Problem, Quarantined,

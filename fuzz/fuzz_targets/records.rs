@@ -5,7 +5,8 @@
 //! Input: byte 0 = mode (bit 0: LZ4-compress the section, so the fuzzer explores records behind
 //! valid LZ4; bit 1: the section is used as a raw LZ4 block, to fuzz the decompressor), bytes
 //! 1..3 = record count, bytes 3..7 = the claimed uncompressed length (raw LZ4 only), the rest =
-//! the section. A section that decodes completely must re-encode to the same bytes.
+//! the section. A section that decodes completely must re-encode to the same bytes, and
+//! `Batch::for_each_record` must visit exactly the records the iterator yields.
 #![no_main]
 
 use bytes::Bytes;
@@ -69,6 +70,16 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert!(decoded.len() <= count as usize);
+    // The borrowed visitor sees the same records and fails where the iterator fails.
+    let mut visited = 0;
+    let visit = batch.for_each_record(|r| {
+        let d = &decoded[visited];
+        assert_eq!((r.offset, r.timestamp, r.key, r.value), (d.offset, d.timestamp, d.key.as_deref(), &d.value[..]));
+        assert!(r.headers().eq(d.headers.iter().map(|h| (&h.name[..], &h.value[..]))));
+        visited += 1;
+        Ok::<(), stratalog::FormatError>(())
+    });
+    assert_eq!((visited, visit.is_err()), (decoded.len(), failed));
     if failed {
         return;
     }

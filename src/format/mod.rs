@@ -32,7 +32,7 @@ pub use quarantine::{
     QUARANTINE_HEADER_LEN, QUARANTINE_MAGIC, QUARANTINE_VERSION, QuarantineHeader,
     parse_quarantine_file_name, quarantine_file_name,
 };
-pub use record::{Header, Record, RecordIter, RecordView};
+pub use record::{Header, HeaderRefs, Record, RecordIter, RecordRef, RecordView};
 pub use snapshot::{
     FileCopy, MANIFEST_CRC_LEN, MANIFEST_FILE_LEN, MANIFEST_HEADER_LEN, MANIFEST_MAGIC,
     MANIFEST_NAME, MANIFEST_PARTITION_LEN, MANIFEST_VERSION, MAX_MANIFEST_ENTRIES,
