@@ -112,10 +112,18 @@ fn bench_replication_rows_print_figures_and_ratios() {
         ("leader CPU during catch-up, share of one core", None),
         ("single node, acks=all, 1 writers", None),
         (
+            "two single nodes at once on this disk, 1 writers each",
+            Some("x single node alone"),
+        ),
+        (
             "acks=all + 1 follower, 1 writers",
             Some("x single node, same writers"),
         ),
         ("single node, acks=all, 16 writers", None),
+        (
+            "two single nodes at once on this disk, 16 writers each",
+            Some("x single node alone"),
+        ),
         (
             "acks=all + 1 follower, 16 writers",
             Some("x single node, same writers"),

@@ -1501,13 +1501,26 @@ impl Bench {
     /// `acks=all` with one (in-process) follower against a single node without followers,
     /// `REPLICATION_WRITERS` clients each producing one 1 KiB record at a time, alternately
     /// round by round.
+    ///
+    /// A third contender explains the disk's part: two single nodes at once, each with the
+    /// same writers. A leader and its follower on one machine share its disk, and so do these
+    /// two; what each of them gets, against one node alone, is what sharing the disk costs
+    /// before any replication (on separate machines it costs nothing).
     fn acks_all(&mut self, unit: Duration) -> Result<(), CliError> {
-        let slice = unit * 2 / (REPLICATION_ROUNDS * REPLICATION_WRITERS.len() * 2) as u32;
+        let slice = unit * 2 / (REPLICATION_ROUNDS * REPLICATION_WRITERS.len() * 3) as u32;
         let single_store = self.replication_store("acks-single", FsyncPolicy::Always)?;
         let single = start_node(
             single_store,
             NodeOptions {
                 node_id: "bench-single".into(),
+                ..NodeOptions::default()
+            },
+        )?;
+        let second_store = self.replication_store("acks-single-2", FsyncPolicy::Always)?;
+        let second = start_node(
+            second_store,
+            NodeOptions {
+                node_id: "bench-single-2".into(),
                 ..NodeOptions::default()
             },
         )?;
@@ -1533,21 +1546,34 @@ impl Bench {
         )?;
         wait_in_sync(leader.addr())?;
         let n = REPLICATION_WRITERS.len();
-        let (mut figures, mut ratios) = (vec![[0.0f64; 2]; n], vec![Vec::new(); n]);
+        let (mut figures, mut ratios, mut shared) = (
+            vec![[0.0f64; 3]; n],
+            vec![Vec::new(); n],
+            vec![Vec::new(); n],
+        );
         for round in 0..REPLICATION_ROUNDS {
             self.step(&format!("replication: acks=all, round {}", round + 1));
             for (i, &writers) in REPLICATION_WRITERS.iter().enumerate() {
-                let mut this = [0.0f64; 2];
-                for k in 0..2 {
-                    let which = (k + round) % 2;
-                    let addr = if which == 0 {
-                        single.addr()
-                    } else {
-                        leader.addr()
+                let mut this = [0.0f64; 3];
+                for k in 0..3 {
+                    let which = (k + round) % 3;
+                    this[which] = match which {
+                        0 => produce_load(single.addr(), writers, slice)?,
+                        1 => produce_load(leader.addr(), writers, slice)?,
+                        _ => {
+                            // Each node's own rate, while the other runs: their mean.
+                            let (a, b) = std::thread::scope(|s| {
+                                let a = s.spawn(|| produce_load(single.addr(), writers, slice));
+                                let b = produce_load(second.addr(), writers, slice);
+                                (a.join(), b)
+                            });
+                            let a = a.map_err(|_| CliError::from("a bench writer panicked"))??;
+                            (a + b?) / 2.0
+                        }
                     };
-                    this[which] = produce_load(addr, writers, slice)?;
                 }
                 ratios[i].push(this[1] / this[0]);
+                shared[i].push(this[2] / this[0]);
                 for (sum, v) in figures[i].iter_mut().zip(this) {
                     *sum += v / REPLICATION_ROUNDS as f64;
                 }
@@ -1557,13 +1583,24 @@ impl Bench {
         follower.stop();
         leader.stop();
         single.stop();
+        second.stop();
         for (i, &writers) in REPLICATION_WRITERS.iter().enumerate() {
-            let [alone, replicated] = figures[i];
+            let [alone, replicated, beside] = figures[i];
             self.row(
                 format!("single node, acks=all, {writers} writers, 1 KiB, fsync always"),
                 alone,
                 "appends/s",
             );
+            let ratio = median(shared[i].clone());
+            self.row(
+                format!("two single nodes at once on this disk, {writers} writers each (per node)"),
+                beside,
+                "appends/s",
+            )
+            .bound = Some((
+                "single node alone (median per round): the shared disk's cost".into(),
+                beside / ratio,
+            ));
             let ratio = median(ratios[i].clone());
             self.row(
                 format!("acks=all + 1 follower, {writers} writers, 1 KiB, fsync always"),
