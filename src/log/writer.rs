@@ -15,7 +15,7 @@ use super::segment::{self, Segment};
 use super::{Appended, Inner, NewSegment, Preallocate, Writer, lock, prealloc};
 use crate::crash;
 use crate::error::{Error, IoContext, Result};
-use crate::format::{EncodedBatch, FILE_HEADER_LEN, MAX_BATCH_BYTES};
+use crate::format::{BatchParts, EncodedBatch, FILE_HEADER_LEN, MAX_BATCH_BYTES};
 use crate::storage::ZEROS;
 
 impl Inner {
@@ -29,21 +29,44 @@ impl Inner {
         let base = w.next_offset;
         batch.stamp(base);
         let (count, max_ts) = (batch.record_count(), batch.max_timestamp());
-        self.write_batch(&mut w, batch.as_bytes(), base, count, max_ts)
+        self.write_batch(&mut w, &[batch.as_bytes()], base, count, max_ts)
+    }
+
+    /// As [`Inner::append_encoded`] for a batch in two pieces, header and borrowed payload,
+    /// written with one vectored write: the payload is never copied in user space.
+    pub(super) fn append_parts(&self, mut batch: BatchParts<'_>) -> Result<Appended> {
+        let mut w = self.lock_or_fail(&self.writer, "writer")?;
+        self.check_writable()?;
+        let len = batch.encoded_len() as u64;
+        if self.should_roll(&w, len, batch.record_count()) {
+            self.roll(&mut w).map_err(|e| self.fail(e))?;
+        }
+        let base = w.next_offset;
+        batch.stamp(base);
+        let (count, max_ts) = (batch.record_count(), batch.max_timestamp());
+        self.write_batch(
+            &mut w,
+            &[batch.header_bytes(), batch.payload()],
+            base,
+            count,
+            max_ts,
+        )
     }
 
     /// Writes one stamped batch at the writer's position, with its index entries, and queues it
     /// for the group commit. The caller checked that the log is writable and rolled if needed.
+    /// The batch is the concatenation of `pieces` (a header and a borrowed payload, or one
+    /// encoded buffer), written with one (vectored) write.
     pub(super) fn write_batch(
         &self,
         w: &mut Writer,
-        bytes: &[u8],
+        pieces: &[&[u8]],
         base: u64,
         count: u32,
         max_ts: i64,
     ) -> Result<Appended> {
         debug_assert_eq!(base, w.next_offset, "offsets follow on");
-        let len = bytes.len() as u64;
+        let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
         let pos = w.written;
         let active = w.active.clone();
         let rel = (base - active.base) as u32;
@@ -55,7 +78,7 @@ impl Inner {
             .map_err(|e| self.fail(e))?;
         active
             .file
-            .write_at(bytes, pos)
+            .write_vectored_at(pieces, pos)
             .map_err(|e| self.fail(Error::io("write", &active.paths.log, e)))?;
         crash::point("append.after_write");
         if let IndexState::Active(builder) =
