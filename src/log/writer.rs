@@ -9,7 +9,7 @@ use std::time::Instant;
 use zerocopy::IntoBytes;
 
 use super::checkpoint::Checkpoint;
-use super::commit::{Receipt, Syncer};
+use super::commit::{Receipt, SyncPoint, Syncer};
 use super::index::{IndexBuilder, IndexState, Planned};
 use super::segment::{self, Segment};
 use super::{Appended, Inner, NewSegment, Preallocate, Writer, lock, prealloc};
@@ -81,11 +81,13 @@ impl Inner {
             .write_vectored_at(pieces, pos)
             .map_err(|e| self.fail(Error::io("write", &active.paths.log, e)))?;
         crash::point("append.after_write");
-        if let IndexState::Active(builder) =
-            &mut *active.index.write().unwrap_or_else(|e| e.into_inner())
-        {
-            builder.apply(&planned);
-        }
+        let segment_max_ts = match &mut *active.index.write().unwrap_or_else(|e| e.into_inner()) {
+            IndexState::Active(builder) => {
+                builder.apply(&planned);
+                builder.max_ts
+            }
+            _ => i64::MIN,
+        };
         debug_assert!(count > 0, "a batch holds a record");
         debug_assert!(
             base >= active.base && pos >= FILE_HEADER_LEN as u64,
@@ -100,6 +102,14 @@ impl Inner {
         w.first_append.get_or_insert_with(Instant::now);
         self.want_fill(w);
         let mut st = self.commit.lock();
+        st.point = Some(SyncPoint {
+            generation: w.generation,
+            seq: w.seq,
+            segment: active.clone(),
+            written: w.written,
+            next_offset: w.next_offset,
+            max_ts: segment_max_ts,
+        });
         self.commit.wrote(&mut st, w.seq);
         debug_assert!(
             self.end_offset.load(Ordering::Acquire) <= base,
@@ -395,19 +405,32 @@ impl prealloc::Filler for Inner {
 impl Syncer for Inner {
     /// One group-commit fsync, run by the flusher thread or a leading writer.
     fn sync_now(&self) {
-        let (generation, seq, segment, written, next, max_ts) = {
-            // A poisoned writer has failed the log, which wakes every waiting receipt.
-            let Ok(w) = self.lock_or_fail(&self.writer, "writer") else {
-                return;
-            };
-            (
-                w.generation,
-                w.seq,
-                w.active.clone(),
-                w.written,
-                w.next_offset,
-                Self::active_max_ts(&w),
-            )
+        // What the latest append recorded (see `SyncPoint`): no wait for the writer lock.
+        let point = self.commit.lock().point.clone();
+        let (generation, seq, segment, written, next, max_ts) = match point {
+            Some(p) => (
+                p.generation,
+                p.seq,
+                p.segment,
+                p.written,
+                p.next_offset,
+                p.max_ts,
+            ),
+            None => {
+                // Nothing appended since the log opened.
+                // A poisoned writer has failed the log, which wakes every waiting receipt.
+                let Ok(w) = self.lock_or_fail(&self.writer, "writer") else {
+                    return;
+                };
+                (
+                    w.generation,
+                    w.seq,
+                    w.active.clone(),
+                    w.written,
+                    w.next_offset,
+                    Self::active_max_ts(&w),
+                )
+            }
         };
         crash::point("fsync.before");
         if self.sync_segment(&segment).is_err() {
