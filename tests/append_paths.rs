@@ -156,3 +156,62 @@ fn borrowed_values_that_do_not_fit_are_refused_and_leave_nothing() {
     assert_eq!(log.end_offset(), 2);
     assert_eq!(log.read_one(1).unwrap().value, &b"x"[..]);
 }
+
+/// Index entries reach their files in runs (issue 15): a crash image taken while some are
+/// still only in memory must reopen and serve every record, by offset and by time, and a
+/// clean close must leave every entry in the files.
+#[test]
+fn index_entries_held_in_memory_are_not_needed_after_a_crash_and_all_written_at_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let live = tmp.path().join("live");
+    let config = stratalog::LogConfig {
+        index_interval_bytes: 256,
+        ..Default::default()
+    };
+    let options = LogOptions {
+        config,
+        fsync: FsyncPolicy::Never,
+        ..Default::default()
+    };
+    let log = Log::open(&live, options.clone()).unwrap();
+    let vals = values(1000, 200, 5);
+    for (i, v) in vals.iter().enumerate() {
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push_value(10_000 + i as i64, v).unwrap();
+        log.append(&b).unwrap();
+    }
+    // The crash image: the files as they are now, the log still open.
+    let image = tmp.path().join("image");
+    std::fs::create_dir(&image).unwrap();
+    for entry in std::fs::read_dir(&live).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), image.join(entry.file_name())).unwrap();
+        }
+    }
+    let index_name = segment_file_name(0, SegmentFile::OffsetIndex);
+    let in_image = std::fs::metadata(image.join(&index_name)).unwrap().len();
+    log.close().unwrap();
+    let at_close = std::fs::metadata(live.join(&index_name)).unwrap().len();
+    // Each ~264-byte batch after the first 256 bytes gets an entry: about 1000 of them.
+    assert!(
+        at_close >= (FILE_HEADER_LEN + 900 * 8) as u64,
+        "every entry is in the file after close ({at_close} bytes)"
+    );
+    assert!(in_image <= at_close);
+
+    for dir in [&image, &live] {
+        let log = Log::open(dir, options.clone()).unwrap();
+        assert_eq!(log.end_offset(), 1000);
+        for (i, v) in vals.iter().enumerate() {
+            assert_eq!(
+                log.read_one(i as u64).unwrap().value,
+                &v[..],
+                "{}",
+                dir.display()
+            );
+        }
+        assert_eq!(log.offset_for_timestamp(10_500).unwrap(), Some(500));
+        log.close().unwrap();
+    }
+}
