@@ -867,13 +867,204 @@ criterion_group!(
     bench_sequential_read,
     bench_append_unsynced
 );
+// ---------------------------------------------------------------------------------------------
+// Interleaved A/B of the append rows of issue 15: unsynced appends of 128 B and 1 KiB values
+// (1 and 64 records per append), and 16 and 64 durable writers with their latency percentiles.
+
+/// `n` seeded incompressible values of `len` bytes (at least 8: raft-engine's entries keep
+/// their index in the first 8).
+fn sized_values(n: usize, len: usize) -> Vec<Vec<u8>> {
+    let mut rng = StdRng::seed_from_u64(0x15A);
+    (0..n)
+        .map(|_| {
+            let mut v = vec![0u8; len.max(8)];
+            rng.fill_bytes(&mut v);
+            v
+        })
+        .collect()
+}
+
+/// `iters` unsynced appends of `builder` (or, with `borrowed`, of its values through
+/// `Log::append_records`, which frames borrowed values through `Log::append_values`) into a
+/// fresh log; opening and closing are not timed.
+fn unsynced_stratalog(
+    builder: &BatchBuilder,
+    vals: &[Vec<u8>],
+    borrowed: bool,
+    iters: u64,
+) -> Duration {
+    let dir = scratch();
+    let log = open_stratalog(dir.path(), FsyncPolicy::Never);
+    let start = Instant::now();
+    for _ in 0..iters {
+        let appended = if borrowed {
+            log.append_records(vals)
+        } else {
+            log.append(builder)
+        };
+        appended.expect("append").receipt.wait().expect("receipt");
+    }
+    let elapsed = start.elapsed();
+    log.close().expect("close");
+    elapsed
+}
+
+fn unsynced_raft_engine(entries: &mut [BytesValue], iters: u64) -> Duration {
+    let dir = scratch();
+    let engine = open_raft_engine(dir.path());
+    let mut next = 1;
+    let start = Instant::now();
+    for _ in 0..iters {
+        raft_write(&engine, 1, entries, &mut next, false);
+    }
+    let elapsed = start.elapsed();
+    drop(engine);
+    elapsed
+}
+
+fn interleaved_unsynced(rounds: usize, full: bool) {
+    for (len, records) in [(128, 1), (128, 64), (1024, 1), (1024, 64)] {
+        let vals = sized_values(records, len);
+        let builder = stratalog_batch(&vals);
+        let bytes = encoded(&builder);
+        let mut entries = raft_entries(&vals);
+        // About 16 MiB (full) or 64 KiB (test) of values per contender and round.
+        let n = ((if full { 16 * MIB } else { 64 * KIB }) / (len * records)).max(1) as u64;
+        interleave(
+            &format!("unsynced_{len}B_x{records}"),
+            rounds,
+            &mut [
+                ("stratalog", n, &mut |n| {
+                    unsynced_stratalog(&builder, &vals, false, n)
+                }),
+                ("stratalog_append_records", n, &mut |n| {
+                    unsynced_stratalog(&builder, &vals, true, n)
+                }),
+                ("plain_file", n, &mut |n| plain_writes(&bytes, n, false)),
+                ("raft_engine", n, &mut |n| {
+                    unsynced_raft_engine(&mut entries, n)
+                }),
+            ],
+        );
+    }
+}
+
+/// `writers` threads sharing out `iters` appends, each timed; returns the elapsed time and
+/// every append's latency.
+fn timed_writers<'a, F>(writers: u64, iters: u64, append: F) -> (Duration, Vec<Duration>)
+where
+    F: Fn(u64) -> Box<dyn FnMut() + 'a> + Sync,
+{
+    let barrier = Barrier::new(writers as usize + 1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|i| {
+                let n = iters / writers + u64::from(i < iters % writers);
+                let (barrier, append) = (&barrier, &append);
+                s.spawn(move || {
+                    let mut one = append(i);
+                    let mut lat = Vec::with_capacity(n as usize);
+                    barrier.wait();
+                    for _ in 0..n {
+                        let t = Instant::now();
+                        one();
+                        lat.push(t.elapsed());
+                    }
+                    lat
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut lat = Vec::new();
+        for h in handles {
+            lat.extend(h.join().expect("writer thread"));
+        }
+        (start.elapsed(), lat)
+    })
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// 16 and 64 durable writers of one 1 KiB record each, stratalog and raft-engine back to back
+/// in every round: the median per-round ratio of time per append, and of p99 latency.
+fn interleaved_durable_latency(rounds: usize, full: bool) {
+    let value = values(1);
+    let builder = stratalog_batch(&value);
+    for writers in [16u64, 64] {
+        let n = if full { writers * 40 } else { writers };
+        let mut per_op = [Vec::new(), Vec::new()];
+        let mut p50 = [Vec::new(), Vec::new()];
+        let mut p99 = [Vec::new(), Vec::new()];
+        let mut ratio_op = Vec::new();
+        let mut ratio_p99 = Vec::new();
+        for _ in 0..rounds {
+            let dir = scratch();
+            let log = open_stratalog(dir.path(), FsyncPolicy::Always);
+            let ours = timed_writers(writers, n, |_| {
+                Box::new(|| stratalog_append(&log, &builder))
+            });
+            log.close().expect("close");
+            let dir = scratch();
+            let engine = open_raft_engine(dir.path());
+            let theirs = timed_writers(writers, n, |thread| {
+                let mut entries = raft_entries(&value);
+                let mut next = 1;
+                let engine = &engine;
+                Box::new(move || raft_write(engine, thread + 1, &mut entries, &mut next, true))
+            });
+            drop(engine);
+            for (i, (elapsed, mut lat)) in [ours, theirs].into_iter().enumerate() {
+                lat.sort();
+                per_op[i].push(elapsed.as_secs_f64() / n as f64);
+                p50[i].push(percentile(&lat, 0.5).as_secs_f64());
+                p99[i].push(percentile(&lat, 0.99).as_secs_f64());
+            }
+            let r = per_op[1].len() - 1;
+            ratio_op.push(per_op[1][r] / per_op[0][r]);
+            ratio_p99.push(p99[1][r] / p99[0][r]);
+        }
+        for (i, name) in ["stratalog", "raft_engine"].iter().enumerate() {
+            println!(
+                "interleaved durable_writers_{writers:<3} {name:<12} {:>8.1} us/op  p50 {:>8.1} us  p99 {:>8.1} us (medians over rounds)",
+                median(per_op[i].clone()) * 1e6,
+                median(p50[i].clone()) * 1e6,
+                median(p99[i].clone()) * 1e6,
+            );
+        }
+        println!(
+            "interleaved durable_writers_{writers:<3} raft_engine / stratalog: time per append {:.2}x, p99 {:.2}x (median per-round ratios; higher = stratalog better)",
+            median(ratio_op),
+            median(ratio_p99),
+        );
+    }
+}
+
+/// The interleaved rows of issue 15 (`STRATALOG_PEERS_ROUNDS` rounds, as the durable ones).
+fn interleaved_appends() {
+    let rounds = interleaved_rounds();
+    if rounds == 0 {
+        return;
+    }
+    let full = full_run();
+    println!("interleaved A/B of the append rows (issue 15), {rounds} rounds");
+    interleaved_unsynced(rounds, full);
+    interleaved_durable_latency(rounds, full);
+}
+
 fn main() {
     benches();
-    // `$STRATALOG_PEERS_SECTIONS` (e.g. `reads`) picks the interleaved sections to run.
+    // `$STRATALOG_PEERS_SECTIONS` (e.g. `reads`) picks the interleaved sections to run:
+    // `durable`, `appends`, `reads`.
     let sections = std::env::var("STRATALOG_PEERS_SECTIONS").unwrap_or_default();
     let wanted = |s: &str| sections.is_empty() || sections.split(',').any(|w| w == s);
     if wanted("durable") {
         interleaved_durable();
+    }
+    if wanted("appends") {
+        interleaved_appends();
     }
     if wanted("reads") {
         interleaved_reads();

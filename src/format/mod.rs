@@ -15,8 +15,8 @@ mod snapshot;
 pub mod store;
 
 pub use batch::{
-    BATCH_HEADER_LEN, BATCH_MAGIC, BATCH_VERSION, Batch, BatchBuilder, BatchHeader, Compression,
-    EncodedBatch, MAX_BATCH_BYTES, MAX_RECORDS_BYTES, crc_of,
+    BATCH_HEADER_LEN, BATCH_MAGIC, BATCH_VERSION, Batch, BatchBuilder, BatchHeader, BatchParts,
+    Compression, EncodedBatch, MAX_BATCH_BYTES, MAX_RECORDS_BYTES, crc_of,
 };
 pub use epochs::{
     EPOCH_ENTRY_LEN, EPOCHS_HEADER_LEN, EPOCHS_MAGIC, EPOCHS_VERSION, EpochEntry, EpochFileHeader,

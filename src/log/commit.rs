@@ -164,6 +164,26 @@ pub(crate) struct CommitState {
     /// An fsync is running (one at a time).
     syncing: bool,
     wakers: Vec<(u64, Waker)>,
+    /// What the next group fsync covers, set by the append that wrote up to `written`.
+    pub point: Option<SyncPoint>,
+}
+
+/// The writer's position after its latest append, recorded under the state lock together with
+/// `written` (its `seq`), so that the group fsync learns what to sync and what to publish
+/// without taking the writer lock, behind which up to every other writer may be queued (the
+/// leader's wait for it was part of the durable writers' tail, docs/BENCHMARKS.md). Bytes of
+/// earlier segments are durable already (a segment is synced before the next is created), so
+/// syncing `segment` makes everything up to `seq` durable even after the writer moved on.
+#[derive(Debug, Clone)]
+pub(crate) struct SyncPoint {
+    pub generation: u64,
+    pub seq: u64,
+    pub segment: std::sync::Arc<super::segment::Segment>,
+    /// Bytes of `segment` written, and the next offset, after that append.
+    pub written: u64,
+    pub next_offset: u64,
+    /// The segment's largest timestamp after that append.
+    pub max_ts: i64,
 }
 
 /// Shared between the log, its flusher thread and its receipts.
@@ -214,6 +234,7 @@ impl Commit {
                 last_sync: Instant::now(),
                 syncing: false,
                 wakers: Vec::new(),
+                point: None,
             }),
             done: Condvar::new(),
             work: Condvar::new(),

@@ -437,23 +437,76 @@ impl Log {
 
     /// Appends a batch; returns its offsets and a receipt that completes when it is acknowledged
     /// under the fsync policy. Many threads may append at once.
+    ///
+    /// An uncompressed batch is written straight from the builder's buffer behind its header
+    /// (one `pwritev`, no copy); a compressed one is compressed into a new buffer first.
     pub fn append(&self, batch: &BatchBuilder) -> Result<Appended> {
-        let encoded = batch
-            .encode(self.leader_epoch())
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        self.inner.append_encoded(encoded)
+        let bad = |e: crate::FormatError| Error::InvalidArgument(e.to_string());
+        let epoch = self.leader_epoch();
+        if batch.compression() == crate::format::Compression::None {
+            return self.inner.append_parts(batch.parts(epoch).map_err(bad)?);
+        }
+        self.inner.append_encoded(batch.encode(epoch).map_err(bad)?)
     }
 
     /// Appends `values` as one batch with the log's default compression and the current time.
     pub fn append_records<V: AsRef<[u8]>>(&self, values: &[V]) -> Result<Appended> {
-        let mut batch = BatchBuilder::new(lock(&self.inner.config).compression);
-        let ts = now_ms();
-        for v in values {
-            batch
-                .push_value(ts, v.as_ref())
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.append_values(values.iter().map(AsRef::as_ref))
+    }
+
+    /// Appends borrowed values as one batch with the log's default compression and the current
+    /// time. The values are framed once, into a buffer this thread reuses from one append to
+    /// the next (no allocation once it has grown), and written from it behind their header.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stratalog::{Log, LogOptions};
+    ///
+    /// # fn main() -> stratalog::Result<()> {
+    /// let tmp = tempfile::tempdir().unwrap();
+    /// let log = Log::open(tmp.path(), LogOptions::default())?;
+    /// let (a, b): (&[u8], &[u8]) = (b"first", b"second");
+    /// let appended = log.append_values([a, b])?;
+    /// assert_eq!((appended.base_offset, appended.last_offset), (0, 1));
+    /// appended.receipt.wait()?;
+    /// assert_eq!(log.read_one(1)?.value, &b"second"[..]);
+    /// // An empty batch is refused, not written.
+    /// assert!(log.append_values(std::iter::empty()).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn append_values<'v>(
+        &self,
+        values: impl IntoIterator<Item = &'v [u8]>,
+    ) -> Result<Appended> {
+        thread_local! {
+            static BUILDER: std::cell::RefCell<BatchBuilder> = std::cell::RefCell::default();
         }
-        self.append(&batch)
+        let compression = lock(&self.inner.config).compression;
+        let fill = |batch: &mut BatchBuilder| -> Result<Appended> {
+            batch.clear();
+            batch.set_compression(compression);
+            let ts = now_ms();
+            for v in values {
+                batch
+                    .push_value(ts, v)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            }
+            self.append(batch)
+        };
+        BUILDER.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut batch) => {
+                let appended = fill(&mut batch);
+                // Keep the buffer for the next append, unless one huge batch grew it.
+                if batch.capacity() > 4 << 20 {
+                    *batch = BatchBuilder::default();
+                }
+                appended
+            }
+            // Re-entered from this thread (a waker appending, say): a buffer of its own.
+            Err(_) => fill(&mut BatchBuilder::default()),
+        })
     }
 
     /// Reads batches holding offsets from `from` on, up to about `max_bytes` (at least one batch

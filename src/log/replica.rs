@@ -59,7 +59,7 @@ impl Log {
             }
             let appended = self.inner.write_batch(
                 &mut w,
-                bytes,
+                &[bytes],
                 batch.base_offset(),
                 batch.record_count(),
                 batch.max_timestamp(),
@@ -84,8 +84,9 @@ impl Log {
         for record in records {
             record.map_err(|e| Error::InvalidArgument(format!("bad record in the batch: {e}")))?;
         }
-        let encoded = crate::format::EncodedBatch::from_batch(batch, self.leader_epoch());
-        self.inner.append_encoded(encoded)
+        // The records are borrowed from `batch` and written behind a new header (no copy).
+        let parts = crate::format::BatchParts::from_batch(batch, self.leader_epoch());
+        self.inner.append_parts(parts)
     }
 
     /// The log's epoch history: which leader epoch started at which offset.

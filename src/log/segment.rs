@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use bytes::Bytes;
@@ -167,6 +167,10 @@ pub(crate) struct Segment {
     /// read to a wrong position, and every batch is checked there (header, CRC, offsets follow
     /// on) before it is served, so the worst is an error, never wrong data.
     pub index: RwLock<IndexState>,
+    /// For the active segment: how many of its in-memory offset and time index entries are in
+    /// its index files (the writer writes them in runs, see `Inner::flush_index`). Changed only
+    /// under the writer lock.
+    pub index_flushed: [AtomicUsize; 2],
     /// Batches whose CRC a read already checked, as `position << 32 | crc`: a later read of
     /// the same batch checks its header and bounds but not its CRC again (a random read of one
     /// record would otherwise checksum its whole batch). Each holds the batch's skip table,
@@ -196,9 +200,10 @@ impl Segment {
         interval: u64,
         index: IndexState,
     ) -> Self {
-        let max_ts = match &index {
-            IndexState::Active(b) => b.max_ts,
-            _ => i64::MIN,
+        let (max_ts, flushed) = match &index {
+            // A segment is made active with its index files holding every entry it has.
+            IndexState::Active(b) => (b.max_ts, [b.offsets.len(), b.times.len()]),
+            _ => (i64::MIN, [0, 0]),
         };
         Segment {
             base,
@@ -214,6 +219,7 @@ impl Segment {
             map_hint,
             interval,
             index: RwLock::new(index),
+            index_flushed: flushed.map(AtomicUsize::new),
             verified: RwLock::new(HashMap::new()),
         }
     }

@@ -9,14 +9,18 @@ use std::time::Instant;
 use zerocopy::IntoBytes;
 
 use super::checkpoint::Checkpoint;
-use super::commit::{Receipt, Syncer};
+use super::commit::{Receipt, SyncPoint, Syncer};
 use super::index::{IndexBuilder, IndexState, Planned};
 use super::segment::{self, Segment};
 use super::{Appended, Inner, NewSegment, Preallocate, Writer, lock, prealloc};
 use crate::crash;
 use crate::error::{Error, IoContext, Result};
-use crate::format::{EncodedBatch, FILE_HEADER_LEN, MAX_BATCH_BYTES};
+use crate::format::{BatchParts, EncodedBatch, FILE_HEADER_LEN, MAX_BATCH_BYTES};
 use crate::storage::ZEROS;
+
+/// Index entries of either kind held in memory before they are written to their file in one
+/// run (`Inner::flush_index`): 32 entries are about 128 KiB of log at the default interval.
+const INDEX_RUN: usize = 32;
 
 impl Inner {
     pub(super) fn append_encoded(&self, mut batch: EncodedBatch) -> Result<Appended> {
@@ -29,40 +33,64 @@ impl Inner {
         let base = w.next_offset;
         batch.stamp(base);
         let (count, max_ts) = (batch.record_count(), batch.max_timestamp());
-        self.write_batch(&mut w, batch.as_bytes(), base, count, max_ts)
+        self.write_batch(&mut w, &[batch.as_bytes()], base, count, max_ts)
+    }
+
+    /// As [`Inner::append_encoded`] for a batch in two pieces, header and borrowed payload,
+    /// written with one vectored write: the payload is never copied in user space.
+    pub(super) fn append_parts(&self, mut batch: BatchParts<'_>) -> Result<Appended> {
+        let mut w = self.lock_or_fail(&self.writer, "writer")?;
+        self.check_writable()?;
+        let len = batch.encoded_len() as u64;
+        if self.should_roll(&w, len, batch.record_count()) {
+            self.roll(&mut w).map_err(|e| self.fail(e))?;
+        }
+        let base = w.next_offset;
+        batch.stamp(base);
+        let (count, max_ts) = (batch.record_count(), batch.max_timestamp());
+        self.write_batch(
+            &mut w,
+            &[batch.header_bytes(), batch.payload()],
+            base,
+            count,
+            max_ts,
+        )
     }
 
     /// Writes one stamped batch at the writer's position, with its index entries, and queues it
     /// for the group commit. The caller checked that the log is writable and rolled if needed.
+    /// The batch is the concatenation of `pieces` (a header and a borrowed payload, or one
+    /// encoded buffer), written with one (vectored) write.
     pub(super) fn write_batch(
         &self,
         w: &mut Writer,
-        bytes: &[u8],
+        pieces: &[&[u8]],
         base: u64,
         count: u32,
         max_ts: i64,
     ) -> Result<Appended> {
         debug_assert_eq!(base, w.next_offset, "offsets follow on");
-        let len = bytes.len() as u64;
+        let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
         let pos = w.written;
         let active = w.active.clone();
         let rel = (base - active.base) as u32;
-        // Index entries go to their files before the batch, and into memory after it: a failed
-        // write (a full disk) leaves at most a stray entry past the end, which the next entry
-        // overwrites and which sealing trims.
-        let planned = self
-            .write_index_entries(w, rel, rel + count - 1, pos, max_ts)
-            .map_err(|e| self.fail(e))?;
+        // Index entries go into memory after the batch is written, and to their files in runs
+        // before a later batch (and at the seal): a failed write (a full disk) leaves at most
+        // stray entries past the end, which the next run overwrites and which sealing trims.
+        let planned = self.plan_index_entries(w, rel, rel + count - 1, pos, max_ts);
+        self.flush_index(w, false).map_err(|e| self.fail(e))?;
         active
             .file
-            .write_at(bytes, pos)
+            .write_vectored_at(pieces, pos)
             .map_err(|e| self.fail(Error::io("write", &active.paths.log, e)))?;
         crash::point("append.after_write");
-        if let IndexState::Active(builder) =
-            &mut *active.index.write().unwrap_or_else(|e| e.into_inner())
-        {
-            builder.apply(&planned);
-        }
+        let segment_max_ts = match &mut *active.index.write().unwrap_or_else(|e| e.into_inner()) {
+            IndexState::Active(builder) => {
+                builder.apply(&planned);
+                builder.max_ts
+            }
+            _ => i64::MIN,
+        };
         debug_assert!(count > 0, "a batch holds a record");
         debug_assert!(
             base >= active.base && pos >= FILE_HEADER_LEN as u64,
@@ -77,6 +105,14 @@ impl Inner {
         w.first_append.get_or_insert_with(Instant::now);
         self.want_fill(w);
         let mut st = self.commit.lock();
+        st.point = Some(SyncPoint {
+            generation: w.generation,
+            seq: w.seq,
+            segment: active.clone(),
+            written: w.written,
+            next_offset: w.next_offset,
+            max_ts: segment_max_ts,
+        });
         self.commit.wrote(&mut st, w.seq);
         debug_assert!(
             self.end_offset.load(Ordering::Acquire) <= base,
@@ -122,33 +158,54 @@ impl Inner {
         }
     }
 
-    pub(super) fn write_index_entries(
+    pub(super) fn plan_index_entries(
         &self,
         w: &Writer,
         rel: u32,
         last_rel: u32,
         pos: u64,
         max_ts: i64,
-    ) -> Result<Planned> {
+    ) -> Planned {
         let state = w.active.index.read().unwrap_or_else(|e| e.into_inner());
         let IndexState::Active(builder) = &*state else {
             unreachable!("the active segment's index is always the in-memory one");
         };
-        let planned = builder.plan(rel, last_rel, pos, max_ts);
-        if let Some(e) = planned.offset {
-            let at = (FILE_HEADER_LEN + builder.offsets.len() * 8) as u64;
+        builder.plan(rel, last_rel, pos, max_ts)
+    }
+
+    /// Writes the active segment's index entries that are only in memory to its index files,
+    /// once `INDEX_RUN` of either kind wait (or all of them, with `all`): one `pwrite` per run
+    /// instead of two per indexed batch. Readers in this process use the in-memory index, so
+    /// only a reopen after a crash sees the files without the last run; it then plans entries
+    /// again from the last one it finds (the index stays sparse-correct, only sparser there),
+    /// as after a power loss, which could always lose entries the group fsync does not sync.
+    pub(super) fn flush_index(&self, w: &Writer, all: bool) -> Result<()> {
+        let state = w.active.index.read().unwrap_or_else(|e| e.into_inner());
+        let IndexState::Active(builder) = &*state else {
+            return Ok(());
+        };
+        let [offsets, times] = &w.active.index_flushed;
+        let (o, t) = (
+            offsets.load(Ordering::Acquire),
+            times.load(Ordering::Acquire),
+        );
+        let due = |done: usize, len: usize| len > done && (all || len - done >= INDEX_RUN);
+        if due(o, builder.offsets.len()) {
+            let at = (FILE_HEADER_LEN + o * 8) as u64;
             w.index_file
-                .write_at(e.as_bytes(), at)
+                .write_at(builder.offsets[o..].as_bytes(), at)
                 .ctx("write", &w.active.paths.index)?;
+            offsets.store(builder.offsets.len(), Ordering::Release);
         }
         crash::point("index.during_update");
-        if let Some(e) = planned.time {
-            let at = (FILE_HEADER_LEN + builder.times.len() * 12) as u64;
+        if due(t, builder.times.len()) {
+            let at = (FILE_HEADER_LEN + t * 12) as u64;
             w.time_file
-                .write_at(e.as_bytes(), at)
+                .write_at(builder.times[t..].as_bytes(), at)
                 .ctx("write", &w.active.paths.time)?;
+            times.store(builder.times.len(), Ordering::Release);
         }
-        Ok(planned)
+        Ok(())
     }
 
     pub(super) fn should_roll(&self, w: &Writer, len: u64, records: u32) -> bool {
@@ -176,18 +233,18 @@ impl Inner {
     /// Writes the active segment's last time entry and syncs its three files; everything
     /// written so far becomes durable and visible.
     pub(super) fn seal_active(&self, w: &mut Writer) -> Result<()> {
-        let (entry, offsets, times) =
-            match &mut *w.active.index.write().unwrap_or_else(|e| e.into_inner()) {
-                IndexState::Active(b) => (b.seal(), b.offsets.len(), b.times.len()),
-                _ => (None, 0, 0),
-            };
+        let (offsets, times) = match &mut *w.active.index.write().unwrap_or_else(|e| e.into_inner())
+        {
+            IndexState::Active(b) => {
+                b.seal();
+                (b.offsets.len(), b.times.len())
+            }
+            _ => (0, 0),
+        };
         let paths = &w.active.paths;
         let io = || -> Result<()> {
-            if let Some(e) = entry {
-                w.time_file
-                    .write_at(e.as_bytes(), (FILE_HEADER_LEN + (times - 1) * 12) as u64)
-                    .ctx("write", &paths.time)?;
-            }
+            // Every entry still in memory, the seal's last time entry with them.
+            self.flush_index(w, true)?;
             // Trim stray entries a failed append may have left (the active index files are
             // never mapped, so shrinking them is safe).
             let index_len = (FILE_HEADER_LEN + offsets * 8) as u64;
@@ -372,19 +429,32 @@ impl prealloc::Filler for Inner {
 impl Syncer for Inner {
     /// One group-commit fsync, run by the flusher thread or a leading writer.
     fn sync_now(&self) {
-        let (generation, seq, segment, written, next, max_ts) = {
-            // A poisoned writer has failed the log, which wakes every waiting receipt.
-            let Ok(w) = self.lock_or_fail(&self.writer, "writer") else {
-                return;
-            };
-            (
-                w.generation,
-                w.seq,
-                w.active.clone(),
-                w.written,
-                w.next_offset,
-                Self::active_max_ts(&w),
-            )
+        // What the latest append recorded (see `SyncPoint`): no wait for the writer lock.
+        let point = self.commit.lock().point.clone();
+        let (generation, seq, segment, written, next, max_ts) = match point {
+            Some(p) => (
+                p.generation,
+                p.seq,
+                p.segment,
+                p.written,
+                p.next_offset,
+                p.max_ts,
+            ),
+            None => {
+                // Nothing appended since the log opened.
+                // A poisoned writer has failed the log, which wakes every waiting receipt.
+                let Ok(w) = self.lock_or_fail(&self.writer, "writer") else {
+                    return;
+                };
+                (
+                    w.generation,
+                    w.seq,
+                    w.active.clone(),
+                    w.written,
+                    w.next_offset,
+                    Self::active_max_ts(&w),
+                )
+            }
         };
         crash::point("fsync.before");
         if self.sync_segment(&segment).is_err() {

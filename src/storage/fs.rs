@@ -125,6 +125,10 @@ impl StorageFile for FsFile {
         self.file.write_all_at(buf, pos)
     }
 
+    fn write_vectored_at(&self, bufs: &[&[u8]], pos: u64) -> io::Result<()> {
+        pwritev_all(&self.file, bufs, pos)
+    }
+
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, pos)
     }
@@ -185,4 +189,64 @@ pub(super) fn map_file(file: &File, len: u64) -> io::Result<Mapping> {
         bytes: Bytes::from_owner(map),
         live: true,
     })
+}
+
+/// Writes every byte of `bufs` at `pos` with `pwritev`, resuming after a short write or an
+/// interruption (the kernel writes at most `IOV_MAX` pieces per call, so more go in turns).
+pub(crate) fn pwritev_all(file: &File, bufs: &[&[u8]], mut pos: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const IOV_MAX: usize = 1024;
+    let mut bufs: Vec<&[u8]> = bufs.iter().copied().filter(|b| !b.is_empty()).collect();
+    let mut first = 0;
+    while first < bufs.len() {
+        let iov: Vec<libc::iovec> = bufs[first..bufs.len().min(first + IOV_MAX)]
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        let offset = libc::off_t::try_from(pos).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "write position past off_t")
+        })?;
+        #[expect(
+            unsafe_code,
+            reason = "pwritev has no safe wrapper in std: see the SAFETY comment"
+        )]
+        // SAFETY: every iovec points at a live `&[u8]` borrowed for this call (`bufs`), with its
+        // exact length; pwritev only reads them. `iov.len()` is at most IOV_MAX and fits a c_int,
+        // and the descriptor belongs to `file`, which outlives the call.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                offset,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let mut n = n as usize;
+        pos += n as u64;
+        // Skip the pieces written whole, and the written prefix of a piece written in part.
+        while n > 0 {
+            let piece = bufs[first];
+            if n >= piece.len() {
+                n -= piece.len();
+                first += 1;
+            } else {
+                bufs[first] = &piece[n..];
+                n = 0;
+            }
+        }
+    }
+    Ok(())
 }

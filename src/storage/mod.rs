@@ -251,6 +251,17 @@ pub trait LockGuard: Send + Sync + fmt::Debug {}
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Writes all of `buf` at byte `pos`. On error, a prefix of `buf` may have been written.
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// Writes `bufs` one after the other from byte `pos`, as one write (`pwritev`): the log
+    /// writes a batch's header and its borrowed payload this way without copying them into one
+    /// buffer. On error, a prefix may have been written. The default copies the pieces into one
+    /// buffer and calls [`StorageFile::write_at`] once, so a storage that counts or tears
+    /// writes sees one write.
+    fn write_vectored_at(&self, bufs: &[&[u8]], pos: u64) -> io::Result<()> {
+        match bufs {
+            [one] => self.write_at(one, pos),
+            _ => self.write_at(&bufs.concat(), pos),
+        }
+    }
     /// Reads exactly `buf.len()` bytes at byte `pos`.
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
     /// Makes every write so far, and the file's length, durable (`fdatasync`).

@@ -253,6 +253,11 @@ impl StorageFile for UringFile {
         self.write_inner(buf, pos, false).map(drop)
     }
 
+    fn write_vectored_at(&self, bufs: &[&[u8]], pos: u64) -> io::Result<()> {
+        // Waited for here like every write of this engine, so it is ordered with them.
+        super::fs::pwritev_all(&self.file, bufs, pos)
+    }
+
     fn write_and_sync(&self, buf: &[u8], pos: u64) -> io::Result<()> {
         if !self.write_inner(buf, pos, true)? {
             self.sync()?;
