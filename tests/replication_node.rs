@@ -719,3 +719,68 @@ fn topics_deleted_recreated_and_grown_on_the_leader_are_so_on_followers() {
     follower.stop();
     leader.stop();
 }
+
+/// A leader's partition log that fails (an fsync error drops its unsynced writes, which
+/// followers may have fetched) and is opened again in the same process (the store closed it
+/// as idle) must not go on writing in the same epoch: the node leads a new one, as a restart
+/// does, so that followers holding the lost tail cut it.
+#[test]
+fn a_failed_log_opened_again_in_the_same_process_starts_a_new_epoch() {
+    use stratalog::storage::{Fault, SimStorage};
+    let sim = SimStorage::new(7);
+    let store = Arc::new(
+        Store::open(
+            "/sim/leader",
+            StoreOptions {
+                storage: sim.shared(),
+                max_open_partitions: Some(1),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    store
+        .create_topic("t", 2, TopicConfig::default(), PartitionerKind::Jump)
+        .unwrap();
+    let leader = Node::start(
+        store.clone(),
+        NodeOptions {
+            node_id: "a".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut client = Client::connect(leader.addr(), TIMEOUT).unwrap();
+    let values = vec!["v".to_string()];
+    let epoch_of = |m: Message| match m {
+        Message::ProduceResponse {
+            error: ErrorCode::None,
+            epoch,
+            ..
+        } => epoch,
+        other => panic!("{other:?}"),
+    };
+    let before = epoch_of(produce(&mut client, 0, Acks::Leader, &values));
+    sim.inject(Fault::FailSync { nth: 1 });
+    match produce(&mut client, 0, Acks::Leader, &values) {
+        Message::ProduceResponse {
+            error: ErrorCode::StorageError,
+            ..
+        } => {}
+        other => panic!("the fsync error was not reported: {other:?}"),
+    }
+    assert!(store.partition("t", 0).unwrap().has_failed());
+    // Partition 1 takes the one open slot: the failed partition 0 is closed.
+    assert_eq!(
+        epoch_of(produce(&mut client, 1, Acks::Leader, &values)),
+        before
+    );
+    let after = epoch_of(produce(&mut client, 0, Acks::Leader, &values));
+    assert_eq!(store.reopened_after_failure(), 1);
+    assert!(
+        after > before,
+        "a failed log opened again went on in epoch {before}"
+    );
+    drop(client);
+    leader.stop();
+}

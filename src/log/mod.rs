@@ -735,6 +735,12 @@ impl Log {
         self.inner.start_offset.load(Ordering::Acquire)
     }
 
+    /// True once the log failed (an fsync or write error): it refuses appends until it is
+    /// opened again, and what it wrote but had not made durable may be gone.
+    pub fn has_failed(&self) -> bool {
+        self.inner.commit.check_failed().is_err()
+    }
+
     /// One past the last offset readers can see: under [`FsyncPolicy::Always`], the last durable
     /// offset; under other policies, the last written one.
     pub fn end_offset(&self) -> u64 {

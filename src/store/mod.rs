@@ -349,6 +349,10 @@ struct Inner {
     /// recently used. Only touched with `partitions` locked.
     used: Mutex<HashMap<PartitionKey, u64>>,
     clock: std::sync::atomic::AtomicU64,
+    /// Partitions closed while their log had failed, until they are opened again.
+    failed_closed: Mutex<HashSet<PartitionKey>>,
+    /// How many partitions were opened again after their log failed.
+    reopened_after_failure: std::sync::atomic::AtomicU64,
     /// The store directory's lock (none for a read-only store), released by `close` itself: a thread that still holds
     /// this `Inner` a moment after close must not keep the next open out.
     dir_lock: Mutex<Option<Box<dyn LockGuard>>>,
@@ -480,6 +484,8 @@ impl Store {
             max_open: max_open(options.max_open_partitions),
             used: Mutex::new(HashMap::new()),
             clock: Default::default(),
+            failed_closed: Mutex::new(HashSet::new()),
+            reopened_after_failure: Default::default(),
             dir_lock: Mutex::new(Some(guard)),
         });
         let deleting: Vec<TopicInfo> = state(&inner.registry, REGISTRY)?
@@ -579,6 +585,8 @@ impl Store {
             max_open: max_open(max_open_partitions),
             used: Mutex::new(HashMap::new()),
             clock: Default::default(),
+            failed_closed: Mutex::new(HashSet::new()),
+            reopened_after_failure: Default::default(),
             dir_lock: Mutex::new(None),
         });
         Ok(Store {
@@ -607,6 +615,16 @@ impl Store {
             }
         }
         self.inner.partition(topic, partition).map(Some)
+    }
+
+    /// How many partitions were opened again, in this process, after their log had failed (an
+    /// fsync or write error) and the store closed it as idle. What such a log had written but
+    /// not made durable may be gone; a replication leader starts a new epoch when this count
+    /// moves, so that followers that fetched that tail cut it.
+    pub fn reopened_after_failure(&self) -> u64 {
+        self.inner
+            .reopened_after_failure
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The store's directory.
@@ -1379,6 +1397,12 @@ impl Inner {
         }
         self.close_idle(&mut partitions);
         lock(&self.used).insert(key.clone(), tick);
+        if lock(&self.failed_closed).remove(&key) {
+            // Counted before the open: a reader of the count that then finds the log open
+            // again never misses it.
+            self.reopened_after_failure
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         if self.read_only {
             let log = Arc::new(Log::open(
                 partition_dir(&self.dir, topic, partition),
@@ -1468,7 +1492,12 @@ impl Inner {
         for (_, key) in idle.into_iter().take(excess) {
             used.remove(&key);
             if let Some(log) = partitions.remove(&key)
-                && let Err(e) = log.close()
+                && let Err(e) = {
+                    if log.has_failed() {
+                        lock(&self.failed_closed).insert(key.clone());
+                    }
+                    log.close()
+                }
             {
                 tracing::warn!(topic = %key.0, partition = key.1, error = %e, "closing an idle partition failed; the next open recovers it");
             }

@@ -145,10 +145,6 @@ impl LeaseFence {
         self.until_ns.store(ns.max(1), Ordering::Release);
     }
 
-    #[cfg_attr(
-        all(not(feature = "etcd"), not(test)),
-        expect(dead_code, reason = "only the etcd coordinator sets the fence")
-    )]
     /// Stops every acknowledgement at once.
     pub(crate) fn revoke(&self) {
         self.until_ns.store(0, Ordering::Release);

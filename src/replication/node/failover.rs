@@ -38,6 +38,45 @@ impl Shared {
         Ok(epoch)
     }
 
+    /// A partition log that had failed (an fsync or write error) was opened again in this
+    /// process since this node last looked ([`Store::reopened_after_failure`]): what it had
+    /// written but not made durable, which followers may have fetched, may be gone, so a
+    /// leader starts a new epoch, as a restart does (see [`next_epoch`]); followers that hold
+    /// such a tail then cut it. Under a coordinator only etcd starts epochs: the node stops
+    /// acknowledging and logs that it must be restarted.
+    pub(super) fn check_reopened_after_failure(&self) {
+        let now = self.store.reopened_after_failure();
+        if self.failure_reopens.swap(now, Ordering::AcqRel) == now {
+            return;
+        }
+        if let Err(e) = self.new_epoch_after_failure() {
+            tracing::error!(error = %e, "could not start a new epoch after a failed log was opened again");
+        }
+    }
+
+    fn new_epoch_after_failure(&self) -> Result<()> {
+        let writes = lock(&self.replica_writes);
+        let mut st = lock(&self.state);
+        if st.role != Role::Leader {
+            return Ok(());
+        }
+        if let Some(fence) = &self.fence {
+            fence.revoke();
+            tracing::error!(node = %self.options.node_id, "a failed partition log was opened again: under a coordinator this node cannot start an epoch by itself and acknowledges nothing more; restart it");
+            return Ok(());
+        }
+        let epoch = next_epoch(st.epoch.max(current_epoch(&self.store)?), EpochStart::Start);
+        self.start_epoch_everywhere(epoch)?;
+        st.epoch = epoch;
+        st.generation += 1;
+        drop(st);
+        drop(writes);
+        lock(&self.trackers).clear();
+        self.progress.notify_all();
+        tracing::warn!(node = %self.options.node_id, epoch, "a failed partition log was opened again: leading a new epoch");
+        Ok(())
+    }
+
     /// Starts `epoch` durably in every partition's history and the consumer offsets log.
     pub(super) fn start_epoch_everywhere(&self, epoch: u64) -> Result<()> {
         for t in self.store.topics()? {

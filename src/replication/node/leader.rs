@@ -22,13 +22,18 @@ impl Shared {
             acks,
             epoch,
         };
-        let (generation, epoch) = {
-            let st = lock(&self.state);
-            (st.generation, st.epoch)
-        };
+        let epoch = lock(&self.state).epoch;
         let log = match self.partition(topic, partition) {
             Ok(log) => log,
             Err(code) => return answer(code, 0, 0, acks, epoch),
+        };
+        self.check_reopened_after_failure();
+        let (generation, epoch) = {
+            let st = lock(&self.state);
+            if st.role != Role::Leader {
+                return answer(ErrorCode::LeadershipLost, 0, 0, acks, st.epoch);
+            }
+            (st.generation, st.epoch)
         };
         let batches = match split_batches(bytes) {
             Ok(b) if !b.is_empty() => b,
@@ -202,6 +207,8 @@ impl Shared {
             Ok(log) => log,
             Err(code) => return empty(reply, code, 0, 0, 0, u64::MAX),
         };
+        self.check_reopened_after_failure();
+        let epoch = lock(&self.state).epoch;
         // A fetcher holding another incarnation of the topic (deleted and created again here)
         // must not take this one's records behind its own (KIP-516).
         if topic_id != [0; 16] && self.store.topic(topic).map(|t| t.id.0).ok() != Some(topic_id) {

@@ -155,6 +155,8 @@ struct Shared {
     /// Set by a fetcher the leader told that it holds another incarnation of its topic: the
     /// consumer offsets fetcher takes the leader's topics at once.
     resync: AtomicBool,
+    /// [`Store::reopened_after_failure`] when this node last looked.
+    failure_reopens: std::sync::atomic::AtomicU64,
     /// On a follower or mirror, per partition: how far behind its leader it is.
     lag: Mutex<HashMap<Key, Lag>>,
     /// The mirror's topic filter.
@@ -215,6 +217,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Node {
     /// Starts serving `store`: as its leader, or following `options.leader`.
     pub fn start(store: Arc<Store>, options: NodeOptions) -> Result<Node> {
+        let failure_reopens = store.reopened_after_failure();
         let epoch = current_epoch(&store)?;
         if options.mirror && options.leader.is_none() {
             return Err(Error::InvalidArgument(
@@ -253,6 +256,7 @@ impl Node {
             fetching: Mutex::new(HashSet::new()),
             dropping: Mutex::new(HashSet::new()),
             resync: AtomicBool::new(false),
+            failure_reopens: failure_reopens.into(),
             replica_writes: Mutex::new(()),
             fence,
         });
