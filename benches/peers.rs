@@ -1153,7 +1153,7 @@ fn thread_cpu() -> Duration {
 }
 
 /// Percentile `p` (0..=100) of `v`, sorted in place.
-fn percentile(v: &mut [f64], p: usize) -> f64 {
+fn percentile_of(v: &mut [f64], p: usize) -> f64 {
     v.sort_by(f64::total_cmp);
     v[(v.len() - 1) * p / 100]
 }
@@ -1278,9 +1278,9 @@ fn interleaved_reads() {
             })
             .collect();
         drop(engine);
-        let (o99, t99) = (percentile(&mut ours, 99), percentile(&mut theirs, 99));
-        ours_p50.push(percentile(&mut ours, 50));
-        raft_p50.push(percentile(&mut theirs, 50));
+        let (o99, t99) = (percentile_of(&mut ours, 99), percentile_of(&mut theirs, 99));
+        ours_p50.push(percentile_of(&mut ours, 50));
+        raft_p50.push(percentile_of(&mut theirs, 50));
         ours_p99.push(o99);
         raft_p99.push(t99);
         ratio99.push(t99 / o99);
