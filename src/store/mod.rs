@@ -627,6 +627,17 @@ impl Store {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// The id of a live topic (a cheap lookup, without copying its [`TopicInfo`]); a topic
+    /// being deleted has none.
+    pub fn topic_id(&self, name: &str) -> Result<TopicId> {
+        state(&self.inner.live, REGISTRY)?
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: name.to_string(),
+            })
+    }
+
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir

@@ -305,7 +305,7 @@ impl Shared {
         } else {
             (
                 self.store.partition(topic, partition)?,
-                self.store.topic(topic)?.id.0,
+                self.store.topic_id(topic)?.0,
             )
         };
         // Fetch from what is written: the last answer's batches may still be being made

@@ -164,7 +164,7 @@ impl Shared {
         let topic_id = if key.0 == OFFSETS_LOG {
             TopicId::default()
         } else {
-            self.store.topic(&key.0).map(|t| t.id).unwrap_or_default()
+            self.store.topic_id(&key.0).unwrap_or_default()
         };
         let fresh = || Tracked {
             topic_id,
@@ -211,7 +211,7 @@ impl Shared {
         let epoch = lock(&self.state).epoch;
         // A fetcher holding another incarnation of the topic (deleted and created again here)
         // must not take this one's records behind its own (KIP-516).
-        if topic_id != [0; 16] && self.store.topic(topic).map(|t| t.id.0).ok() != Some(topic_id) {
+        if topic_id != [0; 16] && self.store.topic_id(topic).ok() != Some(TopicId(topic_id)) {
             return empty(reply, ErrorCode::InconsistentTopicId, 0, 0, 0, u64::MAX);
         }
         // Followers read what is written, durable or not: the leader's fsync and the
