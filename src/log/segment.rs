@@ -184,6 +184,10 @@ pub(crate) struct Segment {
 /// full it is emptied and batches are checked again on their next read.
 const MAX_VERIFIED: usize = 1 << 16;
 
+/// Reads asking for at least this many bytes map the pages of unchecked batches in one call
+/// ([`crate::storage::populate`]); shorter reads fault them in as they touch them.
+const POPULATE_MIN: usize = 256 << 10;
+
 impl Segment {
     #[expect(
         clippy::too_many_arguments,
@@ -225,6 +229,14 @@ impl Segment {
     }
 
     /// The batch at `pos` of `bytes[..end]`, its CRC checked unless an earlier read checked it.
+    /// Whether the batch at `pos` with stored CRC `crc` was checked since the open.
+    fn is_verified(&self, pos: u64, crc: u32) -> bool {
+        self.verified
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&((pos << 32) | u64::from(crc)))
+    }
+
     fn checked_batch(&self, bytes: &Bytes, pos: u64, end: u64, crc: u32) -> Result<Batch> {
         let key = (pos << 32) | u64::from(crc);
         let slice = bytes.slice(pos as usize..end as usize);
@@ -472,6 +484,9 @@ impl Segment {
         }
         let bytes = self.bytes(visible)?;
         let mut pos = self.position_for(from.max(self.base), &bytes)?;
+        // A long read of batches not checked yet (a scan after an open) maps their pages in one
+        // call instead of a page fault per few pages as their CRCs are checked.
+        let mut populated = max_bytes < POPULATE_MIN;
         while pos < visible {
             let slice = &bytes[pos as usize..visible as usize];
             let header = BatchHeader::parse(slice).map_err(|e| self.corrupt(pos, e))?;
@@ -487,6 +502,11 @@ impl Segment {
                 if base > want || (!out.is_empty() && base != want) {
                     let what = "batch base offset (offsets do not follow on)";
                     return Err(self.corrupt(pos, FormatError::Invalid { what, value: base }));
+                }
+                if !populated && !self.is_verified(pos, header.crc.get()) {
+                    populated = true;
+                    let end = (pos + (max_bytes - *taken) as u64).min(visible);
+                    crate::storage::populate(&bytes[pos as usize..end as usize]);
                 }
                 let batch = self.checked_batch(&bytes, pos, visible, header.crc.get())?;
                 *taken += len;
