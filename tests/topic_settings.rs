@@ -113,6 +113,68 @@ fn topic_settings_reach_followers_and_mirrors_and_survive_a_promote() {
     assert_eq!(config_of(&store_b, "s"), Some(created), "follower");
     assert_eq!(config_of(&store_m, "s"), Some(created), "mirror");
     assert_eq!(store_b.topic("s").unwrap().partitions(), 2);
+    // In effect, not only recorded: 300 KiB of records roll the 64 KiB segments of every copy.
+    let mut client = Client::connect(a.addr(), TIMEOUT).unwrap();
+    eventually("the follower in sync on s/0", || {
+        match client.call(&Message::StatusRequest).unwrap() {
+            Message::StatusResponse { partitions, .. } => partitions.iter().any(|p| {
+                p.topic == "s" && p.partition == 0 && p.followers.iter().any(|f| f.in_sync)
+            }),
+            _ => false,
+        }
+    });
+    for i in 0..30 {
+        let mut batch = BatchBuilder::new(Compression::None);
+        for j in 0..10 {
+            batch
+                .push_value(
+                    1_700_000_000_000,
+                    format!("{i}-{j}-{}", "x".repeat(1000)).as_bytes(),
+                )
+                .unwrap();
+        }
+        let mut encoded = batch.encode(0).unwrap();
+        encoded.stamp(0);
+        match client
+            .call(&Message::ProduceRequest {
+                topic: "s".into(),
+                partition: 0,
+                acks: Acks::All,
+                timeout_ms: 10_000,
+                batches: Bytes::copy_from_slice(encoded.as_bytes()),
+            })
+            .unwrap()
+        {
+            Message::ProduceResponse {
+                error: ErrorCode::None,
+                ..
+            } => {}
+            other => panic!("produce to s/0: {other:?}"),
+        }
+    }
+    let end = store_a.partition("s", 0).unwrap().end_offset();
+    assert_eq!(end, 300);
+    for (who, store) in [
+        ("leader", &store_a),
+        ("follower", &store_b),
+        ("mirror", &store_m),
+    ] {
+        eventually("every record on every copy", || {
+            store.partition("s", 0).unwrap().end_offset() == end
+        });
+        let dir = stratalog::store::partition_dir(store.dir(), "s", 0);
+        let segments = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                stratalog::format::parse_segment_name(name.to_str().unwrap()).is_some()
+            })
+            .count();
+        assert!(
+            segments >= 4,
+            "{who}: {segments} segment files for 300 KiB of records"
+        );
+    }
 
     // Changed on the leader: the follower takes every change; the mirror every change but the
     // fsync policy, which it keeps from the topic's creation.
@@ -132,8 +194,7 @@ fn topic_settings_reach_followers_and_mirrors_and_survive_a_promote() {
     eventually("the change on the follower and the mirror", || {
         config_of(&store_b, "s") == Some(changed) && config_of(&store_m, "s") == Some(mirrored)
     });
-    // Applied to the open partitions too (segment size, retention, compression at once).
-    let mut client = Client::connect(a.addr(), TIMEOUT).unwrap();
+    // The leader still takes records into the changed topic.
     let mut batch = BatchBuilder::new(Compression::None);
     batch.push_value(1_700_000_000_000, b"x").unwrap();
     let mut encoded = batch.encode(0).unwrap();
