@@ -15,6 +15,7 @@ use stratalog::replication::frame::{FRAME_HEAD_LEN, KINDS, PROTOCOL_VERSION};
 use stratalog::replication::{
     Acks, ErrorCode, FetchRole, FollowerStatus, Message, PartitionStatus, Role, TopicMetadata,
 };
+use stratalog::{Compression, FsyncPolicy, LogConfig, TopicConfig};
 
 const DOC: &str = include_str!("../docs/REPLICATION.md");
 
@@ -150,7 +151,7 @@ impl Walk<'_> {
                 "u8" => Value::Int(self.int(1, &field)),
                 "u16" | "error" => Value::Int(self.int(2, &field)),
                 "u32" => Value::Int(self.int(4, &field)),
-                "u64" => Value::Int(self.int(8, &field)),
+                "u64" | "i64" => Value::Int(self.int(8, &field)),
                 "[u8; 16]" => Value::Bytes(self.take(16, &field).to_vec()),
                 "str" => {
                     let n = self.int(2, &field) as usize;
@@ -380,6 +381,26 @@ fn expected(m: &Message) -> BTreeMap<String, Value> {
                                 ("topic_id", Value::Bytes(t.topic_id.to_vec())),
                                 ("partitions", int(t.partitions)),
                                 ("partitioner", Value::Str(t.partitioner.clone())),
+                                ("segment_bytes", int(t.config.log.segment_bytes)),
+                                ("segment_ms", int(t.config.log.segment_ms.unwrap_or(0))),
+                                (
+                                    "retention_bytes",
+                                    int(t.config.log.retention_bytes.unwrap_or(u64::MAX)),
+                                ),
+                                (
+                                    "retention_ms",
+                                    int(t.config.log.retention_ms.unwrap_or(u64::MAX)),
+                                ),
+                                (
+                                    "index_interval_bytes",
+                                    int(t.config.log.index_interval_bytes),
+                                ),
+                                (
+                                    "compression",
+                                    int(u8::from(t.config.log.compression == Compression::Lz4)),
+                                ),
+                                ("fsync", int(fsync_kind(t.config.fsync).0)),
+                                ("fsync_value", int(fsync_kind(t.config.fsync).1)),
                             ])
                         })
                         .collect(),
@@ -410,7 +431,30 @@ fn expected(m: &Message) -> BTreeMap<String, Value> {
             ("message", s(message)),
             ("manifest", Value::Bytes(manifest.to_vec())),
         ]),
+        Message::OffsetForTimeRequest {
+            topic,
+            partition,
+            timestamp,
+        } => map(vec![
+            ("topic", s(topic)),
+            ("partition", int(*partition)),
+            ("timestamp", int(*timestamp as u64)),
+        ]),
+        Message::OffsetForTimeResponse { error, offset } => map(vec![
+            ("error", int(*error as u16)),
+            ("offset", int(*offset)),
+        ]),
         other => panic!("no expectation for {other:?}: add it to this test"),
+    }
+}
+
+/// The `fsync` and `fsync_value` fields of a policy, as the document's table gives them.
+fn fsync_kind(p: FsyncPolicy) -> (u8, u64) {
+    match p {
+        FsyncPolicy::Always => (0, 0),
+        FsyncPolicy::Never => (1, 0),
+        FsyncPolicy::Interval(d) => (2, d.as_millis() as u64),
+        FsyncPolicy::Bytes(n) => (3, n),
     }
 }
 
@@ -530,12 +574,35 @@ fn samples() -> Vec<Message> {
         Message::MetadataRequest,
         Message::MetadataResponse {
             leader: "127.0.0.1:9000".into(),
-            topics: vec![TopicMetadata {
-                topic: "t".into(),
-                topic_id: [7; 16],
-                partitions: 4,
-                partitioner: "jump".into(),
-            }],
+            topics: vec![
+                TopicMetadata {
+                    topic: "t".into(),
+                    topic_id: [7; 16],
+                    partitions: 4,
+                    partitioner: "jump".into(),
+                    config: TopicConfig {
+                        log: LogConfig {
+                            segment_bytes: 1 << 20,
+                            segment_ms: Some(3_600_000),
+                            retention_bytes: Some(1 << 30),
+                            retention_ms: Some(86_400_000),
+                            index_interval_bytes: 512,
+                            compression: Compression::Lz4,
+                        },
+                        fsync: FsyncPolicy::Bytes(1 << 16),
+                    },
+                },
+                TopicMetadata {
+                    topic: "u".into(),
+                    topic_id: [8; 16],
+                    partitions: 1,
+                    partitioner: "ring:64".into(),
+                    config: TopicConfig {
+                        fsync: FsyncPolicy::Interval(std::time::Duration::from_millis(200)),
+                        ..TopicConfig::default()
+                    },
+                },
+            ],
         },
         Message::ErrorResponse {
             error: ErrorCode::NotLeader,
@@ -554,6 +621,15 @@ fn samples() -> Vec<Message> {
             error: ErrorCode::StorageError,
             message: "a segment could not be read".into(),
             manifest: Bytes::new(),
+        },
+        Message::OffsetForTimeRequest {
+            topic: "orders".into(),
+            partition: 3,
+            timestamp: 1_700_000_000_000,
+        },
+        Message::OffsetForTimeResponse {
+            error: ErrorCode::None,
+            offset: 1234,
         },
     ]
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use stratalog::format::RecordView;
+use stratalog::replication::{ErrorCode, Message};
 use stratalog::storage::FsStorage;
 use stratalog::store::{Store, StoreOptions};
 use stratalog::{Batch, FsyncPolicy, Log, LogOptions};
@@ -49,7 +50,8 @@ pub struct Options {
     #[arg(short = 'o', long, value_name = "OFFSET|start|end", value_parser = parse_from)]
     pub from: Option<From>,
     /// Start at the first record whose timestamp (milliseconds since the Unix epoch) is at or
-    /// after this; if no record is that recent, at the end of the log.
+    /// after this; if no record is that recent, at the end of the log (with `--node`, the
+    /// leader looks it up in its time index, and the end is its high watermark).
     #[arg(long, value_name = "MS", conflicts_with = "from")]
     pub from_time: Option<i64>,
     /// Print at most this many records.
@@ -214,6 +216,41 @@ fn start_offset(log: &Log, o: &Options, from: Option<u64>, what: &str) -> Result
         )
         .into()),
         Some(From::Offset(next)) => Ok(next),
+    }
+}
+
+/// `--from-time` through a node (`consume --node`): asks the leader, through `call` (which
+/// follows a follower's `NotLeader` answer to the leader), for the first offset of
+/// `topic/partition` whose record's timestamp is at or after `ts`, or its high watermark if no
+/// committed record is that recent: where the `--dir` form starts.
+pub(crate) fn node_offset_for_time(
+    call: &mut dyn FnMut(&Message) -> Result<Message, CliError>,
+    topic: &str,
+    partition: u32,
+    ts: i64,
+) -> Result<u64, CliError> {
+    let request = Message::OffsetForTimeRequest {
+        topic: topic.to_string(),
+        partition,
+        timestamp: ts,
+    };
+    match call(&request)? {
+        Message::OffsetForTimeResponse {
+            error: ErrorCode::None,
+            offset,
+        } => Ok(offset),
+        Message::OffsetForTimeResponse { error, .. } => Err(format!(
+            "looking up timestamp {ts} in {topic}/{partition} failed on the node: {}",
+            error.name()
+        )
+        .into()),
+        Message::ErrorResponse { error, message, .. } => Err(format!(
+            "looking up timestamp {ts} in {topic}/{partition}: the node refused it ({}): \
+             {message} (a node older than this client does not serve --from-time)",
+            error.name()
+        )
+        .into()),
+        other => Err(format!("the node answered an offset-for-time request with {other:?}").into()),
     }
 }
 

@@ -214,9 +214,6 @@ pub fn consume(node: &str, o: &Options) -> Result<(), CliError> {
             (topic, vec![p])
         }
     };
-    if o.from_time.is_some() {
-        return Err("--from-time is not served by a node yet; use --from".into());
-    }
     let label = |p: u32| o.topic.is_some().then_some(p);
     let mut cursors = Vec::with_capacity(partitions.len());
     for &partition in &partitions {
@@ -224,12 +221,21 @@ pub fn consume(node: &str, o: &Options) -> Result<(), CliError> {
             Some(group) => fetch_committed(&mut conn, group, &topic, partition)?,
             None => None,
         };
+        let from_time = match (committed, o.from_time) {
+            (None, Some(ts)) => Some(super::consume::node_offset_for_time(
+                &mut |m| conn.call(m),
+                &topic,
+                partition,
+                ts,
+            )?),
+            _ => None,
+        };
         cursors.push(Cursor {
             partition,
             next: match (committed, o.from) {
                 (Some(c), _) => Some(c),
                 (None, Some(From::Offset(n))) => Some(n),
-                _ => None,
+                _ => from_time,
             },
             high_watermark: 0,
             epoch: 0,

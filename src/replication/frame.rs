@@ -20,8 +20,12 @@
 
 use bytes::Bytes;
 
+use crate::format::Compression;
+use crate::log::{FsyncPolicy, LogConfig};
+use crate::store::TopicConfig;
+
 /// The protocol version this build speaks (the `version` byte of every frame).
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// Bytes of the frame head: `len`, `version`, `kind`, `flags`, `correlation`.
 pub const FRAME_HEAD_LEN: usize = 12;
@@ -357,14 +361,19 @@ pub struct PartitionStatus {
 ///
 /// ```
 /// use stratalog::replication::TopicMetadata;
+/// use stratalog::{FsyncPolicy, TopicConfig};
 ///
+/// let mut config = TopicConfig::default();
+/// config.log.retention_ms = Some(86_400_000);
+/// config.fsync = FsyncPolicy::Never;
 /// let t = TopicMetadata {
 ///     topic: "orders".into(),
 ///     topic_id: [1; 16],
 ///     partitions: 4,
 ///     partitioner: "jump".into(),
+///     config,
 /// };
-/// assert_eq!(t.partitions, 4);
+/// assert_eq!(t.config.log.retention_ms, Some(86_400_000));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMetadata {
@@ -377,6 +386,10 @@ pub struct TopicMetadata {
     /// How producers spread keyed records over them (`PartitionerKind`'s text form:
     /// `jump`, `ring:<vnodes>`, `modulo`, `round-robin`, `random`).
     pub partitioner: String,
+    /// The topic's settings (segment size and age, retention, index interval, compression,
+    /// fsync policy): a follower or mirror keeps the topic as its leader does (protocol
+    /// version 4 on; see docs/REPLICATION.md, "Followers take their leader's topics").
+    pub config: TopicConfig,
 }
 
 /// Every message of the protocol. Requests and their answers are matched by the correlation id
@@ -611,10 +624,30 @@ pub enum Message {
         /// The encoded `MANIFEST` (empty on error).
         manifest: Bytes,
     },
+    /// Which is the first offset of a partition whose record has a timestamp at or after
+    /// `timestamp` (Kafka's ListOffsets by timestamp)? Served by the leader, from the log's
+    /// time index, for consumers: the answer is bounded by the high watermark.
+    OffsetForTimeRequest {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// Milliseconds since the Unix epoch.
+        timestamp: i64,
+    },
+    /// The answer to an offset-for-time request.
+    OffsetForTimeResponse {
+        /// `None` on success.
+        error: ErrorCode,
+        /// The first offset below the high watermark whose record's timestamp is at or after
+        /// the one asked about; the high watermark if no such record is there yet (a consumer
+        /// starting there reads only records committed later).
+        offset: u64,
+    },
 }
 
 /// The frame kinds, in number order with their names (for the documentation test).
-pub const KINDS: [(u8, &str); 22] = [
+pub const KINDS: [(u8, &str); 24] = [
     (1, "ProduceRequest"),
     (2, "ProduceResponse"),
     (3, "FetchRequest"),
@@ -637,6 +670,8 @@ pub const KINDS: [(u8, &str); 22] = [
     (20, "SnapshotRequest"),
     (21, "SnapshotChunk"),
     (22, "SnapshotEnd"),
+    (23, "OffsetForTimeRequest"),
+    (24, "OffsetForTimeResponse"),
 ];
 
 /// A decoded frame head.
@@ -687,7 +722,7 @@ impl FrameHead {
             return Err(FrameError::BadField {
                 kind: head[5],
                 field: "flags",
-                why: format!("{flags:#x} set; version 1 defines none"),
+                why: format!("{flags:#x} set; version {PROTOCOL_VERSION} defines none"),
             });
         }
         Ok(FrameHead {
@@ -729,6 +764,8 @@ impl Message {
             Message::SnapshotRequest { .. } => 20,
             Message::SnapshotChunk { .. } => 21,
             Message::SnapshotEnd { .. } => 22,
+            Message::OffsetForTimeRequest { .. } => 23,
+            Message::OffsetForTimeResponse { .. } => 24,
         }
     }
 
@@ -981,6 +1018,7 @@ impl Message {
                     w.out.extend_from_slice(&t.topic_id);
                     w.u32(t.partitions);
                     w.str("partitioner", &t.partitioner)?;
+                    encode_topic_config(w, &t.config);
                 }
             }
             Message::ErrorResponse {
@@ -991,6 +1029,19 @@ impl Message {
                 w.u16(*error as u16);
                 w.str("leader", leader)?;
                 w.str("message", message)?;
+            }
+            Message::OffsetForTimeRequest {
+                topic,
+                partition,
+                timestamp,
+            } => {
+                w.str("topic", topic)?;
+                w.u32(*partition);
+                w.u64(*timestamp as u64);
+            }
+            Message::OffsetForTimeResponse { error, offset } => {
+                w.u16(*error as u16);
+                w.u64(*offset);
             }
         }
         Ok(())
@@ -1119,6 +1170,7 @@ impl Message {
                         topic_id: r.array("topic_id")?,
                         partitions: r.u32("partitions")?,
                         partitioner: r.str("partitioner")?,
+                        config: decode_topic_config(r)?,
                     })
                 })?,
             },
@@ -1126,6 +1178,15 @@ impl Message {
                 error: r.error()?,
                 leader: r.str("leader")?,
                 message: r.str("message")?,
+            },
+            23 => Message::OffsetForTimeRequest {
+                topic: r.str("topic")?,
+                partition: r.u32("partition")?,
+                timestamp: r.u64("timestamp")? as i64,
+            },
+            24 => Message::OffsetForTimeResponse {
+                error: r.error()?,
+                offset: r.u64("offset")?,
             },
             other => return Err(FrameError::UnknownKind(other)),
         };
@@ -1154,6 +1215,65 @@ impl Message {
         let message = Message::decode(head.kind, frame.slice(FRAME_HEAD_LEN..end))?;
         Ok((head.correlation, message, end))
     }
+}
+
+/// A topic's settings in a [`TopicMetadata`], laid out as its table in docs/REPLICATION.md.
+fn encode_topic_config(w: &mut Writer<'_>, c: &TopicConfig) {
+    let log = &c.log;
+    w.u64(log.segment_bytes);
+    w.u64(log.segment_ms.unwrap_or(0));
+    w.u64(log.retention_bytes.unwrap_or(u64::MAX));
+    w.u64(log.retention_ms.unwrap_or(u64::MAX));
+    w.u32(log.index_interval_bytes);
+    w.u8(match log.compression {
+        Compression::None => 0,
+        Compression::Lz4 => 1,
+    });
+    let (kind, value) = match c.fsync {
+        FsyncPolicy::Always => (0, 0),
+        FsyncPolicy::Never => (1, 0),
+        FsyncPolicy::Interval(d) => (2, u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        FsyncPolicy::Bytes(n) => (3, n),
+    };
+    w.u8(kind);
+    w.u64(value);
+}
+
+/// Reads and checks a topic's settings: every value must be one the store accepts, and have
+/// one encoding only (a value that means nothing is refused, not ignored).
+fn decode_topic_config(r: &mut Reader) -> Result<TopicConfig, FrameError> {
+    let segment_bytes = r.u64("segment_bytes")?;
+    let segment_ms = r.u64("segment_ms")?;
+    let retention_bytes = r.u64("retention_bytes")?;
+    let retention_ms = r.u64("retention_ms")?;
+    let index_interval_bytes = r.u32("index_interval_bytes")?;
+    let compression = match r.u8("compression")? {
+        0 => Compression::None,
+        1 => Compression::Lz4,
+        n => return Err(r.bad("compression", &format!("{n} is not 0 or 1"))),
+    };
+    let kind = r.u8("fsync")?;
+    let value = r.u64("fsync_value")?;
+    let fsync = match (kind, value) {
+        (0, 0) => FsyncPolicy::Always,
+        (1, 0) => FsyncPolicy::Never,
+        (0 | 1, _) => return Err(r.bad("fsync_value", "not 0 with fsync always or never")),
+        (2, ms) => FsyncPolicy::Interval(std::time::Duration::from_millis(ms)),
+        (3, bytes) => FsyncPolicy::Bytes(bytes),
+        (n, _) => return Err(r.bad("fsync", &format!("{n} is not 0..=3"))),
+    };
+    let limit = |v: u64| (v != u64::MAX).then_some(v);
+    let log = LogConfig {
+        segment_bytes,
+        segment_ms: (segment_ms != 0).then_some(segment_ms),
+        retention_bytes: limit(retention_bytes),
+        retention_ms: limit(retention_ms),
+        index_interval_bytes,
+        compression,
+    };
+    log.check()
+        .map_err(|e| r.bad("segment_bytes", &e.to_string()))?;
+    Ok(TopicConfig { log, fsync })
 }
 
 fn encode_partition_status(w: &mut Writer<'_>, p: &PartitionStatus) -> Result<(), FrameError> {
@@ -1484,12 +1604,32 @@ mod tests {
                     topic_id: [7; 16],
                     partitions: 4,
                     partitioner: "ring:64".into(),
+                    config: TopicConfig {
+                        log: LogConfig {
+                            segment_bytes: 1 << 20,
+                            segment_ms: Some(60_000),
+                            retention_bytes: Some(1 << 30),
+                            retention_ms: None,
+                            index_interval_bytes: 1024,
+                            compression: Compression::Lz4,
+                        },
+                        fsync: FsyncPolicy::Interval(std::time::Duration::from_millis(250)),
+                    },
                 }],
             },
             Message::ErrorResponse {
                 error: ErrorCode::NotLeader,
                 leader: "127.0.0.1:9001".into(),
                 message: "not the leader".into(),
+            },
+            Message::OffsetForTimeRequest {
+                topic: "t".into(),
+                partition: 1,
+                timestamp: -5,
+            },
+            Message::OffsetForTimeResponse {
+                error: ErrorCode::None,
+                offset: 42,
             },
         ]
     }
@@ -1598,6 +1738,61 @@ mod tests {
                 diverging_end: u64::MAX,
                 batches: Bytes::from_static(batches),
             }
+        );
+    }
+
+    #[test]
+    fn a_frame_of_an_older_version_is_refused_with_both_versions_named() {
+        let mut out = Vec::new();
+        Message::MetadataRequest.encode(1, &mut out).unwrap();
+        out[4] = 3;
+        let err = Message::decode_frame(&Bytes::from(out)).unwrap_err();
+        assert_eq!(
+            err,
+            FrameError::UnsupportedVersion {
+                found: 3,
+                supported: 4
+            }
+        );
+        assert!(err.to_string().contains("version 3"), "{err}");
+    }
+
+    /// The bytes of a metadata answer with one topic, and where its settings start.
+    fn metadata_frame() -> (Vec<u8>, usize) {
+        let m = samples()
+            .into_iter()
+            .find(|m| matches!(m, Message::MetadataResponse { .. }))
+            .unwrap();
+        let mut out = Vec::new();
+        m.encode(1, &mut out).unwrap();
+        // The settings are the last 8 * 4 + 4 + 1 + 1 + 8 bytes of the frame.
+        let at = out.len() - (8 * 4 + 4 + 1 + 1 + 8);
+        (out, at)
+    }
+
+    #[test]
+    fn topic_settings_that_mean_nothing_are_refused() {
+        let (good, at) = metadata_frame();
+        assert!(Message::decode_frame(&Bytes::from(good.clone())).is_ok());
+        let bad = |patch: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = good.clone();
+            patch(&mut out);
+            Message::decode_frame(&Bytes::from(out))
+        };
+        // A segment size below the store's minimum.
+        assert!(bad(&|o| o[at..at + 8].copy_from_slice(&10u64.to_le_bytes())).is_err());
+        // An index interval of 0.
+        assert!(bad(&|o| o[at + 32..at + 36].copy_from_slice(&0u32.to_le_bytes())).is_err());
+        // An unknown compression and fsync kind.
+        assert!(bad(&|o| o[at + 36] = 2).is_err());
+        assert!(bad(&|o| o[at + 37] = 4).is_err());
+        // fsync `always` with a value: two encodings of one setting.
+        assert!(
+            bad(&|o| {
+                o[at + 37] = 0;
+                o[at + 38..at + 46].copy_from_slice(&1u64.to_le_bytes());
+            })
+            .is_err()
         );
     }
 

@@ -68,8 +68,8 @@ impl Shared {
     }
 
     /// A follower takes its leader's topics: it creates those it lacks (with the leader's id,
-    /// partition count and partitioner; settings default), adds the partitions the leader
-    /// added, and fetches them all. A topic of the same name with another id is the leader's
+    /// partition count, partitioner and settings), adds the partitions the leader added, takes
+    /// the leader's changes of settings (see [`Shared::settings_of`]), and fetches them all. A topic of the same name with another id is the leader's
     /// if it holds no record (a store prepared offline: it takes the leader's id, since the
     /// replicated consumer offsets name topics by id); otherwise it is another incarnation
     /// (the leader deleted the topic and created it again), which is deleted here and created
@@ -113,6 +113,18 @@ impl Shared {
                 Err(Error::UnknownTopic { .. }) => None,
                 Err(e) => return Err(e),
             };
+            if let Some(local) = &local {
+                let wanted = self.settings_of(t, local);
+                if wanted != local.config {
+                    tracing::info!(
+                        topic = t.topic,
+                        from = ?local.config,
+                        to = ?wanted,
+                        "taking the leader's settings of the topic"
+                    );
+                    self.store.set_topic_config(&t.topic, wanted)?;
+                }
+            }
             let partitions = match local {
                 Some(local) if local.partitions() < t.partitions => {
                     tracing::info!(
@@ -138,13 +150,8 @@ impl Shared {
                 }
                 None => {
                     let kind = t.partitioner.parse().unwrap_or_default();
-                    self.store.create_topic_as(
-                        &t.topic,
-                        t.partitions,
-                        TopicConfig::default(),
-                        kind,
-                        Some(id),
-                    )?;
+                    self.store
+                        .create_topic_as(&t.topic, t.partitions, t.config, kind, Some(id))?;
                     tracing::info!(
                         topic = t.topic,
                         partitions = t.partitions,
@@ -169,6 +176,20 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// The settings this node keeps `local`, its copy of the leader's topic `leader`, with:
+    /// the leader's, so that a failover does not change how the topic is kept; except that a
+    /// mirror keeps its own fsync policy once it has created the topic (it took the source's
+    /// then). A mirror counts toward no acknowledgement, and what a power loss takes from its
+    /// unsynced tail it fetches again from the source, so an operator may relax its policy
+    /// (see docs/REPLICATION.md, "Followers take their leader's topics").
+    fn settings_of(&self, leader: &TopicMetadata, local: &crate::store::TopicInfo) -> TopicConfig {
+        let mut wanted = leader.config;
+        if lock(&self.state).role == Role::Mirror {
+            wanted.fsync = local.config.fsync;
+        }
+        wanted
     }
 
     /// Whether any partition of `topic` holds a record.

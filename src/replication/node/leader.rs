@@ -300,6 +300,28 @@ impl Shared {
             .map(drop)
     }
 
+    /// Answers an [`Message::OffsetForTimeRequest`]: the first offset whose record's timestamp
+    /// is at or after `timestamp`, looked up in the log's time index (as
+    /// [`Log::offset_for_timestamp`], which `consume --dir --from-time` uses), bounded by the
+    /// high watermark: consumers read committed records only, so a record above it is not
+    /// found yet, and the answer is the high watermark when nothing below it is that recent.
+    pub(super) fn offset_for_time(&self, topic: &str, partition: u32, timestamp: i64) -> Message {
+        let answer = |error, offset| Message::OffsetForTimeResponse { error, offset };
+        let log = match self.partition(topic, partition) {
+            Ok(log) => log,
+            Err(code) => return answer(code, 0),
+        };
+        let high_watermark = log.high_watermark();
+        match log.offset_for_timestamp(timestamp) {
+            Ok(found) => answer(
+                ErrorCode::None,
+                found.map_or(high_watermark, |o| o.min(high_watermark)),
+            ),
+            Err(e) if e.is_corruption() => answer(ErrorCode::CorruptMessage, 0),
+            Err(_) => answer(ErrorCode::StorageError, 0),
+        }
+    }
+
     /// Records a follower's fetch reporting `offset` as its durable end and moves the high
     /// watermark.
     pub(super) fn follower_fetched(

@@ -490,6 +490,7 @@ impl Shared {
                 topic_id: t.id.0,
                 partitions: t.partitions(),
                 partitioner: t.current().kind.to_string(),
+                config: t.config,
                 topic: t.name,
             })
             .collect();
@@ -658,6 +659,14 @@ impl Handler for NodeHandler {
             Message::SnapshotRequest { chunk_bytes } => match node.not_leader() {
                 Some(leader) => not_leader(leader),
                 None => return node.serve_snapshot(reply, chunk_bytes),
+            },
+            Message::OffsetForTimeRequest {
+                topic,
+                partition,
+                timestamp,
+            } => match node.not_leader() {
+                Some(leader) => not_leader(leader),
+                None => node.offset_for_time(&topic, partition, timestamp),
             },
             Message::StatusRequest => node.status(),
             Message::MetadataRequest => node.metadata(),
