@@ -69,9 +69,10 @@ impl Shared {
 
     /// A follower takes its leader's topics: it creates those it lacks (with the leader's id,
     /// partition count, partitioner and settings), adds the partitions the leader added, takes
-    /// the leader's changes of settings (see [`Shared::settings_of`]), and fetches them all. A topic of the same name with another id is the leader's
-    /// if it holds no record (a store prepared offline: it takes the leader's id, since the
-    /// replicated consumer offsets name topics by id); otherwise it is another incarnation
+    /// the leader's changes of settings (see [`Shared::settings_of`]), and fetches them all. A
+    /// topic of the same name with another id is the leader's if it holds no record (a store
+    /// prepared offline: it takes the leader's id, since the replicated consumer offsets name
+    /// topics by id); otherwise it is another incarnation
     /// (the leader deleted the topic and created it again), which is deleted here and created
     /// anew. A follower (not a mirror) deletes the topics its leader no longer has.
     pub(super) fn sync_topics(
