@@ -505,7 +505,9 @@ impl Segment {
                 }
                 if !populated && !self.is_verified(pos, header.crc.get()) {
                     populated = true;
-                    let end = (pos + (max_bytes - *taken) as u64).min(visible);
+                    // `max_bytes` may be `usize::MAX` (no limit): saturate, never wrap.
+                    let room = max_bytes.saturating_sub(*taken) as u64;
+                    let end = pos.saturating_add(room).min(visible);
                     crate::storage::populate(&bytes[pos as usize..end as usize]);
                 }
                 let batch = self.checked_batch(&bytes, pos, visible, header.crc.get())?;
