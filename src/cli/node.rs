@@ -71,6 +71,11 @@ pub struct ServeArgs {
     /// over durability): acknowledged records may be lost, and the node logs which.
     #[arg(long, requires = "coordinator")]
     pub unclean_election: bool,
+    /// Elect a leader per partition (and one for the consumer offsets log), spread over the
+    /// nodes by preferred leaders and handed back to a preferred leader that returns,
+    /// instead of one node leading every partition. Every node of a cluster must agree.
+    #[arg(long, requires = "coordinator")]
+    pub per_partition_leaders: bool,
 }
 
 impl ServeArgs {
@@ -85,6 +90,7 @@ impl ServeArgs {
         c.lease = Duration::from_millis(self.lease_ms);
         c.cluster = self.cluster.clone();
         c.unclean_election = self.unclean_election;
+        c.per_partition = self.per_partition_leaders;
         Ok(Some(c))
     }
 }

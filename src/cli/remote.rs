@@ -527,6 +527,9 @@ pub fn parse_acks(s: &str) -> Result<Acks, String> {
 /// <offset>` with `--topic`, whose records are routed by the topic's partitioner).
 pub fn produce(node: &str, o: &super::produce::Options) -> Result<(), CliError> {
     let mut conn = Conn::open(node)?;
+    // One connection per partition, each following its partition's leader: partitions may
+    // have different leaders (per-partition leadership under etcd).
+    let mut conns: std::collections::HashMap<u32, Conn> = std::collections::HashMap::new();
     let (topic, fixed, router) = match &o.topic {
         Some(topic) => {
             let t = conn.topic(topic)?;
@@ -562,6 +565,8 @@ pub fn produce(node: &str, o: &super::produce::Options) -> Result<(), CliError> 
     let compression = o
         .compression
         .map_or(Compression::None, super::CompressionArg::into_compression);
+    // The connection opened for the metadata serves the first partition sent to.
+    let mut conns_first = Some(conn);
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut keyless = 0u64;
@@ -591,6 +596,13 @@ pub fn produce(node: &str, o: &super::produce::Options) -> Result<(), CliError> 
             batches: Bytes::copy_from_slice(encoded.as_bytes()),
         };
         let deadline = Instant::now() + FAILOVER_WAIT;
+        let conn = match conns.entry(partition) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(match conns_first.take() {
+                Some(c) => c,
+                None => Conn::open(node)?,
+            }),
+        };
         loop {
             match conn.call(&request)? {
                 Message::ProduceResponse {

@@ -12,9 +12,13 @@ use etcd_client::{
 };
 
 use super::{CoordinatorOptions, LeaseFence, margin};
+
+#[path = "units.rs"]
+mod units;
 use crate::error::{Error, Result};
 use crate::replication::Role;
 use crate::replication::node::control::Control;
+pub use units::UnitRecord;
 
 /// The coordinator's thread; [`Running::stop`] ends it (the node's stop calls it).
 pub(crate) struct Running {
@@ -177,6 +181,8 @@ struct Coordinator {
     leaderless_since: Option<Instant>,
     /// When "not in the in-sync set" was last logged.
     told_not_in_sync: Option<Instant>,
+    /// The per-partition election's state (unused by the node-wide one).
+    units: units::Units,
 }
 
 /// Bounds an etcd call: a cut-off etcd must never hold the loop past its lease.
@@ -217,13 +223,18 @@ impl Coordinator {
             leading: None,
             leaderless_since: None,
             told_not_in_sync: None,
+            units: units::Units::default(),
         }
     }
 
     async fn run(&mut self) {
         while !self.stop.load(Ordering::Acquire) && self.control.view().is_some() {
             let started = Instant::now();
-            self.step().await;
+            if self.options.per_partition {
+                self.step_units().await;
+            } else {
+                self.step().await;
+            }
             let left = self.tick.saturating_sub(started.elapsed());
             tokio::time::sleep(left).await;
         }
@@ -630,6 +641,13 @@ pub struct ClusterView {
     pub epoch: u64,
     /// The in-sync set last published, and the epoch that published it.
     pub in_sync: Option<(u64, Vec<String>)>,
+    /// Per-partition leadership (`--per-partition-leaders`): each unit (topic, partition;
+    /// the consumer offsets log is `__consumer_offsets`, 0) as etcd holds it.
+    pub units: std::collections::BTreeMap<(String, u32), UnitRecord>,
+    /// The registered members (sorted ids), per-partition leadership only.
+    pub members: Vec<String>,
+    /// The members up now (their lease lives), per-partition leadership only.
+    pub alive: Vec<String>,
 }
 
 /// Reads the cluster's keys from etcd (on a runtime of its own, for at most `limit`).
@@ -663,6 +681,14 @@ pub fn describe(options: &CoordinatorOptions, limit: Duration) -> Result<Cluster
                 .unwrap_or(0);
             let isr = c.get(keys.isr.clone(), None).await?;
             view.in_sync = isr.kvs().first().and_then(|kv| parse_isr(kv.value()));
+            let prefix = options.prefix();
+            let all = c
+                .get(
+                    prefix.clone(),
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await?;
+            units::describe_units(&prefix, all.kvs(), &mut view);
             Ok::<_, etcd_client::Error>(view)
         };
         match tokio::time::timeout(limit, read).await {
