@@ -975,6 +975,49 @@ fn per_partition_leaders_spread_fail_over_and_come_back() {
             ends.iter().all(|e| e.is_some() && *e == ends[0])
         })
     });
+    // `status --coordinator`: who leads each partition, as the node and etcd say.
+    let out = std::process::Command::new(cluster::BIN)
+        .args([
+            "status",
+            "--node",
+            &addrs[0],
+            "--json",
+            "--coordinator",
+            &url,
+        ])
+        .args(["--cluster", cluster])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status --coordinator failed: {out:?}");
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for part in st["partitions"].as_array().unwrap() {
+        let p = part["partition"].as_u64().unwrap() as usize;
+        let want = &addrs[IDS.iter().position(|i| *i == rebalanced[p].0).unwrap()];
+        assert_eq!(part["leader"], want.as_str(), "{st}");
+    }
+    // A consumer of the whole topic through any node reads each partition from its leader.
+    let out = std::process::Command::new(cluster::BIN)
+        .args([
+            "consume",
+            "--node",
+            &addrs.join(","),
+            "--topic",
+            SPREAD_TOPIC,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "consume --node --topic failed: {out:?}"
+    );
+    let consumed: std::collections::HashSet<&[u8]> = out.stdout.split(|b| *b == b'\n').collect();
+    let missing = (0..acks.len())
+        .filter(|k| !consumed.contains(sent[*k].as_slice()))
+        .count();
+    assert_eq!(
+        missing, 0,
+        "acknowledged records the consumer did not print"
+    );
     drop(procs);
     assert!(acks.len() <= sent.len());
     for (i, dir) in dirs.iter().enumerate() {

@@ -241,6 +241,7 @@ pub fn consume(node: &str, o: &Options) -> Result<(), CliError> {
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut left = o.max.unwrap_or(u64::MAX);
+    let mut fetch_conns: std::collections::HashMap<u32, Conn> = std::collections::HashMap::new();
     let result = (|| -> Result<(), CliError> {
         loop {
             let mut progressed = false;
@@ -248,7 +249,13 @@ pub fn consume(node: &str, o: &Options) -> Result<(), CliError> {
                 if left == 0 {
                     return Ok(());
                 }
-                let printed = fetch_and_print(&mut conn, &topic, c, o, label, &mut left, &mut out)?;
+                // Each partition is fetched from its own leader (per-partition leadership
+                // under etcd); the group's calls stay on `conn`.
+                let fetching = match fetch_conns.entry(c.partition) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => e.insert(Conn::open(node)?),
+                };
+                let printed = fetch_and_print(fetching, &topic, c, o, label, &mut left, &mut out)?;
                 progressed |= printed > 0;
                 if let Some(group) = &o.group {
                     let caught_up = c.next.is_some_and(|n| n >= c.high_watermark);
