@@ -157,6 +157,12 @@ struct Session {
     /// Until when the lease is surely held (last keepalive sent + lease − margin).
     until: Instant,
     last_sent: Instant,
+    /// A watch of the cluster's keys: a change (a leader key deleted when its lease expired,
+    /// a new leader named, a handover asked) wakes the loop at once instead of at its next
+    /// tick. `None` while none could be opened: the loop then only polls.
+    watch: Option<(etcd_client::Watcher, etcd_client::WatchStream)>,
+    /// When to try opening the watch again.
+    watch_retry: Instant,
 }
 
 /// This node's leadership.
@@ -236,7 +242,7 @@ impl Coordinator {
                 self.step().await;
             }
             let left = self.tick.saturating_sub(started.elapsed());
-            tokio::time::sleep(left).await;
+            self.wait(left).await;
         }
         if self.leading.take().is_some() {
             self.fence.revoke();
@@ -359,14 +365,70 @@ impl Coordinator {
         )
         .await?;
         tracing::debug!(lease = grant.id(), ttl = grant.ttl(), "etcd lease granted");
-        Some(Session {
+        let mut session = Session {
             client,
             lease: grant.id(),
             keeper,
             stream,
             until,
             last_sent: sent,
-        })
+            watch: None,
+            watch_retry: Instant::now(),
+        };
+        self.open_watch(&mut session).await;
+        Some(session)
+    }
+
+    /// Opens the watch of the cluster's keys (see [`Session::watch`]), if it is time to try.
+    async fn open_watch(&self, s: &mut Session) {
+        if s.watch.is_some() || Instant::now() < s.watch_retry {
+            return;
+        }
+        let options = etcd_client::WatchOptions::new().with_prefix();
+        let opened = bounded(
+            self.tick,
+            "watch",
+            s.client.watch(self.options.prefix(), Some(options)),
+        )
+        .await;
+        if opened.is_none() {
+            s.watch_retry = Instant::now() + self.options.lease;
+        }
+        s.watch = opened;
+    }
+
+    /// Waits `left`, or less if the watch reports a change of the cluster's keys.
+    async fn wait(&mut self, left: Duration) {
+        let Some(s) = self.session.as_mut() else {
+            tokio::time::sleep(left).await;
+            return;
+        };
+        if s.watch.is_none() {
+            let retry = Instant::now() >= s.watch_retry;
+            if retry {
+                let mut taken = self.session.take();
+                if let Some(s) = taken.as_mut() {
+                    self.open_watch(s).await;
+                }
+                self.session = taken;
+            }
+            tokio::time::sleep(left).await;
+            return;
+        }
+        let Some((_, stream)) = s.watch.as_mut() else {
+            return;
+        };
+        match tokio::time::timeout(left, stream.message()).await {
+            Ok(Ok(Some(_))) | Err(_) => {}
+            Ok(other) => {
+                // The watch ended (a member went away, the stream broke): poll until a new
+                // one opens.
+                tracing::debug!(?other, "etcd: the watch ended");
+                s.watch = None;
+                s.watch_retry = Instant::now() + self.options.lease / 5;
+                tokio::time::sleep(left).await;
+            }
+        }
     }
 
     async fn keep_alive(&mut self) {
