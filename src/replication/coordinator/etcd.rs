@@ -191,6 +191,9 @@ struct Coordinator {
     units: units::Units,
 }
 
+/// How often a leader looks whether its in-sync set changed, to publish it at once.
+const ISR_POLL: Duration = Duration::from_millis(20);
+
 /// Bounds an etcd call: a cut-off etcd must never hold the loop past its lease.
 async fn bounded<T, E: std::fmt::Display>(
     limit: Duration,
@@ -398,10 +401,36 @@ impl Coordinator {
     }
 
     /// Waits `left`, or less if the watch reports a change of the cluster's keys.
+    ///
+    /// A leader whose in-sync set changed (a follower caught up) stops waiting too, within
+    /// [`ISR_POLL`], so that it publishes the set at once: until it does, only itself may be
+    /// elected if it dies.
     async fn wait(&mut self, left: Duration) {
+        let until = Instant::now() + left;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            if self.wait_slice((until - now).min(ISR_POLL)).await || self.in_sync_changed() {
+                return;
+            }
+        }
+    }
+
+    /// Whether a set this node leads in has an in-sync set other than the one published.
+    fn in_sync_changed(&self) -> bool {
+        if let Some(l) = &self.leading {
+            return self.control.in_sync() != l.published;
+        }
+        self.units.in_sync_changed(&self.control)
+    }
+
+    /// Waits `left` or until the watch reports a change (true).
+    async fn wait_slice(&mut self, left: Duration) -> bool {
         let Some(s) = self.session.as_mut() else {
             tokio::time::sleep(left).await;
-            return;
+            return false;
         };
         if s.watch.is_none() {
             let retry = Instant::now() >= s.watch_retry;
@@ -413,13 +442,14 @@ impl Coordinator {
                 self.session = taken;
             }
             tokio::time::sleep(left).await;
-            return;
+            return false;
         }
         let Some((_, stream)) = s.watch.as_mut() else {
-            return;
+            return false;
         };
         match tokio::time::timeout(left, stream.message()).await {
-            Ok(Ok(Some(_))) | Err(_) => {}
+            Ok(Ok(Some(_))) => true,
+            Err(_) => false,
             Ok(other) => {
                 // The watch ended (a member went away, the stream broke): poll until a new
                 // one opens.
@@ -427,6 +457,7 @@ impl Coordinator {
                 s.watch = None;
                 s.watch_retry = Instant::now() + self.options.lease / 5;
                 tokio::time::sleep(left).await;
+                false
             }
         }
     }

@@ -42,6 +42,15 @@ pub(super) struct Units {
     told_not_in_sync: Option<Instant>,
 }
 
+impl Units {
+    /// Whether a unit this node leads has an in-sync set other than the one published.
+    pub(super) fn in_sync_changed(&self, control: &Control) -> bool {
+        self.leading
+            .iter()
+            .any(|(key, l)| control.unit_in_sync(key) != l.published)
+    }
+}
+
 /// One unit's keys as read.
 #[derive(Debug, Default, Clone)]
 struct UnitKeys {
