@@ -820,10 +820,13 @@ fn per_node(leaders: &[(String, u64)]) -> std::collections::BTreeMap<String, usi
 /// Per-partition leadership through etcd: three nodes, a topic of six partitions.
 /// - With every node up, each partition is led by its preferred leader, so no node leads
 ///   more than ceil(6/3)+1 partitions (in fact two each).
-/// - One node is SIGKILLed under `acks=all` load over all six partitions: its partitions get
-///   new leaders (of higher epochs), the others keep theirs, and the producer goes on.
-/// - It is restarted: once in sync it gets its partitions back (handover, no unclean
-///   election: no node runs with `--unclean-election`), under load.
+/// - Each round (`STRATALOG_ETCD_SPREAD_ROUNDS`, default 3; the node and the load times
+///   chosen by `STRATALOG_CRASH_SEED`), one node is SIGKILLed under `acks=all` load over all
+///   six partitions: its partitions get new leaders (of higher epochs), the others keep
+///   theirs, and the producer goes on. It is restarted: once in sync it gets its partitions
+///   back (handover, no unclean election: no node runs with `--unclean-election`), under load.
+/// - `status --coordinator` names each partition's leader; `consume --node --topic` reads
+///   every acknowledged record through the nodes.
 /// - At the end every acknowledged record is, at its offset, on every replica.
 #[test]
 fn per_partition_leaders_spread_fail_over_and_come_back() {
@@ -885,73 +888,90 @@ fn per_partition_leaders_spread_fail_over_and_come_back() {
         producer.acked() > 0,
         "nothing acknowledged with every node up"
     );
-    // Kill b (it leads two partitions).
-    let victim = 1;
-    procs[victim] = None;
-    let killed = Instant::now();
-    let acked_at_kill = producer.acked();
-    let mut moved = None;
-    loop {
-        producer.feed(&mut next);
-        if moved.is_none()
-            && spread_leaders(&etcd, cluster).is_some_and(|now| {
-                now.iter().zip(&before).all(|(n, b)| {
-                    n.as_ref().is_some_and(|n| {
-                        if b.0 == IDS[victim] {
-                            n.0 != IDS[victim] && n.1 > b.1
-                        } else {
-                            n == b
-                        }
+    let rounds: usize = std::env::var("STRATALOG_ETCD_SPREAD_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let seed = seed();
+    let mut rng = common::Rng(seed);
+    println!("seed {seed} (STRATALOG_CRASH_SEED), {rounds} rounds");
+    let mut before = before;
+    for round in 0..rounds {
+        // Kill a node chosen by the seed (each leads two partitions), after a random load.
+        let victim = rng.below(3) as usize;
+        load(&mut producer, &mut next, 200 + rng.below(800));
+        procs[victim] = None;
+        let killed = Instant::now();
+        let acked_at_kill = producer.acked();
+        let mut moved = None;
+        loop {
+            producer.feed(&mut next);
+            if moved.is_none()
+                && spread_leaders(&etcd, cluster).is_some_and(|now| {
+                    now.iter().zip(&before).all(|(n, b)| {
+                        n.as_ref().is_some_and(|n| {
+                            if b.0 == IDS[victim] {
+                                n.0 != IDS[victim] && n.1 > b.1
+                            } else {
+                                n == b
+                            }
+                        })
                     })
                 })
-            })
-        {
-            moved = Some(killed.elapsed());
-        }
-        if moved.is_some() && producer.acked() > acked_at_kill + 20 {
-            break;
-        }
-        assert!(
-            killed.elapsed() < TIMEOUT,
-            "after the kill: partitions moved {moved:?}, {} acknowledged since",
-            producer.acked() - acked_at_kill
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let after_kill = spread_leaders(&etcd, cluster).unwrap();
-    println!(
-        "b killed: its partitions moved after {:?}, 20 more acknowledged after {:?}; leaders {after_kill:?}",
-        moved.unwrap(),
-        killed.elapsed()
-    );
-    load(&mut producer, &mut next, 1000);
-    // b comes back and gets its partitions back, under load.
-    procs[victim] = Some(start(victim));
-    let back = Instant::now();
-    let rebalanced = std::thread::scope(|scope| {
-        let settled = scope.spawn(|| spread_settled(&etcd, cluster, &addrs));
-        while !settled.is_finished() {
-            producer.feed(&mut next);
+            {
+                moved = Some(killed.elapsed());
+            }
+            if moved.is_some() && producer.acked() > acked_at_kill + 20 {
+                break;
+            }
+            assert!(
+                killed.elapsed() < TIMEOUT,
+                "round {round}, {} killed: partitions moved {moved:?}, {} acknowledged since",
+                IDS[victim],
+                producer.acked() - acked_at_kill
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
-        settled.join().unwrap()
-    });
-    println!(
-        "b restarted: leadership rebalanced after {:?}: {rebalanced:?}",
-        back.elapsed()
-    );
-    for (p, (now, then)) in rebalanced.iter().zip(&before).enumerate() {
-        assert_eq!(
-            now.0, then.0,
-            "partition {p}: not led by its preferred leader"
+        let after_kill = spread_leaders(&etcd, cluster).unwrap();
+        println!(
+            "round {round}: {} killed: its partitions moved after {:?}, 20 more acknowledged after {:?}; leaders {after_kill:?}",
+            IDS[victim],
+            moved.unwrap(),
+            killed.elapsed()
         );
-        if then.0 == IDS[victim] {
-            assert!(
-                now.1 > after_kill[p].as_ref().unwrap().1,
-                "partition {p}: no new epoch when b took it back"
+        load(&mut producer, &mut next, rng.below(1000));
+        // It comes back and gets its partitions back, under load.
+        procs[victim] = Some(start(victim));
+        let back = Instant::now();
+        let rebalanced = std::thread::scope(|scope| {
+            let settled = scope.spawn(|| spread_settled(&etcd, cluster, &addrs));
+            while !settled.is_finished() {
+                producer.feed(&mut next);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            settled.join().unwrap()
+        });
+        println!(
+            "round {round}: {} restarted: leadership rebalanced after {:?}: {rebalanced:?}",
+            IDS[victim],
+            back.elapsed()
+        );
+        for (p, (now, then)) in rebalanced.iter().zip(&before).enumerate() {
+            assert_eq!(
+                now.0, then.0,
+                "partition {p}: not led by its preferred leader"
             );
+            if then.0 == IDS[victim] {
+                assert!(
+                    now.1 > after_kill[p].as_ref().unwrap().1,
+                    "partition {p}: no new epoch when {} took it back",
+                    IDS[victim]
+                );
+            }
         }
+        before = rebalanced;
     }
+    let rebalanced = before;
     let acked_before_end = producer.acked();
     load(&mut producer, &mut next, 1000);
     assert!(
