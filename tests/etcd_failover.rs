@@ -16,6 +16,13 @@
 //! - `an_etcd_cluster_losing_a_member_changes_nothing`: three etcd members; one is killed under
 //!   `acks=all` load: the same node leads the same epoch, writes go on being acknowledged, and
 //!   every acknowledged record is on every replica.
+//! - `per_partition_leaders_spread_fail_over_and_come_back` (`--per-partition-leaders`, a
+//!   topic of six partitions): with every node up each leads its two preferred partitions; a
+//!   node killed under `acks=all` load loses exactly its partitions to the others, and gets
+//!   them back (handover) once restarted and in sync; rounds by the seed; every acknowledged
+//!   record on every replica.
+//! - `per_partition_frozen_leader_acknowledges_nothing`: the frozen-leader case per
+//!   partition (t/0's leader stopped for three lease times).
 //!
 //! Seeded with `STRATALOG_CRASH_SEED`. The tests run one at a time (they share two cores).
 
@@ -1062,4 +1069,121 @@ fn per_partition_leaders_spread_fail_over_and_come_back() {
         "{} records acknowledged over {SPREAD_PARTITIONS} partitions, every one on every replica",
         acks.len()
     );
+}
+
+/// The leader etcd names for t/0 under per-partition leadership, once it started its epoch.
+fn unit_leader(etcd: &Etcd, cluster: &str) -> Option<LeaderRecord> {
+    etcd.view(cluster)?
+        .units
+        .get(&("t".to_string(), 0))?
+        .leader
+        .clone()
+        .filter(|l| l.epoch > 0)
+}
+
+/// Per-partition leadership, the frozen-leader case: the node leading t/0 is stopped
+/// (SIGSTOP) for three lease times while a producer at `acks=leader` talks to it alone, then
+/// continued. The lease fence is per node and covers every unit it leads: nothing it
+/// acknowledges after another node was elected for t/0 is missing from that node's log, and
+/// it rejoins t/0 as a follower of the new leader.
+#[test]
+fn per_partition_frozen_leader_acknowledges_nothing() {
+    let _serial = serial();
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let cluster = "spread-frozen";
+    let (_tmp, dirs, addrs) = stores();
+    let procs: Vec<Proc> = (0..3)
+        .map(|i| {
+            etcd::serve_with(
+                &dirs[i],
+                IDS[i],
+                &addrs[i],
+                &url,
+                cluster,
+                LEASE_MS,
+                &["--per-partition-leaders"],
+            )
+        })
+        .collect();
+    let mut old = None;
+    eventually(
+        "t/0 led by its preferred leader, all in sync",
+        TIMEOUT,
+        || {
+            let Some(view) = etcd.view(cluster) else {
+                return false;
+            };
+            let Some(u) = view.units.get(&("t".to_string(), 0)) else {
+                return false;
+            };
+            let settled = u
+                .leader
+                .as_ref()
+                .is_some_and(|l| l.epoch > 0 && Some(&l.node_id) == u.preferred.as_ref())
+                && u.in_sync.as_ref().is_some_and(|(_, ids)| ids.len() == 3)
+                && view.alive.len() == 3;
+            old = u.leader.clone();
+            settled
+        },
+    );
+    let old = old.unwrap();
+    let i = IDS.iter().position(|id| *id == old.node_id).unwrap();
+    let others: Vec<String> = (0..3)
+        .filter(|j| *j != i)
+        .map(|j| addrs[j].clone())
+        .collect();
+    let mut lone = Producer::start(&addrs[i], "leader", 1);
+    let mut rest = Producer::start(&others.join(","), "all", 1);
+    let (mut n1, mut n2) = (0, 0);
+    for _ in 0..100 {
+        feed_prefixed(&mut lone, "lone", &mut n1);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    procs[i].stop();
+    let frozen = Instant::now();
+    for k in 0..50 {
+        let _ = lone.send(format!("lone-late-{k}").into_bytes());
+    }
+    eventually("a new leader of t/0", TIMEOUT, || {
+        unit_leader(&etcd, cluster).is_some_and(|l| l.epoch > old.epoch)
+    });
+    let before = lone.acks().len();
+    while frozen.elapsed() < Duration::from_millis(3 * LEASE_MS) {
+        feed_prefixed(&mut rest, "other", &mut n2);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    procs[i].resume();
+    let new = unit_leader(&etcd, cluster).unwrap();
+    assert_ne!(new.node_id, old.node_id, "the frozen node still leads t/0");
+    // It follows the new leader; being t/0's preferred leader, it may then take it back (a
+    // handover, in a newer epoch still).
+    eventually("the old leader follows the new one on t/0", TIMEOUT, || {
+        status(&addrs[i]).is_some_and(|s| {
+            s["partitions"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["topic"] == "t"))
+                .is_some_and(|p| {
+                    p["role"] == "follower" || p["epoch"].as_u64().is_some_and(|e| e > new.epoch)
+                })
+        })
+    });
+    for _ in 0..200 {
+        feed_prefixed(&mut rest, "other", &mut n2);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let lone_sent = lone.sent.clone();
+    let lone_acks = lone.finish(Duration::from_secs(3));
+    rest.finish(Duration::from_secs(5));
+    eventually("every replica caught up", TIMEOUT, || converged(&addrs));
+    drop(procs);
+    let j = IDS.iter().position(|id| *id == new.node_id).unwrap();
+    println!(
+        "t/0: {} frozen, {} elected (epoch {}); the old leader acknowledged {} writes after it continued",
+        old.node_id,
+        new.node_id,
+        new.epoch,
+        lone_acks.len().saturating_sub(before)
+    );
+    acked_after_are_kept(&lone_sent, &lone_acks, before, &dirs[j]);
 }
