@@ -168,18 +168,25 @@ impl Control {
                 keys.push((t.name.clone(), p));
             }
         }
-        let st = lock(&s.state);
-        keys.into_iter()
+        // The logs first: the state lock is not held across the store's lookups.
+        let logs: Vec<(Key, u64)> = keys
+            .into_iter()
             .filter_map(|key| {
-                let log = s.partition(&key.0, key.1).ok()?;
+                let epoch = s.partition(&key.0, key.1).ok()?.leader_epoch();
+                Some((key, epoch))
+            })
+            .collect();
+        let st = lock(&s.state);
+        logs.into_iter()
+            .map(|(key, log_epoch)| {
                 let u = st.unit(&key);
-                Some(UnitView {
+                UnitView {
                     topic: key.0,
                     partition: key.1,
                     role: u.role,
                     epoch: u.epoch,
-                    log_epoch: log.leader_epoch(),
-                })
+                    log_epoch,
+                }
             })
             .collect()
     }

@@ -232,7 +232,28 @@ impl Coordinator {
         };
         let read = sort_keys(&prefix, got.kvs());
         self.fence.allow_until(self.session_until());
-        for unit in self.control.units() {
+        let units = self.control.units();
+        // Units led here whose partition is gone (its topic deleted): give their keys back.
+        let gone: Vec<(Key, i64)> = self
+            .units
+            .leading
+            .iter()
+            .filter(|(k, _)| !units.iter().any(|u| u.topic == k.0 && u.partition == k.1))
+            .map(|(k, l)| (k.clone(), l.revision))
+            .collect();
+        for (key, revision) in gone {
+            self.units.leading.remove(&key);
+            self.units.handing_over.remove(&key);
+            let names = unit_prefix(&prefix, &key.0, key.1);
+            let _ = self
+                .guarded_at(
+                    &names,
+                    revision,
+                    vec![TxnOp::delete(format!("{names}leader"), None)],
+                )
+                .await;
+        }
+        for unit in units {
             self.step_unit(&read, unit, &addr, &id).await;
             if self
                 .session
