@@ -13,6 +13,10 @@
 //! - `isr`: `"<epoch> <id>,<id>,..."`, the in-sync set as the leader last wrote it (guarded the
 //!   same way). A node campaigns only while it is in it, unless `unclean_election`.
 //!
+//! With [`CoordinatorOptions::per_partition`] each partition (and the consumer offsets log)
+//! is elected on its own under `p/<topic>/<partition>/`, spread over the nodes by preferred
+//! leaders and handed back to a preferred leader that returns (see `units.rs`).
+//!
 //! The leader keeps "lease valid until" = when its last successful keepalive was *sent* + the
 //! lease time − a safety margin; no produce or commit is acknowledged after it, nor before
 //! every member of the published in-sync set holds the records, and the node steps down when

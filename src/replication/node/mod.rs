@@ -15,7 +15,11 @@
 //!   appends the bytes unchanged at the same offsets, waits until durable, fetches again.
 //! - `failover`: a promote to a new epoch, higher than every epoch seen, durable in every
 //!   partition's history before the node answers, and announced to the peers; following an
-//!   announced leader; stepping down on a newer epoch; asking the peers who leads.
+//!   announced leader; stepping down on a newer epoch; asking the peers who leads. Under a
+//!   per-partition etcd coordinator the same changes apply to one leadership unit (a
+//!   partition, or the consumer offsets log) at a time: the node keeps its node-wide role
+//!   plus per-unit overrides (`State::units`), and every produce, fetch, commit and fetcher
+//!   asks for the unit of its partition.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
