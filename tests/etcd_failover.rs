@@ -16,6 +16,13 @@
 //! - `an_etcd_cluster_losing_a_member_changes_nothing`: three etcd members; one is killed under
 //!   `acks=all` load: the same node leads the same epoch, writes go on being acknowledged, and
 //!   every acknowledged record is on every replica.
+//! - `per_partition_leaders_spread_fail_over_and_come_back` (`--per-partition-leaders`, a
+//!   topic of six partitions): with every node up each leads its two preferred partitions; a
+//!   node killed under `acks=all` load loses exactly its partitions to the others, and gets
+//!   them back (handover) once restarted and in sync; rounds by the seed; every acknowledged
+//!   record on every replica.
+//! - `per_partition_frozen_leader_acknowledges_nothing`: the frozen-leader case per
+//!   partition (t/0's leader stopped for three lease times).
 //!
 //! Seeded with `STRATALOG_CRASH_SEED`. The tests run one at a time (they share two cores).
 
@@ -614,4 +621,569 @@ fn an_etcd_cluster_losing_a_member_changes_nothing() {
         acks.len(),
         acks.len() - acked_at_kill
     );
+}
+
+/// Per-partition leadership (`--per-partition-leaders`): the topic of the test, its
+/// partitions, and the nodes' ids.
+const SPREAD_TOPIC: &str = "s";
+const SPREAD_PARTITIONS: u32 = 6;
+
+/// `produce --node A,B,C --topic s --acks all --batch 1 --print-acks`, keyless lines spread
+/// round-robin over the partitions: with one line per batch, sent one after the other, the
+/// i-th `acked <partition> <offset>` line acknowledges the i-th line sent.
+struct TopicProducer {
+    proc: cluster::Proc,
+    stdin: Option<std::process::ChildStdin>,
+    acks: std::sync::Arc<Mutex<Vec<(u32, u64)>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    sent: Vec<Vec<u8>>,
+}
+
+impl TopicProducer {
+    fn start(nodes: &str) -> TopicProducer {
+        use std::io::BufRead;
+        let mut child = cluster::Proc(
+            std::process::Command::new(cluster::BIN)
+                .args(["produce", "--node", nodes, "--topic", SPREAD_TOPIC])
+                .args(["--acks", "all", "--print-acks", "--batch", "1"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn produce"),
+        );
+        let stdin = child.0.stdin.take();
+        let stdout = child.0.stdout.take().unwrap();
+        let acks = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let reader = {
+            let acks = acks.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let mut it = line.split(' ');
+                    if let (Some("acked"), Some(p), Some(o)) = (it.next(), it.next(), it.next())
+                        && let (Ok(p), Ok(o)) = (p.parse(), o.parse())
+                    {
+                        acks.lock().unwrap().push((p, o));
+                    }
+                }
+            })
+        };
+        TopicProducer {
+            proc: child,
+            stdin,
+            acks,
+            reader: Some(reader),
+            sent: Vec::new(),
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acks.lock().unwrap().len()
+    }
+
+    /// Keeps at most 50 lines waiting for their acknowledgement.
+    fn feed(&mut self, next: &mut u64) {
+        use std::io::Write;
+        while self.sent.len() - self.acked() < 50 {
+            let Some(stdin) = self.stdin.as_mut() else {
+                return;
+            };
+            let value = format!("s-{next}").into_bytes();
+            let mut line = value.clone();
+            line.push(b'\n');
+            if stdin.write_all(&line).is_err() {
+                self.stdin = None;
+                return;
+            }
+            self.sent.push(value);
+            *next += 1;
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        matches!(self.proc.0.try_wait(), Ok(Some(_)))
+    }
+
+    fn finish(mut self, grace: Duration) -> (Vec<Vec<u8>>, Vec<(u32, u64)>) {
+        self.stdin = None;
+        let started = Instant::now();
+        while started.elapsed() < grace && !self.exited() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let acks = self.acks.lock().unwrap().clone();
+        (self.sent, acks)
+    }
+}
+
+/// Every record of partition `p` of topic s in the store at `dir`: offset to value.
+fn read_spread(dir: &std::path::Path, p: u32) -> std::collections::HashMap<u64, Vec<u8>> {
+    let log = stratalog::Log::open(
+        stratalog::store::partition_dir(dir, SPREAD_TOPIC, p),
+        stratalog::LogOptions {
+            read_only: true,
+            create: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut out = std::collections::HashMap::new();
+    let mut next = log.start_offset();
+    while next < log.end_offset() {
+        let batches = log.read(next, 1 << 20).unwrap();
+        if batches.is_empty() {
+            break;
+        }
+        for batch in batches {
+            for r in batch.records().unwrap() {
+                let r = r.unwrap();
+                out.insert(r.offset, r.value.to_vec());
+            }
+            next = batch.last_offset() + 1;
+        }
+    }
+    out
+}
+
+/// Who leads each partition of s by etcd (node id and epoch; `None` while leaderless or
+/// starting its epoch).
+fn spread_leaders(etcd: &Etcd, cluster: &str) -> Option<Vec<Option<(String, u64)>>> {
+    let view = etcd.view(cluster)?;
+    Some(
+        (0..SPREAD_PARTITIONS)
+            .map(|p| {
+                view.units
+                    .get(&(SPREAD_TOPIC.to_string(), p))
+                    .and_then(|u| u.leader.clone())
+                    .filter(|l| l.epoch > 0)
+                    .map(|l| (l.node_id, l.epoch))
+            })
+            .collect(),
+    )
+}
+
+/// Waits until every partition of s is led by its preferred leader (by the members etcd
+/// holds) and each node's status agrees for the partitions it leads; returns the leaders.
+fn spread_settled(etcd: &Etcd, cluster: &str, addrs: &[String]) -> Vec<(String, u64)> {
+    let mut found = Vec::new();
+    eventually(
+        "every partition led by its preferred leader",
+        TIMEOUT,
+        || {
+            let Some(view) = etcd.view(cluster) else {
+                return false;
+            };
+            if view.alive.len() != 3 {
+                return false;
+            }
+            let mut leaders = Vec::new();
+            for p in 0..SPREAD_PARTITIONS {
+                let Some(u) = view.units.get(&(SPREAD_TOPIC.to_string(), p)) else {
+                    return false;
+                };
+                match (&u.leader, &u.preferred) {
+                    (Some(l), Some(pref)) if l.epoch > 0 && l.node_id == *pref => {
+                        leaders.push((l.node_id.clone(), l.epoch));
+                    }
+                    _ => return false,
+                }
+            }
+            // Each node's status says it leads exactly the partitions etcd names it for.
+            for (i, addr) in addrs.iter().enumerate() {
+                let Some(s) = status(addr) else { return false };
+                let Some(parts) = s["partitions"].as_array() else {
+                    return false;
+                };
+                for part in parts.iter().filter(|p| p["topic"] == SPREAD_TOPIC) {
+                    let p = part["partition"].as_u64().unwrap() as usize;
+                    let leads = part["role"] == "leader";
+                    if leads != (leaders[p].0 == IDS[i]) {
+                        return false;
+                    }
+                }
+            }
+            found = leaders;
+            true
+        },
+    );
+    found
+}
+
+fn per_node(leaders: &[(String, u64)]) -> std::collections::BTreeMap<String, usize> {
+    let mut count = std::collections::BTreeMap::new();
+    for (id, _) in leaders {
+        *count.entry(id.clone()).or_insert(0) += 1;
+    }
+    count
+}
+
+/// Per-partition leadership through etcd: three nodes, a topic of six partitions.
+/// - With every node up, each partition is led by its preferred leader, so no node leads
+///   more than ceil(6/3)+1 partitions (in fact two each).
+/// - Each round (`STRATALOG_ETCD_SPREAD_ROUNDS`, default 3; the node and the load times
+///   chosen by `STRATALOG_CRASH_SEED`), one node is SIGKILLed under `acks=all` load over all
+///   six partitions: its partitions get new leaders (of higher epochs), the others keep
+///   theirs, and the producer goes on. It is restarted: once in sync it gets its partitions
+///   back (handover, no unclean election: no node runs with `--unclean-election`), under load.
+/// - `status --coordinator` names each partition's leader; `consume --node --topic` reads
+///   every acknowledged record through the nodes.
+/// - At the end every acknowledged record is, at its offset, on every replica.
+#[test]
+fn per_partition_leaders_spread_fail_over_and_come_back() {
+    let _serial = serial();
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let cluster = "spread";
+    let tmp: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<PathBuf> = tmp.iter().map(|t| t.path().to_path_buf()).collect();
+    for d in &dirs {
+        let ok = std::process::Command::new(cluster::BIN)
+            .args([
+                "topics",
+                "create",
+                "--dir",
+                d.to_str().unwrap(),
+                SPREAD_TOPIC,
+            ])
+            .args(["--partitions", &SPREAD_PARTITIONS.to_string()])
+            .args(["--partitioner", "round-robin"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "topics create in {}", d.display());
+    }
+    let addrs = common::free_addrs(3);
+    let start = |i: usize| {
+        etcd::serve_with(
+            &dirs[i],
+            IDS[i],
+            &addrs[i],
+            &url,
+            cluster,
+            LEASE_MS,
+            &["--per-partition-leaders"],
+        )
+    };
+    let mut procs: Vec<Option<Proc>> = (0..3).map(|i| Some(start(i))).collect();
+    let before = spread_settled(&etcd, cluster, &addrs);
+    let share = (SPREAD_PARTITIONS as usize).div_ceil(3) + 1;
+    let counts = per_node(&before);
+    println!("leaders with every node up: {before:?}, per node {counts:?}");
+    assert!(
+        counts.values().all(|&n| n <= share) && counts.len() == 3,
+        "a node leads more than its share ({share}), or one leads none: {counts:?}"
+    );
+    let mut producer = TopicProducer::start(&addrs.join(","));
+    let mut next = 0u64;
+    let load = |p: &mut TopicProducer, next: &mut u64, for_ms: u64| {
+        let until = Instant::now() + Duration::from_millis(for_ms);
+        while Instant::now() < until {
+            p.feed(next);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    load(&mut producer, &mut next, 1000);
+    assert!(
+        producer.acked() > 0,
+        "nothing acknowledged with every node up"
+    );
+    let rounds: usize = std::env::var("STRATALOG_ETCD_SPREAD_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let seed = seed();
+    let mut rng = common::Rng(seed);
+    println!("seed {seed} (STRATALOG_CRASH_SEED), {rounds} rounds");
+    let mut before = before;
+    for round in 0..rounds {
+        // Kill a node chosen by the seed (each leads two partitions), after a random load.
+        let victim = rng.below(3) as usize;
+        load(&mut producer, &mut next, 200 + rng.below(800));
+        procs[victim] = None;
+        let killed = Instant::now();
+        let acked_at_kill = producer.acked();
+        let mut moved = None;
+        loop {
+            producer.feed(&mut next);
+            if moved.is_none()
+                && spread_leaders(&etcd, cluster).is_some_and(|now| {
+                    now.iter().zip(&before).all(|(n, b)| {
+                        n.as_ref().is_some_and(|n| {
+                            if b.0 == IDS[victim] {
+                                n.0 != IDS[victim] && n.1 > b.1
+                            } else {
+                                n == b
+                            }
+                        })
+                    })
+                })
+            {
+                moved = Some(killed.elapsed());
+            }
+            if moved.is_some() && producer.acked() > acked_at_kill + 20 {
+                break;
+            }
+            assert!(
+                killed.elapsed() < TIMEOUT,
+                "round {round}, {} killed: partitions moved {moved:?}, {} acknowledged since",
+                IDS[victim],
+                producer.acked() - acked_at_kill
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let after_kill = spread_leaders(&etcd, cluster).unwrap();
+        println!(
+            "round {round}: {} killed: its partitions moved after {:?}, 20 more acknowledged after {:?}; leaders {after_kill:?}",
+            IDS[victim],
+            moved.unwrap(),
+            killed.elapsed()
+        );
+        load(&mut producer, &mut next, rng.below(1000));
+        // It comes back and gets its partitions back, under load.
+        procs[victim] = Some(start(victim));
+        let back = Instant::now();
+        let rebalanced = std::thread::scope(|scope| {
+            let settled = scope.spawn(|| spread_settled(&etcd, cluster, &addrs));
+            while !settled.is_finished() {
+                producer.feed(&mut next);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            settled.join().unwrap()
+        });
+        println!(
+            "round {round}: {} restarted: leadership rebalanced after {:?}: {rebalanced:?}",
+            IDS[victim],
+            back.elapsed()
+        );
+        for (p, (now, then)) in rebalanced.iter().zip(&before).enumerate() {
+            assert_eq!(
+                now.0, then.0,
+                "partition {p}: not led by its preferred leader"
+            );
+            if then.0 == IDS[victim] {
+                assert!(
+                    now.1 > after_kill[p].as_ref().unwrap().1,
+                    "partition {p}: no new epoch when {} took it back",
+                    IDS[victim]
+                );
+            }
+        }
+        before = rebalanced;
+    }
+    let rebalanced = before;
+    let acked_before_end = producer.acked();
+    load(&mut producer, &mut next, 1000);
+    assert!(
+        producer.acked() > acked_before_end,
+        "nothing acknowledged after the rebalance"
+    );
+    let (sent, acks) = producer.finish(Duration::from_secs(10));
+    eventually("every replica caught up", TIMEOUT, || {
+        (0..SPREAD_PARTITIONS as usize).all(|p| {
+            let ends: Vec<Option<u64>> = addrs
+                .iter()
+                .map(|a| {
+                    let s = status(a)?;
+                    s["partitions"]
+                        .as_array()?
+                        .iter()
+                        .find(|x| x["topic"] == SPREAD_TOPIC && x["partition"] == p)?["log_end"]
+                        .as_u64()
+                })
+                .collect();
+            ends.iter().all(|e| e.is_some() && *e == ends[0])
+        })
+    });
+    // `status --coordinator`: who leads each partition, as the node and etcd say.
+    let out = std::process::Command::new(cluster::BIN)
+        .args([
+            "status",
+            "--node",
+            &addrs[0],
+            "--json",
+            "--coordinator",
+            &url,
+        ])
+        .args(["--cluster", cluster])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status --coordinator failed: {out:?}");
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for part in st["partitions"].as_array().unwrap() {
+        let p = part["partition"].as_u64().unwrap() as usize;
+        let want = &addrs[IDS.iter().position(|i| *i == rebalanced[p].0).unwrap()];
+        assert_eq!(part["leader"], want.as_str(), "{st}");
+    }
+    // A consumer of the whole topic through any node reads each partition from its leader.
+    let out = std::process::Command::new(cluster::BIN)
+        .args([
+            "consume",
+            "--node",
+            &addrs.join(","),
+            "--topic",
+            SPREAD_TOPIC,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "consume --node --topic failed: {out:?}"
+    );
+    let consumed: std::collections::HashSet<&[u8]> = out.stdout.split(|b| *b == b'\n').collect();
+    let missing = (0..acks.len())
+        .filter(|k| !consumed.contains(sent[*k].as_slice()))
+        .count();
+    assert_eq!(
+        missing, 0,
+        "acknowledged records the consumer did not print"
+    );
+    drop(procs);
+    assert!(acks.len() <= sent.len());
+    for (i, dir) in dirs.iter().enumerate() {
+        let logs: Vec<_> = (0..SPREAD_PARTITIONS)
+            .map(|p| read_spread(dir, p))
+            .collect();
+        for (k, &(p, o)) in acks.iter().enumerate() {
+            let v = logs[p as usize].get(&o).unwrap_or_else(|| {
+                panic!(
+                    "{}: acknowledged {SPREAD_TOPIC}/{p} offset {o} is not in the log",
+                    IDS[i]
+                )
+            });
+            assert_eq!(
+                v, &sent[k],
+                "{}: {SPREAD_TOPIC}/{p} offset {o} holds another record than the one acknowledged there",
+                IDS[i]
+            );
+        }
+    }
+    println!(
+        "{} records acknowledged over {SPREAD_PARTITIONS} partitions, every one on every replica",
+        acks.len()
+    );
+}
+
+/// The leader etcd names for t/0 under per-partition leadership, once it started its epoch.
+fn unit_leader(etcd: &Etcd, cluster: &str) -> Option<LeaderRecord> {
+    etcd.view(cluster)?
+        .units
+        .get(&("t".to_string(), 0))?
+        .leader
+        .clone()
+        .filter(|l| l.epoch > 0)
+}
+
+/// Per-partition leadership, the frozen-leader case: the node leading t/0 is stopped
+/// (SIGSTOP) for three lease times while a producer at `acks=leader` talks to it alone, then
+/// continued. The lease fence is per node and covers every unit it leads: nothing it
+/// acknowledges after another node was elected for t/0 is missing from that node's log, and
+/// it rejoins t/0 as a follower of the new leader.
+#[test]
+fn per_partition_frozen_leader_acknowledges_nothing() {
+    let _serial = serial();
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let cluster = "spread-frozen";
+    let (_tmp, dirs, addrs) = stores();
+    let procs: Vec<Proc> = (0..3)
+        .map(|i| {
+            etcd::serve_with(
+                &dirs[i],
+                IDS[i],
+                &addrs[i],
+                &url,
+                cluster,
+                LEASE_MS,
+                &["--per-partition-leaders"],
+            )
+        })
+        .collect();
+    let mut old = None;
+    eventually(
+        "t/0 led by its preferred leader, all in sync",
+        TIMEOUT,
+        || {
+            let Some(view) = etcd.view(cluster) else {
+                return false;
+            };
+            let Some(u) = view.units.get(&("t".to_string(), 0)) else {
+                return false;
+            };
+            let settled = u
+                .leader
+                .as_ref()
+                .is_some_and(|l| l.epoch > 0 && Some(&l.node_id) == u.preferred.as_ref())
+                && u.in_sync.as_ref().is_some_and(|(_, ids)| ids.len() == 3)
+                && view.alive.len() == 3;
+            old = u.leader.clone();
+            settled
+        },
+    );
+    let old = old.unwrap();
+    let i = IDS.iter().position(|id| *id == old.node_id).unwrap();
+    let others: Vec<String> = (0..3)
+        .filter(|j| *j != i)
+        .map(|j| addrs[j].clone())
+        .collect();
+    let mut lone = Producer::start(&addrs[i], "leader", 1);
+    let mut rest = Producer::start(&others.join(","), "all", 1);
+    let (mut n1, mut n2) = (0, 0);
+    for _ in 0..100 {
+        feed_prefixed(&mut lone, "lone", &mut n1);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    procs[i].stop();
+    let frozen = Instant::now();
+    for k in 0..50 {
+        let _ = lone.send(format!("lone-late-{k}").into_bytes());
+    }
+    eventually("a new leader of t/0", TIMEOUT, || {
+        unit_leader(&etcd, cluster).is_some_and(|l| l.epoch > old.epoch)
+    });
+    let before = lone.acks().len();
+    while frozen.elapsed() < Duration::from_millis(3 * LEASE_MS) {
+        feed_prefixed(&mut rest, "other", &mut n2);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    procs[i].resume();
+    let new = unit_leader(&etcd, cluster).unwrap();
+    assert_ne!(new.node_id, old.node_id, "the frozen node still leads t/0");
+    // It follows the new leader; being t/0's preferred leader, it may then take it back (a
+    // handover, in a newer epoch still).
+    eventually("the old leader follows the new one on t/0", TIMEOUT, || {
+        status(&addrs[i]).is_some_and(|s| {
+            s["partitions"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["topic"] == "t"))
+                .is_some_and(|p| {
+                    p["role"] == "follower" || p["epoch"].as_u64().is_some_and(|e| e > new.epoch)
+                })
+        })
+    });
+    for _ in 0..200 {
+        feed_prefixed(&mut rest, "other", &mut n2);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let lone_sent = lone.sent.clone();
+    let lone_acks = lone.finish(Duration::from_secs(3));
+    rest.finish(Duration::from_secs(5));
+    eventually("every replica caught up", TIMEOUT, || converged(&addrs));
+    drop(procs);
+    let j = IDS.iter().position(|id| *id == new.node_id).unwrap();
+    println!(
+        "t/0: {} frozen, {} elected (epoch {}); the old leader acknowledged {} writes after it continued",
+        old.node_id,
+        new.node_id,
+        new.epoch,
+        lone_acks.len().saturating_sub(before)
+    );
+    acked_after_are_kept(&lone_sent, &lone_acks, before, &dirs[j]);
 }

@@ -71,6 +71,11 @@ pub struct ServeArgs {
     /// over durability): acknowledged records may be lost, and the node logs which.
     #[arg(long, requires = "coordinator")]
     pub unclean_election: bool,
+    /// Elect a leader per partition (and one for the consumer offsets log), spread over the
+    /// nodes by preferred leaders and handed back to a preferred leader that returns,
+    /// instead of one node leading every partition. Every node of a cluster must agree.
+    #[arg(long, requires = "coordinator")]
+    pub per_partition_leaders: bool,
 }
 
 impl ServeArgs {
@@ -85,6 +90,7 @@ impl ServeArgs {
         c.lease = Duration::from_millis(self.lease_ms);
         c.cluster = self.cluster.clone();
         c.unclean_election = self.unclean_election;
+        c.per_partition = self.per_partition_leaders;
         Ok(Some(c))
     }
 }
@@ -239,6 +245,23 @@ fn coordinator_view(a: &NodeArgs) -> Result<Option<serde_json::Value>, CliError>
         "epoch": v.epoch,
         "in_sync": v.in_sync.as_ref().map(|(_, ids)| ids.clone()),
         "in_sync_epoch": v.in_sync.as_ref().map(|(e, _)| *e),
+        // Per-partition leadership (`serve --per-partition-leaders`): the members, those up,
+        // and each partition's leader, epoch, in-sync set and preferred leader.
+        "members": v.members,
+        "alive": v.alive,
+        "partitions": v.units.iter().map(|((topic, p), u)| serde_json::json!({
+            "topic": topic,
+            "partition": p,
+            "leader": u.leader.as_ref().map(|l| serde_json::json!({
+                "node_id": l.node_id,
+                "addr": l.addr,
+                "epoch": l.epoch,
+            })),
+            "epoch": u.epoch,
+            "in_sync": u.in_sync.as_ref().map(|(_, ids)| ids.clone()),
+            "preferred": u.preferred,
+            "handover": u.handover,
+        })).collect::<Vec<_>>(),
     })))
 }
 
@@ -291,6 +314,23 @@ pub fn status(a: NodeArgs) -> Result<(), CliError> {
         return Err("the node answered a status request with something else".into());
     };
     let cluster = coordinator_view(&a)?;
+    // Who leads each partition: this node for those it leads; etcd's word for the others
+    // when `--coordinator` is given (per-partition leadership), else the node's leader.
+    let leader_of = |p: &stratalog::replication::PartitionStatus| -> String {
+        if p.role == stratalog::replication::Role::Leader {
+            return a.node.clone();
+        }
+        cluster
+            .as_ref()
+            .and_then(|c| {
+                c["partitions"].as_array()?.iter().find(|u| {
+                    u["topic"] == p.topic.as_str() && u["partition"] == p.partition
+                })?["leader"]["addr"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .unwrap_or_else(|| leader.clone())
+    };
     if a.json {
         let parts: Vec<serde_json::Value> = partitions
             .iter()
@@ -298,6 +338,7 @@ pub fn status(a: NodeArgs) -> Result<(), CliError> {
                 serde_json::json!({
                     "topic": p.topic,
                     "partition": p.partition,
+                    "leader": leader_of(p),
                     "role": p.role.name(),
                     "epoch": p.epoch,
                     "log_start": p.log_start,
@@ -347,6 +388,18 @@ pub fn status(a: NodeArgs) -> Result<(), CliError> {
             c["lease"]["granted_ms"],
             c["in_sync"]
         );
+        for u in c["partitions"].as_array().into_iter().flatten() {
+            outln!(
+                "  partition {}/{} leader={} ({}) epoch={} in_sync={} preferred={}",
+                u["topic"].as_str().unwrap_or(""),
+                u["partition"],
+                u["leader"]["addr"].as_str().unwrap_or("none"),
+                u["leader"]["node_id"].as_str().unwrap_or("-"),
+                u["epoch"],
+                u["in_sync"],
+                u["preferred"].as_str().unwrap_or("-")
+            );
+        }
     }
     for p in partitions {
         if p.role == stratalog::replication::Role::Leader {

@@ -247,6 +247,7 @@ pub fn consume(node: &str, o: &Options) -> Result<(), CliError> {
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut left = o.max.unwrap_or(u64::MAX);
+    let mut fetch_conns: std::collections::HashMap<u32, Conn> = std::collections::HashMap::new();
     let result = (|| -> Result<(), CliError> {
         loop {
             let mut progressed = false;
@@ -254,7 +255,13 @@ pub fn consume(node: &str, o: &Options) -> Result<(), CliError> {
                 if left == 0 {
                     return Ok(());
                 }
-                let printed = fetch_and_print(&mut conn, &topic, c, o, label, &mut left, &mut out)?;
+                // Each partition is fetched from its own leader (per-partition leadership
+                // under etcd); the group's calls stay on `conn`.
+                let fetching = match fetch_conns.entry(c.partition) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => e.insert(Conn::open(node)?),
+                };
+                let printed = fetch_and_print(fetching, &topic, c, o, label, &mut left, &mut out)?;
                 progressed |= printed > 0;
                 if let Some(group) = &o.group {
                     let caught_up = c.next.is_some_and(|n| n >= c.high_watermark);
@@ -533,6 +540,9 @@ pub fn parse_acks(s: &str) -> Result<Acks, String> {
 /// <offset>` with `--topic`, whose records are routed by the topic's partitioner).
 pub fn produce(node: &str, o: &super::produce::Options) -> Result<(), CliError> {
     let mut conn = Conn::open(node)?;
+    // One connection per partition, each following its partition's leader: partitions may
+    // have different leaders (per-partition leadership under etcd).
+    let mut conns: std::collections::HashMap<u32, Conn> = std::collections::HashMap::new();
     let (topic, fixed, router) = match &o.topic {
         Some(topic) => {
             let t = conn.topic(topic)?;
@@ -568,6 +578,8 @@ pub fn produce(node: &str, o: &super::produce::Options) -> Result<(), CliError> 
     let compression = o
         .compression
         .map_or(Compression::None, super::CompressionArg::into_compression);
+    // The connection opened for the metadata serves the first partition sent to.
+    let mut conns_first = Some(conn);
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut keyless = 0u64;
@@ -597,6 +609,13 @@ pub fn produce(node: &str, o: &super::produce::Options) -> Result<(), CliError> 
             batches: Bytes::copy_from_slice(encoded.as_bytes()),
         };
         let deadline = Instant::now() + FAILOVER_WAIT;
+        let conn = match conns.entry(partition) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(match conns_first.take() {
+                Some(c) => c,
+                None => Conn::open(node)?,
+            }),
+        };
         loop {
             match conn.call(&request)? {
                 Message::ProduceResponse {

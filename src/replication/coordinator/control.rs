@@ -133,6 +133,162 @@ impl Control {
 }
 
 #[cfg(feature = "etcd")]
+/// One leadership unit as the per-partition coordinator sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct UnitView {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) role: Role,
+    pub(crate) epoch: u64,
+    /// The highest epoch in the unit's log history.
+    pub(crate) log_epoch: u64,
+}
+
+#[cfg(feature = "etcd")]
+/// The per-partition coordinator's handle: one leadership unit per partition, and one for
+/// the consumer offsets log.
+impl Control {
+    /// This node's address and id.
+    pub(crate) fn me(&self) -> Option<(String, String)> {
+        let s = self.get()?;
+        Some((
+            s.addr.get().map(|a| a.to_string()).unwrap_or_default(),
+            s.options.node_id.clone(),
+        ))
+    }
+
+    /// Every unit of the store: the consumer offsets log first, then each partition.
+    pub(crate) fn units(&self) -> Vec<UnitView> {
+        let Some(s) = self.get() else {
+            return Vec::new();
+        };
+        let mut keys = vec![(OFFSETS_LOG.to_string(), 0)];
+        for t in s.store.topics().unwrap_or_default() {
+            for p in 0..t.partitions() {
+                keys.push((t.name.clone(), p));
+            }
+        }
+        // The logs first: the state lock is not held across the store's lookups.
+        let logs: Vec<(Key, u64)> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let epoch = s.partition(&key.0, key.1).ok()?.leader_epoch();
+                Some((key, epoch))
+            })
+            .collect();
+        let st = lock(&s.state);
+        logs.into_iter()
+            .map(|(key, log_epoch)| {
+                let u = st.unit(&key);
+                UnitView {
+                    topic: key.0,
+                    partition: key.1,
+                    role: u.role,
+                    epoch: u.epoch,
+                    log_epoch,
+                }
+            })
+            .collect()
+    }
+
+    /// Leads a unit in `epoch` or a higher one (returned).
+    pub(crate) fn promote_unit(&self, key: &Key, epoch: u64) -> Result<u64> {
+        let s = self.get().ok_or_else(stopped)?;
+        s.promote_unit(key, epoch.saturating_sub(1))
+    }
+
+    /// Follows `leader` in a unit, which it leads in `epoch`.
+    pub(crate) fn follow_unit(&self, key: &Key, epoch: u64, leader: String) {
+        if let Some(s) = self.get() {
+            s.follow_unit(key, epoch, leader);
+        }
+    }
+
+    /// Stops leading a unit at once.
+    pub(crate) fn resign_unit(&self, key: &Key) {
+        if let Some(s) = self.get() {
+            s.resign_unit(key);
+        }
+    }
+
+    /// Stops leading every unit at once (the lease is lost).
+    pub(crate) fn resign_all(&self) {
+        let Some(s) = self.get() else { return };
+        if let Some(f) = &s.fence {
+            f.revoke();
+        }
+        let led: Vec<Key> = lock(&s.state)
+            .units
+            .iter()
+            .filter(|(_, u)| u.role == Role::Leader)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in led {
+            s.resign_unit(&key);
+        }
+    }
+
+    /// Starts or ends handing a unit over.
+    pub(crate) fn set_handing_over(&self, key: &Key, on: bool) {
+        if let Some(s) = self.get() {
+            s.set_handing_over(key, on);
+        }
+    }
+
+    /// A unit's in-sync set as its leader sees it: itself and its followers in sync (sorted).
+    pub(crate) fn unit_in_sync(&self, key: &Key) -> Vec<String> {
+        let Some(s) = self.get() else {
+            return Vec::new();
+        };
+        let mut ids = vec![s.options.node_id.clone()];
+        if let Some(t) = lock(&s.trackers).get(key) {
+            ids.extend(
+                t.tracker
+                    .followers()
+                    .iter()
+                    .filter(|(_, f)| f.in_sync)
+                    .map(|(id, _)| id.clone()),
+            );
+        }
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Whether follower `id` of a unit this node leads is in sync and holds, durably, every
+    /// record of the unit's log.
+    pub(crate) fn holds_everything(&self, key: &Key, id: &str) -> bool {
+        let Some(s) = self.get() else { return false };
+        let Ok(log) = s.partition(&key.0, key.1) else {
+            return false;
+        };
+        let end = log.written_end();
+        lock(&s.trackers)
+            .get(key)
+            .and_then(|t| t.tracker.followers().get(id).cloned())
+            .is_some_and(|f| f.in_sync && f.durable_end >= end)
+    }
+
+    /// Whether this node, following a unit, holds everything its leader had at its last
+    /// fetch answer.
+    pub(crate) fn caught_up(&self, key: &Key) -> bool {
+        let Some(s) = self.get() else { return false };
+        let Ok(log) = s.partition(&key.0, key.1) else {
+            return false;
+        };
+        lock(&s.lag)
+            .get(key)
+            .is_some_and(|l| log.end_offset() >= l.leader_mark)
+    }
+
+    /// A unit's log end here, for the unclean election's report.
+    pub(crate) fn log_end(&self, key: &Key) -> Option<u64> {
+        let s = self.get()?;
+        s.partition(&key.0, key.1).ok().map(|l| l.end_offset())
+    }
+}
+
+#[cfg(feature = "etcd")]
 fn stopped() -> Error {
     Error::Coordinator {
         what: "the node stopped".into(),
@@ -172,12 +328,16 @@ impl Shared {
             if acks != Acks::All {
                 return ErrorCode::None;
             }
-            let held = fence.published().iter().filter(|id| *id != own).all(|id| {
-                trackers
-                    .get(&key)
-                    .and_then(|t| t.tracker.followers().get(id))
-                    .is_some_and(|f| f.durable_end >= end)
-            });
+            let held = fence
+                .published(topic, partition)
+                .iter()
+                .filter(|id| *id != own)
+                .all(|id| {
+                    trackers
+                        .get(&key)
+                        .and_then(|t| t.tracker.followers().get(id))
+                        .is_some_and(|f| f.durable_end >= end)
+                });
             if held {
                 return ErrorCode::None;
             }

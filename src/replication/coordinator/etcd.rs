@@ -12,9 +12,13 @@ use etcd_client::{
 };
 
 use super::{CoordinatorOptions, LeaseFence, margin};
+
+#[path = "units.rs"]
+mod units;
 use crate::error::{Error, Result};
 use crate::replication::Role;
 use crate::replication::node::control::Control;
+pub use units::UnitRecord;
 
 /// The coordinator's thread; [`Running::stop`] ends it (the node's stop calls it).
 pub(crate) struct Running {
@@ -153,6 +157,12 @@ struct Session {
     /// Until when the lease is surely held (last keepalive sent + lease − margin).
     until: Instant,
     last_sent: Instant,
+    /// A watch of the cluster's keys: a change (a leader key deleted when its lease expired,
+    /// a new leader named, a handover asked) wakes the loop at once instead of at its next
+    /// tick. `None` while none could be opened: the loop then only polls.
+    watch: Option<(etcd_client::Watcher, etcd_client::WatchStream)>,
+    /// When to try opening the watch again.
+    watch_retry: Instant,
 }
 
 /// This node's leadership.
@@ -177,7 +187,12 @@ struct Coordinator {
     leaderless_since: Option<Instant>,
     /// When "not in the in-sync set" was last logged.
     told_not_in_sync: Option<Instant>,
+    /// The per-partition election's state (unused by the node-wide one).
+    units: units::Units,
 }
+
+/// How often a leader looks whether its in-sync set changed, to publish it at once.
+const ISR_POLL: Duration = Duration::from_millis(20);
 
 /// Bounds an etcd call: a cut-off etcd must never hold the loop past its lease.
 async fn bounded<T, E: std::fmt::Display>(
@@ -217,15 +232,20 @@ impl Coordinator {
             leading: None,
             leaderless_since: None,
             told_not_in_sync: None,
+            units: units::Units::default(),
         }
     }
 
     async fn run(&mut self) {
         while !self.stop.load(Ordering::Acquire) && self.control.view().is_some() {
             let started = Instant::now();
-            self.step().await;
+            if self.options.per_partition {
+                self.step_units().await;
+            } else {
+                self.step().await;
+            }
             let left = self.tick.saturating_sub(started.elapsed());
-            tokio::time::sleep(left).await;
+            self.wait(left).await;
         }
         if self.leading.take().is_some() {
             self.fence.revoke();
@@ -348,14 +368,98 @@ impl Coordinator {
         )
         .await?;
         tracing::debug!(lease = grant.id(), ttl = grant.ttl(), "etcd lease granted");
-        Some(Session {
+        let mut session = Session {
             client,
             lease: grant.id(),
             keeper,
             stream,
             until,
             last_sent: sent,
-        })
+            watch: None,
+            watch_retry: Instant::now(),
+        };
+        self.open_watch(&mut session).await;
+        Some(session)
+    }
+
+    /// Opens the watch of the cluster's keys (see [`Session::watch`]), if it is time to try.
+    async fn open_watch(&self, s: &mut Session) {
+        if s.watch.is_some() || Instant::now() < s.watch_retry {
+            return;
+        }
+        let options = etcd_client::WatchOptions::new().with_prefix();
+        let opened = bounded(
+            self.tick,
+            "watch",
+            s.client.watch(self.options.prefix(), Some(options)),
+        )
+        .await;
+        if opened.is_none() {
+            s.watch_retry = Instant::now() + self.options.lease;
+        }
+        s.watch = opened;
+    }
+
+    /// Waits `left`, or less if the watch reports a change of the cluster's keys.
+    ///
+    /// A leader whose in-sync set changed (a follower caught up) stops waiting too, within
+    /// [`ISR_POLL`], so that it publishes the set at once: until it does, only itself may be
+    /// elected if it dies.
+    async fn wait(&mut self, left: Duration) {
+        let until = Instant::now() + left;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            if self.wait_slice((until - now).min(ISR_POLL)).await || self.in_sync_changed() {
+                return;
+            }
+        }
+    }
+
+    /// Whether a set this node leads in has an in-sync set other than the one published.
+    fn in_sync_changed(&self) -> bool {
+        if let Some(l) = &self.leading {
+            return self.control.in_sync() != l.published;
+        }
+        self.units.in_sync_changed(&self.control)
+    }
+
+    /// Waits `left` or until the watch reports a change (true).
+    async fn wait_slice(&mut self, left: Duration) -> bool {
+        let Some(s) = self.session.as_mut() else {
+            tokio::time::sleep(left).await;
+            return false;
+        };
+        if s.watch.is_none() {
+            let retry = Instant::now() >= s.watch_retry;
+            if retry {
+                let mut taken = self.session.take();
+                if let Some(s) = taken.as_mut() {
+                    self.open_watch(s).await;
+                }
+                self.session = taken;
+            }
+            tokio::time::sleep(left).await;
+            return false;
+        }
+        let Some((_, stream)) = s.watch.as_mut() else {
+            return false;
+        };
+        match tokio::time::timeout(left, stream.message()).await {
+            Ok(Ok(Some(_))) => true,
+            Err(_) => false,
+            Ok(other) => {
+                // The watch ended (a member went away, the stream broke): poll until a new
+                // one opens.
+                tracing::debug!(?other, "etcd: the watch ended");
+                s.watch = None;
+                s.watch_retry = Instant::now() + self.options.lease / 5;
+                tokio::time::sleep(left).await;
+                false
+            }
+        }
     }
 
     async fn keep_alive(&mut self) {
@@ -630,6 +734,13 @@ pub struct ClusterView {
     pub epoch: u64,
     /// The in-sync set last published, and the epoch that published it.
     pub in_sync: Option<(u64, Vec<String>)>,
+    /// Per-partition leadership (`--per-partition-leaders`): each unit (topic, partition;
+    /// the consumer offsets log is `__consumer_offsets`, 0) as etcd holds it.
+    pub units: std::collections::BTreeMap<(String, u32), UnitRecord>,
+    /// The registered members (sorted ids), per-partition leadership only.
+    pub members: Vec<String>,
+    /// The members up now (their lease lives), per-partition leadership only.
+    pub alive: Vec<String>,
 }
 
 /// Reads the cluster's keys from etcd (on a runtime of its own, for at most `limit`).
@@ -663,6 +774,14 @@ pub fn describe(options: &CoordinatorOptions, limit: Duration) -> Result<Cluster
                 .unwrap_or(0);
             let isr = c.get(keys.isr.clone(), None).await?;
             view.in_sync = isr.kvs().first().and_then(|kv| parse_isr(kv.value()));
+            let prefix = options.prefix();
+            let all = c
+                .get(
+                    prefix.clone(),
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await?;
+            units::describe_units(&prefix, all.kvs(), &mut view);
             Ok::<_, etcd_client::Error>(view)
         };
         match tokio::time::timeout(limit, read).await {

@@ -13,6 +13,10 @@
 //! - `isr`: `"<epoch> <id>,<id>,..."`, the in-sync set as the leader last wrote it (guarded the
 //!   same way). A node campaigns only while it is in it, unless `unclean_election`.
 //!
+//! With [`CoordinatorOptions::per_partition`] each partition (and the consumer offsets log)
+//! is elected on its own under `p/<topic>/<partition>/`, spread over the nodes by preferred
+//! leaders and handed back to a preferred leader that returns (see `units.rs`).
+//!
 //! The leader keeps "lease valid until" = when its last successful keepalive was *sent* + the
 //! lease time − a safety margin; no produce or commit is acknowledged after it, nor before
 //! every member of the published in-sync set holds the records, and the node steps down when
@@ -20,6 +24,7 @@
 //!
 //! Built with the `etcd` feature; without it, a node given a coordinator refuses to start.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,7 +34,7 @@ use crate::error::{Error, Result};
 #[cfg(feature = "etcd")]
 mod etcd;
 #[cfg(feature = "etcd")]
-pub use etcd::{ClusterView, LeaderRecord, describe};
+pub use etcd::{ClusterView, LeaderRecord, UnitRecord, describe};
 #[cfg(feature = "etcd")]
 pub(crate) use etcd::{Running, start};
 
@@ -60,6 +65,10 @@ pub struct CoordinatorOptions {
     /// Let a node outside the in-sync set campaign (after a lease time without a leader),
     /// logging loudly the records that may be lost.
     pub unclean_election: bool,
+    /// Elect a leader per partition (and one for the consumer offsets log), spread over the
+    /// nodes by preferred leaders, instead of one leader of every partition (see
+    /// docs/REPLICATION.md, "Automatic failover through etcd").
+    pub per_partition: bool,
 }
 
 impl Default for CoordinatorOptions {
@@ -69,6 +78,7 @@ impl Default for CoordinatorOptions {
             cluster: "default".into(),
             lease: Duration::from_secs(5),
             unclean_election: false,
+            per_partition: false,
         }
     }
 }
@@ -118,6 +128,9 @@ pub(crate) struct LeaseFence {
     /// The in-sync set as written to etcd (node ids); every one of them must hold a record
     /// before it is acknowledged at `acks=all`.
     published: Mutex<Vec<String>>,
+    /// Per partition (a per-partition coordinator): each unit's published in-sync set, which
+    /// replaces `published` for its unit.
+    published_units: Mutex<HashMap<(String, u32), Vec<String>>>,
 }
 
 impl LeaseFence {
@@ -126,6 +139,7 @@ impl LeaseFence {
             base: Instant::now(),
             until_ns: AtomicU64::new(0),
             published: Mutex::new(Vec::new()),
+            published_units: Mutex::new(HashMap::new()),
         }
     }
 
@@ -158,11 +172,33 @@ impl LeaseFence {
         *self.published.lock().unwrap_or_else(|e| e.into_inner()) = ids;
     }
 
-    pub(crate) fn published(&self) -> Vec<String> {
+    /// The in-sync set published for `topic/partition`'s unit (the node-wide one unless a
+    /// per-partition coordinator published one for it).
+    pub(crate) fn published(&self, topic: &str, partition: u32) -> Vec<String> {
+        let units = self
+            .published_units
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(ids) = units.get(&(topic.to_string(), partition)) {
+            return ids.clone();
+        }
+        drop(units);
         self.published
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    #[cfg_attr(
+        all(not(feature = "etcd"), not(test)),
+        expect(dead_code, reason = "only the etcd coordinator sets the fence")
+    )]
+    /// Sets the in-sync set published for one unit.
+    pub(crate) fn set_published_unit(&self, topic: &str, partition: u32, ids: Vec<String>) {
+        self.published_units
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((topic.to_string(), partition), ids);
     }
 }
 

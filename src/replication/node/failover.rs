@@ -57,7 +57,8 @@ impl Shared {
     fn new_epoch_after_failure(&self) -> Result<()> {
         let writes = lock(&self.replica_writes);
         let mut st = lock(&self.state);
-        if st.role != Role::Leader {
+        let leads_a_unit = st.units.values().any(|u| u.role == Role::Leader);
+        if st.role != Role::Leader && !leads_a_unit {
             return Ok(());
         }
         if let Some(fence) = &self.fence {
@@ -194,9 +195,14 @@ impl Shared {
         (ErrorCode::None, epoch)
     }
 
-    /// Stops leading (a newer epoch exists somewhere): refuses produces from now on, and
-    /// follows whoever the peers say leads.
-    pub(super) fn step_down(self: &Arc<Self>, seen_epoch: u64) {
+    /// Stops leading `key`'s unit (node-wide in operator mode: every partition), as a newer
+    /// epoch exists somewhere: refuses produces from now on, and follows whoever the peers
+    /// (per partition: etcd) say leads.
+    pub(super) fn step_down(self: &Arc<Self>, key: &Key, seen_epoch: u64) {
+        if self.per_unit() {
+            self.step_down_unit(key, seen_epoch);
+            return;
+        }
         {
             let mut st = lock(&self.state);
             if st.role != Role::Leader || seen_epoch <= st.epoch {
@@ -218,7 +224,16 @@ impl Shared {
     /// [`Shared::announce`]): it takes that epoch at once, so that its next fetch fences its
     /// old leader and no answer of an older epoch is appended, then asks its peers who leads
     /// (in the background; the fetcher reconnects when the leader changes).
-    pub(super) fn follow_newer_epoch(self: &Arc<Self>, seen_epoch: u64) {
+    pub(super) fn follow_newer_epoch(self: &Arc<Self>, key: &Key, seen_epoch: u64) {
+        if self.per_unit() {
+            // Per partition, etcd names the unit's leader: only the epoch is taken here.
+            let mut st = lock(&self.state);
+            if st.unit(key).role != Role::Leader {
+                let ours = st.fields_mut(key).1;
+                *ours = (*ours).max(seen_epoch);
+            }
+            return;
+        }
         {
             let mut st = lock(&self.state);
             if st.role == Role::Leader || seen_epoch <= st.epoch {
@@ -264,6 +279,161 @@ impl Shared {
             }
         }
         best
+    }
+}
+
+/// The per-partition role changes, which the etcd coordinator makes (see `control.rs`).
+impl Shared {
+    #[cfg_attr(
+        not(feature = "etcd"),
+        expect(dead_code, reason = "only the etcd coordinator elects per partition")
+    )]
+    /// Leads `key`'s unit in a new epoch above `min_epoch` and every epoch seen in it, durably
+    /// in its log's history; returns the epoch.
+    pub(super) fn promote_unit(self: &Arc<Self>, key: &Key, min_epoch: u64) -> Result<u64> {
+        let log = self.partition(&key.0, key.1).map_err(|code| {
+            Error::InvalidArgument(format!("cannot lead {}/{}: {}", key.0, key.1, code.name()))
+        })?;
+        let writes = lock(&self.replica_writes);
+        let mut st = lock(&self.state);
+        let seen = st.unit(key).epoch.max(min_epoch).max(log.leader_epoch());
+        let epoch = next_epoch(seen, EpochStart::Promote);
+        if key.0 == OFFSETS_LOG {
+            self.store.set_offsets_epoch(epoch)?;
+        } else {
+            self.store.set_leader_epoch(&key.0, key.1, epoch)?;
+        }
+        let generation = st.next_unit_generation();
+        st.units.insert(
+            key.clone(),
+            Unit {
+                role: Role::Leader,
+                epoch,
+                leader: server_addr(self).to_string(),
+                generation,
+                handing_over: false,
+            },
+        );
+        drop(st);
+        drop(writes);
+        lock(&self.trackers).remove(key);
+        self.progress.notify_all();
+        lock(&self.fetchers).retain(|f| !f.is_finished());
+        tracing::info!(node = %self.options.node_id, topic = key.0, partition = key.1, epoch, "elected: leading the partition");
+        Ok(epoch)
+    }
+
+    #[cfg_attr(
+        not(feature = "etcd"),
+        expect(dead_code, reason = "only the etcd coordinator elects per partition")
+    )]
+    /// Follows `leader` (another node) in `key`'s unit, which it leads in `epoch`: a leader
+    /// of an older epoch stops leading it; a follower takes the new leader and epoch (its
+    /// fetcher reconnects). Nothing changes if this node knows a newer epoch of the unit.
+    pub(super) fn follow_unit(self: &Arc<Self>, key: &Key, epoch: u64, leader: String) {
+        let generation = {
+            let mut st = lock(&self.state);
+            let u = st.unit(key);
+            // A unit never followed yet has no epoch of its own (the node-wide one is the
+            // highest of all the logs): etcd's word is taken.
+            let own = st.units.contains_key(key);
+            if own && (epoch < u.epoch || (u.role == Role::Leader && epoch == u.epoch)) {
+                return;
+            }
+            if own && u.role != Role::Leader {
+                if u.leader == leader && u.epoch == epoch {
+                    drop(st);
+                    // Still followed: make sure a fetcher runs (one may have ended).
+                    let _ = self.ensure_fetcher(&key.0, key.1, u.generation);
+                    return;
+                }
+                let (l, e) = st.fields_mut(key);
+                *l = leader.clone();
+                *e = epoch;
+                u.generation
+            } else {
+                if u.role == Role::Leader {
+                    tracing::warn!(node = %self.options.node_id, topic = key.0, partition = key.1, epoch = u.epoch, new_epoch = epoch, leader, "another node leads the partition: no longer leading it");
+                }
+                let generation = st.next_unit_generation();
+                st.units.insert(
+                    key.clone(),
+                    Unit {
+                        role: Role::Follower,
+                        epoch,
+                        leader,
+                        generation,
+                        handing_over: false,
+                    },
+                );
+                generation
+            }
+        };
+        lock(&self.trackers).remove(key);
+        self.progress.notify_all();
+        if let Err(e) = self.ensure_fetcher(&key.0, key.1, generation) {
+            tracing::error!(error = %e, topic = key.0, partition = key.1, "could not start following the partition's leader");
+        }
+    }
+
+    /// Stops leading `key`'s unit at once (its leadership key is gone, or handed over): no
+    /// produce or commit of it is acknowledged from now on; it follows whoever etcd names
+    /// next.
+    pub(super) fn resign_unit(self: &Arc<Self>, key: &Key) {
+        let generation = {
+            let mut st = lock(&self.state);
+            let u = st.unit(key);
+            if u.role != Role::Leader {
+                return;
+            }
+            tracing::warn!(node = %self.options.node_id, topic = key.0, partition = key.1, epoch = u.epoch, "no longer leading the partition");
+            let generation = st.next_unit_generation();
+            st.units.insert(
+                key.clone(),
+                Unit {
+                    role: Role::Follower,
+                    epoch: u.epoch,
+                    leader: String::new(),
+                    generation,
+                    handing_over: false,
+                },
+            );
+            generation
+        };
+        lock(&self.trackers).remove(key);
+        self.progress.notify_all();
+        if let Err(e) = self.ensure_fetcher(&key.0, key.1, generation) {
+            tracing::error!(error = %e, "could not start following after leaving a partition");
+        }
+    }
+
+    /// A fetcher knows a newer epoch of `key`'s unit than the one this node leads it in.
+    fn step_down_unit(self: &Arc<Self>, key: &Key, seen_epoch: u64) {
+        {
+            let st = lock(&self.state);
+            let u = st.unit(key);
+            if u.role != Role::Leader || seen_epoch <= u.epoch {
+                return;
+            }
+        }
+        self.resign_unit(key);
+        let mut st = lock(&self.state);
+        let ours = st.fields_mut(key).1;
+        *ours = (*ours).max(seen_epoch);
+    }
+
+    #[cfg_attr(
+        not(feature = "etcd"),
+        expect(dead_code, reason = "only the etcd coordinator elects per partition")
+    )]
+    /// Starts or ends handing `key`'s unit over (see [`Unit::handing_over`]).
+    pub(super) fn set_handing_over(&self, key: &Key, on: bool) {
+        let mut st = lock(&self.state);
+        if let Some(u) = st.units.get_mut(key)
+            && u.role == Role::Leader
+        {
+            u.handing_over = on;
+        }
     }
 }
 

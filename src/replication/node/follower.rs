@@ -15,6 +15,8 @@ impl Shared {
         }
     }
 
+    /// Starts a fetcher for every partition (and the consumer offsets log) this node follows;
+    /// per partition, none for a unit it leads.
     pub(super) fn start_fetchers(self: &Arc<Self>) -> Result<()> {
         let generation = lock(&self.state).generation;
         self.ensure_fetcher(OFFSETS_LOG, 0, generation)?;
@@ -41,7 +43,18 @@ impl Shared {
         partition: u32,
         generation: u64,
     ) -> Result<()> {
-        let entry = ((topic.to_string(), partition), generation);
+        let key = key_of(topic, partition);
+        let generation = if self.per_unit() {
+            // Per partition: a unit's own generation, and no fetcher for a unit it leads.
+            let u = lock(&self.state).unit(&key);
+            if u.role == Role::Leader {
+                return Ok(());
+            }
+            u.generation
+        } else {
+            generation
+        };
+        let entry = (key, generation);
         if !lock(&self.fetching).insert(entry.clone()) {
             return Ok(());
         }
@@ -224,6 +237,11 @@ impl Shared {
         !self.stop.load(Ordering::Acquire) && lock(&self.state).generation == generation
     }
 
+    /// Whether the node runs and `key`'s unit is still in `generation`.
+    pub(super) fn running_at(&self, key: &Key, generation: u64) -> bool {
+        !self.stop.load(Ordering::Acquire) && lock(&self.state).unit(key).generation == generation
+    }
+
     /// One partition's fetcher: fetch from the log end, append, repeat, until the node stops
     /// or changes role.
     pub(super) fn fetch_loop(self: &Arc<Self>, topic: &str, partition: u32, generation: u64) {
@@ -233,15 +251,19 @@ impl Shared {
         let mut failures = 0u32;
         // The consumer offsets fetcher also keeps the topics in step with the leader's.
         let mut synced: Option<Instant> = None;
-        while self.running(generation) {
+        let key = key_of(topic, partition);
+        while self.running_at(&key, generation) {
             if topic != OFFSETS_LOG && lock(&self.dropping).contains(topic) {
                 // Being deleted (see `drop_topic`): the partition must be closed for that.
                 return;
             }
             if failures >= 3 {
-                // The leader does not answer: ask the peers who leads now.
+                // The leader does not answer: ask the peers who leads now (per partition,
+                // etcd names each unit's leader).
                 failures = 0;
-                if let Some((leader, epoch)) = self.discover_leader() {
+                if !self.per_unit()
+                    && let Some((leader, epoch)) = self.discover_leader()
+                {
                     let mut st = lock(&self.state);
                     if epoch >= st.epoch && st.role != Role::Leader {
                         st.leader = leader;
@@ -249,7 +271,7 @@ impl Shared {
                     }
                 }
             }
-            let leader = lock(&self.state).leader.clone();
+            let leader = lock(&self.state).unit(&key).leader;
             if client
                 .as_ref()
                 .is_some_and(|c| resolve(&leader) != Some(c.addr()))
@@ -301,10 +323,10 @@ impl Shared {
         }
     }
 
-    /// The replica-write lock, if this fetcher's generation is still the node's.
-    pub(super) fn replica_write(&self, generation: u64) -> Result<MutexGuard<'_, ()>> {
+    /// The replica-write lock, if this fetcher's generation is still its unit's.
+    pub(super) fn replica_write(&self, key: &Key, generation: u64) -> Result<MutexGuard<'_, ()>> {
         let writes = lock(&self.replica_writes);
-        if self.running(generation) {
+        if self.running_at(key, generation) {
             Ok(writes)
         } else {
             Err(Error::InvalidArgument(
@@ -322,6 +344,7 @@ impl Shared {
         in_flight: &mut Option<(u32, u64)>,
     ) -> Result<()> {
         let offsets = topic == OFFSETS_LOG;
+        let key = key_of(topic, partition);
         let (log, topic_id) = if offsets {
             (self.store.offsets_log()?, [0; 16])
         } else {
@@ -346,7 +369,7 @@ impl Shared {
             partition,
             offset,
             last_epoch,
-            leader_epoch: lock(&self.state).epoch,
+            leader_epoch: lock(&self.state).unit(&key).epoch,
             max_bytes: self.options.fetch_max_bytes,
             max_wait_ms: self.options.fetch_wait.as_millis() as u32,
             durable_end: if mirror { 0 } else { durable_end },
@@ -377,7 +400,7 @@ impl Shared {
         {
             // Our leader was deposed: follow the one it names, or ask the peers.
             if !leader.is_empty() {
-                lock(&self.state).leader = leader.clone();
+                *lock(&self.state).fields_mut(&key).0 = leader.clone();
             }
             return Err(Error::InvalidArgument("the leader moved".into()));
         }
@@ -405,7 +428,8 @@ impl Shared {
         }
         if error == ErrorCode::FencedEpoch {
             let mut st = lock(&self.state);
-            st.epoch = st.epoch.max(epoch);
+            let ours = st.fields_mut(&key).1;
+            *ours = (*ours).max(epoch);
             return Ok(());
         }
         if error == ErrorCode::OffsetOutOfRange && offsets && offset < log_start {
@@ -416,7 +440,7 @@ impl Shared {
                 to = log_start,
                 "the leader compacted the consumer offsets log; fetching its state anew"
             );
-            let _writes = self.replica_write(generation)?;
+            let _writes = self.replica_write(&key, generation)?;
             return self.store.restart_offsets_at(log_start);
         }
         if error == ErrorCode::OffsetOutOfRange && !offsets && offset < log_start {
@@ -431,7 +455,7 @@ impl Shared {
                 to = log_start,
                 "below the leader's start: starting over there"
             );
-            let _writes = self.replica_write(generation)?;
+            let _writes = self.replica_write(&key, generation)?;
             return log.reset_to(log_start);
         }
         if error != ErrorCode::None {
@@ -443,14 +467,15 @@ impl Shared {
         }
         {
             let mut st = lock(&self.state);
-            if epoch < st.epoch {
+            let ours = st.fields_mut(&key).1;
+            if epoch < *ours {
                 // A deposed leader answered (it froze and came back): its batches are not ours.
                 return Err(Error::InvalidArgument(format!(
                     "the leader answered in epoch {epoch}, older than epoch {} this node knows",
-                    st.epoch
+                    *ours
                 )));
             }
-            st.epoch = st.epoch.max(epoch);
+            *ours = (*ours).max(epoch);
         }
         if diverging_end != u64::MAX {
             // Cut exactly the divergent suffix (KIP-101, with KIP-279's refinement): ask where
@@ -480,7 +505,7 @@ impl Shared {
                 to = offset,
                 "truncating a divergent suffix"
             );
-            let _writes = self.replica_write(generation)?;
+            let _writes = self.replica_write(&key, generation)?;
             if offsets {
                 self.store.truncate_offsets(at)?;
             } else {
@@ -516,13 +541,13 @@ impl Shared {
         }
         if !batches.is_empty() {
             if offsets {
-                let _writes = self.replica_write(generation)?;
+                let _writes = self.replica_write(&key, generation)?;
                 self.store.append_offsets_replica(&batches)?;
             } else {
                 // Written under the lock, made durable outside it: the partitions' fsyncs
                 // must not queue behind one another.
                 let appended = {
-                    let _writes = self.replica_write(generation)?;
+                    let _writes = self.replica_write(&key, generation)?;
                     log.append_replica(&batches)?
                 };
                 if log.written_end() >= leader_has {

@@ -22,18 +22,19 @@ impl Shared {
             acks,
             epoch,
         };
-        let epoch = lock(&self.state).epoch;
+        let key = key_of(topic, partition);
+        let epoch = lock(&self.state).unit(&key).epoch;
         let log = match self.partition(topic, partition) {
             Ok(log) => log,
             Err(code) => return answer(code, 0, 0, acks, epoch),
         };
         self.check_reopened_after_failure();
         let (generation, epoch) = {
-            let st = lock(&self.state);
-            if st.role != Role::Leader {
-                return answer(ErrorCode::LeadershipLost, 0, 0, acks, st.epoch);
+            let u = lock(&self.state).unit(&key);
+            if u.role != Role::Leader || u.handing_over {
+                return answer(ErrorCode::LeadershipLost, 0, 0, acks, u.epoch);
             }
-            (st.generation, st.epoch)
+            (u.generation, u.epoch)
         };
         let batches = match split_batches(bytes) {
             Ok(b) if !b.is_empty() => b,
@@ -81,7 +82,9 @@ impl Shared {
         let deadline = Instant::now() + timeout;
         let mut trackers = lock(&self.trackers);
         loop {
-            if lock(&self.state).generation != generation || self.stop.load(Ordering::Acquire) {
+            if lock(&self.state).unit(&key).generation != generation
+                || self.stop.load(Ordering::Acquire)
+            {
                 return ErrorCode::LeadershipLost;
             }
             let durable = log.end_offset();
@@ -117,7 +120,7 @@ impl Shared {
         offset: u64,
         epoch: u64,
     ) -> ErrorCode {
-        let generation = lock(&self.state).generation;
+        let generation = lock(&self.state).unit(&key_of(OFFSETS_LOG, 0)).generation;
         if let Err(e) = self.store.commit(group, topic, partition, offset, epoch) {
             return match e {
                 Error::UnknownTopic { .. } | Error::UnknownPartition { .. } => {
@@ -198,7 +201,8 @@ impl Shared {
             durable_end,
             topic_id,
         } = at;
-        let epoch = lock(&self.state).epoch;
+        let key = key_of(topic, partition);
+        let epoch = lock(&self.state).unit(&key).epoch;
         let empty = |reply: &mut Reply<'_>, error, start, end, hw, diverging| {
             reply.send_fetch(error, epoch, hw, start, end, diverging, &[])
         };
@@ -208,7 +212,7 @@ impl Shared {
             Err(code) => return empty(reply, code, 0, 0, 0, u64::MAX),
         };
         self.check_reopened_after_failure();
-        let epoch = lock(&self.state).epoch;
+        let epoch = lock(&self.state).unit(&key).epoch;
         // A fetcher holding another incarnation of the topic (deleted and created again here)
         // must not take this one's records behind its own (KIP-516).
         if topic_id != [0; 16] && self.store.topic_id(topic).ok() != Some(TopicId(topic_id)) {

@@ -15,7 +15,11 @@
 //!   appends the bytes unchanged at the same offsets, waits until durable, fetches again.
 //! - `failover`: a promote to a new epoch, higher than every epoch seen, durable in every
 //!   partition's history before the node answers, and announced to the peers; following an
-//!   announced leader; stepping down on a newer epoch; asking the peers who leads.
+//!   announced leader; stepping down on a newer epoch; asking the peers who leads. Under a
+//!   per-partition etcd coordinator the same changes apply to one leadership unit (a
+//!   partition, or the consumer offsets log) at a time: the node keeps its node-wide role
+//!   plus per-unit overrides (`State::units`), and every produce, fetch, commit and fetcher
+//!   asks for the unit of its partition.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -134,6 +138,60 @@ struct State {
     leader: String,
     /// Bumped on every role change: fetchers and waiting produces of an older generation stop.
     generation: u64,
+    /// Under a per-partition coordinator: the leadership units (a partition, or the consumer
+    /// offsets log as `(__consumer_offsets, 0)`) whose state etcd set, each overriding the
+    /// node-wide fields above for its unit. Always empty in operator mode.
+    units: HashMap<Key, Unit>,
+    /// The last generation given to a unit (counted apart from the node-wide generation, from
+    /// [`UNIT_GENERATIONS`] on, so that the two never meet).
+    unit_generation: u64,
+}
+
+/// Where the generations of the units start: far above any node-wide generation.
+const UNIT_GENERATIONS: u64 = 1 << 40;
+
+/// One leadership unit's state (see [`State::units`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Unit {
+    role: Role,
+    epoch: u64,
+    leader: String,
+    generation: u64,
+    /// This node leads the unit but hands it over to its preferred leader: produces and
+    /// commits are refused, fetches still answered, until the new leader holds every record.
+    handing_over: bool,
+}
+
+impl State {
+    /// The state of `key`'s unit: its own, or the node-wide one.
+    fn unit(&self, key: &Key) -> Unit {
+        self.units.get(key).cloned().unwrap_or_else(|| Unit {
+            role: self.role,
+            epoch: self.epoch,
+            leader: self.leader.clone(),
+            generation: self.generation,
+            handing_over: false,
+        })
+    }
+
+    /// `key`'s unit's leader and epoch, for writing: its own, or the node-wide ones.
+    fn fields_mut(&mut self, key: &Key) -> (&mut String, &mut u64) {
+        match self.units.get_mut(key) {
+            Some(u) => (&mut u.leader, &mut u.epoch),
+            None => (&mut self.leader, &mut self.epoch),
+        }
+    }
+
+    /// A fresh unit generation.
+    fn next_unit_generation(&mut self) -> u64 {
+        self.unit_generation += 1;
+        self.unit_generation
+    }
+}
+
+/// The leadership unit of `topic/partition` (the consumer offsets log is `__consumer_offsets/0`).
+fn key_of(topic: &str, partition: u32) -> Key {
+    (topic.to_string(), partition)
 }
 
 struct Shared {
@@ -247,6 +305,8 @@ impl Node {
                 epoch,
                 leader: options.leader.clone().unwrap_or_default(),
                 generation: 0,
+                units: HashMap::new(),
+                unit_generation: UNIT_GENERATIONS,
             }),
             options,
             trackers: Mutex::new(HashMap::new()),
@@ -402,16 +462,46 @@ impl Shared {
         })
     }
 
-    /// `Some(leader address)` if this node does not lead.
+    /// `Some(leader address)` if this node does not lead (node-wide: a snapshot).
     fn not_leader(&self) -> Option<String> {
         let st = lock(&self.state);
         (st.role != Role::Leader).then(|| st.leader.clone())
     }
 
+    /// `Some(leader address)` if this node does not lead `key`'s unit (fetches).
+    fn not_leading(&self, key: &Key) -> Option<String> {
+        let u = lock(&self.state).unit(key);
+        (u.role != Role::Leader).then_some(u.leader)
+    }
+
+    /// `Some(leader address)` if this node takes no produce or commit for `key`'s unit: it
+    /// does not lead it, or hands it over (no address then: the client asks again).
+    fn not_accepting(&self, key: &Key) -> Option<String> {
+        let u = lock(&self.state).unit(key);
+        match (u.role, u.handing_over) {
+            (Role::Leader, false) => None,
+            (Role::Leader, true) => Some(String::new()),
+            _ => Some(u.leader),
+        }
+    }
+
+    /// Whether leadership is per partition (a per-partition coordinator).
+    fn per_unit(&self) -> bool {
+        self.options
+            .coordinator
+            .as_ref()
+            .is_some_and(|c| c.per_partition)
+    }
+
     fn status(&self) -> Message {
-        let (role, epoch, leader) = {
+        let (role, epoch, leader, units) = {
             let st = lock(&self.state);
-            (st.role, st.epoch, st.leader.clone())
+            let mut role = st.role;
+            if st.units.values().any(|u| u.role == Role::Leader) {
+                // Per partition: a node that leads any unit says it leads.
+                role = Role::Leader;
+            }
+            (role, st.epoch, st.leader.clone(), st.units.clone())
         };
         let trackers = lock(&self.trackers);
         let lags = lock(&self.lag);
@@ -422,6 +512,7 @@ impl Shared {
                     continue;
                 };
                 let end = log.end_offset();
+                let role = units.get(&(t.name.clone(), p)).map_or(role, |u| u.role);
                 let followers = trackers
                     .get(&(t.name.clone(), p))
                     .filter(|tr| tr.topic_id == t.id)
@@ -552,7 +643,9 @@ impl Handler for NodeHandler {
                 acks,
                 timeout_ms,
                 batches,
-            } => match node.not_leader() {
+            } => match node.not_leading(&key_of(&topic, partition)) {
+                // A unit handed over answers `LeadershipLost` (see `produce`): the client
+                // sends again until the new leader is named.
                 Some(leader) => not_leader(leader),
                 None => node.produce(
                     &topic,
@@ -577,16 +670,17 @@ impl Handler for NodeHandler {
             } => {
                 // Fencing: a fetcher that knows a newer epoch than this node leads in follows a
                 // newer leader, so this one was deposed: it stops leading before it answers.
-                if leader_epoch > lock(&node.state).epoch {
-                    node.step_down(leader_epoch);
-                    node.follow_newer_epoch(leader_epoch);
+                let key = key_of(&topic, partition);
+                if leader_epoch > lock(&node.state).unit(&key).epoch {
+                    node.step_down(&key, leader_epoch);
+                    node.follow_newer_epoch(&key, leader_epoch);
                 }
-                if let Some(leader) = node.not_leader() {
+                if let Some(leader) = node.not_leading(&key) {
                     return reply.send(&not_leader(leader));
                 }
                 // A follower still in an older epoch is refused with this one; it takes it and
                 // fetches again (its last epoch decides what it must truncate).
-                let epoch = lock(&node.state).epoch;
+                let epoch = lock(&node.state).unit(&key).epoch;
                 if role != FetchRole::Consumer && leader_epoch < epoch {
                     return reply.send_fetch(ErrorCode::FencedEpoch, epoch, 0, 0, 0, u64::MAX, &[]);
                 }
@@ -629,7 +723,7 @@ impl Handler for NodeHandler {
                 partition,
                 offset,
                 epoch,
-            } => match node.not_leader() {
+            } => match node.not_accepting(&key_of(OFFSETS_LOG, 0)) {
                 Some(leader) => not_leader(leader),
                 None => Message::OffsetCommitResponse {
                     error: node.commit(&group, &topic, partition, offset, epoch),
@@ -639,7 +733,7 @@ impl Handler for NodeHandler {
                 group,
                 topic,
                 partition,
-            } => match node.not_leader() {
+            } => match node.not_accepting(&key_of(OFFSETS_LOG, 0)) {
                 Some(leader) => not_leader(leader),
                 None => match node.store.try_committed(&group, &topic, partition) {
                     Ok(c) => Message::OffsetFetchResponse {
