@@ -41,6 +41,18 @@ impl Drop for Running {
     }
 }
 
+/// A transaction that creates `key` = `value` under `lease` only if `key` does not exist (a
+/// campaign for a leadership key, or a handover request).
+fn create_if_absent(key: String, value: impl Into<Vec<u8>>, lease: i64) -> Txn {
+    Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(
+            key,
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        )])
+}
+
 /// Starts the coordinator of a node.
 pub(crate) fn start(
     control: Control,
@@ -546,17 +558,7 @@ impl Coordinator {
             node_id: view.node_id.clone(),
         };
         let lease = s.lease;
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                self.keys.leader.clone(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([TxnOp::put(
-                self.keys.leader.clone(),
-                me.encode(),
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
+        let txn = create_if_absent(self.keys.leader.clone(), me.encode(), lease);
         let Some(won) = bounded(tick, "campaign", s.client.txn(txn)).await else {
             return;
         };
@@ -659,13 +661,23 @@ impl Coordinator {
 
     /// Runs `ops` only while this node's leader key has create revision `revision`.
     async fn guarded(&mut self, revision: i64, ops: Vec<TxnOp>) -> std::result::Result<(), String> {
+        let key = self.keys.leader.clone();
+        self.guarded_on(key, revision, ops, "the leadership key")
+            .await
+    }
+
+    /// Runs `ops` only while `key` (a leadership key this node wrote, `what` in the error) has
+    /// create revision `revision`: the guard of every epoch and in-sync write.
+    async fn guarded_on(
+        &mut self,
+        key: String,
+        revision: i64,
+        ops: Vec<TxnOp>,
+        what: &str,
+    ) -> std::result::Result<(), String> {
         let s = self.session.as_mut().ok_or("no session")?;
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                self.keys.leader.clone(),
-                CompareOp::Equal,
-                revision,
-            )])
+            .when([Compare::create_revision(key, CompareOp::Equal, revision)])
             .and_then(ops);
         let r = bounded(
             self.tick.max(Duration::from_millis(200)),
@@ -677,7 +689,7 @@ impl Coordinator {
         if r.succeeded() {
             Ok(())
         } else {
-            Err("this node no longer holds the leadership key".into())
+            Err(format!("this node no longer holds {what}"))
         }
     }
 

@@ -339,17 +339,7 @@ impl Coordinator {
                         return;
                     };
                     let handover = format!("{names}handover");
-                    let txn = Txn::new()
-                        .when([Compare::create_revision(
-                            handover.clone(),
-                            CompareOp::Equal,
-                            0,
-                        )])
-                        .and_then([TxnOp::put(
-                            handover,
-                            id.to_string(),
-                            Some(PutOptions::new().with_lease(s.lease)),
-                        )]);
+                    let txn = create_if_absent(handover, id.to_string(), s.lease);
                     if bounded(self.tick, "ask for a handover", s.client.txn(txn))
                         .await
                         .is_some_and(|r| r.succeeded())
@@ -509,17 +499,7 @@ impl Coordinator {
             node_id: id.to_string(),
         };
         let leader_key = format!("{names}leader");
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                leader_key.clone(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([TxnOp::put(
-                leader_key,
-                me.encode(),
-                Some(PutOptions::new().with_lease(s.lease)),
-            )]);
+        let txn = create_if_absent(leader_key, me.encode(), s.lease);
         let Some(won) = bounded(self.tick, "campaign", s.client.txn(txn)).await else {
             return;
         };
@@ -637,26 +617,9 @@ impl Coordinator {
         revision: i64,
         ops: Vec<TxnOp>,
     ) -> std::result::Result<(), String> {
-        let s = self.session.as_mut().ok_or("no session")?;
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                format!("{names}leader"),
-                CompareOp::Equal,
-                revision,
-            )])
-            .and_then(ops);
-        let r = bounded(
-            self.tick.max(Duration::from_millis(200)),
-            "guarded txn",
-            s.client.txn(txn),
-        )
-        .await
-        .ok_or("etcd did not answer")?;
-        if r.succeeded() {
-            Ok(())
-        } else {
-            Err("this node no longer holds the partition's leadership key".into())
-        }
+        let key = format!("{names}leader");
+        self.guarded_on(key, revision, ops, "the partition's leadership key")
+            .await
     }
 
     /// Writes a unit's in-sync set when it changed (a grown set is waited for before it is

@@ -758,7 +758,7 @@ impl Handler for NodeHandler {
                 topic,
                 partition,
                 timestamp,
-            } => match node.not_leader() {
+            } => match node.not_leading(&key_of(&topic, partition)) {
                 Some(leader) => not_leader(leader),
                 None => node.offset_for_time(&topic, partition, timestamp),
             },
