@@ -128,6 +128,15 @@ fn bench_replication_rows_print_figures_and_ratios() {
             "acks=all + 1 follower, 16 writers",
             Some("x single node, same writers"),
         ),
+        ("single node, acks=all, 64 writers", None),
+        (
+            "two single nodes at once on this disk, 64 writers each",
+            Some("x single node alone"),
+        ),
+        (
+            "acks=all + 1 follower, 64 writers",
+            Some("x single node, same writers"),
+        ),
         ("failover: leader SIGKILLed under acks=all", None),
     ];
     for (row, ratio) in rows {

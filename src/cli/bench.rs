@@ -1282,7 +1282,7 @@ const REPLICATION_ROUNDS: usize = 3;
 /// Progress steps of the replication rows: the setup, the catch-up rounds, the `acks` rounds.
 const REPLICATION_STEPS: u64 = 1 + 3 * REPLICATION_ROUNDS as u64;
 /// Writer counts of the `acks=all` rows.
-const REPLICATION_WRITERS: [usize; 2] = [1, 16];
+const REPLICATION_WRITERS: [usize; 3] = [1, 16, 64];
 /// Record size of every replication row.
 const REPLICATION_RECORD: usize = KIB;
 /// About the size of the leader's batches in the catch-up rows (a producer's batch).
