@@ -228,7 +228,6 @@ impl Segment {
         }
     }
 
-    /// The batch at `pos` of `bytes[..end]`, its CRC checked unless an earlier read checked it.
     /// Whether the batch at `pos` with stored CRC `crc` was checked since the open.
     fn is_verified(&self, pos: u64, crc: u32) -> bool {
         self.verified
@@ -237,6 +236,7 @@ impl Segment {
             .contains_key(&((pos << 32) | u64::from(crc)))
     }
 
+    /// The batch at `pos` of `bytes[..end]`, its CRC checked unless an earlier read checked it.
     fn checked_batch(&self, bytes: &Bytes, pos: u64, end: u64, crc: u32) -> Result<Batch> {
         let key = (pos << 32) | u64::from(crc);
         let slice = bytes.slice(pos as usize..end as usize);

@@ -341,15 +341,17 @@ pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
 }
 
 /// Asks the kernel to map the pages of `bytes` (a part of a file mapping) in one call
-/// (`MADV_POPULATE_READ`), instead of one page fault per few pages on first touch. A hint only:
-/// errors are ignored (an older kernel, or memory that is not a mapping).
+/// (`MADV_POPULATE_READ`, Linux 5.14 and later), instead of one page fault per few pages on
+/// first touch. A hint only: errors are ignored (an older kernel, or memory that is not a
+/// mapping), and elsewhere than Linux it does nothing.
+#[cfg(target_os = "linux")]
 #[expect(
     unsafe_code,
     reason = "madvise on a mapping: see the SAFETY comment inside"
 )]
 pub(crate) fn populate(bytes: &[u8]) {
-    const PAGE: usize = 4096;
-    let start = bytes.as_ptr() as usize & !(PAGE - 1);
+    let page = rustix::param::page_size();
+    let start = bytes.as_ptr() as usize & !(page - 1);
     let end = bytes.as_ptr() as usize + bytes.len();
     if end <= start {
         return;
@@ -365,3 +367,7 @@ pub(crate) fn populate(bytes: &[u8]) {
         );
     }
 }
+
+/// Elsewhere than Linux pages are faulted in as they are touched.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn populate(_bytes: &[u8]) {}
