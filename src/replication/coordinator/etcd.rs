@@ -271,11 +271,7 @@ impl Coordinator {
 
     async fn step(&mut self) {
         self.keep_alive().await;
-        let held = self
-            .session
-            .as_ref()
-            .is_some_and(|s| Instant::now() < s.until);
-        if !held {
+        if !self.lease_held() {
             self.lost("the lease could not be renewed in time");
             self.session = None;
             self.session = self.open_session().await;
@@ -331,6 +327,13 @@ impl Coordinator {
                 self.campaign(&view, since).await;
             }
         }
+    }
+
+    /// Whether the node's lease is surely held now (renewed in time).
+    fn lease_held(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| Instant::now() < s.until)
     }
 
     fn session_until(&self) -> Instant {

@@ -185,11 +185,7 @@ impl Coordinator {
     /// every unit.
     pub(super) async fn step_units(&mut self) {
         self.keep_alive().await;
-        let held = self
-            .session
-            .as_ref()
-            .is_some_and(|s| Instant::now() < s.until);
-        if !held {
+        if !self.lease_held() {
             self.lost_units("the lease could not be renewed in time");
             self.session = None;
             self.units.registered = None;
@@ -245,13 +241,7 @@ impl Coordinator {
             self.units.leading.remove(&key);
             self.units.handing_over.remove(&key);
             let names = unit_prefix(&prefix, &key.0, key.1);
-            let _ = self
-                .guarded_at(
-                    &names,
-                    revision,
-                    vec![TxnOp::delete(format!("{names}leader"), None)],
-                )
-                .await;
+            let _ = self.give_back(&names, revision).await;
         }
         for unit in units {
             self.step_unit(&read, unit, &addr, &id).await;
@@ -291,13 +281,7 @@ impl Coordinator {
                 Some((_, rev)) if *rev == revision => {
                     // Deposed meanwhile (a fetcher fenced it): give the unit back.
                     self.units.leading.remove(&key);
-                    let _ = self
-                        .guarded_at(
-                            &names,
-                            revision,
-                            vec![TxnOp::delete(format!("{names}leader"), None)],
-                        )
-                        .await;
+                    let _ = self.give_back(&names, revision).await;
                 }
                 _ => {
                     tracing::warn!(
@@ -401,13 +385,7 @@ impl Coordinator {
             });
         self.control.set_handing_over(key, true);
         if self.control.holds_everything(key, to) {
-            let done = self
-                .guarded_at(
-                    names,
-                    revision,
-                    vec![TxnOp::delete(format!("{names}leader"), None)],
-                )
-                .await;
+            let done = self.give_back(names, revision).await;
             if done.is_ok() {
                 tracing::info!(
                     topic = key.0,
@@ -525,13 +503,7 @@ impl Coordinator {
             tracing::warn!(error = %e, topic = key.0, partition = key.1, "won a partition but could not start an epoch; giving it back");
             self.units.leading.remove(key);
             self.control.resign_unit(key);
-            let _ = self
-                .guarded_at(
-                    names,
-                    revision,
-                    vec![TxnOp::delete(format!("{names}leader"), None)],
-                )
-                .await;
+            let _ = self.give_back(names, revision).await;
         }
     }
 
@@ -611,6 +583,13 @@ impl Coordinator {
 
     /// Runs `ops` only while this node's `leader` key of the unit at `names` has create
     /// revision `revision`.
+    /// Deletes this node's `leader` key of the unit at `names` while it still holds it (create
+    /// revision `revision`): gives the unit back to the next campaign.
+    async fn give_back(&mut self, names: &str, revision: i64) -> std::result::Result<(), String> {
+        let ops = vec![TxnOp::delete(format!("{names}leader"), None)];
+        self.guarded_at(names, revision, ops).await
+    }
+
     async fn guarded_at(
         &mut self,
         names: &str,

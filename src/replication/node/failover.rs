@@ -355,20 +355,15 @@ impl Shared {
                 if u.role == Role::Leader {
                     tracing::warn!(node = %self.options.node_id, topic = key.0, partition = key.1, epoch = u.epoch, new_epoch = epoch, leader, "another node leads the partition: no longer leading it");
                 }
-                let generation = st.next_unit_generation();
-                st.units.insert(
-                    key.clone(),
-                    Unit {
-                        role: Role::Follower,
-                        epoch,
-                        leader,
-                        generation,
-                        handing_over: false,
-                    },
-                );
-                generation
+                st.follow_in_unit(key, epoch, leader)
             }
         };
+        self.following_unit(key, generation);
+    }
+
+    /// After `key`'s unit became a follower in `generation`: no in-sync bookkeeping of it is
+    /// kept, waiting produces wake (and find they no longer lead), and a fetcher runs.
+    fn following_unit(self: &Arc<Self>, key: &Key, generation: u64) {
         lock(&self.trackers).remove(key);
         self.progress.notify_all();
         if let Err(e) = self.ensure_fetcher(&key.0, key.1, generation) {
@@ -387,24 +382,9 @@ impl Shared {
                 return;
             }
             tracing::warn!(node = %self.options.node_id, topic = key.0, partition = key.1, epoch = u.epoch, "no longer leading the partition");
-            let generation = st.next_unit_generation();
-            st.units.insert(
-                key.clone(),
-                Unit {
-                    role: Role::Follower,
-                    epoch: u.epoch,
-                    leader: String::new(),
-                    generation,
-                    handing_over: false,
-                },
-            );
-            generation
+            st.follow_in_unit(key, u.epoch, String::new())
         };
-        lock(&self.trackers).remove(key);
-        self.progress.notify_all();
-        if let Err(e) = self.ensure_fetcher(&key.0, key.1, generation) {
-            tracing::error!(error = %e, "could not start following after leaving a partition");
-        }
+        self.following_unit(key, generation);
     }
 
     /// A fetcher knows a newer epoch of `key`'s unit than the one this node leads it in.

@@ -182,6 +182,27 @@ impl State {
         }
     }
 
+    /// Makes `key`'s unit a follower of `leader` (empty: not known yet) in `epoch`, in a
+    /// fresh generation, which it returns.
+    #[cfg_attr(
+        not(feature = "etcd"),
+        expect(dead_code, reason = "only the etcd coordinator elects per partition")
+    )]
+    fn follow_in_unit(&mut self, key: &Key, epoch: u64, leader: String) -> u64 {
+        let generation = self.next_unit_generation();
+        self.units.insert(
+            key.clone(),
+            Unit {
+                role: Role::Follower,
+                epoch,
+                leader,
+                generation,
+                handing_over: false,
+            },
+        );
+        generation
+    }
+
     /// A fresh unit generation.
     fn next_unit_generation(&mut self) -> u64 {
         self.unit_generation += 1;
