@@ -409,7 +409,8 @@ fn out_of_sync_node_is_not_elected() {
     let url = etcd.url();
     let cluster = "isr";
     let (_tmp, dirs, addrs) = stores();
-    let (mut procs, (n, acks)) = out_of_sync_c(&etcd, cluster, &dirs, &addrs, &[]);
+    let (mut procs, (n, acks)) =
+        out_of_sync_c(&etcd, cluster, &dirs, &addrs, &["--node-wide-leader"]);
     let watched = Instant::now();
     while watched.elapsed() < Duration::from_millis(4 * LEASE_MS) {
         let named = named_leader(&etcd, cluster);
@@ -538,7 +539,13 @@ fn unclean_election_elects_an_out_of_sync_node() {
     let etcd = Etcd::start();
     let cluster = "unclean";
     let (_tmp, dirs, addrs) = stores();
-    let (procs, _) = out_of_sync_c(&etcd, cluster, &dirs, &addrs, &["--unclean-election"]);
+    let (procs, _) = out_of_sync_c(
+        &etcd,
+        cluster,
+        &dirs,
+        &addrs,
+        &["--node-wide-leader", "--unclean-election"],
+    );
     eventually("c elected uncleanly", TIMEOUT, || {
         named_leader(&etcd, cluster).is_some_and(|l| l.node_id == "c")
             && status(&addrs[2]).is_some_and(|s| s["role"] == "leader")
@@ -861,17 +868,8 @@ fn per_partition_leaders_spread_fail_over_and_come_back() {
         assert!(ok, "topics create in {}", d.display());
     }
     let addrs = common::free_addrs(3);
-    let start = |i: usize| {
-        etcd::serve_with(
-            &dirs[i],
-            IDS[i],
-            &addrs[i],
-            &url,
-            cluster,
-            LEASE_MS,
-            &["--per-partition-leaders"],
-        )
-    };
+    let start =
+        |i: usize| etcd::serve_with(&dirs[i], IDS[i], &addrs[i], &url, cluster, LEASE_MS, &[]);
     let mut procs: Vec<Option<Proc>> = (0..3).map(|i| Some(start(i))).collect();
     let before = spread_settled(&etcd, cluster, &addrs);
     let share = (SPREAD_PARTITIONS as usize).div_ceil(3) + 1;
@@ -988,18 +986,19 @@ fn per_partition_leaders_spread_fail_over_and_come_back() {
     let (sent, acks) = producer.finish(Duration::from_secs(10));
     eventually("every replica caught up", TIMEOUT, || {
         (0..SPREAD_PARTITIONS as usize).all(|p| {
-            let ends: Vec<Option<u64>> = addrs
+            let ends: Vec<Option<(Option<u64>, Option<u64>)>> = addrs
                 .iter()
                 .map(|a| {
                     let s = status(a)?;
                     s["partitions"]
                         .as_array()?
                         .iter()
-                        .find(|x| x["topic"] == SPREAD_TOPIC && x["partition"] == p)?["log_end"]
-                        .as_u64()
+                        .find(|x| x["topic"] == SPREAD_TOPIC && x["partition"] == p)
+                        .map(|x| (x["log_end"].as_u64(), x["high_watermark"].as_u64()))
                 })
                 .collect();
-            ends.iter().all(|e| e.is_some() && *e == ends[0])
+            ends.iter()
+                .all(|e| e.is_some_and(|(end, hw)| end.is_some() && end == hw) && *e == ends[0])
         })
     });
     // `status --coordinator`: who leads each partition, as the node and etcd say.
@@ -1045,6 +1044,43 @@ fn per_partition_leaders_spread_fail_over_and_come_back() {
         missing, 0,
         "acknowledged records the consumer did not print"
     );
+    // A snapshot streamed through any node comes from the leader of the consumer offsets unit,
+    // which cuts the partitions it follows at the high watermark their leaders sent it: with
+    // every replica caught up, it holds every acknowledged record.
+    let snaps = tempfile::tempdir().unwrap();
+    let (snap, restored) = (snaps.path().join("snap"), snaps.path().join("restored"));
+    for (what, args) in [
+        (
+            "snapshot --node",
+            vec!["snapshot", "--node", &addrs.join(","), "--out"],
+        ),
+        ("verify", vec!["verify", "--snapshot"]),
+    ] {
+        let out = std::process::Command::new(cluster::BIN)
+            .args(args)
+            .arg(&snap)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{what} failed: {out:?}");
+    }
+    let out = std::process::Command::new(cluster::BIN)
+        .args(["restore", "--snapshot"])
+        .arg(&snap)
+        .arg("--dir")
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "restore failed: {out:?}");
+    let logs: Vec<_> = (0..SPREAD_PARTITIONS)
+        .map(|p| read_spread(&restored, p))
+        .collect();
+    for (k, &(p, o)) in acks.iter().enumerate() {
+        assert_eq!(
+            logs[p as usize].get(&o),
+            Some(&sent[k]),
+            "the restored snapshot lacks acknowledged {SPREAD_TOPIC}/{p} offset {o}"
+        );
+    }
     drop(procs);
     assert!(acks.len() <= sent.len());
     for (i, dir) in dirs.iter().enumerate() {
@@ -1094,17 +1130,7 @@ fn per_partition_frozen_leader_acknowledges_nothing() {
     let cluster = "spread-frozen";
     let (_tmp, dirs, addrs) = stores();
     let procs: Vec<Proc> = (0..3)
-        .map(|i| {
-            etcd::serve_with(
-                &dirs[i],
-                IDS[i],
-                &addrs[i],
-                &url,
-                cluster,
-                LEASE_MS,
-                &["--per-partition-leaders"],
-            )
-        })
+        .map(|i| etcd::serve_with(&dirs[i], IDS[i], &addrs[i], &url, cluster, LEASE_MS, &[]))
         .collect();
     let mut old = None;
     eventually(
@@ -1186,4 +1212,72 @@ fn per_partition_frozen_leader_acknowledges_nothing() {
         lone_acks.len().saturating_sub(before)
     );
     acked_after_are_kept(&lone_sent, &lone_acks, before, &dirs[j]);
+}
+
+/// The nodes of a cluster must agree on the election: the first node records its mode in
+/// etcd and a node of the other mode refuses to start, saying what to do. An operator's
+/// promote of a coordinated node is refused too (it would start an epoch etcd does not know).
+#[test]
+fn modes_must_agree_and_a_coordinated_node_refuses_promote() {
+    let _serial = serial();
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let cluster = "modes";
+    let (_tmp, dirs, addrs) = stores();
+    let _a = etcd::serve_with(&dirs[0], "a", &addrs[0], &url, cluster, LEASE_MS, &[]);
+    eventually("etcd records the per-partition mode", TIMEOUT, || {
+        etcd.view(cluster).is_some_and(|v| !v.units.is_empty())
+    });
+    let out = std::process::Command::new(cluster::BIN)
+        .args(["promote", "--node", &addrs[0]])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "promote of a coordinated node: {out:?}"
+    );
+    assert!(err.contains("elected through etcd"), "{err}");
+    let lease = LEASE_MS.to_string();
+    let wrong = std::process::Command::new(cluster::BIN)
+        .args([
+            "serve",
+            "--dir",
+            dirs[1].to_str().unwrap(),
+            "--node-id",
+            "b",
+        ])
+        .args([
+            "--listen",
+            &addrs[1],
+            "--coordinator",
+            &url,
+            "--cluster",
+            cluster,
+        ])
+        .args(["--lease-ms", &lease, "--node-wide-leader"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut wrong = Proc(wrong);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = wrong.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "a node-wide node joined a per-partition cluster"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(wrong.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("elects per-partition leaders") && err.contains("without --node-wide-leader"),
+        "{err}"
+    );
 }

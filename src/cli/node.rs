@@ -72,10 +72,15 @@ pub struct ServeArgs {
     #[arg(long, requires = "coordinator")]
     pub unclean_election: bool,
     /// Elect a leader per partition (and one for the consumer offsets log), spread over the
-    /// nodes by preferred leaders and handed back to a preferred leader that returns,
-    /// instead of one node leading every partition. Every node of a cluster must agree.
-    #[arg(long, requires = "coordinator")]
+    /// nodes by preferred leaders and handed back to a preferred leader that returns. This is
+    /// the default under `--coordinator`; the flag is kept so that older command lines work.
+    #[arg(long, requires = "coordinator", conflicts_with = "node_wide_leader")]
     pub per_partition_leaders: bool,
+    /// Elect one leader of every partition instead of one per partition (the election of
+    /// earlier versions). Every node of a cluster must agree: a node whose mode differs from
+    /// the one recorded in etcd refuses to start.
+    #[arg(long, requires = "coordinator")]
+    pub node_wide_leader: bool,
 }
 
 impl ServeArgs {
@@ -90,7 +95,7 @@ impl ServeArgs {
         c.lease = Duration::from_millis(self.lease_ms);
         c.cluster = self.cluster.clone();
         c.unclean_election = self.unclean_election;
-        c.per_partition = self.per_partition_leaders;
+        c.per_partition = self.per_partition_leaders || !self.node_wide_leader;
         Ok(Some(c))
     }
 }
@@ -292,6 +297,9 @@ pub fn promote(a: NodeArgs) -> Result<(), CliError> {
         }) => {
             outln!("{} leads in epoch {epoch}", a.node);
             Ok(())
+        }
+        Ok(Message::ErrorResponse { message, .. }) => {
+            Err(format!("promote refused: {message}").into())
         }
         Ok(other) => Err(format!("promote refused: {other:?}").into()),
         Err(e) => Err(e.to_string().into()),

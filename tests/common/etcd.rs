@@ -168,8 +168,9 @@ impl Drop for Etcd {
     }
 }
 
-/// `stratalog serve` under a coordinator at `url`: lease `lease_ms`, three replicas, two in
-/// sync for `acks=all`, a follower out of sync after 1 s.
+/// `stratalog serve` under a coordinator at `url` electing one leader of every partition
+/// (`--node-wide-leader`): lease `lease_ms`, three replicas, two in sync for `acks=all`, a
+/// follower out of sync after 1 s.
 pub fn serve(
     dir: &std::path::Path,
     id: &str,
@@ -178,10 +179,19 @@ pub fn serve(
     cluster: &str,
     lease_ms: u64,
 ) -> crate::cluster::Proc {
-    serve_with(dir, id, listen, url, cluster, lease_ms, &[])
+    serve_with(
+        dir,
+        id,
+        listen,
+        url,
+        cluster,
+        lease_ms,
+        &["--node-wide-leader"],
+    )
 }
 
-/// [`serve`] with `extra` arguments (`--unclean-election`).
+/// `stratalog serve` under a coordinator with the default election (a leader per partition)
+/// and `extra` arguments (`--unclean-election`, `--node-wide-leader`).
 pub fn serve_with(
     dir: &std::path::Path,
     id: &str,

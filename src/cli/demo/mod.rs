@@ -535,6 +535,7 @@ impl Demo {
                     etcd::CLUSTER.to_string(),
                     "--lease-ms".to_string(),
                     self.lease_ms.to_string(),
+                    "--node-wide-leader".to_string(),
                 ]);
             }
         }

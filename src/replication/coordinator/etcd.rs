@@ -73,6 +73,29 @@ pub(crate) fn start(
             what: "cannot build the coordinator's runtime".into(),
             source: Some(Box::new(e)),
         })?;
+    // A node whose election mode differs from the cluster's would lead beside its peers'
+    // leaders: refuse to start while etcd answers and says so. If etcd does not answer now,
+    // the coordinator checks again with every session it opens, and does not campaign first.
+    let limit = options
+        .lease
+        .clamp(Duration::from_millis(500), Duration::from_secs(5));
+    runtime.block_on(async {
+        let connect = ConnectOptions::new()
+            .with_connect_timeout(limit)
+            .with_timeout(limit);
+        let client = bounded(
+            limit,
+            "connect",
+            Client::connect(&options.endpoints, Some(connect)),
+        )
+        .await;
+        match client {
+            Some(mut c) => check_mode(&mut c, &options, limit)
+                .await
+                .map_err(|what| Error::Coordinator { what, source: None }),
+            None => Ok(()),
+        }
+    })?;
     let flag = stop.clone();
     let thread = std::thread::Builder::new()
         .name("stratalog-coordinator".into())
@@ -89,6 +112,61 @@ pub(crate) fn start(
         stop,
         thread: Some(thread),
     })
+}
+
+/// The election mode this node runs (the value of the cluster's `mode` key).
+fn mode_of(options: &CoordinatorOptions) -> &'static str {
+    if options.per_partition {
+        "per-partition"
+    } else {
+        "node-wide"
+    }
+}
+
+/// Records this node's election mode in the cluster's `mode` key if none is recorded yet
+/// (no lease: it outlives the nodes), and fails with what to do if the recorded one differs.
+/// `Ok` too when etcd does not answer within `limit` (the caller asks again later).
+async fn check_mode(
+    client: &mut Client,
+    options: &CoordinatorOptions,
+    limit: Duration,
+) -> std::result::Result<(), String> {
+    let key = format!("{}mode", options.prefix());
+    let ours = mode_of(options);
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(key.clone(), ours, None)])
+        .or_else([TxnOp::get(key.clone(), None)]);
+    let Some(answer) = bounded(limit, "record the election mode", client.txn(txn)).await else {
+        return Ok(());
+    };
+    if answer.succeeded() {
+        return Ok(());
+    }
+    let recorded = answer
+        .op_responses()
+        .into_iter()
+        .find_map(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    if recorded.is_empty() || recorded == ours {
+        return Ok(());
+    }
+    let flag = if recorded == "node-wide" {
+        "start it with --node-wide-leader"
+    } else {
+        "start it without --node-wide-leader"
+    };
+    Err(format!(
+        "cluster {:?} elects {recorded} leaders (etcd key {key}) and this node was started for \
+         {ours} ones: {flag}, or give it another --cluster",
+        options.cluster
+    ))
 }
 
 /// The value of the `leader` key: `"<epoch> <address> <node id>"`.
@@ -370,6 +448,10 @@ impl Coordinator {
             Client::connect(&self.options.endpoints, Some(connect)),
         )
         .await?;
+        if let Err(why) = check_mode(&mut client, &self.options, limit).await {
+            tracing::error!("{why}; this node takes no part in the election");
+            return None;
+        }
         let secs = self.options.lease.as_millis().div_ceil(1000).max(1) as i64;
         let sent = Instant::now();
         let grant = bounded(limit, "lease grant", client.lease_grant(secs, None)).await?;

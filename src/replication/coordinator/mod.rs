@@ -66,8 +66,9 @@ pub struct CoordinatorOptions {
     /// logging loudly the records that may be lost.
     pub unclean_election: bool,
     /// Elect a leader per partition (and one for the consumer offsets log), spread over the
-    /// nodes by preferred leaders, instead of one leader of every partition (see
-    /// docs/REPLICATION.md, "Automatic failover through etcd").
+    /// nodes by preferred leaders (the default), instead of one leader of every partition
+    /// (see docs/REPLICATION.md, "Automatic failover through etcd"). The first node of a
+    /// cluster records its mode in etcd (`mode`); a node of the other mode refuses to start.
     pub per_partition: bool,
 }
 
@@ -78,7 +79,7 @@ impl Default for CoordinatorOptions {
             cluster: "default".into(),
             lease: Duration::from_secs(5),
             unclean_election: false,
-            per_partition: false,
+            per_partition: true,
         }
     }
 }

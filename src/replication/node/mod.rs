@@ -483,12 +483,6 @@ impl Shared {
         })
     }
 
-    /// `Some(leader address)` if this node does not lead (node-wide: a snapshot).
-    fn not_leader(&self) -> Option<String> {
-        let st = lock(&self.state);
-        (st.role != Role::Leader).then(|| st.leader.clone())
-    }
-
     /// `Some(leader address)` if this node does not lead `key`'s unit (fetches).
     fn not_leading(&self, key: &Key) -> Option<String> {
         let u = lock(&self.state).unit(key);
@@ -771,10 +765,14 @@ impl Handler for NodeHandler {
                 let (error, epoch) = node.leader_change(epoch, leader);
                 Message::LeaderChangeResponse { error, epoch }
             }
-            Message::SnapshotRequest { chunk_bytes } => match node.not_leader() {
-                Some(leader) => not_leader(leader),
-                None => return node.serve_snapshot(reply, chunk_bytes),
-            },
+            // Per partition, the leader of the consumer offsets log serves snapshots: it cuts
+            // the partitions it follows at the high watermark their leaders last sent it.
+            Message::SnapshotRequest { chunk_bytes } => {
+                match node.not_leading(&key_of(OFFSETS_LOG, 0)) {
+                    Some(leader) => not_leader(leader),
+                    None => return node.serve_snapshot(reply, chunk_bytes),
+                }
+            }
             Message::OffsetForTimeRequest {
                 topic,
                 partition,
@@ -785,6 +783,15 @@ impl Handler for NodeHandler {
             },
             Message::StatusRequest => node.status(),
             Message::MetadataRequest => node.metadata(),
+            Message::PromoteRequest { .. } if node.fence.is_some() => Message::ErrorResponse {
+                error: ErrorCode::InvalidRequest,
+                leader: String::new(),
+                message: "this node's leaders are elected through etcd (--coordinator): a \
+                          promote would start an epoch etcd does not know of. Stop the leader \
+                          (its lease lapses and etcd elects another), or run the cluster \
+                          without --coordinator to fail over by hand"
+                    .into(),
+            },
             Message::PromoteRequest { min_epoch } => match node.promote(min_epoch) {
                 Ok(epoch) => Message::PromoteResponse {
                     error: ErrorCode::None,
