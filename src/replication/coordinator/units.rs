@@ -12,9 +12,12 @@
 //! - `p/<topic>/<partition>/handover` = id, with the asking node's lease: its preferred
 //!   leader, in sync and caught up, asks the holder for the unit back.
 //!
-//! The preferred leader of a unit is `members[(h(topic) + partition) % n]` (members sorted by
-//! id, `h` FNV-1a of the topic's name): a topic's partitions go round the nodes, each topic
-//! starting at a node of its own. A leaderless unit is campaigned for at once by its
+//! The preferred leader of the `i`th unit of the cluster (units sorted by topic name, then
+//! partition; the consumer offsets log is one of them) is `members[i % n]` (members sorted by
+//! id): units go round the nodes, so with every node up each leads its share of all units,
+//! rounded down or up, however partitions are spread over topics. A node counts the units of
+//! its own topics; creating or deleting a topic moves the preferred leader of the units sorted
+//! after it, which move by handover (no unclean step). A leaderless unit is campaigned for at once by its
 //! preferred leader, or, when that one is down, by the live member in the same place of the
 //! live members; by the others after half a lease (preferred leader down) or a lease (up).
 //! Only members of the unit's in-sync set campaign (unless unclean elections are allowed).
@@ -66,22 +69,22 @@ struct Read {
     members: Vec<String>,
     alive: BTreeSet<String>,
     units: HashMap<Key, UnitKeys>,
+    /// Every unit this node counts (its topics' partitions and the consumer offsets log),
+    /// sorted: what [`place`] goes round.
+    order: Vec<Key>,
 }
 
-/// FNV-1a of `s`: stable across builds and machines (the preferred leaders depend on it).
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// The node, of the sorted `ids`, in the place of unit `topic/partition`.
-pub(crate) fn place<'a>(ids: &'a [String], topic: &str, partition: u32) -> Option<&'a String> {
+/// The node, of the sorted `ids`, in the place of unit `key` among `order` (every unit of the
+/// cluster, sorted by topic name then partition): units go round the nodes in that order, so
+/// each node is the preferred leader of its share of all units, rounded down or up, however
+/// the partitions are spread over topics. A unit not in `order` (not known here yet) has no
+/// place.
+pub(crate) fn place<'a>(ids: &'a [String], order: &[Key], key: &Key) -> Option<&'a String> {
     if ids.is_empty() {
         return None;
     }
-    let at = fnv(topic).wrapping_add(u64::from(partition)) % ids.len() as u64;
-    ids.get(at as usize)
+    let at = order.binary_search(key).ok()?;
+    ids.get(at % ids.len())
 }
 
 /// The key names of one unit.
@@ -167,6 +170,15 @@ pub(super) fn describe_units(prefix: &str, kvs: &[etcd_client::KeyValue], view: 
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
     }
+    // The units etcd knows of, as the nodes count them: those with a leader or an in-sync set
+    // (a deleted topic's units keep only their epoch, see `forget`).
+    let mut order: Vec<Key> = read
+        .units
+        .iter()
+        .filter(|(_, u)| u.leader.is_some() || u.isr.is_some())
+        .map(|(k, _)| k.clone())
+        .collect();
+    order.sort();
     for (key, u) in read.units {
         let r = view.units.entry(key.clone()).or_default();
         r.leader = u.leader.map(|(l, _)| l);
@@ -174,7 +186,7 @@ pub(super) fn describe_units(prefix: &str, kvs: &[etcd_client::KeyValue], view: 
         r.handover = u.handover;
     }
     for (key, r) in view.units.iter_mut() {
-        r.preferred = place(&read.members, &key.0, key.1).cloned();
+        r.preferred = place(&read.members, &order, key).cloned();
     }
     view.members = read.members;
     view.alive = read.alive.into_iter().collect();
@@ -226,7 +238,7 @@ impl Coordinator {
         else {
             return;
         };
-        let read = sort_keys(&prefix, got.kvs());
+        let mut read = sort_keys(&prefix, got.kvs());
         self.fence.allow_until(self.session_until());
         let units = self.control.units();
         // Units led here whose partition is gone (its topic deleted): give their keys back.
@@ -241,8 +253,13 @@ impl Coordinator {
             self.units.leading.remove(&key);
             self.units.handing_over.remove(&key);
             let names = unit_prefix(&prefix, &key.0, key.1);
-            let _ = self.give_back(&names, revision).await;
+            let _ = self.forget(&names, revision).await;
         }
+        read.order = units
+            .iter()
+            .map(|u| (u.topic.clone(), u.partition))
+            .collect();
+        read.order.sort();
         for unit in units {
             self.step_unit(&read, unit, &addr, &id).await;
             if self
@@ -270,7 +287,7 @@ impl Coordinator {
         let key = (v.topic.clone(), v.partition);
         let names = unit_prefix(&self.options.prefix(), &v.topic, v.partition);
         let uk = read.units.get(&key).cloned().unwrap_or_default();
-        let preferred = place(&read.members, &v.topic, v.partition).cloned();
+        let preferred = place(&read.members, &read.order, &key).cloned();
         if let Some(revision) = self.units.leading.get(&key).map(|l| l.revision) {
             match &uk.leader {
                 Some((_, rev)) if *rev == revision && v.role == Role::Leader => {
@@ -438,7 +455,7 @@ impl Coordinator {
             Some(p) if read.alive.contains(p) => lease,
             _ => {
                 let alive: Vec<String> = read.alive.iter().cloned().collect();
-                if place(&alive, &key.0, key.1).map(String::as_str) == Some(id) {
+                if place(&alive, &read.order, key).map(String::as_str) == Some(id) {
                     Duration::ZERO
                 } else {
                     lease / 2
@@ -581,8 +598,6 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Runs `ops` only while this node's `leader` key of the unit at `names` has create
-    /// revision `revision`.
     /// Deletes this node's `leader` key of the unit at `names` while it still holds it (create
     /// revision `revision`): gives the unit back to the next campaign.
     async fn give_back(&mut self, names: &str, revision: i64) -> std::result::Result<(), String> {
@@ -590,6 +605,20 @@ impl Coordinator {
         self.guarded_at(names, revision, ops).await
     }
 
+    /// Gives back a unit whose topic was deleted and forgets its in-sync set and handover, so
+    /// that it no longer counts among the cluster's units (`status --coordinator`'s preferred
+    /// leaders). Its `epoch` key stays: a topic created again under the same name starts
+    /// above it.
+    async fn forget(&mut self, names: &str, revision: i64) -> std::result::Result<(), String> {
+        let ops = ["leader", "isr", "handover"]
+            .iter()
+            .map(|leaf| TxnOp::delete(format!("{names}{leaf}"), None))
+            .collect();
+        self.guarded_at(names, revision, ops).await
+    }
+
+    /// Runs `ops` only while this node's `leader` key of the unit at `names` has create
+    /// revision `revision`.
     async fn guarded_at(
         &mut self,
         names: &str,
@@ -637,16 +666,51 @@ impl Coordinator {
 mod tests {
     use super::*;
 
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("n{i}")).collect()
+    }
+
+    /// How many units each of `ids` is the preferred leader of.
+    fn load(ids: &[String], units: &[Key]) -> HashMap<String, usize> {
+        let mut order = units.to_vec();
+        order.sort();
+        let mut count: HashMap<String, usize> = ids.iter().map(|i| (i.clone(), 0)).collect();
+        for u in units {
+            *count.get_mut(place(ids, &order, u).unwrap()).unwrap() += 1;
+        }
+        count
+    }
+
     #[test]
     fn six_partitions_spread_two_per_node() {
-        let ids: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        let mut count = HashMap::new();
-        for p in 0..6 {
-            *count
-                .entry(place(&ids, "t", p).unwrap().clone())
-                .or_insert(0) += 1;
+        let units: Vec<Key> = (0..6).map(|p| ("t".to_string(), p)).collect();
+        let count = load(&ids(3), &units);
+        assert!(count.values().all(|&c| c == 2), "{count:?}");
+        assert_eq!(place(&[], &units, &units[0]), None);
+        assert_eq!(place(&ids(3), &units, &("u".to_string(), 0)), None);
+    }
+
+    /// Many single-partition topics (queues) and the consumer offsets log: no node is the
+    /// preferred leader of more than its share rounded up. Placing each topic by a hash of
+    /// its name (FNV-1a of the name plus the partition, as before) made one of three nodes the
+    /// preferred leader of 14 of the 36 units of `q0`..`q34` and the offsets log (share 12).
+    #[test]
+    fn many_small_topics_spread_evenly() {
+        for n in 1..=5 {
+            for (topics, orders) in [(1usize, 0u32), (2, 3), (7, 0), (20, 3), (35, 0), (35, 6)] {
+                let mut units: Vec<Key> = (0..topics).map(|t| (format!("q{t}"), 0)).collect();
+                units.push((crate::store::OFFSETS_LOG.to_string(), 0));
+                units.extend((0..orders).map(|p| ("orders".to_string(), p)));
+                let count = load(&ids(n), &units);
+                let share = units.len().div_ceil(n);
+                assert!(
+                    count
+                        .values()
+                        .all(|&c| c <= share && c + 1 >= units.len() / n),
+                    "{n} nodes, {} units: {count:?}",
+                    units.len()
+                );
+            }
         }
-        assert_eq!(count.values().copied().collect::<Vec<_>>(), [2, 2, 2]);
-        assert_eq!(place(&[], "t", 0), None);
     }
 }
