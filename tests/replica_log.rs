@@ -177,6 +177,35 @@ fn truncation_and_retention_cut_the_epoch_history() {
     assert_eq!(open(&dir).epoch_history(), history, "and it is durable");
 }
 
+/// A leader elected just before it died holds its epoch in its history with no record in it.
+/// As a follower of a leader that never heard of that epoch, it is told to cut at its own
+/// end: the truncation must drop the empty epoch, or the node asks with it again and again
+/// (seen: a restarted node looping on "truncating a divergent suffix from=738 to=738").
+#[test]
+fn a_truncation_at_the_end_drops_an_epoch_that_holds_no_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let log = open(&dir);
+    log.set_leader_epoch(1).unwrap();
+    append(&log, 10, "e1");
+    log.set_leader_epoch(3).unwrap();
+    assert_eq!(log.epoch_history().entries(), &[(1, 0), (3, 10)]);
+    assert_eq!(log.last_record_epoch(), Some(3));
+    log.truncate(10).unwrap();
+    assert_eq!(log.epoch_history().entries(), &[(1, 0)]);
+    assert_eq!(log.last_record_epoch(), Some(1));
+    assert_eq!(log.end_offset(), 10, "no record was cut");
+    assert_eq!(log.leader_epoch(), 3, "the epoch seen is kept");
+    drop(log);
+    let log = open(&dir);
+    assert_eq!(
+        log.epoch_history().entries(),
+        &[(1, 0)],
+        "and it is durable"
+    );
+    assert_eq!(log.leader_epoch(), 3);
+}
+
 #[test]
 fn an_interrupted_truncation_is_finished_on_the_history_at_open() {
     // A crash after the log was truncated but before the history was rewritten leaves epochs

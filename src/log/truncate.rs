@@ -20,7 +20,10 @@ impl Inner {
         let mut w = self.lock_or_fail(&self.writer, "writer")?;
         self.check_writable()?;
         if offset >= w.next_offset {
-            return Ok(());
+            // No record to cut, but an epoch started at the end with no record in it goes (a
+            // leader elected just before it died): kept, it would name that epoch as its last
+            // one to a leader that never heard of it, which answers "cut here" again and again.
+            return self.cut_epochs(|h| h.truncate_end(offset));
         }
         let start = self.start_offset.load(Ordering::Acquire);
         if offset < start {

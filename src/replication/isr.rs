@@ -167,6 +167,43 @@ impl ReplicaTracker {
         self.advance(leader_durable)
     }
 
+    /// Takes follower `node` into the in-sync set before it fetched (a new leader carrying the
+    /// in-sync set of the epoch before: those followers hold every record acknowledged then).
+    /// Its durable end counts as the high watermark, so the high watermark does not move for
+    /// it until it fetches; `leader_end` is the leader's log end now. It leaves the set as
+    /// any follower does if it is not caught up within the lag timeout from `now`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use stratalog::replication::Acks;
+    /// use stratalog::replication::isr::{AckState, ReplicaTracker};
+    ///
+    /// let t0 = Instant::now();
+    /// let mut isr = ReplicaTracker::new(10, Duration::from_secs(5), 2);
+    /// isr.carry_in_sync("b", 10, t0);
+    /// assert_eq!(isr.in_sync_count(), 2);
+    /// // A record the leader alone holds is not acknowledged at `all` before b has it.
+    /// assert_eq!(isr.advance(11), 10);
+    /// assert_eq!(isr.ack_state(Acks::All, 11, 11, 3), AckState::Waiting);
+    /// // b never fetches: it leaves after the lag timeout.
+    /// assert_eq!(isr.expire(t0 + Duration::from_secs(6)), ["b"]);
+    /// ```
+    pub fn carry_in_sync(&mut self, node: &str, leader_end: u64, now: Instant) {
+        let hw = self.high_watermark;
+        self.followers.insert(
+            node.to_string(),
+            FollowerState {
+                durable_end: hw,
+                last_fetch: now,
+                last_caught_up: now,
+                leader_end_at_last_fetch: leader_end,
+                in_sync: true,
+            },
+        );
+    }
+
     /// Moves followers that were not caught up within the lag timeout out of the in-sync set.
     /// Returns the node ids that left.
     pub fn expire(&mut self, now: Instant) -> Vec<String> {

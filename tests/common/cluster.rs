@@ -78,7 +78,7 @@ pub fn serve(dir: &Path, id: &str, listen: &str, leader: Option<&str>, extra: &[
         .args(["--listen", listen])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(node_log(id));
     if let Some(l) = leader {
         cmd.args(["--leader", l]);
     }
@@ -89,6 +89,23 @@ pub fn serve(dir: &Path, id: &str, listen: &str, leader: Option<&str>, extra: &[
         .unwrap();
     assert!(line.starts_with("listening on "), "serve printed {line:?}");
     child
+}
+
+/// Where a node's log lines go: nowhere, or, when `STRATALOG_TEST_NODE_LOGS` names a
+/// directory, appended to `<dir>/<id>.log` (to see why a test failed).
+fn node_log(id: &str) -> Stdio {
+    let Some(dir) = std::env::var_os("STRATALOG_TEST_NODE_LOGS") else {
+        return Stdio::null();
+    };
+    let path = Path::new(&dir).join(format!("{id}.log"));
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => Stdio::from(f),
+        Err(e) => panic!("cannot open {}: {e}", path.display()),
+    }
 }
 
 /// `status --node ADDR --json`, or `None` if the node does not answer (within 10 s).

@@ -191,10 +191,11 @@ impl Control {
             .collect()
     }
 
-    /// Leads a unit in `epoch` or a higher one (returned).
-    pub(crate) fn promote_unit(&self, key: &Key, epoch: u64) -> Result<u64> {
+    /// Leads a unit in `epoch` or a higher one (returned), with the followers `carried` (the
+    /// members of the unit's last published in-sync set that are up) in sync from the start.
+    pub(crate) fn promote_unit(&self, key: &Key, epoch: u64, carried: &[String]) -> Result<u64> {
         let s = self.get().ok_or_else(stopped)?;
-        s.promote_unit(key, epoch.saturating_sub(1))
+        s.promote_unit(key, epoch.saturating_sub(1), carried)
     }
 
     /// Follows `leader` in a unit, which it leads in `epoch`.
@@ -241,7 +242,10 @@ impl Control {
             return Vec::new();
         };
         let mut ids = vec![s.options.node_id.clone()];
-        if let Some(t) = lock(&s.trackers).get(key) {
+        if let Some(t) = lock(&s.trackers).get_mut(key) {
+            // Also when no produce waits (which expires them too): a follower carried in at an
+            // election that never fetches leaves the published set after the lag timeout.
+            t.tracker.expire(std::time::Instant::now());
             ids.extend(
                 t.tracker
                     .followers()

@@ -516,7 +516,22 @@ impl Coordinator {
                  records from this log end on up to the old leader's end may be lost"
             );
         }
-        if let Err(e) = self.take_unit_epoch(key, names, revision, me, v).await {
+        // The members of the last published in-sync set that are up stay in sync (they hold
+        // every record acknowledged so far): if this node dies before they fetch from it, one
+        // of them can still be elected. After an unclean election they may hold records this
+        // node lacks, which they cut when they follow it: none is carried then.
+        let carried: Vec<String> = match (&uk.isr, in_sync) {
+            (Some((_, ids)), true) => ids
+                .iter()
+                .filter(|i| *i != id && read.alive.contains(*i))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let Err(e) = self
+            .take_unit_epoch(key, names, revision, me, v, carried)
+            .await
+        {
             tracing::warn!(error = %e, topic = key.0, partition = key.1, "won a partition but could not start an epoch; giving it back");
             self.units.leading.remove(key);
             self.control.resign_unit(key);
@@ -533,6 +548,7 @@ impl Coordinator {
         revision: i64,
         mut me: LeaderRecord,
         v: &UnitView,
+        carried: Vec<String>,
     ) -> std::result::Result<(), String> {
         let tick = self.tick.max(Duration::from_millis(200));
         let epoch_key = format!("{names}epoch");
@@ -555,11 +571,13 @@ impl Coordinator {
         .await?;
         let led = self
             .control
-            .promote_unit(key, epoch)
+            .promote_unit(key, epoch, &carried)
             .map_err(|e| e.to_string())?;
         me.epoch = led;
         let lease = self.session.as_ref().ok_or("no session")?.lease;
-        let own = vec![me.node_id.clone()];
+        let mut own = carried;
+        own.push(me.node_id.clone());
+        own.sort();
         self.guarded_at(
             names,
             revision,

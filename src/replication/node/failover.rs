@@ -290,7 +290,12 @@ impl Shared {
     )]
     /// Leads `key`'s unit in a new epoch above `min_epoch` and every epoch seen in it, durably
     /// in its log's history; returns the epoch.
-    pub(super) fn promote_unit(self: &Arc<Self>, key: &Key, min_epoch: u64) -> Result<u64> {
+    pub(super) fn promote_unit(
+        self: &Arc<Self>,
+        key: &Key,
+        min_epoch: u64,
+        carried: &[String],
+    ) -> Result<u64> {
         let log = self.partition(&key.0, key.1).map_err(|code| {
             Error::InvalidArgument(format!("cannot lead {}/{}: {}", key.0, key.1, code.name()))
         })?;
@@ -316,10 +321,23 @@ impl Shared {
         );
         drop(st);
         drop(writes);
-        lock(&self.trackers).remove(key);
+        {
+            // The followers that were in sync under the last leader hold every record it
+            // acknowledged: they stay in sync (until the lag timeout, unless they fetch), so
+            // that one of them can still be elected if this node dies before they fetch again.
+            let mut trackers = lock(&self.trackers);
+            trackers.remove(key);
+            if !carried.is_empty() {
+                let tracker = self.tracker_of(&mut trackers, key, &log);
+                let (now, end) = (Instant::now(), log.end_offset());
+                for id in carried {
+                    tracker.carry_in_sync(id, end, now);
+                }
+            }
+        }
         self.progress.notify_all();
         lock(&self.fetchers).retain(|f| !f.is_finished());
-        tracing::info!(node = %self.options.node_id, topic = key.0, partition = key.1, epoch, "elected: leading the partition");
+        tracing::info!(node = %self.options.node_id, topic = key.0, partition = key.1, epoch, carried = ?carried, "elected: leading the partition");
         Ok(epoch)
     }
 

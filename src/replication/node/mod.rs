@@ -184,10 +184,6 @@ impl State {
 
     /// Makes `key`'s unit a follower of `leader` (empty: not known yet) in `epoch`, in a
     /// fresh generation, which it returns.
-    #[cfg_attr(
-        not(feature = "etcd"),
-        expect(dead_code, reason = "only the etcd coordinator elects per partition")
-    )]
     fn follow_in_unit(&mut self, key: &Key, epoch: u64, leader: String) -> u64 {
         let generation = self.next_unit_generation();
         self.units.insert(
