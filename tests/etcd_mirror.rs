@@ -212,6 +212,12 @@ fn a_mirror_follows_each_partitions_leader_and_epoch() {
         })
     });
     println!("leaders before the kill of {victim_id}: {before:?}; after: {after:?}");
+    // `status --coordinator` shows the lease per partition too (it showed none before).
+    let view = etcd.view(cluster).unwrap();
+    assert!(
+        view.lease_granted_ms.is_some_and(|g| g >= LEASE_MS as i64) && view.lease_left_ms.is_some(),
+        "no lease in etcd's view of a per-partition cluster: {view:?}"
+    );
     for (k, was) in before.iter().filter(|(_, (id, _))| *id != victim_id) {
         assert_eq!(
             after.get(k),
