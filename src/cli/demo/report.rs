@@ -58,12 +58,14 @@ pub struct Figures {
     pub throughput: f64,
     /// Acknowledgement latency quantiles, milliseconds.
     pub latency_ms: [f64; 3],
-    /// From the kill of the leader to the first write acknowledged by the new one.
+    /// From the kill of the leader to the first write acknowledged by the new one (etcd
+    /// path: the first write acknowledged on a partition the killed node led).
     pub failover_ms: Option<f64>,
     /// From the kill to the answer of `promote` (operator path).
     pub promote_ms: Option<f64>,
-    /// From the kill to the demo seeing the node etcd elected lead (etcd path; status is
-    /// polled, so this is an upper bound).
+    /// From the kill to the demo seeing a new leader, named by etcd and leading, of every
+    /// unit the killed node led (etcd path; etcd and status are polled, so this is an upper
+    /// bound, which may come after the first acknowledged write).
     pub elected_ms: Option<f64>,
     /// Elections besides the failover and the handovers back (etcd path: a lease that lapsed
     /// under load; the demo follows the new leaders), counted from the epochs etcd holds.
