@@ -2,11 +2,13 @@
 //! its checks (every acknowledged record in the final log and consumed, none corrupt, replicas
 //! and mirror byte-identical, the restored copy equal to the source) and write what it says,
 //! on both failover paths: operator promote (`--failover promote`, forced: this test build has
-//! the `etcd` feature) and etcd (`--failover etcd`: the demo starts its own etcd, kills the
-//! leader and waits for etcd to elect the next). SIGINT to its process group (Ctrl-C) must stop
-//! every node (and etcd) and remove the scratch data, on both paths. On the etcd path a leader
-//! frozen (SIGSTOP) for three lease times under load is replaced by etcd on its own: the demo
-//! must fail over from the leader etcd names then, and pass every check.
+//! the `etcd` feature) and etcd (`--failover etcd`: the demo starts its own etcd, which elects a
+//! leader per partition spread over the nodes; the demo kills the node leading the most
+//! partitions, etcd elects new leaders for them, and the node restarted gets them back).
+//! SIGINT to its process group (Ctrl-C) must stop every node (and etcd) and remove the scratch
+//! data, on both paths. On the etcd path a node leading partitions frozen (SIGSTOP) for three
+//! lease times under load is replaced by etcd on its own: the demo must follow the leaders
+//! etcd names then, and pass every check.
 //!
 //! The etcd tests need an `etcd` binary on PATH (Debian and Ubuntu: `etcd-server`; `.ci/run`
 //! installs it): without one they fail, saying so, and are never skipped.
@@ -111,10 +113,10 @@ fn entries(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Runs the demo with `extra` arguments on a 4 s budget and checks what it says, its figures,
-/// its plot, that it removed its scratch data and that none of its processes outlived it.
-/// Returns its output and figures.
-fn demo_passes_every_check(extra: &[&str]) -> (String, serde_json::Value) {
+/// Runs the demo with `extra` arguments on a 4 s budget and checks what it says, its figures
+/// (`checks` checks, all passed), its plot, that it removed its scratch data and that none of
+/// its processes outlived it. Returns its output and figures.
+fn demo_passes_every_check(extra: &[&str], checks: usize) -> (String, serde_json::Value) {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let scratch = tmp.path().join("tmpdir");
@@ -165,9 +167,9 @@ fn demo_passes_every_check(extra: &[&str]) -> (String, serde_json::Value) {
     let failover = f["failover_ms"].as_f64().expect("failover_ms is a number");
     assert!(failover > 0.0, "{f}");
     assert!(f["ack_latency_ms"]["p999"].as_f64().unwrap() > 0.0, "{f}");
-    let checks = f["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 7, "{f}");
-    for c in checks {
+    let all = f["checks"].as_array().unwrap();
+    assert_eq!(all.len(), checks, "{f}");
+    for c in all {
         assert_eq!(c["passed"], true, "check failed: {c}");
     }
     assert_eq!(f["passed"], true);
@@ -189,7 +191,7 @@ fn demo_passes_every_check(extra: &[&str]) -> (String, serde_json::Value) {
 
 #[test]
 fn the_demo_passes_every_check_and_cleans_up() {
-    let (out, f) = demo_passes_every_check(&["--failover", "promote"]);
+    let (out, f) = demo_passes_every_check(&["--failover", "promote"], 7);
     assert!(
         out.contains("--failover promote: failing over by operator promote"),
         "{out}"
@@ -199,18 +201,67 @@ fn the_demo_passes_every_check_and_cleans_up() {
     assert!(f["lease_ms"].is_null() && f["elected_ms"].is_null(), "{f}");
 }
 
-/// The etcd path: the demo starts its own etcd, three nodes under it with no `--leader`,
-/// waits for etcd to elect one, kills it and does not promote: etcd elects the next, the old
-/// leader comes back with no `--leader`, and every check passes; etcd is stopped with the
-/// rest (the process group is empty at the end) and its data removed with the scratch.
+/// The etcd path: the demo starts its own etcd, three nodes under it with no `--leader`;
+/// etcd elects a leader per partition, spread over the nodes (the first phase says who leads
+/// what); the demo kills the node leading the most partitions and does not promote: etcd
+/// elects new leaders for its partitions, the node comes back with no `--leader` and gets
+/// them back, and every check passes, the leadership check included (8 checks); etcd is
+/// stopped with the rest (the process group is empty at the end) and its data removed with
+/// the scratch.
 #[test]
 fn the_etcd_demo_elects_the_next_leader_and_passes_every_check() {
     require_etcd();
-    let (out, f) = demo_passes_every_check(&["--failover", "etcd"]);
+    let (out, f) = demo_passes_every_check(&["--failover", "etcd"], 8);
     assert!(
         out.contains("a local etcd") && out.contains("etcd elected n"),
         "{out}"
     );
+    // Leadership spread: each node's line says what it leads, and all three lead something.
+    let leading = out
+        .lines()
+        .filter(|l| {
+            l.starts_with("  n") && l.contains(" (leads ") && !l.contains("(leads nothing)")
+        })
+        .count();
+    assert_eq!(
+        leading, 3,
+        "the leadership is not spread over the 3 nodes: {out}"
+    );
+    let killed = f["killed_node"].as_str().expect("killed_node").to_string();
+    let parts: Vec<&str> = f["killed_partitions"]
+        .as_array()
+        .expect("killed_partitions")
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    let topic_parts: Vec<&&str> = parts.iter().filter(|p| p.starts_with("demo/")).collect();
+    assert!(!topic_parts.is_empty(), "{killed} led no partition: {f}");
+    // A first acknowledged write on each of them, none before the kill's first.
+    let per = f["failover_partition_ms"]
+        .as_object()
+        .expect("per partition");
+    assert_eq!(per.len(), topic_parts.len(), "{f}");
+    let failover = f["failover_ms"].as_f64().unwrap();
+    for p in &topic_parts {
+        let ms = per[**p]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no failover time of {p}: {f}"));
+        assert!(
+            ms >= failover,
+            "{p}: {ms} ms before the first, {failover} ms: {f}"
+        );
+    }
+    assert!(f["rebalanced_ms"].as_f64().is_some_and(|r| r > 0.0), "{f}");
+    // At the end, the killed node leads again what it led (handed back).
+    let end = f["leaders_at_end"].as_object().expect("leaders_at_end");
+    assert_eq!(end.len(), 4, "{f}");
+    for p in &topic_parts {
+        assert_eq!(
+            end[**p],
+            killed.as_str(),
+            "{p} not handed back to {killed}: {f}"
+        );
+    }
     assert!(!out.contains("leads in epoch"), "the demo promoted: {out}");
     assert_eq!(f["failover_path"], "etcd", "{f}");
     assert_eq!(f["lease_ms"].as_u64(), Some(2000), "{f}");
@@ -420,10 +471,10 @@ fn children_running(parent: u32, needle: &str) -> Vec<libc::pid_t> {
     found
 }
 
-/// On the etcd path, the leader is frozen (SIGSTOP) under load for three lease times, then
-/// continued: etcd elects another node without the demo, which must notice (it fails over
-/// from the leader etcd names, not the one it started with) and still pass every check.
-/// Without that, it waits for its first leader to be named again and times out.
+/// On the etcd path, a node leading partitions is frozen (SIGSTOP) under load for three lease
+/// times, then continued: etcd elects other leaders for its partitions without the demo, and
+/// hands them back once the node caught up; the demo must follow the leaders etcd names (for
+/// its waits and its checks) and still pass every check, counting those elections.
 #[test]
 fn the_etcd_demo_follows_a_leader_etcd_elected_on_its_own() {
     require_etcd();
@@ -468,14 +519,15 @@ fn the_etcd_demo_follows_a_leader_etcd_elected_on_its_own() {
         let line = rx
             .recv_timeout(Duration::from_secs(120).saturating_sub(started.elapsed()))
             .expect("the demo did not reach its load phase in 120 s");
-        if line.ends_with("(leader)") {
+        // `  nI ADDR (leads demo/0 demo/3)`: the first node that leads a partition.
+        if leader.is_none() && line.starts_with("  n") && line.contains(" (leads demo/") {
             leader = line.split_whitespace().next().map(str::to_string);
         }
         if line.starts_with("[2/8]") {
             break;
         }
     }
-    let leader = leader.expect("the demo names its leader");
+    let leader = leader.expect("the demo names a node leading a partition");
     let pids = children_running(demo.0.id(), &format!("--node-id {leader} "));
     assert_eq!(pids.len(), 1, "the leader {leader}'s process: {pids:?}");
     // Three lease times (the demo's lease is 2 s), well inside the 8 s of the first load.
@@ -500,7 +552,8 @@ fn the_etcd_demo_follows_a_leader_etcd_elected_on_its_own() {
     println!("elections besides the demo's failover: {unplanned}");
     assert!(
         unplanned >= 1,
-        "etcd elected no other leader while {leader} was frozen for three lease times: {f}"
+        "etcd elected no other leader while {leader}, leading partitions, was frozen for three \
+         lease times: {f}"
     );
     assert!(
         entries(&scratch).is_empty(),

@@ -37,6 +37,8 @@ pub struct Ack {
     pub records: u32,
     /// Which node acknowledged it (index in the node list; `usize::MAX` if another).
     pub node: usize,
+    /// The partition it was written to.
+    pub partition: u32,
 }
 
 /// What the load threads share with the demo.
@@ -250,6 +252,7 @@ impl Producer {
                         latency_us: latency.as_micros() as u64,
                         records: records.len() as u32,
                         node: index,
+                        partition,
                     };
                     self.shared
                         .acks

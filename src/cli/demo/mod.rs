@@ -5,25 +5,34 @@
 //! a topic of several partitions with the consistent-hash ring partitioner; producers
 //! (threads of the demo, through the protocol, so that each acknowledgement is timed) writing
 //! keyed records at `acks=all` while a consumer group (`consume --node --group --follow`)
-//! consumes and commits. Partway through it SIGKILLs the leader and fails over: through a
-//! local `etcd` the demo starts (`serve --coordinator`: etcd elects the next leader once the
-//! dead one's lease lapses, nobody promotes) when this build has the `etcd` feature and an
-//! `etcd` binary is on `PATH`, by operator `promote` otherwise (`--failover` chooses). It
-//! brings the old leader back as a follower, takes a `snapshot --node` streamed
-//! from the running cluster and `restore`s it into a fourth directory. At the
-//! end it stops every node and checks, reading the stores with the library: every
-//! acknowledged record is in the final log and was consumed at least once (by key and value),
-//! none is corrupt, the replicas and the mirror are byte-identical up to the high watermark,
-//! and the restored copy equals the source up to the snapshot. It prints a summary table,
-//! writes an SVG plot (and `--json` figures) and exits 1 if any check failed.
+//! consumes and commits. Partway through it SIGKILLs a leader and fails over:
+//! - through a local `etcd` the demo starts when this build has the `etcd` feature and an
+//!   `etcd` binary is on `PATH` (`serve --coordinator`, etcd's default election: a leader per
+//!   partition and one for the consumer offsets log, spread over the nodes by preferred
+//!   leaders). Once every partition is led by its preferred leader and every node is in sync,
+//!   it kills the node leading the most partitions (ties: the one leading the consumer
+//!   offsets); etcd elects a new leader for each of its partitions once its lease lapses,
+//!   nobody promotes. Restarted with no `--leader`, the node catches up and is handed its
+//!   partitions back. The figures and checks take each partition's leader from etcd.
+//! - by operator `promote` otherwise (`--failover` chooses): one node leads every
+//!   partition; it is killed, an in-sync follower promoted, and it comes back as a follower.
+//!
+//! It then takes a `snapshot --node` streamed from the running cluster and `restore`s it into
+//! a fourth directory. At the end it stops every node and checks, reading the stores with the
+//! library: every acknowledged record is in the final log and was consumed at least once (by
+//! key and value), none is corrupt, the replicas and the mirror are byte-identical to each
+//! partition's leader up to the high watermark, the restored copy equals the source up to the
+//! snapshot, and (etcd path) the leadership was spread, failed over and handed back. It prints
+//! a summary table, writes an SVG plot (and `--json` figures) and exits 1 if any check failed.
 
 mod check;
 mod cluster;
 mod etcd;
+mod leaders;
 mod load;
 mod report;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -44,6 +53,7 @@ use stratalog::{Log, LogOptions};
 use super::{CliError, context, outln};
 use check::{KeyValue, StoredBatch};
 use cluster::{Proc, Server};
+use leaders::UnitKey;
 use load::Shared;
 use report::{Check, Figures};
 
@@ -60,7 +70,8 @@ pub struct Options {
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
     /// Also write the figures as JSON to this file (`records_acked`, `records_lost`,
-    /// `failover_ms`, latencies, every check).
+    /// `failover_ms`, latencies, every check; on the etcd path also `killed_node`,
+    /// `killed_partitions`, `failover_partition_ms`, `rebalanced_ms`, `leaders_at_end`).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Where to write the plot (default `stratalog-demo.svg` in the current directory).
@@ -88,8 +99,8 @@ pub struct Options {
 pub enum FailoverChoice {
     /// The etcd path when it is possible here, operator promote otherwise.
     Auto,
-    /// A local etcd elects the next leader; an error if this build lacks the `etcd` feature
-    /// or no `etcd` binary is on PATH.
+    /// A local etcd elects a leader per partition and the next ones after the kill; an error
+    /// if this build lacks the `etcd` feature or no `etcd` binary is on PATH.
     Etcd,
     /// The demo runs `stratalog promote`, as an operator would.
     Promote,
@@ -115,8 +126,9 @@ const LEASE_MS: u64 = 2000;
 enum FailoverPath {
     /// The demo, as an operator, runs `stratalog promote` on an in-sync follower.
     OperatorPromote,
-    /// The nodes run under a local etcd (`serve --coordinator`, no `--leader`): once the
-    /// killed leader's lease lapses, etcd elects an in-sync node; nobody promotes.
+    /// The nodes run under a local etcd (`serve --coordinator`, no `--leader`, a leader per
+    /// partition): once the killed node's lease lapses, etcd elects an in-sync node for each
+    /// of its partitions; nobody promotes.
     Etcd,
 }
 
@@ -137,8 +149,9 @@ impl FailoverPath {
              `apt-get install etcd-server`)";
         let etcd_note = |binary: &Path| {
             format!(
-                "a local etcd ({}) elects the leader (`serve --coordinator`, lease {lease_ms} \
-                 ms): the leader is killed and etcd elects the next, nobody promotes",
+                "a local etcd ({}) elects a leader per partition (`serve --coordinator`, lease \
+                 {lease_ms} ms): the node leading the most partitions is killed and etcd elects \
+                 new leaders for them, nobody promotes",
                 binary.display()
             )
         };
@@ -378,7 +391,22 @@ struct Demo {
     addrs: Vec<String>,
     nodes: Vec<Option<Server>>,
     mirror: Option<Server>,
+    /// The leader on the operator path (of every partition); on the etcd path, the node
+    /// killed (once chosen).
     leader: usize,
+    /// On the etcd path, each partition's leader (node index) as etcd names it.
+    part_leaders: Vec<usize>,
+    /// On the etcd path, the consumer offsets unit's leader (it streams the snapshots).
+    offsets_leader: Option<usize>,
+    /// On the etcd path: each unit's epoch once the leadership first settled, at the kill
+    /// and at the end (for the elections counted).
+    epochs_start: BTreeMap<UnitKey, u64>,
+    epochs_kill: BTreeMap<UnitKey, u64>,
+    /// On the etcd path: the units each node led at the kill.
+    led_at_kill: Vec<Vec<UnitKey>>,
+    /// On the etcd path: what the leadership check found, and whether it held.
+    leadership: Vec<String>,
+    leadership_ok: bool,
     consumer: Option<Consumer>,
     /// The consumer runs with `--follow` (and is restarted if it exits).
     consumer_follows: bool,
@@ -423,6 +451,13 @@ impl Demo {
             nodes: (0..NODES).map(|_| None).collect(),
             mirror: None,
             leader: 0,
+            part_leaders: Vec::new(),
+            offsets_leader: None,
+            epochs_start: BTreeMap::new(),
+            epochs_kill: BTreeMap::new(),
+            led_at_kill: Vec::new(),
+            leadership: Vec::new(),
+            leadership_ok: true,
             consumer: None,
             consumer_follows: false,
             producer_threads: Vec::new(),
@@ -499,7 +534,8 @@ impl Demo {
     // --- processes
 
     /// `serve` for node `i`: following `leader`, or with no `--leader` (on the etcd path,
-    /// always: the node campaigns and follows whoever etcd names).
+    /// always: etcd elects a leader per partition, the default election, and the node
+    /// follows whoever etcd names for each of the others).
     fn serve_args(&self, i: usize, leader: Option<usize>) -> Result<Vec<String>, CliError> {
         let mut args: Vec<String> = [
             "serve",
@@ -535,7 +571,6 @@ impl Demo {
                     etcd::CLUSTER.to_string(),
                     "--lease-ms".to_string(),
                     self.lease_ms.to_string(),
-                    "--node-wide-leader".to_string(),
                 ]);
             }
         }
@@ -588,34 +623,82 @@ impl Demo {
         Some(s["coordinator"].clone())
     }
 
-    /// The running node, other than `except`, that says it leads, at the highest epoch (and
-    /// above `above`); and that epoch.
-    fn find_leader(&self, except: Option<usize>, above: u64) -> Option<(usize, u64)> {
-        (0..NODES)
-            .filter(|&i| Some(i) != except && self.nodes[i].is_some())
-            .filter_map(|i| {
-                let s = cluster::status(&self.exe, &self.addrs[i])?;
-                let epoch = s["epoch"].as_u64()?;
-                (s["role"] == "leader" && epoch > above).then_some((i, epoch))
-            })
-            .max_by_key(|&(_, epoch)| epoch)
+    /// etcd's view of the leadership units (etcd path).
+    fn view(&self) -> Option<leaders::View> {
+        leaders::View::parse(&self.etcd_view()?)
     }
 
-    /// On the etcd path: if the node taken for the leader no longer leads, takes the one that
-    /// does (etcd may elect another if a lease lapses under load), and counts the change.
-    fn refresh_leader(&mut self) {
+    /// The node leading partition `p` of the demo topic: etcd's word on the etcd path (as
+    /// last read, see [`Demo::refresh_leaders`]), the one leader otherwise.
+    fn leader_of(&self, p: u32) -> usize {
+        match self.path {
+            FailoverPath::Etcd => self.part_leaders.get(p as usize).copied().unwrap_or(0),
+            FailoverPath::OperatorPromote => self.leader,
+        }
+    }
+
+    /// `the leader n0`, or on the etcd path `each partition's leader (demo/0 n0, ...)`.
+    fn leaders_named(&self) -> String {
+        match self.path {
+            FailoverPath::OperatorPromote => format!("the leader n{}", self.leader),
+            FailoverPath::Etcd => {
+                let each: Vec<String> = (0..self.partitions)
+                    .map(|p| format!("{TOPIC}/{p} n{}", self.leader_of(p)))
+                    .collect();
+                format!("each partition's leader ({})", each.join(", "))
+            }
+        }
+    }
+
+    /// On the etcd path, reads each partition's leader from etcd (it may elect another when
+    /// a lease lapses under load, or hand a partition back to its preferred leader); false if
+    /// etcd does not answer or names no leader for some partition now.
+    fn refresh_leaders(&mut self) -> bool {
         if self.path != FailoverPath::Etcd {
-            return;
+            return true;
         }
-        let leads = cluster::status(&self.exe, &self.addrs[self.leader])
-            .is_some_and(|s| s["role"] == "leader");
-        if leads {
-            return;
+        let Some(v) = self.view() else { return false };
+        let Some(ls) = v.leaders(TOPIC, self.partitions) else {
+            return false;
+        };
+        self.part_leaders = ls;
+        self.offsets_leader = v.offsets_leader().or(self.offsets_leader);
+        true
+    }
+
+    /// On the etcd path, once every node is up and each unit is led by its preferred leader
+    /// (with `all_in_sync`: and publishes every node in sync), and each partition's leader
+    /// says it leads it: etcd's view. Takes the leaders.
+    fn settled(&mut self, all_in_sync: bool) -> Option<leaders::View> {
+        let v = self.view()?;
+        if !v.settled(TOPIC, self.partitions, NODES, all_in_sync) {
+            return None;
         }
-        if let Some((i, _)) = self.find_leader(Some(self.leader), 0) {
-            self.leader = i;
-            self.figures.unplanned_elections += 1;
+        let ls = v.leaders(TOPIC, self.partitions)?;
+        for (p, &l) in ls.iter().enumerate() {
+            let (_, ps) = self.partitions_of(&self.addrs[l])?;
+            if ps[p]["role"] != "leader" {
+                return None;
+            }
         }
+        self.part_leaders = ls;
+        self.offsets_leader = v.offsets_leader();
+        Some(v)
+    }
+
+    /// `n0 demo/0 demo/3, n1 demo/1, ...`: who leads what in `v`.
+    fn spread(&self, v: &leaders::View) -> String {
+        (0..NODES)
+            .map(|n| {
+                let led: Vec<String> = v.led_by(n).iter().map(leaders::name).collect();
+                if led.is_empty() {
+                    format!("n{n} nothing")
+                } else {
+                    format!("n{n} {}", led.join(" "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn start_node(&mut self, i: usize, leader: Option<usize>) -> Result<(), CliError> {
@@ -698,15 +781,36 @@ impl Demo {
         (ps.len() == self.partitions as usize).then_some((s, ps))
     }
 
-    /// The leader's high watermark per partition if both followers are in sync on every
+    /// The status of each partition of the demo topic on its leader (etcd's on the etcd
+    /// path), if each one's leader says it leads it.
+    fn on_leaders(&mut self) -> Option<Vec<Value>> {
+        if !self.refresh_leaders() {
+            return None;
+        }
+        let mut seen: HashMap<usize, Vec<Value>> = HashMap::new();
+        let mut out = Vec::new();
+        for p in 0..self.partitions {
+            let l = self.leader_of(p);
+            let ps = match seen.entry(l) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.partitions_of(&self.addrs[l])?.1)
+                }
+            };
+            let part = ps[p as usize].clone();
+            if part["role"] != "leader" {
+                return None;
+            }
+            out.push(part);
+        }
+        Some(out)
+    }
+
+    /// Each partition's high watermark on its leader if both followers are in sync on every
     /// partition (and, with `caught_up`, at the leader's log end, which is then the high
     /// watermark).
     fn in_sync(&mut self, caught_up: bool) -> Option<Vec<u64>> {
-        self.refresh_leader();
-        let (s, ps) = self.partitions_of(&self.addrs[self.leader])?;
-        if s["role"] != "leader" {
-            return None;
-        }
+        let ps = self.on_leaders()?;
         let mut hws = Vec::new();
         for p in &ps {
             let good = p["followers"]
@@ -722,13 +826,9 @@ impl Demo {
         Some(hws)
     }
 
-    /// The leader's high watermark per partition.
+    /// Each partition's high watermark on its leader.
     fn leader_hws(&mut self) -> Option<Vec<u64>> {
-        self.refresh_leader();
-        let (s, ps) = self.partitions_of(&self.addrs[self.leader])?;
-        if s["role"] != "leader" {
-            return None;
-        }
+        let ps = self.on_leaders()?;
         ps.iter().map(|p| p["high_watermark"].as_u64()).collect()
     }
 
@@ -736,7 +836,6 @@ impl Demo {
     /// reached `targets` (the high watermarks when it was restarted): a node that only just
     /// came back may still be listed in sync from before, its log end tells.
     fn rejoined(&mut self, i: usize, targets: &[u64]) -> Option<()> {
-        self.refresh_leader();
         let (s, ps) = self.partitions_of(&self.addrs[self.leader])?;
         if s["role"] != "leader" {
             return None;
@@ -847,9 +946,12 @@ impl Demo {
                 for i in 0..NODES {
                     self.start_node(i, None)?;
                 }
-                let (leader, _) =
-                    self.wait(&bar, "etcd to elect a leader", |d| d.find_leader(None, 0))?;
-                self.leader = leader;
+                let v = self.wait(
+                    &bar,
+                    "etcd to elect each partition's preferred leader",
+                    |d| d.settled(false),
+                )?;
+                self.epochs_start = v.epochs();
             }
         }
         // The mirror starts from the leader (and follows whichever leads later).
@@ -885,17 +987,25 @@ impl Demo {
         self.wait(&bar, "the mirror to take the topic", |d| {
             d.partitions_of(&d.addrs[NODES]).map(|_| ())
         })?;
+        let view = match self.path {
+            FailoverPath::Etcd => Some(self.wait(&bar, "etcd's view", |d| d.view())?),
+            FailoverPath::OperatorPromote => None,
+        };
         bar.finish_and_clear();
         for i in 0..NODES {
-            outln!(
-                "  n{i} {} ({})",
-                self.addrs[i],
-                if i == self.leader {
-                    "leader"
-                } else {
-                    "follower"
+            let role = match &view {
+                Some(v) => {
+                    let led: Vec<String> = v.led_by(i).iter().map(leaders::name).collect();
+                    if led.is_empty() {
+                        "leads nothing".to_string()
+                    } else {
+                        format!("leads {}", led.join(" "))
+                    }
                 }
-            );
+                None if i == self.leader => "leader".to_string(),
+                None => "follower".to_string(),
+            };
+            outln!("  n{i} {} ({role})", self.addrs[i]);
         }
         outln!(
             "  mirror {} (copies {TOPIC:?} and the group's offsets)",
@@ -903,11 +1013,11 @@ impl Demo {
         );
         if let Some(e) = &self.etcd {
             outln!(
-                "  etcd {} (cluster {:?}, lease {} ms; n{} elected)",
+                "  etcd {} (cluster {:?}, lease {} ms; a leader elected per partition and for \
+                 the consumer offsets, each partition's preferred leader by default)",
                 e.client,
                 etcd::CLUSTER,
-                self.lease_ms,
-                self.leader
+                self.lease_ms
             );
         }
         Ok(())
@@ -915,7 +1025,7 @@ impl Demo {
 
     fn start_load(&mut self) -> Result<(), CliError> {
         // The partitioner as the node reports it, as any client would route by.
-        let addr: SocketAddr = self.addrs[self.leader]
+        let addr: SocketAddr = self.addrs[self.leader_of(0)]
             .parse()
             .map_err(context("a node address"))?;
         let mut client = Client::connect(addr, Duration::from_secs(10))
@@ -998,19 +1108,13 @@ impl Demo {
         format!("a producer stopped: {}", errors.join("; ")).into()
     }
 
-    /// On the etcd path, before the kill: the epoch etcd names the demo's leader in, once
-    /// etcd's published in-sync set holds every node (so that an in-sync node can be
-    /// elected); records the lease etcd granted.
-    fn etcd_ready(&mut self) -> Option<u64> {
-        self.refresh_leader();
-        let v = self.etcd_view()?;
-        let id = format!("n{}", self.leader);
-        let all = v["in_sync"].as_array()?.len() == NODES;
-        if v["leader"]["node_id"] != id.as_str() || !all {
-            return None;
-        }
-        self.figures.lease_granted_ms = v["lease"]["granted_ms"].as_u64();
-        v["leader"]["epoch"].as_u64()
+    /// On the etcd path, before the kill: etcd's view once every unit is led by its
+    /// preferred leader and publishes every node in sync (so that an in-sync node can be
+    /// elected for each unit of the node killed); records the lease etcd granted.
+    fn etcd_ready(&mut self) -> Option<leaders::View> {
+        let v = self.settled(true)?;
+        self.figures.lease_granted_ms = v.lease_granted_ms;
+        Some(v)
     }
 
     /// An in-sync follower of every partition (every acknowledged record is on it), for the
@@ -1036,45 +1140,21 @@ impl Demo {
     }
 
     fn fail_over(&mut self) -> Result<(), CliError> {
-        // (etcd may have elected another leader during the load.)
-        self.refresh_leader();
+        if self.path == FailoverPath::Etcd {
+            return self.fail_over_etcd();
+        }
         let what = format!(
-            "SIGKILL the leader n{} under load; {}",
-            self.leader,
-            match self.path {
-                FailoverPath::OperatorPromote => "promote an in-sync follower".to_string(),
-                FailoverPath::Etcd => format!(
-                    "no promote: etcd elects the next leader once the dead one's lease ({} ms) \
-                     lapses",
-                    self.lease_ms
-                ),
-            }
+            "SIGKILL the leader n{} under load; promote an in-sync follower",
+            self.leader
         );
         let bar = self.phase("failover", &what, None)?;
-        let (candidate, old_epoch) = match self.path {
-            FailoverPath::OperatorPromote => (Some(self.promote_candidate()?), 0),
-            FailoverPath::Etcd => {
-                let epoch = self.wait(&bar, "etcd to hold every node in sync", Demo::etcd_ready)?;
-                (None, epoch)
-            }
-        };
+        let new = self.promote_candidate()?;
         let old = self.leader;
         let kill_at = self.shared.now();
         if let Some(n) = self.nodes[old].take() {
             n.proc.kill();
         }
-        let (new, said) = match candidate {
-            Some(new) => (new, promote(&self.exe, &self.addrs[new])?),
-            None => {
-                let (new, epoch) = self.wait(&bar, "etcd to elect the next leader", |d| {
-                    d.find_leader(Some(old), old_epoch)
-                })?;
-                (
-                    new,
-                    format!("etcd elected n{new} (epoch {epoch}, was {old_epoch}); seen leading"),
-                )
-            }
-        };
+        let said = promote(&self.exe, &self.addrs[new])?;
         let new_at = self.shared.now();
         self.leader = new;
         let shared = self.shared.clone();
@@ -1087,14 +1167,9 @@ impl Demo {
         self.figures.kill_at = Some(kill_at);
         self.figures.failover_at = Some(first);
         self.figures.failover_ms = Some((first - kill_at) * 1000.0);
-        match self.path {
-            FailoverPath::OperatorPromote => {
-                self.figures.promote_ms = Some((new_at - kill_at) * 1000.0);
-            }
-            FailoverPath::Etcd => self.figures.elected_ms = Some((new_at - kill_at) * 1000.0),
-        }
-        // The old leader comes back with no `--leader`: it asks its peers (or etcd) who leads
-        // and follows.
+        self.figures.promote_ms = Some((new_at - kill_at) * 1000.0);
+        // The old leader comes back with no `--leader`: it asks its peers who leads and
+        // follows.
         bar.set_message(format!("restarting n{old} as a follower"));
         let targets = self.wait(&bar, "the new leader's status", Demo::leader_hws)?;
         self.start_node(old, None)?;
@@ -1114,15 +1189,195 @@ impl Demo {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> Result<(), CliError> {
-        self.refresh_leader();
-        let f = (0..NODES)
-            .find(|&i| i != self.leader)
-            .expect("three nodes, one leader");
+    /// The etcd path's failover: once every unit is led by its preferred leader and every
+    /// node is in sync, SIGKILLs the node leading the most partitions (see
+    /// [`leaders::victim`]); etcd elects a new leader for each of its units, nobody promotes;
+    /// it comes back with no `--leader` and, once in sync, is handed its preferred units
+    /// back.
+    fn fail_over_etcd(&mut self) -> Result<(), CliError> {
         let what = format!(
-            "snapshot streamed from the running cluster (asked of follower n{f}, cut by the \
-             leader at its high watermarks) while the producers go on; restore it into a \
-             fourth directory"
+            "SIGKILL the node leading the most partitions under load; no promote: etcd elects \
+             a new leader for each of its partitions once its lease ({} ms) lapses; restarted \
+             with no --leader, it gets its preferred partitions back",
+            self.lease_ms
+        );
+        let bar = self.phase("failover", &what, None)?;
+        let v = self.wait(
+            &bar,
+            "each partition led by its preferred leader, every node in sync",
+            Demo::etcd_ready,
+        )?;
+        let victim = leaders::victim(&v, TOPIC, NODES).ok_or("etcd names no leader to kill")?;
+        self.leader = victim;
+        self.epochs_kill = v.epochs();
+        self.led_at_kill = (0..NODES).map(|n| v.led_by(n)).collect();
+        let moved = self.led_at_kill[victim].clone();
+        let moved_parts: Vec<u32> = moved.iter().filter(|k| k.0 == TOPIC).map(|k| k.1).collect();
+        let moved_names: Vec<String> = moved.iter().map(leaders::name).collect();
+        let leading = self.led_at_kill.iter().filter(|l| !l.is_empty()).count();
+        let spread_ok = leading >= NODES.min(self.partitions as usize);
+        self.leadership_ok &= spread_ok;
+        self.leadership.push(format!(
+            "before the kill {} ({leading} of {NODES} nodes lead)",
+            self.spread(&v)
+        ));
+        let kill_at = self.shared.now();
+        if let Some(n) = self.nodes[victim].take() {
+            n.proc.kill();
+        }
+        let epochs_kill = self.epochs_kill.clone();
+        let (after, new_at) = self.wait(
+            &bar,
+            "etcd to elect new leaders of the killed node's partitions",
+            |d| {
+                let v = d.view()?;
+                let all = moved.iter().all(|k| {
+                    v.units.get(k).is_some_and(|u| {
+                        u.leader.is_some_and(|l| l != victim) && u.epoch > epochs_kill[k]
+                    })
+                });
+                if !all {
+                    return None;
+                }
+                for &p in &moved_parts {
+                    let l = v.units.get(&(TOPIC.to_string(), p))?.leader?;
+                    let (_, ps) = d.partitions_of(&d.addrs[l])?;
+                    if ps[p as usize]["role"] != "leader" {
+                        return None;
+                    }
+                }
+                Some((v, d.shared.now()))
+            },
+        )?;
+        let shared = self.shared.clone();
+        let firsts: Vec<(u32, f64)> = self.wait(
+            &bar,
+            "a write acknowledged on each partition of the killed node",
+            |_| {
+                let acks = shared.acks.lock().unwrap_or_else(PoisonError::into_inner);
+                moved_parts
+                    .iter()
+                    .map(|&p| {
+                        acks.iter()
+                            .find(|a| a.at > kill_at && a.partition == p)
+                            .map(|a| (p, a.at))
+                    })
+                    .collect()
+            },
+        )?;
+        let first = firsts.iter().map(|f| f.1).fold(f64::INFINITY, f64::min);
+        self.figures.kill_at = Some(kill_at);
+        self.figures.failover_at = Some(first);
+        self.figures.failover_ms = Some((first - kill_at) * 1000.0);
+        self.figures.elected_ms = Some((new_at - kill_at) * 1000.0);
+        self.figures.killed_node = Some(format!("n{victim}"));
+        self.figures.killed_units = moved_names.clone();
+        self.figures.failover_partition_ms = firsts
+            .iter()
+            .map(|&(p, at)| (format!("{TOPIC}/{p}"), (at - kill_at) * 1000.0))
+            .collect();
+        let elected: Vec<String> = moved
+            .iter()
+            .filter_map(|k| {
+                let u = after.units.get(k)?;
+                Some(format!(
+                    "n{} for {} (epoch {})",
+                    u.leader?,
+                    leaders::name(k),
+                    u.epoch
+                ))
+            })
+            .collect();
+        let said = format!("etcd elected {}", elected.join(", "));
+        self.leadership.push(format!(
+            "n{victim} SIGKILLed leading {}: {said}, {:.0} ms after the kill, nobody promoted",
+            moved_names.join(" "),
+            (new_at - kill_at) * 1000.0
+        ));
+
+        // It comes back with no `--leader` and gets its preferred units back (handover: it
+        // catches up, the holder gives the unit back, it wins the next election).
+        bar.set_message(format!("restarting n{victim} with no --leader"));
+        self.start_node(victim, None)?;
+        let back = Instant::now();
+        let v = self.wait(
+            &bar,
+            "the restarted node leading its preferred partitions again",
+            |d| d.settled(false),
+        )?;
+        self.wait(&bar, "every node in sync", |d| d.in_sync(false))?;
+        let rebalanced = back.elapsed().as_secs_f64();
+        self.figures.rebalanced_ms = Some(rebalanced * 1000.0);
+        let handed: Vec<String> = moved
+            .iter()
+            .filter_map(|k| {
+                Some(format!(
+                    "{} epoch {}",
+                    leaders::name(k),
+                    v.units.get(k)?.epoch
+                ))
+            })
+            .collect();
+        let back_ok = moved.iter().all(|k| {
+            v.units.get(k).is_some_and(|u| {
+                u.leader == Some(victim) && after.units.get(k).is_some_and(|a| u.epoch > a.epoch)
+            })
+        });
+        self.leadership_ok &= back_ok;
+        self.leadership.push(format!(
+            "restarted with no --leader, n{victim} led {} again {rebalanced:.1} s later, handed \
+             back in new epochs ({}; no node runs with --unclean-election)",
+            moved_names.join(" "),
+            handed.join(", ")
+        ));
+        bar.finish_and_clear();
+        let per_partition: Vec<String> = firsts
+            .iter()
+            .map(|&(p, at)| format!("{TOPIC}/{p} {:.0} ms", (at - kill_at) * 1000.0))
+            .collect();
+        outln!(
+            "  n{victim} (leading {}) killed at {kill_at:.2} s; {said} ({:.0} ms after the kill, \
+             no promote); first write acknowledged on its partitions {:.0} ms after the kill \
+             ({}); n{victim} restarted with no --leader led {} again {rebalanced:.1} s after \
+             its restart (handed back); now {}",
+            moved_names.join(" "),
+            (new_at - kill_at) * 1000.0,
+            (first - kill_at) * 1000.0,
+            per_partition.join(", "),
+            moved_names.join(" "),
+            self.spread(&v)
+        );
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<(), CliError> {
+        let (f, who) = match self.path {
+            FailoverPath::OperatorPromote => {
+                let f = (0..NODES)
+                    .find(|&i| i != self.leader)
+                    .expect("three nodes, one leader");
+                (
+                    f,
+                    format!("asked of follower n{f}, cut by the leader at its high watermarks"),
+                )
+            }
+            FailoverPath::Etcd => {
+                self.refresh_leaders();
+                let o = self.offsets_leader.unwrap_or(0);
+                let f = (0..NODES).find(|&i| i != o).expect("three nodes");
+                (
+                    f,
+                    format!(
+                        "asked of n{f}; streamed by n{o}, the consumer offsets unit's leader, \
+                         which cuts the partitions it leads at their high watermarks and those \
+                         it follows at the ones their leaders last sent it"
+                    ),
+                )
+            }
+        };
+        let what = format!(
+            "snapshot streamed from the running cluster ({who}) while the producers go on; \
+             restore it into a fourth directory"
         );
         let bar = self.phase("snapshot", &what, None)?;
         let snap = self.root.join("snapshot");
@@ -1204,6 +1459,13 @@ impl Demo {
         }
         self.acked = acked;
         self.producer_errors = errors;
+        if self.path == FailoverPath::Etcd {
+            // A lease that lapsed under load moved a partition: its preferred leader gets it
+            // back once in sync; the checks read each partition from the leader etcd names.
+            self.wait(&bar, "each partition led by its preferred leader", |d| {
+                d.settled(false)
+            })?;
+        }
         let hws = self.wait(&bar, "the followers at the leader's end", |d| {
             d.in_sync(true)
         })?;
@@ -1238,6 +1500,19 @@ impl Demo {
             .into());
         }
         self.hws = hws;
+        if self.path == FailoverPath::Etcd {
+            let end = self.wait(&bar, "etcd's view", |d| d.view())?.epochs();
+            let moved = self
+                .led_at_kill
+                .get(self.leader)
+                .cloned()
+                .unwrap_or_default();
+            self.figures.unplanned_elections =
+                leaders::unplanned(&self.epochs_start, &self.epochs_kill, &end, &moved);
+            self.figures.leaders_at_end = (0..self.partitions)
+                .map(|p| (format!("{TOPIC}/{p}"), format!("n{}", self.leader_of(p))))
+                .collect();
+        }
         bar.finish_and_clear();
         outln!(
             "  {} records acknowledged; high watermarks {:?}; the group consumed {} distinct records",
@@ -1286,13 +1561,14 @@ impl Demo {
             },
         });
 
-        // The final leader's log is the reference.
-        let leader_dir = self.node_dir(self.leader);
+        // Each partition's final leader's log is its reference (on the etcd path, the node
+        // etcd names for it; the one leader otherwise).
         let mut reference = Vec::new();
         let mut in_log: HashSet<KeyValue> = HashSet::new();
         let (mut total, mut corrupt) = (0u64, Vec::new());
         for p in 0..self.partitions {
-            let dir = stratalog::store::partition_dir(&leader_dir, TOPIC, p);
+            let leader = self.leader_of(p);
+            let dir = stratalog::store::partition_dir(&self.node_dir(leader), TOPIC, p);
             match read_log(&dir, self.hws[p as usize]) {
                 Ok((batches, records)) => {
                     for (offset, key, value) in records {
@@ -1301,14 +1577,15 @@ impl Demo {
                             Ok(_) => {
                                 in_log.insert((key.unwrap_or_default(), value));
                             }
-                            Err(e) => corrupt
-                                .push(format!("n{} {TOPIC}/{p} offset {offset}: {e}", self.leader)),
+                            Err(e) => {
+                                corrupt.push(format!("n{leader} {TOPIC}/{p} offset {offset}: {e}"))
+                            }
                         }
                     }
                     reference.push(batches);
                 }
                 Err(e) => {
-                    corrupt.push(format!("n{} {TOPIC}/{p}: {e}", self.leader));
+                    corrupt.push(format!("n{leader} {TOPIC}/{p}: {e}"));
                     reference.push(Vec::new());
                 }
             }
@@ -1341,9 +1618,9 @@ impl Demo {
             passed: lost.missing == 0,
             detail: format!(
                 "{} acknowledged records looked up by key and value below the high watermark \
-                 of n{}: {} lost{}",
+                 of {}: {} lost{}",
                 lost.checked,
-                self.leader,
+                self.leaders_named(),
                 lost.missing,
                 example(&lost.example)
             ),
@@ -1368,16 +1645,16 @@ impl Demo {
             ),
         });
 
-        // The followers and the mirror against the leader, below the high watermark.
+        // The followers and the mirror against each partition's leader, below the high
+        // watermark.
         let mut copies: Vec<(String, PathBuf)> = (0..NODES)
-            .filter(|&i| i != self.leader)
             .map(|i| (format!("n{i}"), self.node_dir(i)))
             .collect();
         copies.push(("mirror".into(), self.root.join("mirror")));
         let mut compared = [(0u64, Vec::new()), (0u64, Vec::new())];
-        for (name, dir) in &copies {
+        for (i, (name, dir)) in copies.iter().enumerate() {
             let which = usize::from(name == "mirror");
-            for p in 0..self.partitions {
+            for p in (0..self.partitions).filter(|&p| self.leader_of(p) != i) {
                 let hw = self.hws[p as usize];
                 let result = read_log(&stratalog::store::partition_dir(dir, TOPIC, p), hw)
                     .and_then(|(b, _)| check::compare_logs(&reference[p as usize], &b, hw));
@@ -1405,9 +1682,17 @@ impl Demo {
                 passed: errors.is_empty(),
                 detail: if errors.is_empty() {
                     format!(
-                        "{whose} x {} partitions: {bytes} bytes of batches equal to the \
-                         leader's, at the same offsets (high watermarks {:?})",
-                        self.partitions, self.hws
+                        "{whose} x {} partitions: {bytes} bytes of batches equal to those of \
+                         {}, at the same offsets (high watermarks {:?}){}",
+                        self.partitions,
+                        self.leaders_named(),
+                        self.hws,
+                        if which == 1 && self.path == FailoverPath::Etcd {
+                            " (a node answers a mirror's fetch only for a partition it leads: \
+                             the mirror followed each partition's leader)"
+                        } else {
+                            ""
+                        }
                     )
                 } else {
                     errors.join("; ")
@@ -1445,14 +1730,28 @@ impl Demo {
             passed: errors.is_empty(),
             detail: if errors.is_empty() {
                 format!(
-                    "{} records, {bytes} bytes of batches equal to the leader's up to the \
+                    "{} records, {bytes} bytes of batches equal to those of {} up to the \
                      snapshot's ends {:?}",
-                    self.figures.snapshot_records, self.snapshot_ends
+                    self.figures.snapshot_records,
+                    self.leaders_named(),
+                    self.snapshot_ends
                 )
             } else {
                 errors.join("; ")
             },
         });
+
+        if self.path == FailoverPath::Etcd {
+            checks.push(Check {
+                name: "leadership per partition spread, failed over by etcd and handed back".into(),
+                passed: self.leadership_ok,
+                detail: format!(
+                    "{}; {} elections besides the failover and the handovers",
+                    self.leadership.join("; "),
+                    self.figures.unplanned_elections
+                ),
+            });
+        }
 
         let f = &mut self.figures;
         f.records_sent = self.shared.sent.load(Ordering::Relaxed);

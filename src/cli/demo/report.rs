@@ -58,16 +58,29 @@ pub struct Figures {
     pub throughput: f64,
     /// Acknowledgement latency quantiles, milliseconds.
     pub latency_ms: [f64; 3],
-    /// From the kill of the leader to the first write acknowledged by the new one.
+    /// From the kill of the leader to the first write acknowledged by the new one (etcd
+    /// path: the first write acknowledged on a partition the killed node led).
     pub failover_ms: Option<f64>,
     /// From the kill to the answer of `promote` (operator path).
     pub promote_ms: Option<f64>,
-    /// From the kill to the demo seeing the node etcd elected lead (etcd path; status is
-    /// polled, so this is an upper bound).
+    /// From the kill to the demo seeing a new leader, named by etcd and leading, of every
+    /// unit the killed node led (etcd path; etcd and status are polled, so this is an upper
+    /// bound, which may come after the first acknowledged write).
     pub elected_ms: Option<f64>,
-    /// Leaders etcd elected besides the one after the kill (a lease that lapsed under load;
-    /// the demo follows the new leader).
+    /// Elections besides the failover and the handovers back (etcd path: a lease that lapsed
+    /// under load; the demo follows the new leaders), counted from the epochs etcd holds.
     pub unplanned_elections: u64,
+    /// The node SIGKILLed (etcd path: the one leading the most partitions).
+    pub killed_node: Option<String>,
+    /// The units it led (`topic/partition`; etcd path).
+    pub killed_units: Vec<String>,
+    /// Per partition it led: from the kill to the first write acknowledged on it (etcd path).
+    pub failover_partition_ms: Vec<(String, f64)>,
+    /// From the restart of the killed node to every partition led by its preferred leader
+    /// again, the node's back included (etcd path).
+    pub rebalanced_ms: Option<f64>,
+    /// Each partition's leader at the end (etcd path).
+    pub leaders_at_end: Vec<(String, String)>,
     /// Seconds since the load started of the kill.
     pub kill_at: Option<f64>,
     /// Seconds since the load started of the first acknowledgement after the kill.
@@ -131,6 +144,15 @@ impl Figures {
             "promote_ms": self.promote_ms,
             "elected_ms": self.elected_ms,
             "unplanned_elections": self.unplanned_elections,
+            "killed_node": self.killed_node,
+            "killed_partitions": self.killed_units,
+            "failover_partition_ms": self.failover_partition_ms.iter()
+                .map(|(p, ms)| (p.clone(), json!(ms)))
+                .collect::<serde_json::Map<String, Value>>(),
+            "rebalanced_ms": self.rebalanced_ms,
+            "leaders_at_end": self.leaders_at_end.iter()
+                .map(|(p, n)| (p.clone(), json!(n)))
+                .collect::<serde_json::Map<String, Value>>(),
             "snapshot_records": self.snapshot_records,
             "consumer_restarts": self.consumer_restarts,
             "checks": self.checks.iter().map(|c| json!({
@@ -149,8 +171,10 @@ impl Figures {
                 "failover path".into(),
                 match self.lease_ms {
                     Some(lease) => format!(
-                        "{} (leader SIGKILLed, not promoted; lease {lease} ms asked, {} granted)",
+                        "{} (a leader per partition; {} SIGKILLed, not promoted; lease {lease} \
+                         ms asked, {} granted)",
                         self.path,
+                        self.killed_node.as_deref().unwrap_or("the leader"),
                         ms(self.lease_granted_ms.map(|g| g as f64))
                     ),
                     None => format!("{} (leader SIGKILLed)", self.path),
@@ -178,7 +202,7 @@ impl Figures {
             ),
             if self.lease_ms.is_some() {
                 (
-                    "  of which: kill to the elected leader seen leading".into(),
+                    "  of which: kill to new leaders of all its partitions".into(),
                     ms(self.elected_ms),
                 )
             } else {
@@ -211,8 +235,39 @@ impl Figures {
             ("records lost".into(), self.records_lost.to_string()),
         ];
         if self.lease_ms.is_some() {
+            let firsts: Vec<String> = self
+                .failover_partition_ms
+                .iter()
+                .map(|(p, v)| format!("{p} {v:.0} ms"))
+                .collect();
+            rows.insert(
+                7,
+                (
+                    "  per partition it led".into(),
+                    if firsts.is_empty() {
+                        "-".into()
+                    } else {
+                        firsts.join(", ")
+                    },
+                ),
+            );
+            rows.insert(
+                1,
+                (
+                    "killed node led".into(),
+                    if self.killed_units.is_empty() {
+                        "-".into()
+                    } else {
+                        self.killed_units.join(" ")
+                    },
+                ),
+            );
             rows.push((
-                "elections besides the failover (lease lapsed)".into(),
+                "restart to its partitions back (handover)".into(),
+                ms(self.rebalanced_ms),
+            ));
+            rows.push((
+                "elections besides the failover and handovers".into(),
                 self.unplanned_elections.to_string(),
             ));
         }

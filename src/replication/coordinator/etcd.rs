@@ -823,9 +823,11 @@ impl Coordinator {
 pub struct ClusterView {
     /// The `leader` key, if a node holds it.
     pub leader: Option<LeaderRecord>,
-    /// The remaining time of the leader's lease, in milliseconds.
+    /// The remaining time of the leader's lease, in milliseconds (per partition: of the
+    /// first unit's leader).
     pub lease_left_ms: Option<i64>,
-    /// The lease time etcd granted the leader, in milliseconds.
+    /// The lease time etcd granted the leader, in milliseconds (per partition: to the first
+    /// unit's leader; every node asks for the same).
     pub lease_granted_ms: Option<i64>,
     /// The highest epoch started.
     pub epoch: u64,
@@ -879,6 +881,22 @@ pub fn describe(options: &CoordinatorOptions, limit: Duration) -> Result<Cluster
                 )
                 .await?;
             units::describe_units(&prefix, all.kvs(), &mut view);
+            if view.leader.is_none() {
+                // Per partition: the lease of the first unit's leader (every node of a
+                // cluster asks for the same lease time), so that the lease is shown there too.
+                let unit_lease = all.kvs().iter().find(|kv| {
+                    kv.lease() != 0
+                        && kv.key_str().is_ok_and(|k| {
+                            k.strip_prefix(prefix.as_str())
+                                .is_some_and(|r| r.starts_with("p/") && r.ends_with("/leader"))
+                        })
+                });
+                if let Some(kv) = unit_lease {
+                    let ttl = c.lease_time_to_live(kv.lease(), None).await?;
+                    view.lease_left_ms = Some(ttl.ttl() * 1000);
+                    view.lease_granted_ms = Some(ttl.granted_ttl() * 1000);
+                }
+            }
             Ok::<_, etcd_client::Error>(view)
         };
         match tokio::time::timeout(limit, read).await {

@@ -17,6 +17,9 @@ impl Shared {
             EpochStart::Promote,
         );
         self.start_epoch_everywhere(epoch)?;
+        // A mirror promoted: its fetchers' own leaders and epochs per partition go (see
+        // `start_mirroring`), the node-wide role is every partition's again.
+        st.units.retain(|_, u| u.role != Role::Mirror);
         st.role = Role::Leader;
         st.epoch = epoch;
         st.leader = server_addr(self).to_string();

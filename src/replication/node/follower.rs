@@ -252,6 +252,13 @@ impl Shared {
         // The consumer offsets fetcher also keeps the topics in step with the leader's.
         let mut synced: Option<Instant> = None;
         let key = key_of(topic, partition);
+        let mirroring = match self.startmirroring(&key, generation) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(topic, partition, error = %e, "cannot mirror the partition");
+                return;
+            }
+        };
         while self.running_at(&key, generation) {
             if topic != OFFSETS_LOG && lock(&self.dropping).contains(topic) {
                 // Being deleted (see `drop_topic`): the partition must be closed for that.
@@ -265,7 +272,11 @@ impl Shared {
                     && let Some((leader, epoch)) = self.discover_leader()
                 {
                     let mut st = lock(&self.state);
-                    if epoch >= st.epoch && st.role != Role::Leader {
+                    if mirroring.is_some() {
+                        // A mirror: any node of the source redirects it to this partition's
+                        // leader; the node's epoch says nothing of this partition's.
+                        *st.fields_mut(&key).0 = leader;
+                    } else if epoch >= st.epoch && st.role != Role::Leader {
                         st.leader = leader;
                         st.epoch = epoch;
                     }
@@ -321,6 +332,47 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// A mirror's fetcher keeps its partition's leader and epoch apart from the other
+    /// partitions' (an entry of [`State::units`], role `Mirror`, in the fetcher's generation,
+    /// removed when the fetcher ends): the source's partitions may have different leaders in
+    /// different epochs (etcd's per-partition election), and with one epoch for all, a fetch
+    /// sent in the epoch another partition's leader answered in deposed every leader of an
+    /// older epoch, which etcd then elected again in a newer one, and so on
+    /// (`tests/etcd_mirror.rs`). The entry starts at the node's leader (a source node, which
+    /// redirects to the partition's leader) and the partition's own epoch. `None` (and no
+    /// entry) for anything but a mirror.
+    fn startmirroring(self: &Arc<Self>, key: &Key, generation: u64) -> Result<Option<Mirroring>> {
+        if lock(&self.state).role != Role::Mirror {
+            return Ok(None);
+        }
+        let log = self.partition(&key.0, key.1).map_err(|code| {
+            Error::InvalidArgument(format!(
+                "cannot mirror {}/{}: {}",
+                key.0,
+                key.1,
+                code.name()
+            ))
+        })?;
+        let epoch = log.leader_epoch().max(log.last_record_epoch().unwrap_or(0));
+        let mut st = lock(&self.state);
+        if st.role != Role::Mirror || st.generation != generation {
+            return Ok(None);
+        }
+        let leader = st.leader.clone();
+        st.units.entry(key.clone()).or_insert(Unit {
+            role: Role::Mirror,
+            epoch,
+            leader,
+            generation,
+            handing_over: false,
+        });
+        Ok(Some(Mirroring {
+            shared: self.clone(),
+            key: key.clone(),
+            generation,
+        }))
     }
 
     /// The replica-write lock, if this fetcher's generation is still its unit's.
@@ -585,5 +637,27 @@ impl Shared {
             lag.caught_up_at = now;
         }
         Ok(())
+    }
+}
+
+/// A mirror's fetcher's own leader and epoch of its partition (see
+/// [`Shared::startmirroring`]): dropped when the fetcher ends, which forgets them, so that a
+/// later fetcher (a topic created again) starts from its log's epoch.
+pub(super) struct Mirroring {
+    shared: Arc<Shared>,
+    key: Key,
+    generation: u64,
+}
+
+impl Drop for Mirroring {
+    fn drop(&mut self) {
+        let mut st = lock(&self.shared.state);
+        if st
+            .units
+            .get(&self.key)
+            .is_some_and(|u| u.role == Role::Mirror && u.generation == self.generation)
+        {
+            st.units.remove(&self.key);
+        }
     }
 }
