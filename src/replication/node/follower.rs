@@ -252,7 +252,7 @@ impl Shared {
         // The consumer offsets fetcher also keeps the topics in step with the leader's.
         let mut synced: Option<Instant> = None;
         let key = key_of(topic, partition);
-        let mirroring = match self.startmirroring(&key, generation) {
+        let mirroring = match self.start_mirroring(&key, generation) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(topic, partition, error = %e, "cannot mirror the partition");
@@ -343,7 +343,7 @@ impl Shared {
     /// (`tests/etcd_mirror.rs`). The entry starts at the node's leader (a source node, which
     /// redirects to the partition's leader) and the partition's own epoch. `None` (and no
     /// entry) for anything but a mirror.
-    fn startmirroring(self: &Arc<Self>, key: &Key, generation: u64) -> Result<Option<Mirroring>> {
+    fn start_mirroring(self: &Arc<Self>, key: &Key, generation: u64) -> Result<Option<Mirroring>> {
         if lock(&self.state).role != Role::Mirror {
             return Ok(None);
         }
@@ -641,7 +641,7 @@ impl Shared {
 }
 
 /// A mirror's fetcher's own leader and epoch of its partition (see
-/// [`Shared::startmirroring`]): dropped when the fetcher ends, which forgets them, so that a
+/// [`Shared::start_mirroring`]): dropped when the fetcher ends, which forgets them, so that a
 /// later fetcher (a topic created again) starts from its log's epoch.
 pub(super) struct Mirroring {
     shared: Arc<Shared>,
