@@ -1228,6 +1228,27 @@ fn modes_must_agree_and_a_coordinated_node_refuses_promote() {
     eventually("etcd records the per-partition mode", TIMEOUT, || {
         etcd.view(cluster).is_some_and(|v| !v.units.is_empty())
     });
+    // `status --coordinator` shows each member's lease.
+    let out = std::process::Command::new(cluster::BIN)
+        .args([
+            "status",
+            "--node",
+            &addrs[0],
+            "--json",
+            "--coordinator",
+            &url,
+        ])
+        .args(["--cluster", cluster])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status --coordinator failed: {out:?}");
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lease = &st["coordinator"]["leases"]["a"];
+    assert!(
+        lease["granted_ms"].as_i64().is_some_and(|g| g >= 1000)
+            && lease["left_ms"].as_i64().is_some_and(|l| l >= 0),
+        "{st}"
+    );
     let out = std::process::Command::new(cluster::BIN)
         .args(["promote", "--node", &addrs[0]])
         .output()

@@ -250,10 +250,14 @@ fn coordinator_view(a: &NodeArgs) -> Result<Option<serde_json::Value>, CliError>
         "epoch": v.epoch,
         "in_sync": v.in_sync.as_ref().map(|(_, ids)| ids.clone()),
         "in_sync_epoch": v.in_sync.as_ref().map(|(e, _)| *e),
-        // Per-partition leadership (`serve --per-partition-leaders`): the members, those up,
+        // Per-partition leadership (the default): the members, those up, each one's lease,
         // and each partition's leader, epoch, in-sync set and preferred leader.
         "members": v.members,
         "alive": v.alive,
+        "leases": v.leases.iter().map(|(id, (left, granted))| (id.clone(), serde_json::json!({
+            "left_ms": left,
+            "granted_ms": granted,
+        }))).collect::<serde_json::Map<_, _>>(),
         "partitions": v.units.iter().map(|((topic, p), u)| serde_json::json!({
             "topic": topic,
             "partition": p,
@@ -396,6 +400,13 @@ pub fn status(a: NodeArgs) -> Result<(), CliError> {
             c["lease"]["granted_ms"],
             c["in_sync"]
         );
+        for (id, l) in c["leases"].as_object().into_iter().flatten() {
+            outln!(
+                "  lease of {id}: left_ms={} granted_ms={}",
+                l["left_ms"],
+                l["granted_ms"]
+            );
+        }
         for u in c["partitions"].as_array().into_iter().flatten() {
             outln!(
                 "  partition {}/{} leader={} ({}) epoch={} in_sync={} preferred={}",

@@ -824,10 +824,10 @@ pub struct ClusterView {
     /// The `leader` key, if a node holds it.
     pub leader: Option<LeaderRecord>,
     /// The remaining time of the leader's lease, in milliseconds (per partition: of the
-    /// first unit's leader).
+    /// first unit's leader; see [`ClusterView::leases`]).
     pub lease_left_ms: Option<i64>,
     /// The lease time etcd granted the leader, in milliseconds (per partition: to the first
-    /// unit's leader; every node asks for the same).
+    /// unit's leader).
     pub lease_granted_ms: Option<i64>,
     /// The highest epoch started.
     pub epoch: u64,
@@ -840,6 +840,9 @@ pub struct ClusterView {
     pub members: Vec<String>,
     /// The members up now (their lease lives), per-partition leadership only.
     pub alive: Vec<String>,
+    /// Each member's lease that lives now, per-partition leadership only: node id to
+    /// (milliseconds left, milliseconds granted). One lease per node covers every unit it leads.
+    pub leases: std::collections::BTreeMap<String, (i64, i64)>,
 }
 
 /// Reads the cluster's keys from etcd (on a runtime of its own, for at most `limit`).
@@ -881,9 +884,25 @@ pub fn describe(options: &CoordinatorOptions, limit: Duration) -> Result<Cluster
                 )
                 .await?;
             units::describe_units(&prefix, all.kvs(), &mut view);
+            // Per partition: each member's lease, as its `alive/<id>` key carries it.
+            let alive = format!("{prefix}alive/");
+            for kv in all.kvs() {
+                let Some(id) = kv
+                    .key_str()
+                    .ok()
+                    .and_then(|k| k.strip_prefix(alive.as_str()))
+                else {
+                    continue;
+                };
+                if kv.lease() != 0 {
+                    let ttl = c.lease_time_to_live(kv.lease(), None).await?;
+                    view.leases
+                        .insert(id.to_string(), (ttl.ttl() * 1000, ttl.granted_ttl() * 1000));
+                }
+            }
             if view.leader.is_none() {
-                // Per partition: the lease of the first unit's leader (every node of a
-                // cluster asks for the same lease time), so that the lease is shown there too.
+                // Per partition: the lease of the first unit's leader, so that a lease is
+                // shown in the node-wide fields too (each member's is in `leases`).
                 let unit_lease = all.kvs().iter().find(|kv| {
                     kv.lease() != 0
                         && kv.key_str().is_ok_and(|k| {
