@@ -104,10 +104,16 @@ impl Log {
         history
     }
 
-    /// The epoch of this log's newest records (what a follower asks the leader about when it
-    /// rejoins); `None` if it has no epoch history.
+    /// The epoch of this log's last record (what a follower asks the leader about when it
+    /// rejoins); `None` if the log holds no record or its history does not cover it. Not the
+    /// history's newest epoch, which may hold no record (a leader elected that wrote nothing)
+    /// and which another leader may never have seen.
     pub fn last_record_epoch(&self) -> Option<u64> {
-        self.epoch_history().latest()
+        let end = self.written_end();
+        if end <= self.start_offset() {
+            return None;
+        }
+        self.epoch_history().epoch_at(end - 1)
     }
 
     /// Where `epoch` ends in this log (Kafka's `OffsetsForLeaderEpoch`): the largest epoch at
