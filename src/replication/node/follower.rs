@@ -385,11 +385,7 @@ impl Shared {
                 )));
             }
             None => client
-                .call(&request(
-                    offset,
-                    log.last_record_epoch().unwrap_or(0),
-                    durable_end,
-                ))
+                .call(&request(offset, last_record_epoch(&log), durable_end))
                 .map_err(wire)?,
         };
         if let Message::ErrorResponse {
@@ -481,7 +477,7 @@ impl Shared {
             // Cut exactly the divergent suffix (KIP-101, with KIP-279's refinement): ask where
             // our last epoch ends on the leader, as (e, end); the records in common end at
             // `end` there and at the end of epoch `e` here, whichever is lower.
-            let ours = log.last_record_epoch().unwrap_or(0);
+            let ours = last_record_epoch(&log);
             let at = match client.call(&Message::EpochEndRequest {
                 topic: topic.to_string(),
                 partition,
@@ -586,4 +582,18 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// The epoch of `log`'s last record (0 if it holds none): what a fetch names as its last
+/// epoch, as the pipelined fetch does with its last batch's. Not the history's newest epoch,
+/// which may hold no record (one this node led without a write) and which the leader may
+/// never have seen: asked about it, the leader answers "diverging at your end", cutting there
+/// changes nothing, and the follower asked again for ever
+/// (`tests/replication_node.rs`, `a_follower_whose_last_epoch_holds_no_record_catches_up`).
+fn last_record_epoch(log: &Log) -> u64 {
+    let end = log.written_end();
+    if end <= log.start_offset() {
+        return 0;
+    }
+    log.epoch_history().epoch_at(end - 1).unwrap_or(0)
 }
