@@ -603,6 +603,7 @@ fn per_partition_etcd_cut_from_a_leader() {
 fn per_partition_an_etcd_cluster_losing_a_member_changes_nothing() {
     let _serial = serial();
     let seed = seed();
+    println!("seed {seed} (STRATALOG_CRASH_SEED)");
     let mut rng = common::Rng(seed);
     let lease = 3000;
     let mut etcd = EtcdCluster::start();
