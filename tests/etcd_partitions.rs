@@ -889,7 +889,7 @@ fn per_partition_out_of_sync_node_is_not_elected() {
         (all_x && leads).then_some(())
     });
     println!(
-        "seed {seed}: {} out of sync was elected for nothing in {} ms; {} returned and led every unit; {} back in sync was elected for every unit {:?} after {} died",
+        "seed {seed}: {} out of sync was elected for nothing in {} ms; {} returned, every unit led again with {} back in its in-sync set; it was elected for every unit {:?} after {} died",
         IDS[o.x],
         4 * LEASE_MS,
         IDS[y],
