@@ -784,3 +784,65 @@ fn a_failed_log_opened_again_in_the_same_process_starts_a_new_epoch() {
     drop(client);
     leader.stop();
 }
+
+/// Leadership moves a -> b -> a with no record written while b led: b's epoch history ends
+/// with an epoch that holds no record, which a never saw. b, following a again, must ask about
+/// the epoch of its last record, not that empty one: asking about the empty one, a answered
+/// "diverging at your end" for ever, b cut nothing (its end) and asked again, and never caught
+/// up (found by `tests/etcd_partitions.rs`, where a handover after an election does this).
+#[test]
+fn a_follower_whose_last_epoch_holds_no_record_catches_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addrs = common::free_addrs(2);
+    let stores: Vec<Arc<Store>> = ["a", "b"]
+        .iter()
+        .map(|n| store(&tmp.path().join(n)))
+        .collect();
+    let a = Node::start(stores[0].clone(), with_peers("a", &addrs[0], None, &addrs)).unwrap();
+    let b = Node::start(
+        stores[1].clone(),
+        with_peers("b", &addrs[1], Some(&addrs[0]), &addrs),
+    )
+    .unwrap();
+    let mut to_a = Client::connect(a.addr(), TIMEOUT).unwrap();
+    eventually("b in sync", || in_sync_followers(&mut to_a) == 1);
+    for i in 0..5 {
+        let r = produce(&mut to_a, 0, Acks::All, &[format!("a{i}")]);
+        assert!(
+            matches!(
+                r,
+                Message::ProduceResponse {
+                    error: ErrorCode::None,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+    }
+    // b leads an epoch and writes nothing in it; then a leads again.
+    b.promote(0).unwrap();
+    eventually("a follows b", || a.role() == Role::Follower);
+    a.promote(0).unwrap();
+    eventually("b follows a", || b.role() == Role::Follower);
+    let mut to_a = Client::connect(a.addr(), TIMEOUT).unwrap();
+    let r = produce(&mut to_a, 0, Acks::Leader, &["after".into()]);
+    assert!(
+        matches!(
+            r,
+            Message::ProduceResponse {
+                error: ErrorCode::None,
+                base_offset: 5,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    eventually("b has a's record written after the moves", || {
+        stores[1].partition("t", 0).unwrap().end_offset() == 6
+    });
+    same_bytes(&stores[0], &stores[1], 0);
+    drop(to_a);
+    for n in [a, b] {
+        n.stop();
+    }
+}

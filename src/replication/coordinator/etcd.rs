@@ -561,6 +561,7 @@ impl Coordinator {
 
     async fn keep_alive(&mut self) {
         let lease = self.options.lease;
+        let endpoints = self.options.endpoints.clone();
         let Some(s) = self.session.as_mut() else {
             return;
         };
@@ -585,11 +586,33 @@ impl Coordinator {
             other => {
                 // The stream's member may be gone (one of several etcd members died): open a
                 // new stream for the same lease, which the client sends to a member that
-                // answers, and renew through it at once. `until` moves only on an answer.
+                // answers, and renew through it at once; again, through a new client (whose
+                // connections skip a member that is gone), until the lease would be lost.
+                // Once was not enough: a reopened stream could land on the dead member again,
+                // and the next try came a third of a lease later (a node lost its lease and
+                // its partitions in `tests/etcd_partitions.rs`
+                // `per_partition_an_etcd_cluster_losing_a_member_changes_nothing`).
+                // `until` moves only on an answer.
                 tracing::debug!(?other, "etcd: keepalive unanswered; reopening the stream");
                 let lease_id = s.lease;
-                let reopened = tokio::time::timeout(limit, s.client.lease_keep_alive(lease_id));
-                if let Ok(Ok((keeper, stream))) = reopened.await {
+                let mut fresh_client = false;
+                while Instant::now() < s.until {
+                    if fresh_client {
+                        let connect = ConnectOptions::new()
+                            .with_connect_timeout(limit)
+                            .with_timeout(limit);
+                        let client =
+                            tokio::time::timeout(limit, Client::connect(&endpoints, Some(connect)));
+                        match client.await {
+                            Ok(Ok(c)) => s.client = c,
+                            _ => continue,
+                        }
+                    }
+                    fresh_client = true;
+                    let reopened = tokio::time::timeout(limit, s.client.lease_keep_alive(lease_id));
+                    let Ok(Ok((keeper, stream))) = reopened.await else {
+                        continue;
+                    };
                     s.keeper = keeper;
                     s.stream = stream;
                     let sent = Instant::now();
@@ -598,11 +621,18 @@ impl Coordinator {
                         s.stream.message().await
                     })
                     .await;
-                    if let Ok(Ok(Some(r))) = again
-                        && r.ttl() > 0
-                    {
-                        s.last_sent = sent;
-                        s.until = sent + lease - margin(lease);
+                    match again {
+                        Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                            s.last_sent = sent;
+                            s.until = sent + lease - margin(lease);
+                            return;
+                        }
+                        Ok(Ok(Some(_))) => {
+                            tracing::warn!("etcd: the lease expired");
+                            s.until = Instant::now();
+                            return;
+                        }
+                        _ => {}
                     }
                 }
             }

@@ -59,6 +59,8 @@ impl Units {
 struct UnitKeys {
     /// The leader record and the create revision of its key.
     leader: Option<(LeaderRecord, i64)>,
+    /// The lease its key is bound to.
+    leader_lease: i64,
     isr: Option<(u64, Vec<String>)>,
     handover: Option<String>,
 }
@@ -114,6 +116,7 @@ fn sort_keys(prefix: &str, kvs: &[etcd_client::KeyValue]) -> Read {
             match leaf {
                 "leader" => {
                     u.leader = LeaderRecord::parse(kv.value()).map(|r| (r, kv.create_revision()));
+                    u.leader_lease = kv.lease();
                 }
                 "isr" => u.isr = parse_isr(kv.value()),
                 "handover" => u.handover = std::str::from_utf8(kv.value()).ok().map(String::from),
@@ -318,6 +321,25 @@ impl Coordinator {
             self.control.resign_unit(&key);
         }
         match &uk.leader {
+            Some((rec, revision))
+                if rec.node_id == id
+                    && self
+                        .session
+                        .as_ref()
+                        .is_some_and(|s| s.lease == uk.leader_lease) =>
+            {
+                // This node's key under its live lease, though it does not lead the unit: a
+                // campaign (or an epoch's start) etcd applied but whose answer timed out. It
+                // would never lapse and nobody would lead the unit: give it back, the next
+                // campaign starts an epoch properly.
+                tracing::warn!(
+                    topic = key.0,
+                    partition = key.1,
+                    "holding the partition's leadership key without leading it (an etcd answer \
+                     was lost): giving it back"
+                );
+                let _ = self.give_back(&names, *revision).await;
+            }
             Some((rec, _)) => {
                 self.units.leaderless_since.remove(&key);
                 if rec.epoch == 0 || rec.node_id == id || rec.addr == addr {
