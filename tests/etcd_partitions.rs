@@ -57,7 +57,7 @@ const WINDOW: usize = 50;
 type Key = (String, u32);
 
 /// `stratalog serve` of node `i` with the default election (`etcd::serve_with`); with
-/// `STRATALOG_ETCD_LOGS=DIR`, its log goes to `DIR/<cluster>-<id>-<n>.log`.
+/// `STRATALOG_TEST_NODE_LOGS=DIR`, its log is appended to `DIR/<id>.log`.
 fn serve(
     dir: &std::path::Path,
     id: &str,
@@ -67,15 +67,7 @@ fn serve(
     lease_ms: u64,
     extra: &[&str],
 ) -> Proc {
-    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    match std::env::var_os("STRATALOG_ETCD_LOGS") {
-        Some(logs) => {
-            let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let log = PathBuf::from(logs).join(format!("{cluster}-{id}-{n}.log"));
-            etcd::serve_logged(dir, id, listen, url, cluster, lease_ms, extra, &log)
-        }
-        None => etcd::serve_with(dir, id, listen, url, cluster, lease_ms, extra),
-    }
+    etcd::serve_with(dir, id, listen, url, cluster, lease_ms, extra)
 }
 
 static SERIAL: Mutex<()> = Mutex::new(());
