@@ -730,35 +730,6 @@ impl TopicProducer {
     }
 }
 
-/// Every record of partition `p` of topic s in the store at `dir`: offset to value.
-fn read_spread(dir: &std::path::Path, p: u32) -> std::collections::HashMap<u64, Vec<u8>> {
-    let log = stratalog::Log::open(
-        stratalog::store::partition_dir(dir, SPREAD_TOPIC, p),
-        stratalog::LogOptions {
-            read_only: true,
-            create: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let mut out = std::collections::HashMap::new();
-    let mut next = log.start_offset();
-    while next < log.end_offset() {
-        let batches = log.read(next, 1 << 20).unwrap();
-        if batches.is_empty() {
-            break;
-        }
-        for batch in batches {
-            for r in batch.records().unwrap() {
-                let r = r.unwrap();
-                out.insert(r.offset, r.value.to_vec());
-            }
-            next = batch.last_offset() + 1;
-        }
-    }
-    out
-}
-
 /// Who leads each partition of s by etcd (node id and epoch; `None` while leaderless or
 /// starting its epoch).
 fn spread_leaders(etcd: &Etcd, cluster: &str) -> Option<Vec<Option<(String, u64)>>> {
@@ -1072,7 +1043,7 @@ fn per_partition_leaders_spread_fail_over_and_come_back() {
         .unwrap();
     assert!(out.status.success(), "restore failed: {out:?}");
     let logs: Vec<_> = (0..SPREAD_PARTITIONS)
-        .map(|p| read_spread(&restored, p))
+        .map(|p| etcd::read_partition(&restored, SPREAD_TOPIC, p))
         .collect();
     for (k, &(p, o)) in acks.iter().enumerate() {
         assert_eq!(
@@ -1085,7 +1056,7 @@ fn per_partition_leaders_spread_fail_over_and_come_back() {
     assert!(acks.len() <= sent.len());
     for (i, dir) in dirs.iter().enumerate() {
         let logs: Vec<_> = (0..SPREAD_PARTITIONS)
-            .map(|p| read_spread(dir, p))
+            .map(|p| etcd::read_partition(dir, SPREAD_TOPIC, p))
             .collect();
         for (k, &(p, o)) in acks.iter().enumerate() {
             let v = logs[p as usize].get(&o).unwrap_or_else(|| {

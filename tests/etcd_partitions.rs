@@ -56,20 +56,6 @@ const WINDOW: usize = 50;
 /// A leadership unit: (topic, partition).
 type Key = (String, u32);
 
-/// `stratalog serve` of node `i` with the default election (`etcd::serve_with`); with
-/// `STRATALOG_TEST_NODE_LOGS=DIR`, its log is appended to `DIR/<id>.log`.
-fn serve(
-    dir: &std::path::Path,
-    id: &str,
-    listen: &str,
-    url: &str,
-    cluster: &str,
-    lease_ms: u64,
-    extra: &[&str],
-) -> Proc {
-    etcd::serve_with(dir, id, listen, url, cluster, lease_ms, extra)
-}
-
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -267,7 +253,8 @@ fn per_partition_leader_killed_rounds() {
     let url = etcd.url();
     let cluster = "p-kill";
     let (_tmp, dirs, addrs) = stores();
-    let start = |i: usize| serve(&dirs[i], IDS[i], &addrs[i], &url, cluster, LEASE_MS, &[]);
+    let start =
+        |i: usize| etcd::serve_with(&dirs[i], IDS[i], &addrs[i], &url, cluster, LEASE_MS, &[]);
     let mut procs: Vec<Option<Proc>> = (0..3).map(|i| Some(start(i))).collect();
     wait_for("every partition led by its preferred leader", None, || {
         settled(etcd.view(cluster), &addrs, true)
@@ -388,7 +375,7 @@ fn three_settled(
 ) -> (Vec<Option<Proc>>, BTreeMap<Key, LeaderRecord>) {
     let procs: Vec<Option<Proc>> = (0..3)
         .map(|i| {
-            Some(serve(
+            Some(etcd::serve_with(
                 &dirs[i],
                 IDS[i],
                 &addrs[i],
@@ -695,7 +682,7 @@ fn out_of_sync(
                     &dirs[i], IDS[i], &addrs[i], &url, cluster, LEASE_MS, x_extra, x_log,
                 )
             } else {
-                serve(&dirs[i], IDS[i], &addrs[i], &url, cluster, LEASE_MS, &[])
+                etcd::serve_with(&dirs[i], IDS[i], &addrs[i], &url, cluster, LEASE_MS, &[])
             })
         })
         .collect();
@@ -833,7 +820,7 @@ fn per_partition_out_of_sync_node_is_not_elected() {
     }
     // An in-sync node returns: it is elected for every unit, x follows it.
     let y = o.others[rng.below(2) as usize];
-    o.procs[y] = Some(serve(
+    o.procs[y] = Some(etcd::serve_with(
         &dirs[y],
         IDS[y],
         &addrs[y],
