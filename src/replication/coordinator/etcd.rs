@@ -863,7 +863,7 @@ pub struct ClusterView {
     pub epoch: u64,
     /// The in-sync set last published, and the epoch that published it.
     pub in_sync: Option<(u64, Vec<String>)>,
-    /// Per-partition leadership (`--per-partition-leaders`): each unit (topic, partition;
+    /// Per-partition leadership (the default): each unit (topic, partition;
     /// the consumer offsets log is `__consumer_offsets`, 0) as etcd holds it.
     pub units: std::collections::BTreeMap<(String, u32), UnitRecord>,
     /// The registered members (sorted ids), per-partition leadership only.
