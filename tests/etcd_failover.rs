@@ -1273,3 +1273,59 @@ fn modes_must_agree_and_a_coordinated_node_refuses_promote() {
         "{err}"
     );
 }
+
+/// Node-wide, a node holding the `leader` key under its live lease without leading (a
+/// campaign etcd applied whose answer was lost) gives it back, and a leader is elected. Made
+/// by hand: the nodes frozen, the key replaced by one of epoch 0 under a follower's lease, the
+/// nodes continued. Without the fix nobody led while that follower lived (the key never
+/// lapsed, and an epoch-0 record is one being started, which nobody else campaigns against).
+#[test]
+fn a_leader_key_held_without_leading_is_given_back() {
+    let _serial = serial();
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let cluster = "lost-answer";
+    let (_tmp, dirs, addrs) = stores();
+    let procs: Vec<Proc> = (0..3)
+        .map(|i| etcd::serve(&dirs[i], IDS[i], &addrs[i], &url, cluster, LEASE_MS))
+        .collect();
+    let old = healthy(&etcd, cluster);
+    let key = etcd::b64(format!("/stratalog/{cluster}/leader").as_bytes());
+    let got = etcd.gateway("kv/range", &serde_json::json!({ "key": key }));
+    let leader_lease = got["kvs"][0]["lease"].as_str().unwrap().to_string();
+    let leases = etcd.gateway("lease/leases", &serde_json::json!({}));
+    let other = leases["leases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ID"].as_str())
+        .find(|id| *id != leader_lease)
+        .unwrap_or_else(|| panic!("no follower's lease in {leases}"))
+        .to_string();
+    let f = IDS.iter().position(|i| *i != old.node_id).unwrap();
+    let value = etcd::b64(format!("0 {} {}", addrs[f], IDS[f]).as_bytes());
+    for p in &procs {
+        p.stop();
+    }
+    etcd.gateway("kv/deleterange", &serde_json::json!({ "key": key }));
+    etcd.gateway(
+        "kv/put",
+        &serde_json::json!({ "key": key, "value": value, "lease": other }),
+    );
+    for p in &procs {
+        p.resume();
+    }
+    let fixed = Instant::now();
+    eventually("a leader elected again", TIMEOUT, || {
+        named_leader(&etcd, cluster).is_some_and(|l| l.epoch > old.epoch)
+    });
+    let new = named_leader(&etcd, cluster).unwrap();
+    println!(
+        "leader {} (epoch {}); its key replaced by one under a follower's lease; {} leads epoch {} after {:?}",
+        old.node_id,
+        old.epoch,
+        new.node_id,
+        new.epoch,
+        fixed.elapsed()
+    );
+}

@@ -384,6 +384,18 @@ impl Coordinator {
             return;
         }
         match kv {
+            Some(kv) if self.session.as_ref().is_some_and(|s| s.lease == kv.lease()) => {
+                // This node's key under its live lease, though it does not lead: a campaign
+                // (or an epoch's start) etcd applied but whose answer was lost. It would never
+                // lapse and nobody would lead: give it back, the next campaign starts an epoch
+                // properly (as per partition, see `units.rs`).
+                tracing::warn!(
+                    "holding the leadership key without leading (an etcd answer was lost): \
+                     giving it back"
+                );
+                let ops = vec![TxnOp::delete(self.keys.leader.clone(), None)];
+                let _ = self.guarded(kv.create_revision(), ops).await;
+            }
             Some(kv) => {
                 self.leaderless_since = None;
                 if let Some(rec) = LeaderRecord::parse(kv.value())
