@@ -574,6 +574,13 @@ impl Log {
             if full {
                 break;
             }
+            // Everything this read may return is read. A later segment need not follow on from
+            // what this one showed when it was looked at: a roll racing this read may have
+            // appended to it and started the next meanwhile (reading on, that next segment
+            // was taken for corruption by a consumer reading at the end offset).
+            if out.last().map_or(from, |b| b.last_offset() + 1) >= end {
+                break;
+            }
             segment = self.inner.segment_after(s.base);
             if segment
                 .as_ref()
